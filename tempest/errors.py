@@ -1,0 +1,39 @@
+"""Exceptions and exit codes shared by every part of tempest; imports nothing of tempest."""
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    RUNTIME = 1  # a runtime failure: Redis unreachable, a port taken
+    USAGE = 2  # a user error: bad INI file, bad command line
+
+
+class TempestError(Exception):
+    """Base class of tempest's own errors."""
+
+
+class ConfigError(TempestError):
+    """A configuration value is wrong; the message names file, section and key."""
+
+    def __init__(self, message, path=None, section=None, key=None):
+        self.path, self.section, self.key = path, section, key
+        super().__init__(message)
+
+    def __str__(self):
+        where = [str(self.path)] if self.path else []
+        if self.section:
+            where.append(f"[{self.section}]")
+        if self.key:
+            where[-1:] = [f"{where[-1]} {self.key}:" if where else f"{self.key}:"]
+        elif where:
+            where[-1] += ":"
+        return " ".join(where + [self.args[0]])
+
+
+class StartupError(TempestError):
+    """tempestd cannot start: a port is taken, Redis does not answer."""
+
+
+class ProtocolError(TempestError):
+    """A peer sent something that does not follow the wire protocol."""

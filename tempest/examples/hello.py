@@ -1,0 +1,30 @@
+"""The seed's hello world: answers every request with a counter.
+
+Run: ``python -m tempest.examples.hello`` (Redis from TEMPEST_REDIS_URL, queue ``tempest``
+or the first command-line argument).
+"""
+
+import logging
+import sys
+
+from tempest import Worker
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s hello: %(message)s")
+    worker = Worker(argv[0] if argv else "tempest")
+    count = 0
+
+    @worker.on("url")
+    def hello(context, env):
+        nonlocal count
+        count += 1
+        return [200, {}, f"Hello world! #{count}"]
+
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

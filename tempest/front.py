@@ -1,0 +1,382 @@
+"""The HTTP front: parsing, limits, routing, turning requests into jobs and answers into
+responses.
+
+One greenlet per connection, httptools' parser on gevent's StreamServer. While a request waits
+for its answer, its greenlet also watches the socket (an io watcher, not a second greenlet), so
+a client that leaves is noticed at once and pipelined requests are parsed ahead. The job is
+pushed by the shared ``Pusher`` (one RPUSH per queue per turn of the event loop) and the answer
+arrives through the ``Registry``; timeouts come from the registry's single sweeper.
+"""
+
+import email.utils
+import logging
+import socket
+import time
+from collections import deque
+
+import gevent
+import httptools
+from gevent.hub import Waiter
+from gevent.server import StreamServer
+
+from tempest import jobs
+from tempest import pending as outcomes
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("tempest.access")
+
+RECV_SIZE = 64 * 1024
+MAX_PIPELINE = 32  # requests parsed ahead of the one served; reading pauses beyond
+DEFAULT_CONTENT_TYPE = (b"Content-Type", b"text/html; charset=utf-8")
+REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
+           431: "Request Header Fields Too Large", 502: "Bad Gateway",
+           503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+class Request:
+    __slots__ = ("method", "url", "headers", "body", "body_size", "keep_alive", "version",
+                 "error", "head_size", "started")
+
+    def __init__(self):
+        self.url = b""
+        self.headers = []
+        self.body = []
+        self.body_size = 0
+        self.head_size = 0
+        self.keep_alive = False
+        self.error = None
+        self.method = "GET"
+        self.version = "1.1"
+        self.started = time.monotonic()
+
+
+class _Abort(Exception):
+    """Raised from a parser callback to stop parsing a request that is already refused."""
+
+
+class Front:
+    def __init__(self, config, registry, pusher, stats, respond_to):
+        self.config = config
+        self.front = config.front
+        self.registry = registry
+        self.pusher = pusher
+        self.stats = stats
+        self.respond_to = respond_to
+        self.connections = set()
+        self.closing = False
+        self.server = StreamServer(self.front.listen, self._handle, backlog=self.front.backlog)
+        self._date = (0, b"")
+
+    @property
+    def address(self):
+        return self.server.address
+
+    def start(self):
+        self.server.start()
+
+    def stop_accepting(self):
+        """Stop accepting; idle keep-alive connections close, busy ones after their response."""
+        self.closing = True
+        self.server.close()
+        for conn in list(self.connections):
+            if conn.idle:
+                conn.greenlet.kill(block=False)
+
+    def busy(self):
+        return sum(1 for conn in self.connections if not conn.idle)
+
+    def close_all(self):
+        for conn in list(self.connections):
+            conn.greenlet.kill(block=False)
+
+    def date(self):
+        now = int(time.time())
+        if self._date[0] != now:
+            self._date = (now, email.utils.formatdate(now, usegmt=True).encode())
+        return self._date[1]
+
+    def _handle(self, sock, address):
+        conn = Connection(self, sock, address)
+        self.connections.add(conn)
+        self.stats.connections_total += 1
+        self.stats.connections_open += 1
+        try:
+            conn.run()
+        finally:
+            self.connections.discard(conn)
+            self.stats.connections_open -= 1
+
+
+class Connection:
+    def __init__(self, front, sock, address):
+        self.front = front
+        self.limits = front.front
+        self.sock = sock
+        self.address = address
+        self.greenlet = gevent.getcurrent()
+        self.parser = httptools.HttpRequestParser(self)
+        self.requests = deque()
+        self.current = None
+        self.in_head = False
+        self.eof = False
+        self.stop_reading = False
+        self.idle = True
+        self._waiter = None
+        self._readable = False
+        self._watcher = None
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    # the connection's life
+
+    def run(self):
+        try:
+            while not self.front.closing or self.requests:
+                request = self._next_request()
+                if request is None or not self._serve(request):
+                    break
+        except OSError as exc:
+            log.debug("connection from %s lost: %s", self.address[0], exc)
+        finally:
+            if self._watcher is not None:
+                self._watcher.close()
+            self.sock.close()
+
+    def _next_request(self):
+        while not self.requests:
+            self.idle = self.current is None
+            if self.eof or self.stop_reading or (self.idle and self.front.closing):
+                return None
+            data = self._recv()
+            if data is None:
+                return None
+            self._feed(data)
+        self.idle = False
+        return self.requests.popleft()
+
+    def _recv(self):
+        if self.current is None:
+            timeout = self.limits.keepalive_timeout
+        elif self.in_head:  # the whole head must come within header_timeout (slowloris)
+            timeout = max(0.001, self.current.started + self.limits.header_timeout - time.monotonic())
+        else:  # a body: header_timeout between two reads
+            timeout = self.limits.header_timeout
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except socket.timeout:
+            if self.current is not None:
+                log.info("%s: request not received within %ss, dropped",
+                         self.address[0], self.limits.header_timeout)
+                self._error(408, keep_alive=False)
+            return None
+        if not data:
+            self.eof = True
+            return None
+        return data
+
+    def _feed(self, data):
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # no protocol switch here: serve the request as plain HTTP, then close
+            self.stop_reading = True
+            if self.requests:
+                self.requests[-1].keep_alive = False
+        except httptools.HttpParserError as exc:
+            if not self.stop_reading:
+                log.info("%s: malformed request: %s", self.address[0], exc)
+                self._refuse(400)
+        if self.in_head and not self.stop_reading:
+            self.current.head_size += len(data)
+            if self.current.head_size > self.limits.max_header_size:
+                self._refuse(431)
+
+    def _refuse(self, status):
+        """Queue an error response for the request being parsed and stop reading."""
+        request = self.current or Request()
+        request.error = status
+        request.keep_alive = False
+        self.requests.append(request)
+        self.current = None
+        self.in_head = False
+        self.stop_reading = True
+
+    # httptools callbacks
+
+    def on_message_begin(self):
+        self.current = Request()
+        self.in_head = True
+
+    def on_url(self, url):
+        self.current.url += url
+        self._count_head(len(url))
+
+    def on_header(self, name, value):
+        self.current.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        self._count_head(len(name) + len(value) + 4)
+
+    def _count_head(self, size):
+        self.current.head_size += size
+        if self.current.head_size > self.limits.max_header_size:
+            self._refuse(431)
+            raise _Abort
+
+    def on_headers_complete(self):
+        request = self.current
+        self.in_head = False
+        request.head_size = 0
+        request.method = self.parser.get_method().decode("ascii")
+        request.version = self.parser.get_http_version()
+        request.keep_alive = self.parser.should_keep_alive()
+        length = next((v for n, v in request.headers if n == "content-length"), "0")
+        if length.isdigit() and int(length) > self.limits.max_body:
+            self._refuse(413)
+            raise _Abort
+        expect = next((v for n, v in request.headers if n == "expect"), "")
+        if expect.lower() == "100-continue" and not self.requests and self.idle:
+            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body):
+        request = self.current
+        request.body_size += len(body)
+        if request.body_size > self.limits.max_body:
+            self._refuse(413)
+            raise _Abort
+        request.body.append(body)
+
+    def on_message_complete(self):
+        self.requests.append(self.current)
+        self.current = None
+
+    # serving one request
+
+    def _serve(self, request):
+        if request.error:
+            return self._error(request.error, request)
+        front = self.front
+        url = request.url.decode("latin-1")
+        route = front.config.route_for(url.split("?", 1)[0])
+        env = jobs.http_env(request.method, url, _header_dict(request.headers), b"".join(request.body))
+        job_id = jobs.new_job_id()
+        pending = front.registry.add(job_id, jobs.HTTP_ACTION, route.timeout, self._notify)
+        front.stats.requests += 1
+        front.pusher.submit(route.queue, jobs.encode_job(jobs.HTTP_ACTION, [env], front.respond_to, job_id), pending)
+        outcome = self._wait(pending)
+        if outcome is None:
+            front.registry.abandon(pending)
+            log.info("%s: client left while job %s on queue %s was pending", self.address[0], job_id, route.queue)
+            return False
+        if not isinstance(outcome, bytes):
+            return self._failed(outcome, request, route, job_id)
+        try:
+            status, reason, headers, body = jobs.decode_http_answer(outcome)
+        except jobs.BadAnswer as exc:
+            front.stats.bad_answers += 1
+            log.warning("bad answer to url job %s (queue %s, %s %s): %s",
+                        job_id, route.queue, request.method, url[:200], exc)
+            return self._error(502, request)
+        if not any(name.lower() == b"content-type" for name, _ in headers):
+            headers.append(DEFAULT_CONTENT_TYPE)
+        return self._respond(request, status, reason, headers, body)
+
+    def _failed(self, outcome, request, route, job_id):
+        if outcome == outcomes.TIMEOUT:
+            log.warning("no answer to url job %s on queue %s within %ss: 504",
+                        job_id, route.queue, route.timeout)
+            return self._error(504, request)
+        if outcome == outcomes.QUEUE_FULL:
+            log.info("queue %s full: 503 for url job %s", route.queue, job_id)
+        else:
+            log.info("cannot push to queue %s: 503 for url job %s", route.queue, job_id)
+        return self._error(503, request)
+
+    def _wait(self, pending):
+        """Wait for ``pending``'s outcome while watching the socket; None if the client left."""
+        while pending.outcome is None:
+            watch = not (self.eof or self.stop_reading or len(self.requests) >= MAX_PIPELINE)
+            if watch:
+                if self._watcher is None:
+                    self._watcher = gevent.get_hub().loop.io(self.sock.fileno(), 1)
+                self._watcher.start(self._on_readable)
+            self._waiter = waiter = Waiter()
+            try:
+                waiter.get()
+            finally:
+                self._waiter = None
+                if watch:
+                    self._watcher.stop()
+            if self._readable and pending.outcome is None:
+                self._readable = False
+                if not self._read_ahead():
+                    return None
+        return pending.outcome
+
+    def _notify(self):
+        # runs in the hub: wake the greenlet once, whichever comes first
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.switch(None)
+
+    def _on_readable(self):
+        self._readable = True
+        self._notify()
+
+    def _read_ahead(self):
+        try:
+            data = self.sock._sock.recv(RECV_SIZE)  # the raw non-blocking socket: never waits
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self._feed(data)
+        return True
+
+    # writing responses
+
+    def _error(self, status, request=None, keep_alive=None):
+        request = request or Request()
+        if status < 500:
+            self.front.stats.bad_requests += 1
+        reason = REASONS[status]
+        body = f"{status} {reason}\n".encode()
+        headers = [(b"Content-Type", b"text/plain; charset=utf-8")]
+        if keep_alive is not None:
+            request.keep_alive = keep_alive
+        return self._respond(request, status, reason, headers, body)
+
+    def _respond(self, request, status, reason, headers, body):
+        keep_alive = request.keep_alive and not self.front.closing
+        head = [b"HTTP/1.1 %d %s\r\nServer: tempest\r\nDate: %s\r\n" % (status, reason.encode(), self.front.date())]
+        head += [b"%s: %s\r\n" % pair for pair in headers]
+        if status in (204, 304):
+            body = b""
+        else:
+            head.append(b"Content-Length: %d\r\n" % len(body))
+        if not keep_alive:
+            head.append(b"Connection: close\r\n")
+        elif request.version == "1.0":
+            head.append(b"Connection: keep-alive\r\n")
+        head.append(b"\r\n")
+        if request.method == "HEAD":
+            body = b""
+        self.sock.sendall(b"".join(head) + body)
+        self.front.stats.count_response(status)
+        if self.limits.access_log:
+            access_log.info('%s "%s %s HTTP/%s" %d %d %.1fms', self.address[0], request.method,
+                            request.url.decode("latin-1"), request.version, status, len(body),
+                            (time.monotonic() - request.started) * 1000)
+        return keep_alive
+
+
+def _header_dict(pairs):
+    headers = {}
+    for name, value in pairs:
+        if name in headers:
+            headers[name] += ("; " if name == "cookie" else ", ") + value
+        else:
+            headers[name] = value
+    return headers

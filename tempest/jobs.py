@@ -1,0 +1,146 @@
+"""The job envelope and the HTTP answer, encoded and decoded (the wire protocol's data).
+
+A job is the JSON list ``[action, args, respond_to, job_id]`` (exactly four elements: the 2012
+Python workers unpack four). An HTTP answer is the JSON list ``[status, headers, body]``.
+Both sides of the protocol use these functions; they import neither gevent nor redis.
+"""
+
+import base64
+import http
+import re
+import secrets
+
+import simplejson as json
+
+HTTP_ACTION = "url"
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_VALUE = re.compile(rb"[\r\n\x00]")
+# the front frames every response itself; a worker's framing headers are dropped
+HOP_BY_HOP = frozenset(
+    (b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade")
+)
+
+
+def new_job_id():
+    """An unguessable job id (96 random bits), a string as the Node workers need."""
+    return secrets.token_urlsafe(12)
+
+
+def dumps(value):
+    """JSON as compact UTF-8 bytes: the one codec of the protocol."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def loads(data):
+    return json.loads(data)
+
+
+def encode_job(action, args, respond_to, job_id):
+    return dumps([action, args, respond_to, job_id])
+
+
+def decode_job(data):
+    """Decode a job envelope.
+
+    Returns:
+        (action, args, respond_to, job_id)
+
+    Raises:
+        ValueError: not a four-element JSON list with a string action and a list of args.
+    """
+    job = loads(data)
+    if not isinstance(job, list) or len(job) != 4:
+        raise ValueError("a job is a JSON list of four elements")
+    action, args, respond_to, job_id = job
+    if not isinstance(action, str) or not isinstance(args, list):
+        raise ValueError("a job's action is a string and its args a list")
+    if respond_to is not None and not isinstance(respond_to, str):
+        raise ValueError("a job's respond_to is 'host:port' or null")
+    return action, args, respond_to, job_id
+
+
+def http_env(method, url, headers, body):
+    """The ``env`` of a ``url`` job: method, url, lower-case headers and the body if any.
+
+    A body that is not UTF-8 travels base64-encoded in ``body_base64`` instead of ``body``.
+    """
+    env = {"method": method, "url": url, "headers": headers}
+    if body:
+        try:
+            env["body"] = body.decode("utf-8")
+        except UnicodeDecodeError:
+            env["body_base64"] = base64.b64encode(body).decode("ascii")
+    return env
+
+
+class BadAnswer(ValueError):
+    """A worker's answer cannot become an HTTP response; the message says why."""
+
+
+def decode_http_answer(data):
+    """Decode and check ``[status, headers, body]``.
+
+    Returns:
+        (status, reason, headers, body): headers a list of (name, value) bytes pairs without
+        framing headers, body bytes.
+
+    Raises:
+        BadAnswer: the answer is not valid JSON or cannot be sent safely.
+    """
+    try:
+        answer = loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadAnswer(f"not JSON: {exc}") from None
+    if not isinstance(answer, list) or len(answer) < 1:
+        raise BadAnswer("not a JSON list [status, headers, body]")
+    status = _status(answer[0])
+    headers = _headers(answer[1] if len(answer) > 1 else None)
+    body = _body(answer[2] if len(answer) > 2 else None)
+    try:
+        reason = http.HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Unknown"
+    return status, reason, headers, body
+
+
+def _status(value):
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 200 <= value <= 599:
+        raise BadAnswer(f"bad status {value!r}")
+    return value
+
+
+def _headers(value):
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        pairs = value.items()
+    elif isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 for p in value):
+        pairs = value
+    else:
+        raise BadAnswer("headers are not an object or a list of [name, value] pairs")
+    out = []
+    for name, values in pairs:
+        for item in values if isinstance(values, list) else [values]:
+            out.append(_header(name, item))
+    return [(n, v) for n, v in out if n.lower() not in HOP_BY_HOP]
+
+
+def _header(name, value):
+    if not isinstance(name, str) or not _TOKEN.match(name.encode("utf-8", "replace")):
+        raise BadAnswer(f"bad header name {name!r}")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise BadAnswer(f"bad value for header {name!r}: {value!r}")
+    encoded = str(value).encode("utf-8")
+    if _BAD_VALUE.search(encoded):
+        raise BadAnswer(f"CR, LF or NUL in header {name!r}")
+    return name.encode("ascii"), encoded
+
+
+def _body(value):
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace")  # a lone surrogate becomes "?"
+    raise BadAnswer(f"body is not a string but {type(value).__name__}")

@@ -1,0 +1,35 @@
+"""Operating-system helpers for the child processes tempestd starts."""
+
+import ctypes
+import ctypes.util
+import os
+import signal
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig=signal.SIGKILL):
+    """A preexec_fn that asks the kernel to send ``sig`` to the child when tempestd dies.
+
+    libc is loaded here, in the parent, so that the child between fork and exec only makes
+    system calls. If the parent died before the prctl took effect, the child kills itself.
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    parent = os.getpid()
+
+    def preexec():
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sig)
+
+    return preexec
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,36 @@
+"""Counters of what tempestd did and dropped, shown by the answer endpoint's INFO."""
+
+COUNTERS = (
+    "connections_total",  # HTTP connections accepted
+    "connections_open",  # HTTP connections open now
+    "requests",  # HTTP requests turned into jobs
+    "responses_2xx", "responses_3xx", "responses_4xx", "responses_5xx",
+    "bad_requests",  # malformed HTTP (400, 413, 431)
+    "jobs_pushed",  # jobs that reached a Redis list
+    "push_errors",  # jobs that could not be pushed (Redis error): answered 503
+    "queue_full",  # jobs refused by max_queue_length: answered 503
+    "timeouts",  # requests whose answer did not come in time: answered 504
+    "bad_answers",  # answers that could not become a response: answered 502
+    "answers",  # answers handed to a waiting request
+    "answers_dropped",  # answers for an unknown, expired or abandoned job
+    "clients_gone",  # clients that left while their job was pending
+    "answer_connections",  # connections to the answer endpoint accepted
+)
+
+
+class Stats:
+    """Plain counters, incremented from greenlets of one process (no locking needed)."""
+
+    __slots__ = COUNTERS
+
+    def __init__(self):
+        for name in COUNTERS:
+            setattr(self, name, 0)
+
+    def as_dict(self):
+        return {name: getattr(self, name) for name in COUNTERS}
+
+    def count_response(self, status):
+        name = f"responses_{status // 100}xx"
+        if name in COUNTERS:
+            setattr(self, name, getattr(self, name) + 1)

@@ -1,0 +1,189 @@
+"""The Python worker library: take jobs from a queue, run handlers, send their answers.
+
+Plain blocking redis-py, no gevent: it works in any sequential program. It speaks exactly the
+2012 protocol (``BLPOP <queue>``, then ``<action> <job_id> <json>`` sent to ``respond_to``),
+so a worker written with it and the Ruby or Node workers of 2012 are interchangeable.
+
+Example::
+
+    from tempest import Worker
+
+    worker = Worker("tempest")
+
+    @worker.on("url")
+    def hello(context, env):
+        return [200, {"Content-Type": "text/plain"}, "Hello " + env["url"]]
+
+    worker.run()
+"""
+
+import logging
+import os
+import signal
+import time
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from tempest import jobs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+POLL_TIMEOUT = 1  # seconds a BLPOP blocks, so that a stop request is seen within it
+RECONNECT_MAX = 5.0  # seconds between reconnection attempts, at most
+
+
+class Context:
+    """What a handler knows about its job, and how it answers.
+
+    Attributes:
+        action: the job's action (``url`` for HTTP requests).
+        job_id: the job's id, echoed by every answer.
+        respond_to: ``"host:port"`` of the endpoint waiting for the answer, or None.
+        worker: the ``Worker`` running the handler.
+    """
+
+    def __init__(self, worker, action, respond_to, job_id):
+        self.worker = worker
+        self.action = action
+        self.respond_to = respond_to
+        self.job_id = job_id
+        self.answered = 0
+
+    def answer(self, data):
+        """Send an answer now; may be called several times (later answers of an HTTP job
+        are dropped by the front, other actions may use them as a stream).
+
+        Args:
+            data: any JSON-serializable value; for ``url`` jobs ``[status, headers, body]``.
+
+        Returns:
+            True if the answer was delivered to the endpoint, False if there is nobody to
+            answer (no ``respond_to``) or the endpoint could not be reached.
+        """
+        self.answered += 1
+        return self.worker.send_answer(self.respond_to, self.action, self.job_id, data)
+
+
+class Worker:
+    """Takes jobs from one or more queues and calls the handler of each job's action.
+
+    Args:
+        queues: a queue name or a list of names (BLPOP serves them in order).
+        redis_url: the Redis holding the queues; default: ``TEMPEST_REDIS_URL`` from the
+            environment, else ``redis://127.0.0.1:6379/0``.
+        answer_password: password for the answer endpoint; default: ``TEMPEST_ANSWER_PASSWORD``.
+    """
+
+    def __init__(self, queues="tempest", redis_url=None, answer_password=None):
+        self.queues = [queues] if isinstance(queues, str) else list(queues)
+        self.redis_url = redis_url or os.environ.get("TEMPEST_REDIS_URL") or DEFAULT_REDIS_URL
+        self.answer_password = answer_password or os.environ.get("TEMPEST_ANSWER_PASSWORD") or None
+        self.handlers = {}
+        self.stopping = False
+        self.processed = 0
+        # a BLPOP blocks POLL_TIMEOUT: the socket timeout must be above it, and a timed-out
+        # BLPOP must not be re-sent blindly, so no automatic retries
+        self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=POLL_TIMEOUT + 10,
+                                          socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
+        self._endpoints = {}
+
+    def on(self, action):
+        """Decorator registering ``handler(context, *args)`` for ``action``.
+
+        The handler's return value, unless None, is sent as the answer.
+        """
+
+        def register(handler):
+            self.handlers[action] = handler
+            return handler
+
+        return register
+
+    def run(self, install_signals=True):
+        """Take and run jobs until ``stop()`` or SIGTERM/SIGINT; the job in hand is finished."""
+        if install_signals:
+            signal.signal(signal.SIGTERM, self._handle_stop)
+            signal.signal(signal.SIGINT, self._handle_stop)
+        log.info("worker on %s (%s): %s", ",".join(self.queues), self.redis_url, ", ".join(self.handlers))
+        delay = 0.1
+        while not self.stopping:
+            try:
+                item = self.redis.blpop(self.queues, timeout=POLL_TIMEOUT)
+                delay = 0.1
+            except redis.ConnectionError as exc:
+                log.warning("Redis unreachable (%s); retrying in %.1fs", exc, delay)
+                self._sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+                continue
+            except redis.TimeoutError:
+                continue
+            if item is not None:
+                self.process(item[1])
+        log.info("worker stopped after %d jobs", self.processed)
+
+    def stop(self):
+        self.stopping = True
+
+    def _handle_stop(self, signum, frame):
+        self.stopping = True
+
+    def _sleep(self, seconds):
+        end = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < end:
+            time.sleep(min(0.1, seconds))
+
+    def process(self, raw):
+        """Run the handler of one raw job (the JSON envelope)."""
+        try:
+            action, args, respond_to, job_id = jobs.decode_job(raw)
+        except ValueError as exc:
+            log.error("dropped malformed job %.200r: %s", raw, exc)
+            return
+        self.processed += 1
+        handler = self.handlers.get(action)
+        context = Context(self, action, respond_to, job_id)
+        if handler is None:
+            log.error("no handler for action %r (job %s)", action, job_id)
+            self._answer_error(context, 501, "Not Implemented")
+            return
+        try:
+            result = handler(context, *args)
+        except Exception:
+            log.exception("handler of %r failed on job %s", action, job_id)
+            self._answer_error(context, 500, "Internal Server Error")
+            return
+        if result is not None:
+            context.answer(result)
+
+    def _answer_error(self, context, status, reason):
+        if context.action == jobs.HTTP_ACTION and not context.answered:
+            context.answer([status, {"Content-Type": "text/plain"}, f"{status} {reason}\n"])
+
+    def send_answer(self, respond_to, action, job_id, data):
+        if not respond_to:
+            return False
+        try:
+            self._endpoint(respond_to).execute_command(action, job_id, jobs.dumps(data))
+            return True
+        except redis.RedisError as exc:
+            log.warning("cannot answer %s %s to %s: %s", action, job_id, respond_to, exc)
+            self._endpoints.pop(respond_to, None)
+            return False
+
+    def _endpoint(self, respond_to):
+        client = self._endpoints.get(respond_to)
+        if client is None:
+            host, _, port = respond_to.rpartition(":")
+            client = redis.Redis(host=host.strip("[]"), port=int(port), password=self.answer_password,
+                                 socket_timeout=10, socket_connect_timeout=5,
+                                 retry=Retry(NoBackoff(), 0))
+            self._endpoints[respond_to] = client
+        return client
+
+    def publish(self, channel, data, event=None):
+        """Publish ``data`` to pub/sub subscribers of ``channel`` (legacy ``[data]`` or
+        ``[event, data]`` message)."""
+        return self.redis.publish(channel, jobs.dumps([event, data] if event else [data]))
