@@ -166,7 +166,7 @@ SETTINGS = (
     S("route:", "queue", to_queue, None, "Queue of the requests whose path starts with the prefix."),
     S("route:", "timeout", to_seconds, "", "Answer timeout for this route; empty: [front] timeout."),
 )
-_SECTIONS = sorted({s.section for s in SETTINGS})
+_SECTIONS = list(dict.fromkeys(s.section for s in SETTINGS))
 
 
 def settings_of(section):
