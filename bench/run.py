@@ -103,32 +103,45 @@ class Processes:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
             pass
-        _signal_group(proc, signal.SIGKILL)  # stragglers in the group too
+        _signal_group(proc, signal.SIGKILL)  # if it ignored SIGTERM
         try:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
 
-    def stop_all(self):
+    def stop_all(self, grace=12.0):
+        """Stop every child, last started first (workers before tempestd, Redis last); the
+        children of one kind (the workers) are stopped together."""
+        groups = []
         for name, proc in reversed(self.children):
-            _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + 12
-        for name, proc in reversed(self.children):
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                print(f"bench: {name} (pid {proc.pid}) ignored SIGTERM: SIGKILL", file=sys.stderr)
-        for name, proc in reversed(self.children):
-            _signal_group(proc, signal.SIGKILL)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                print(f"bench: {name} (pid {proc.pid}) survived SIGKILL", file=sys.stderr)
+            kind = name.rstrip("0123456789")
+            if groups and groups[-1][0] == kind:
+                groups[-1][1].append((name, proc))
+            else:
+                groups.append((kind, [(name, proc)]))
+        for kind, members in groups:
+            for name, proc in members:
+                _signal_group(proc, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for name, proc in members:
+                try:
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    print(f"bench: {name} (pid {proc.pid}) ignored SIGTERM: SIGKILL", file=sys.stderr)
+            for name, proc in members:
+                _signal_group(proc, signal.SIGKILL)  # if it ignored SIGTERM
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    print(f"bench: {name} (pid {proc.pid}) survived SIGKILL", file=sys.stderr)
         self.children = []
 
 
 def _signal_group(proc, sig):
-    # start_new_session=True: the child leads its own group, whose id is its pid
+    # start_new_session=True: the child leads its own group, whose id is its pid. Once the
+    # child is reaped (returncode set) its pid may be reused: it is never signalled again.
+    if proc.returncode is not None:
+        return
     try:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
@@ -256,6 +269,19 @@ def machine_busy():
         values = [int(v) for v in handle.readline().split()[1:]]
     idle = values[3] + (values[4] if len(values) > 4 else 0)
     return sum(values) - idle, sum(values)
+
+
+def logged_problems(log_dir, keep=5):
+    """WARNING and worse lines in the logs of tempestd and the workers: count and first few."""
+    found = {}
+    for name in sorted(os.listdir(log_dir)):
+        if not name.endswith(".log") or not name.startswith(("tempestd", "worker")):
+            continue
+        with open(os.path.join(log_dir, name), encoding="utf-8", errors="replace") as handle:
+            lines = [l.rstrip() for l in handle if re.search(r" (WARNING|ERROR|CRITICAL) |Traceback", l)]
+        if lines:
+            found[name[:-4]] = {"count": len(lines), "first": lines[:keep]}
+    return found
 
 
 def background_cpu(seconds=1.0):
@@ -632,7 +658,7 @@ def main(argv=None):
     results = []
     info = machine_info(args.wrk)
     info["background_cpu_percent_before"] = background_cpu()
-    code = 0
+    code = 1  # until every measurement is done
     try:
         deadline = time.monotonic() + args.start_timeout
         targets = []
@@ -662,10 +688,11 @@ def main(argv=None):
                     r["ratio"] = r["throughput"]["rps"] / ceiling_rps if ceiling_rps else None
         procs.check_alive()
         procs.stop_all()
+        info["logged_problems"] = logged_problems(tmp)
         info["background_cpu_percent_after"] = background_cpu()
+        code = 0
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
-        code = 1
     finally:
         procs.stop_all()
         if not args.keep_logs and code == 0:
@@ -681,6 +708,12 @@ def main(argv=None):
         print(table(results))
         print()
         print(details(results))
+        problems = info.get("logged_problems")
+        if problems is not None:
+            print("warnings in the logs of tempestd and the workers: "
+                  + ("none" if not problems else ""))
+            for name, found in problems.items():
+                print(f"  {name}: {found['count']} line(s), first: " + "\n    ".join(found["first"]))
     if args.json:
         document = {"command": [sys.argv[0]] + (sys.argv[1:] if argv is None else list(argv)),
                     "machine": info, "workers": args.workers, "duration_s": args.duration,

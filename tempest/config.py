@@ -6,6 +6,7 @@ gunicorn declares its ``Setting`` classes; the table drives validation, the erro
 every error names the file, the section, the key and the bad value.
 """
 
+import ast
 import configparser
 import difflib
 import os
@@ -239,8 +240,16 @@ def _parse_error(exc):
         return f"line {exc.lineno}: a key before any [section]: {exc.line.strip()!r}"
     if isinstance(exc, configparser.ParsingError):
         lineno, line = exc.errors[0]
-        return f"line {lineno}: not 'key = value': {line.strip()!r}"
+        return f"line {lineno}: not 'key = value': {_unquote(line).strip()!r}"
     return str(exc).splitlines()[0]
+
+
+def _unquote(text):
+    """configparser hands the bad line over already repr()'d."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def _section(path, name, raw):

@@ -48,7 +48,10 @@ def decode_job(data):
     Raises:
         ValueError: not a four-element JSON list with a string action and a list of args.
     """
-    job = loads(data)
+    try:
+        job = loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     if not isinstance(job, list) or len(job) != 4:
         raise ValueError("a job is a JSON list of four elements")
     action, args, respond_to, job_id = job
@@ -91,6 +94,8 @@ def decode_http_answer(data):
         answer = loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadAnswer(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise BadAnswer("JSON nested too deeply") from None
     if not isinstance(answer, list) or len(answer) < 1:
         raise BadAnswer("not a JSON list [status, headers, body]")
     status = _status(answer[0])
@@ -104,7 +109,7 @@ def decode_http_answer(data):
 
 
 def _status(value):
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 200 <= value <= 599:
         raise BadAnswer(f"bad status {value!r}")

@@ -2,7 +2,9 @@
 
 Parsing is hiredis' ``Reader``; this module only adds what a server needs on top of it: the
 inline command form (``PING\\r\\n`` typed into telnet or nc, which real Redis accepts) and a
-check that every command is a flat list of bulk strings.
+check that every command is a flat list of bulk strings. Inline commands are read until the
+first ``*`` that starts a command; from then on the connection is RESP for good, since hiredis
+cannot tell whether it sits between two commands or inside one.
 """
 
 import hiredis
@@ -63,6 +65,7 @@ class CommandReader:
     def __init__(self):
         self._reader = hiredis.Reader()
         self._inline = b""
+        self._resp = None  # decided by the first byte received
 
     def feed(self, data):
         """Feed received bytes; return the list of commands now complete.
@@ -70,25 +73,29 @@ class CommandReader:
         Raises:
             ProtocolError: the bytes are not RESP (the connection should be closed).
         """
+        if self._resp is None and data:
+            self._resp = data[:1] == b"*"
+        if self._resp:
+            self._reader.feed(data)
+            return list(self._drain())
+        return self._inline_commands(data)
+
+    def _inline_commands(self, data):
+        data, self._inline = self._inline + data, b""
         commands = []
-        if self._inline:
-            data, self._inline = self._inline + data, b""
         while data:
-            if self._reader.has_data() or data[:1] == b"*":
+            if data[:1] == b"*":  # a client library after a typed command: RESP for good
+                self._resp = True
                 self._reader.feed(data)
-                data = b""
-                commands.extend(self._drain())
-            else:
-                line, sep, rest = data.partition(b"\n")
-                if not sep:
-                    if len(data) > MAX_INLINE:
-                        raise ProtocolError("too big inline request")
-                    self._inline = data
-                    break
-                words = line.split()
-                if words:
-                    commands.append(words)
-                data = rest
+                return commands + list(self._drain())
+            line, sep, data = data.partition(b"\n")
+            if not sep:
+                if len(line) > MAX_INLINE:
+                    raise ProtocolError("too big inline request")
+                self._inline = line
+                break
+            if words := line.split():
+                commands.append(words)
         return commands
 
     def _drain(self):

@@ -376,9 +376,8 @@ def test_line_that_is_not_key_value_gives_line_number(load_ini):
     assert "line 3" in text and "not 'key = value'" in text and "junk line" in text
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: configparser (3.11/3.12) already repr()s the bad line "
-                   "in ParsingError.errors; _parse_error repr()s it again, giving "
-                   "\"'junk line\\\\n'\" with a literal backslash-n")
+# regression: configparser (3.11/3.12) hands the bad line over already repr()'d; quoting it
+# again gave "'junk line\\n'" with a literal backslash-n
 def test_line_that_is_not_key_value_is_quoted_once(load_ini):
     text = str(load_error(load_ini, "[front]\njunk line\n"))
     assert text.endswith("line 2: not 'key = value': 'junk line'")

@@ -69,9 +69,8 @@ def test_decode_job_rejects_wrong_shapes(data):
         jobs.decode_job(data)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: deeply nested JSON makes simplejson raise RecursionError, "
-                   "which decode_job lets through; Worker.process only catches ValueError, so one "
-                   "such job kills the worker instead of being dropped")
+# regression: simplejson raises RecursionError on deep nesting; Worker.process only catches
+# ValueError, so one such job killed the worker instead of being dropped
 def test_decode_job_rejects_deeply_nested_json_with_valueerror():
     with pytest.raises(ValueError):
         jobs.decode_job(b"[" * 100_000)
@@ -254,16 +253,14 @@ def test_bad_status_is_a_bad_answer(status):
         jobs.decode_http_answer(answer([status, {}, ""]))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _status uses str.isdigit(), which is True for "
-                   "characters int() refuses (superscripts), so int() raises a plain ValueError "
-                   "that the front (which catches BadAnswer only) does not turn into a 502")
+# regression: str.isdigit() is True for superscripts that int() refuses, so a plain ValueError
+# escaped, which the front (catching BadAnswer only) did not turn into a 502
 def test_status_with_a_non_decimal_digit_is_a_bad_answer():
     with pytest.raises(BadAnswer):
         jobs.decode_http_answer(answer(["²⁰⁰", {}, ""]))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: deeply nested JSON makes simplejson raise RecursionError, "
-                   "not caught by decode_http_answer: the front gets a traceback instead of a 502")
+# regression: RecursionError escaped decode_http_answer: a traceback instead of a 502
 def test_deeply_nested_answer_is_a_bad_answer():
     with pytest.raises(BadAnswer):
         jobs.decode_http_answer(b"[" * 100_000)

@@ -143,10 +143,8 @@ def test_command_split_inside_a_bulk_string():
     assert reader.feed(b"NG\r\n") == [[b"PING"]]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: CommandReader uses hiredis' has_data() to know that a "
-                   "RESP command is in progress, but has_data() is False once hiredis has consumed "
-                   "every byte fed so far (after '*', or after a complete element), so the rest of "
-                   "the command is parsed as inline commands")
+# regression: hiredis' has_data() is False once every byte fed so far is consumed (after '*' or
+# after a complete element), and the rest of a split command was read as inline commands
 def test_command_split_byte_by_byte():
     reader = resp.CommandReader()
     assert feed_bytewise(reader, ECHO + ANSWER) == [
@@ -154,8 +152,7 @@ def test_command_split_byte_by_byte():
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: same has_data() flaw; a split right after an element's "
-                   "CRLF (a TCP segment boundary) turns the rest into bogus inline commands")
+# regression: same has_data() flaw, at a TCP segment boundary
 @pytest.mark.parametrize("cut", [
     len(b"*3\r\n"),  # after the array header
     len(b"*3\r\n$3\r\nurl\r\n"),  # after a complete element
