@@ -473,7 +473,8 @@ def run_wrk(procs, args, port, connections, duration, tag):
         with open(script, "w") as handle:
             handle.write(WRK_SCRIPT)
     threads = max(1, min(args.wrk_threads, connections))
-    argv = [args.wrk, "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s",
+    duration = max(1, round(duration))  # wrk takes whole seconds
+    argv = [args.wrk, "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
             "--timeout", f"{args.wrk_timeout:g}s", "-s", script, f"http://{HOST}:{port}/"]
     text = run_child(procs, tag, argv, timeout=duration + args.wrk_timeout + 30)
     line = next((l for l in text.splitlines() if l.startswith("BENCH_JSON ")), None)
@@ -501,54 +502,61 @@ def run_loadgen(procs, args, port, connections, duration, tag):
     return result
 
 
-def measure(target, procs, args, connections):
-    """One target at one connection count: warm-up, throughput run, latency run."""
-    tag = f"{target.name}-c{connections}"
-    use_wrk = bool(args.wrk)
-    result = {"target": target.name, "connections": connections}
-    if args.warmup > 0:
-        if use_wrk:
-            run_wrk(procs, args, target.port, connections, args.warmup, tag + "-warmup")
-        else:
-            run_loadgen(procs, args, target.port, connections, args.warmup, tag + "-warmup")
-        target.settle()
-    before_stats = target.stats()
+def with_cpu(target, run):
+    """Call ``run()``; return its result and the CPU each process used meanwhile (% of one core)."""
     pids = target.pids()
-    cpu_before = {k: [cpu_seconds(p) for p in v] for k, v in pids.items()}
+    before = {k: [cpu_seconds(p) for p in v] for k, v in pids.items()}
     busy_before = machine_busy()
     t0 = time.monotonic()
-    if use_wrk:
-        result["throughput"] = run_wrk(procs, args, target.port, connections, args.duration, tag + "-wrk")
-    else:
-        result["throughput"] = run_loadgen(procs, args, target.port, connections, args.duration,
-                                           tag + "-loadgen")
+    result = run()
     wall = time.monotonic() - t0
     busy_after = machine_busy()
     cpu = {}
     for key, plist in pids.items():
-        spent = [(cpu_seconds(p) or 0) - (b or 0) for p, b in zip(plist, cpu_before[key])]
-        cpu[key] = round(100 * sum(spent) / wall, 1)  # % of one core
-    cpu["client"] = round(100 * run_child.cpu_seconds / wall, 1)  # reaped during the run: the client only
+        spent = [(cpu_seconds(p) or 0) - (b or 0) for p, b in zip(plist, before[key])]
+        cpu[key] = round(100 * sum(spent) / wall, 1)
+    cpu["client"] = round(100 * run_child.cpu_seconds / wall, 1)  # the only child reaped meanwhile
     ncpu = os.cpu_count() or 1
     machine = 100 * ncpu * (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1])
-    cpu["machine"] = round(machine, 1)  # every CPU, in % of one core (nproc x 100 at most)
+    cpu["machine"] = round(machine, 1)  # every CPU together: nproc x 100 at most
     cpu["unaccounted"] = round(machine - sum(v for k, v in cpu.items() if k != "machine"), 1)
-    result["cpu_percent"] = cpu
-    result["settled"] = target.settle()
-    after_stats = target.stats()
-    if after_stats:
-        result["server_stats_delta"] = {k: v - before_stats.get(k, 0) for k, v in after_stats.items()
-                                        if isinstance(v, int) and k not in IGNORED_STATS}
-    if use_wrk:
-        result["latency"] = run_loadgen(procs, args, target.port, connections, args.duration,
-                                        tag + "-loadgen")
+    return result, cpu
+
+
+def stats_delta(before, after):
+    return {k: v - before.get(k, 0) for k, v in after.items() if isinstance(v, int) and k not in IGNORED_STATS}
+
+
+def measure(target, procs, args, connections):
+    """One target at one connection count: warm-up, throughput run, latency run."""
+    tag = f"{target.name}-c{connections}"
+    port = target.port
+    use_wrk = bool(args.wrk)
+    result = {"target": target.name, "connections": connections}
+    if args.warmup > 0:
+        if use_wrk:
+            run_wrk(procs, args, port, connections, args.warmup, tag + "-warmup")
+        else:
+            run_loadgen(procs, args, port, connections, args.warmup, tag + "-warmup")
         target.settle()
+    stats = [target.stats()]
+    if use_wrk:
+        result["throughput"], result["cpu_percent"] = with_cpu(
+            target, lambda: run_wrk(procs, args, port, connections, args.duration, tag + "-wrk"))
+        result["settled"] = target.settle()  # wrk leaves requests in flight: let them be answered
+        stats.append(target.stats())
+        result["latency"], result["cpu_percent_latency_run"] = with_cpu(
+            target, lambda: run_loadgen(procs, args, port, connections, args.duration, tag + "-loadgen"))
     else:
+        result["throughput"], result["cpu_percent"] = with_cpu(
+            target, lambda: run_loadgen(procs, args, port, connections, args.duration, tag + "-loadgen"))
         result["latency"] = result["throughput"]
-    if after_stats and use_wrk:
-        final = target.stats()
-        result["server_stats_latency_run"] = {k: v - after_stats.get(k, 0) for k, v in final.items()
-                                              if isinstance(v, int) and k not in IGNORED_STATS}
+    result["settled"] = target.settle() and result.get("settled", True)
+    stats.append(target.stats())
+    if stats[0]:
+        result["server_stats_delta"] = stats_delta(stats[0], stats[1])
+        if use_wrk:
+            result["server_stats_latency_run"] = stats_delta(stats[1], stats[2])
     result["rss_kib"] = target.rss()
     return result
 
@@ -588,6 +596,9 @@ def details(results):
         lat = r["latency"]
         parts = [f"{r['target']} c={r['connections']}: CPU % of one core during the throughput run: "
                  + ", ".join(f"{k} {v}" for k, v in r["cpu_percent"].items())]
+        if "cpu_percent_latency_run" in r:
+            parts.append("  ... during the latency run: "
+                         + ", ".join(f"{k} {v}" for k, v in r["cpu_percent_latency_run"].items()))
         parts.append(f"  closed-loop client: {lat['count']} requests, {fmt(lat['rps'], '{:.0f}')} req/s, "
                      f"per connection min/median/max {lat['per_connection_min']}/"
                      f"{lat['per_connection_median']:g}/{lat['per_connection_max']}")
@@ -619,7 +630,7 @@ def parse_args(argv):
     parser.add_argument("--connections", "-c", type=int, nargs="+", default=[100, 200], metavar="C",
                         help="connection counts to measure, keep-alive (default: 100 200)")
     parser.add_argument("--duration", "-d", type=float, default=10.0,
-                        help="seconds of each measured run (default: 10)")
+                        help="seconds of each measured run; wrk rounds to whole seconds (default: 10)")
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="seconds of unrecorded load before each measurement; 0: none (default: 2)")
     parser.add_argument("--workers", "-w", type=int, default=2, help="hello workers (default: 2)")

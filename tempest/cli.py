@@ -19,6 +19,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="tempestd", description="The tempest application server.")
     parser.add_argument("-c", "--config", required=True, metavar="FILE", help="the INI file")
     parser.add_argument("--check", action="store_true", help="validate the INI file and exit")
+    parser.add_argument("--pidfile", metavar="FILE", help="write the pid here; refuse to start if a live tempestd holds it")
     parser.add_argument("--version", action="version", version=f"tempestd {__version__}")
     args = parser.parse_args(argv)
     if not args.check:
@@ -37,9 +38,12 @@ def main(argv=None):
     from tempest.daemon import Daemon
 
     try:
-        return Daemon(settings).run()
+        return Daemon(settings, pidfile=args.pidfile).run()
     except StartupError as exc:
         logging.getLogger("tempest").error("cannot start: %s", exc)
+        return ExitCode.RUNTIME
+    except Exception:
+        logging.getLogger("tempest").exception("tempestd failed")
         return ExitCode.RUNTIME
 
 
@@ -51,22 +55,64 @@ def setup_logging(level, path=""):
     root.setLevel(level.upper())
 
 
+CONTROL_COMMANDS = ("status", "start", "stop", "restart", "reload", "shutdown")
+
+
 def tempest_main(argv=None):
-    """tempest check|config-docs|version"""
+    """tempest status|start|stop|restart|reload|shutdown|check|config-docs"""
     parser = argparse.ArgumentParser(prog="tempest", description="Tools for tempest.")
     parser.add_argument("--version", action="version", version=f"tempest {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check", help="validate an INI file")
-    check.add_argument("-c", "--config", required=True, metavar="FILE")
+    for name in ("check",) + CONTROL_COMMANDS:
+        sub = commands.add_parser(name, help="validate an INI file" if name == "check"
+                                  else f"{name} through the control socket of a running tempestd")
+        sub.add_argument("-c", "--config", required=True, metavar="FILE")
+        if name in ("start", "stop", "restart"):
+            sub.add_argument("target", help="NAME, NAME:INDEX or all")
     commands.add_parser("config-docs", help="print the settings reference (Markdown)")
     args = parser.parse_args(argv)
     if args.command == "config-docs":
         print(config.markdown())
         return ExitCode.OK
     try:
-        config.load(args.config)
+        settings = config.load(args.config)
     except ConfigError as exc:
         print(f"tempest: {exc}", file=sys.stderr)
         return ExitCode.USAGE
-    print(f"tempest: {args.config}: OK")
+    if args.command == "check":
+        print(f"tempest: {args.config}: OK")
+        return ExitCode.OK
+    return _control(settings, args)
+
+
+def _control(settings, args):
+    import redis
+
+    from tempest.control import STATUS_FIELDS, socket_path
+
+    path = socket_path(settings)
+    client = redis.Redis(unix_socket_path=path, protocol=2, socket_timeout=120, decode_responses=True)
+    command = [args.command.upper()] + ([args.target] if getattr(args, "target", None) else [])
+    try:
+        reply = client.execute_command(*command)
+    except redis.ConnectionError as exc:
+        print(f"tempest: cannot reach tempestd at {path}: {exc}", file=sys.stderr)
+        return ExitCode.RUNTIME
+    except redis.ResponseError as exc:
+        print(f"tempest: {exc}", file=sys.stderr)
+        return ExitCode.RUNTIME
+    if args.command == "status":
+        print(format_table(STATUS_FIELDS, reply))
+    elif args.command != "shutdown" and args.command != "reload":
+        print(format_table(STATUS_FIELDS, client.execute_command("STATUS")))
+    else:
+        print(f"tempest: {args.command}: OK")
     return ExitCode.OK
+
+
+def format_table(header, rows):
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(str(h).upper().ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)

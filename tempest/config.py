@@ -10,7 +10,10 @@ import ast
 import configparser
 import difflib
 import os
+import pwd
 import re
+import shlex
+import signal
 import urllib.parse
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -110,6 +113,82 @@ def to_log_level(raw):
     return value
 
 
+def to_command(raw):
+    try:
+        argv = shlex.split(raw)
+    except ValueError as exc:
+        raise ValueError(f"cannot split command ({exc}): {raw!r}") from None
+    if not argv:
+        raise ValueError("empty command")
+    return tuple(argv)
+
+
+def to_environment(raw):
+    """KEY=value pairs separated by commas or newlines; values may be quoted."""
+    env = {}
+    lexer = shlex.shlex(raw.replace("\n", ","), posix=True, punctuation_chars=False)
+    lexer.whitespace = ","
+    lexer.whitespace_split = True
+    try:
+        items = [item.strip() for item in lexer if item.strip()]
+    except ValueError as exc:
+        raise ValueError(f"cannot parse environment ({exc}): {raw!r}") from None
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key.strip()):
+            raise ValueError(f"not KEY=value: {item!r}")
+        env[key.strip()] = value.strip()
+    return env
+
+
+def to_autorestart(raw):
+    value = raw.strip().lower()
+    if value == "unexpected":
+        return value
+    try:
+        return to_bool(value)
+    except ValueError:
+        raise ValueError(f"not true, false or unexpected: {raw!r}") from None
+
+
+def to_exitcodes(raw):
+    try:
+        codes = frozenset(int(code) for code in raw.replace(" ", "").split(",") if code)
+    except ValueError:
+        codes = frozenset([-1])
+    if not codes or not all(0 <= code <= 255 for code in codes):
+        raise ValueError(f"not a list of exit codes (like 0,2): {raw!r}")
+    return codes
+
+
+def to_signal(raw):
+    name = raw.strip().upper().removeprefix("SIG")
+    try:
+        return signal.Signals["SIG" + name]
+    except KeyError:
+        raise ValueError(f"not a signal name (TERM, INT, QUIT, HUP, KILL, USR1, USR2): {raw!r}") from None
+
+
+def to_user(raw):
+    name = raw.strip()
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        raise ValueError(f"no such user: {raw!r}") from None
+    return name
+
+
+def to_duration0(raw):
+    """Seconds, zero allowed."""
+    try:
+        value = float(raw.strip().removesuffix("s"))
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"not a number of seconds: {raw!r}")
+    return value
+
+
 def to_queue(raw):
     value = raw.strip()
     if not _QUEUE.match(value):
@@ -164,10 +243,34 @@ SETTINGS = (
     S("front", "graceful_timeout", to_seconds, "10",
       "On SIGTERM, seconds in-flight requests get to finish before connections are closed."),
     S("front", "access_log", to_bool, "no", "yes: log every request on the tempest.access logger."),
+    S("worker:", "command", to_command, None,
+      "The program to run, split like a shell would (quotes, backslashes) but run without a "
+      "shell; %(process_num)d and %(program_name)s are replaced."),
+    S("worker:", "numprocs", to_positive_int, "1", "How many processes of it to run."),
+    S("worker:", "directory", to_str, "", "Working directory; relative to the INI file; empty: the INI file's directory."),
+    S("worker:", "environment", to_environment, "",
+      "Extra environment, KEY=value pairs separated by commas (values may be quoted)."),
+    S("worker:", "user", to_user, "", "Run as this user (tempestd must run as root); empty: tempestd's user."),
+    S("worker:", "autostart", to_bool, "yes", "Start it when tempestd starts."),
+    S("worker:", "autorestart", to_autorestart, "true",
+      "Restart it when it exits: true, false, or unexpected (only on an exit code not in exitcodes)."),
+    S("worker:", "exitcodes", to_exitcodes, "0", "Exit codes that are expected (for autorestart = unexpected)."),
+    S("worker:", "startsecs", to_duration0, "1",
+      "Seconds it must stay up to count as started (RUNNING); an earlier exit is a failed start."),
+    S("worker:", "startretries", to_count, "3", "Failed starts in a row before it is given up (FATAL)."),
+    S("worker:", "stopsignal", to_signal, "TERM", "Signal that asks it to stop."),
+    S("worker:", "stopwaitsecs", to_seconds, "10", "Seconds it has to exit after stopsignal before SIGKILL."),
+    S("worker:", "stdout_logfile", to_str, "",
+      "File for its standard output; empty: tempestd's log, lines prefixed [NAME:INDEX]; "
+      "%(process_num)d is replaced (else processes share the file)."),
+    S("worker:", "stderr_logfile", to_str, "", "File for its standard error; empty: tempestd's log."),
+    S("worker:", "logfile_maxbytes", to_size, "50M", "Size at which a log file is rotated."),
+    S("worker:", "logfile_backups", to_count, "5", "Rotated log files kept (file.1, file.2...)."),
     S("route:", "queue", to_queue, None, "Queue of the requests whose path starts with the prefix."),
     S("route:", "timeout", to_seconds, "", "Answer timeout for this route; empty: [front] timeout."),
 )
 _SECTIONS = list(dict.fromkeys(s.section for s in SETTINGS))
+_TITLES = {"route:": "route:/prefix/", "worker:": "worker:NAME"}  # families of sections
 
 
 def settings_of(section):
@@ -185,10 +288,11 @@ class Route:
 class Config:
     """The validated settings: ``config.front.timeout``, ``config.routes``..."""
 
-    def __init__(self, path, sections, routes):
+    def __init__(self, path, sections, routes, programs):
         self.path = path
         self.sections = sections
         self.routes = routes
+        self.programs = programs
         for name, values in sections.items():
             setattr(self, name, values)
 
@@ -222,11 +326,12 @@ def load(path):
     parsed = {name: _section(path, name, dict(parser[name])) for name in parser.sections()}
     sections.update((k, v) for k, v in parsed.items() if not k.startswith("route:"))
     routes = [_route(path, k, v, sections) for k, v in parsed.items() if k.startswith("route:")]
+    programs = [_program(path, k, v, base) for k, v in parsed.items() if k.startswith("worker:")]
     for key in ("run_dir", "log_file"):
         _resolve(sections["tempest"], key, base)
     _resolve(sections["redis"], "data_dir", base)
     routes.sort(key=lambda r: len(r.prefix), reverse=True)
-    config = Config(path, {k: SimpleNamespace(**v) for k, v in sections.items()}, routes)
+    config = Config(path, {k: SimpleNamespace(**v) for k, v in sections.items()}, routes, programs)
     _check(config)
     return config
 
@@ -255,8 +360,7 @@ def _unquote(text):
 def _section(path, name, raw):
     known = settings_of(name)
     if not known:
-        families = [s for s in _SECTIONS if not s.endswith(":")] + [s + "/prefix/" for s in _SECTIONS if s.endswith(":")]
-        hint = _suggest(name, families)
+        hint = _suggest(name, [_TITLES.get(s, s) for s in _SECTIONS])
         raise ConfigError(f"unknown section{hint}", path, name)
     for key in raw:
         if key not in known:
@@ -291,6 +395,63 @@ def _route(path, name, values, sections):
     return Route(prefix, values["queue"], timeout)
 
 
+@dataclass(frozen=True)
+class ProgramSpec:
+    """One [worker:NAME] section; equal Programs need no restart on reload."""
+
+    name: str
+    command: tuple
+    numprocs: int
+    directory: str
+    environment: tuple  # sorted (key, value) pairs, hashable
+    user: str
+    autostart: bool
+    autorestart: object  # True, False or "unexpected"
+    exitcodes: frozenset
+    startsecs: float
+    startretries: int
+    stopsignal: int
+    stopwaitsecs: float
+    stdout_logfile: str
+    stderr_logfile: str
+    logfile_maxbytes: int
+    logfile_backups: int
+
+
+_PROGRAM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _program(path, section, values, base):
+    name = section.split(":", 1)[1].strip()
+    if not _PROGRAM_NAME.match(name):
+        raise ConfigError(f"a worker name is letters, digits, '_', '.', '-': {name!r}", path, section)
+    for key in ("command", "stdout_logfile", "stderr_logfile"):
+        for text in values[key] if key == "command" else [values[key]]:
+            try:
+                expand(text, name, 0)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise ConfigError(f"bad %(...)s expansion ({exc}): {text!r}", path, section, key) from None
+    for key in ("directory", "stdout_logfile", "stderr_logfile"):
+        _resolve(values, key, base)
+    values["directory"] = values["directory"] or base
+    values["environment"] = tuple(sorted(values["environment"].items())) if values["environment"] else ()
+    if values["user"] and values["user"] != _current_user() and os.geteuid() != 0:
+        raise ConfigError(f"running as {values['user']!r} needs tempestd to run as root",
+                          path, section, "user")
+    return ProgramSpec(name=name, **values)
+
+
+def expand(text, program_name, process_num):
+    """Replace %(program_name)s and %(process_num)d as supervisord does."""
+    if "%(" not in text:
+        return text
+    return text % {"program_name": program_name, "process_num": process_num}
+
+
+def _current_user():
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
 def _resolve(values, key, base):
     if values[key] and not os.path.isabs(values[key]):
         values[key] = os.path.normpath(os.path.join(base, values[key]))
@@ -307,6 +468,9 @@ def _check(config):
     if host in ("0.0.0.0", "::", "*") and config.front.answer_advertise is None:
         raise ConfigError("answer_listen on every interface needs answer_advertise "
                           "(the host:port workers connect to)", config.path, "front", "answer_advertise")
+    names = [program.name for program in config.programs]
+    if config.redis.embedded and "redis" in names:
+        raise ConfigError("the name 'redis' is taken by the embedded Redis", config.path, "worker:redis")
     seen = {}
     for route in config.routes:
         if route.prefix in seen:
@@ -319,7 +483,7 @@ def markdown():
     """The reference table of docs/configuration.md, generated from SETTINGS."""
     lines = []
     for section in _SECTIONS:
-        title = section + "/prefix/" if section.endswith(":") else section
+        title = _TITLES.get(section, section)
         lines += [f"### [{title}]", "", "| key | default | meaning |", "|---|---|---|"]
         for s in SETTINGS:
             if s.section == section:

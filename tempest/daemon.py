@@ -1,15 +1,18 @@
-"""tempestd: wiring the parts from the config, signals and the shutdown order.
+"""tempestd: wiring the parts from the config, signals, reload and the shutdown order.
 
-Start: embedded Redis (if any), the Redis client, the answer endpoint, then the front; the
-``ready`` log line comes last. Signal handlers only queue the signal's name; the main greenlet
-takes them from the queue and calls ``handle_<name>``. Stop: stop accepting, let in-flight
-requests finish (``graceful_timeout``), close the rest, stop the answer endpoint, stop the
-embedded Redis last.
+Start: pid file, embedded Redis (if any), the Redis client, the answer endpoint, the front,
+the workers, the control socket; then READY=1 to systemd and the ``ready`` log line. Signal
+handlers only queue the signal's name; the main greenlet takes names from the queue and calls
+``handle_<name>``. Stop: stop accepting, let in-flight requests finish (``graceful_timeout``),
+close the rest, stop the workers, the control socket and the answer endpoint, and the embedded
+Redis last.
 """
 
 import errno
 import logging
+import os
 import signal
+import sys
 import time
 
 import gevent
@@ -18,17 +21,24 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tempest import config as configuration
+from tempest import embedded, systemd
 from tempest.answers import AnswerServer
-from tempest.embedded import EmbeddedRedis
-from tempest.errors import ExitCode, StartupError
+from tempest.control import ControlServer, socket_path
+from tempest.errors import ConfigError, ExitCode, StartupError
 from tempest.front import Front
 from tempest.pending import Registry
+from tempest.pidfile import Pidfile
 from tempest.pusher import Pusher
 from tempest.stats import Stats
+from tempest.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
 SIGNALS = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGHUP: "hup"}
+# settings that only a restart of tempestd can change
+RESTART_ONLY = {"tempest": ("name", "run_dir", "log_file"), "redis": ("url", "embedded", "data_dir", "server_bin"),
+                "front": ("listen", "answer_listen", "answer_advertise", "answer_password", "backlog")}
 
 
 def redis_client(url, **options):
@@ -38,12 +48,15 @@ def redis_client(url, **options):
 
 
 class Daemon:
-    def __init__(self, config):
+    def __init__(self, config, pidfile=None):
         self.config = config
         self.stats = Stats()
+        self.pidfile = Pidfile(pidfile) if pidfile else None
+        self.supervisor = None
         self.embedded = None
         self.answers = None
         self.front = None
+        self.control = None
         self.greenlets = []
         self._signals = gevent.queue.Queue()
         self._stopping = False
@@ -63,40 +76,89 @@ class Daemon:
         return ExitCode.OK
 
     def handle_term(self):
-        log.info("SIGTERM: shutting down")
-        self._stopping = True
+        self.request_shutdown("SIGTERM")
 
     def handle_int(self):
-        log.info("SIGINT: shutting down")
-        self._stopping = True
+        self.request_shutdown("SIGINT")
 
     def handle_hup(self):
-        log.warning("SIGHUP: configuration reload is not supported yet; restart tempestd")
+        log.info("SIGHUP: reloading %s", self.config.path)
+        self.reload()
+
+    def handle_control(self):
+        """Queued by request_shutdown from the control socket."""
+
+    def request_shutdown(self, why):
+        if not self._stopping:
+            log.info("%s: shutting down", why)
+        self._stopping = True
+        self._signals.put("control")  # wake the main greenlet
+
+    def reload(self):
+        """Re-read the INI file and apply it; returns None, or why it was refused."""
+        systemd.notify("RELOADING=1")
+        try:
+            new = configuration.load(self.config.path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            systemd.notify("READY=1")
+            return str(exc)
+        for section, keys in RESTART_ONLY.items():
+            for key in keys:
+                if getattr(getattr(new, section), key) != getattr(getattr(self.config, section), key):
+                    log.warning("reload: [%s] %s changed; it takes effect when tempestd restarts", section, key)
+        self.front.config = new
+        self.pusher.max_queue_length = new.front.max_queue_length
+        added, removed, changed = self.supervisor.reload(new.programs, keep=(embedded.NAME,))
+        self.config = new
+        log.info("reloaded: %d workers added, %d removed, %d changed", len(added), len(removed), len(changed))
+        systemd.notify("READY=1")
+        return None
 
     def _start(self):
         config = self.config
+        if self.pidfile:
+            self.pidfile.create()
+        self.supervisor = Supervisor(env={})
         if config.redis.embedded:
-            self.embedded = EmbeddedRedis(config.redis.url, config.redis.data_dir, config.redis.server_bin)
-            self.embedded.start()
+            self.embedded = embedded.EmbeddedRedis(config.redis.url, config.redis.data_dir,
+                                                   config.redis.server_bin)
+            self.embedded.start(self.supervisor)
         client = redis_client(config.redis.url, socket_timeout=10)
         try:
             client.ping()
         except redis.RedisError as exc:
             raise StartupError(f"Redis at {config.redis.url} does not answer: {exc}") from None
-        registry = Registry(self.stats)
-        pusher = Pusher(client, registry, self.stats, config.front.max_queue_length)
-        self.answers = AnswerServer(config.front.answer_listen, registry, self.stats,
+        self.registry = Registry(self.stats)
+        self.pusher = Pusher(client, self.registry, self.stats, config.front.max_queue_length)
+        self.answers = AnswerServer(config.front.answer_listen, self.registry, self.stats,
                                     config.front.answer_password, config.front.max_answer)
         _listen(self.answers.server, config.front.answer_listen, "answer endpoint")
         respond_to = "%s:%d" % (config.front.answer_advertise or self.answers.address[:2])
-        self.front = Front(config, registry, pusher, self.stats, respond_to)
+        self.front = Front(config, self.registry, self.pusher, self.stats, respond_to)
         _listen(self.front.server, config.front.listen, "front")
-        self.registry = registry
-        self.greenlets = [gevent.spawn(pusher.run), gevent.spawn(registry.run_sweeper)]
-        log.info("tempestd ready: front on http://%s:%d/, answers on %s (respond_to %s)",
-                 *self.front.address[:2], "%s:%d" % self.answers.address[:2], respond_to)
+        self.greenlets = [gevent.spawn(self.pusher.run), gevent.spawn(self.registry.run_sweeper)]
+        self.supervisor.env = self._worker_env(respond_to)
+        for spec in config.programs:
+            self.supervisor.add(spec)
+        self.supervisor.wait_spawned()
+        self.control = ControlServer(socket_path(config), self)
+        self.control.start()
+        systemd.notify("READY=1\nSTATUS=serving")
+        log.info("tempestd ready: front on http://%s:%d/, answers on %s (respond_to %s), control %s",
+                 *self.front.address[:2], "%s:%d" % self.answers.address[:2], respond_to, self.control.path)
+
+    def _worker_env(self, respond_to):
+        # "python" in a command means tempestd's own interpreter (its virtualenv, say)
+        path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
+        env = dict(os.environ, PATH=path, TEMPEST_REDIS_URL=self.config.redis.url,
+                   TEMPEST_ANSWER_ADDRESS=respond_to)
+        if self.config.front.answer_password:
+            env["TEMPEST_ANSWER_PASSWORD"] = self.config.front.answer_password
+        return env
 
     def _shutdown(self):
+        systemd.notify("STOPPING=1")
         self.front.stop_accepting()
         deadline = time.monotonic() + self.config.front.graceful_timeout
         while (self.front.busy() or len(self.registry)) and time.monotonic() < deadline:
@@ -109,11 +171,16 @@ class Daemon:
         log.info("tempestd stopped")
 
     def _stop_services(self):
-        if self.answers is not None:
-            self.answers.stop()
+        if self.supervisor is not None:
+            self.supervisor.shutdown([n for n in self.supervisor.programs if n != embedded.NAME])
+        for server in (self.control, self.answers):
+            if server is not None:
+                server.stop()
         gevent.killall(self.greenlets)
-        if self.embedded is not None:
-            self.embedded.stop()
+        if self.supervisor is not None:
+            self.supervisor.shutdown()  # the embedded Redis, last
+        if self.pidfile:
+            self.pidfile.remove()
 
 
 def _listen(server, address, what):

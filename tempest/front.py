@@ -56,23 +56,23 @@ class _Abort(Exception):
 
 class Front:
     def __init__(self, config, registry, pusher, stats, respond_to):
-        self.config = config
-        self.front = config.front
+        self.config = config  # replaced on reload: routes and limits apply to new requests
         self.registry = registry
         self.pusher = pusher
         self.stats = stats
         self.respond_to = respond_to
         self.connections = set()
         self.closing = False
-        self.server = StreamServer(self.front.listen, self._handle, backlog=self.front.backlog)
+        self.server = StreamServer(config.front.listen, self._handle, backlog=config.front.backlog)
         self._date = (0, b"")
+
+    @property
+    def front(self):
+        return self.config.front
 
     @property
     def address(self):
         return self.server.address
-
-    def start(self):
-        self.server.start()
 
     def stop_accepting(self):
         """Stop accepting; idle keep-alive connections close, busy ones after their response."""

@@ -30,7 +30,7 @@ class Pusher:
         self._client = client
         self._registry = registry
         self._stats = stats
-        self._max = max_queue_length
+        self.max_queue_length = max_queue_length
         self._bounded = client.register_script(BOUNDED_PUSH)
         self._batch = []
         self._wake = gevent.event.Event()
@@ -61,8 +61,8 @@ class Pusher:
             return
         pipe = self._client.pipeline(transaction=False)
         for queue, (jobs, _) in by_queue.items():
-            if self._max:
-                self._bounded(keys=[queue], args=[self._max, *jobs], client=pipe)
+            if self.max_queue_length:
+                self._bounded(keys=[queue], args=[self.max_queue_length, *jobs], client=pipe)
             else:
                 pipe.rpush(queue, *jobs)
         try:
@@ -84,11 +84,11 @@ class Pusher:
         if self._failing:
             log.warning("pushing to Redis again")
             self._failing = False
-        pushed = result if self._max else len(waiting)
+        pushed = result if self.max_queue_length else len(waiting)
         self._stats.jobs_pushed += pushed
         if pushed < len(waiting):
             log.warning("queue %s is full (%d jobs): %d requests refused",
-                        queue, self._max, len(waiting) - pushed)
+                        queue, self.max_queue_length, len(waiting) - pushed)
         for pending in waiting[pushed:]:
             self._stats.queue_full += 1
             self._registry.settle(pending, outcomes.QUEUE_FULL)

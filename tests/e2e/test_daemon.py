@@ -88,13 +88,13 @@ def test_embedded_redis_serves_keeps_jobs_and_stops_last(tempestd_factory, tmp_p
                               redis={"embedded": "yes", "data_dir": "data"}, front={"queue": "emb", "timeout": "1"})
     client = redis.Redis(port=port)
     assert client.ping()
-    assert "spawned: redis pid=" in daemon.log()
+    assert "spawned: redis:0 pid=" in daemon.log()
     assert http("GET", daemon.base + "/queued")[0] == 504  # nobody answers; the job stays queued
     assert client.llen("emb") == 1
     assert client.config_get("appendonly")["appendonly"] in ("yes", b"yes")
     assert daemon.stop() == 0
     log = daemon.log()
-    assert log.index("exited: redis pid=") < log.index("tempestd stopped")
+    assert log.index("stopped: redis:0") < log.index("tempestd stopped")
     with pytest.raises(redis.ConnectionError):
         redis.Redis(port=port, socket_connect_timeout=1).ping()
     daemon.start()  # the append-only file brings the queued job back

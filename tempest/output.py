@@ -1,0 +1,96 @@
+"""Where children's output goes: drained from their pipes continuously, split into lines for
+tempestd's log or appended to size-rotated files.
+
+A child never blocks on a full pipe, because a greenlet always reads it; and a child that never
+writes a newline cannot make tempestd buffer without bound, since a partial line is cut at
+MAX_LINE bytes.
+"""
+
+import logging
+import os
+
+import gevent
+import gevent.os
+
+READ_SIZE = 64 * 1024
+MAX_LINE = 8 * 1024
+
+log = logging.getLogger("tempest.child")
+
+
+class LogLines:
+    """Writes a child's output to tempestd's log, one record per line, prefixed [NAME:INDEX]."""
+
+    def __init__(self, prefix, logger=log):
+        self.prefix = prefix
+        self.logger = logger
+        self._partial = b""
+
+    def write(self, data):
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        while len(self._partial) > MAX_LINE:
+            lines.append(self._partial[:MAX_LINE])
+            self._partial = self._partial[MAX_LINE:]
+        for line in lines:
+            self.logger.info("[%s] %s", self.prefix, line.rstrip(b"\r").decode("utf-8", "replace"))
+
+    def close(self):
+        if self._partial:
+            self.write(b"\n")
+
+
+class RotatingFile:
+    """Appends bytes to ``path``; past ``maxbytes`` renames it to path.1 (path.1 to path.2...)
+    and keeps ``backups`` of them. Shared by every child writing to the same path."""
+
+    def __init__(self, path, maxbytes, backups):
+        self.path = path
+        self.maxbytes = maxbytes
+        self.backups = backups
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        self.users = 0
+
+    def write(self, data):
+        if self.maxbytes and self._size + len(data) > self.maxbytes and self._size:
+            self._rotate()
+        os.write(self._fd, data)
+        self._size += len(data)
+
+    def _rotate(self):
+        os.close(self._fd)
+        if self.backups:
+            for n in range(self.backups - 1, 0, -1):
+                if os.path.exists(f"{self.path}.{n}"):
+                    os.replace(f"{self.path}.{n}", f"{self.path}.{n + 1}")
+            os.replace(self.path, f"{self.path}.1")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        else:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        self._fd = os.open(self.path, flags, 0o644)
+        self._size = 0
+
+    def close(self):
+        os.close(self._fd)
+
+
+def drain(fd, sink):
+    """Read ``fd`` until EOF (the child and all it forked closed it), writing to ``sink``."""
+    gevent.os.make_nonblocking(fd)
+    try:
+        while True:
+            data = gevent.os.nb_read(fd, READ_SIZE)
+            if not data:
+                break
+            sink.write(data)
+    except OSError as exc:
+        log.warning("reading a child's output failed: %s", exc)
+    finally:
+        os.close(fd)
+        if isinstance(sink, LogLines):
+            sink.close()
+
+
+def spawn_drain(fd, sink):
+    return gevent.spawn(drain, fd, sink)

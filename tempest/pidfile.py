@@ -1,0 +1,39 @@
+"""The pid file: written at start, refused when a live tempestd holds it, removed at exit."""
+
+import os
+
+from tempest.errors import StartupError
+from tempest.process import alive
+
+
+class Pidfile:
+    def __init__(self, path):
+        self.path = path
+        self.pid = None
+
+    def create(self, pid=None):
+        pid = pid or os.getpid()
+        other = self.read()
+        if other and other != pid and alive(other):
+            raise StartupError(f"pid file {self.path}: tempestd already runs with pid {other}")
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        temporary = f"{self.path}.{pid}.tmp"
+        with open(temporary, "w") as handle:
+            handle.write(f"{pid}\n")
+        os.replace(temporary, self.path)
+        self.pid = pid
+
+    def read(self):
+        try:
+            with open(self.path) as handle:
+                return int(handle.read().strip() or 0)
+        except (OSError, ValueError):
+            return None
+
+    def remove(self):
+        if self.pid is not None and self.read() == self.pid:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass

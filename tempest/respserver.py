@@ -1,0 +1,187 @@
+"""A gevent RESP server that any Redis client can talk to: the base of the answer endpoint
+and of the control socket.
+
+It reads whole buffers, runs every complete command and writes all replies in one send. It
+answers what Redis clients send when they connect (HELLO, AUTH, CLIENT SETINFO/SETNAME,
+SELECT, PING, ECHO, COMMAND, RESET, QUIT) as Redis would, so that redis-py, redis-cli and the
+2012 clients work unchanged. A subclass adds ``cmd_<name>`` methods and may handle the rest in
+``unknown``.
+"""
+
+import logging
+
+from gevent.server import StreamServer
+
+from tempest import resp
+from tempest.errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+REDIS_VERSION = "7.0.0"  # what we claim to be; clients check it for features
+RECV_SIZE = 256 * 1024
+NOAUTH = resp.error("NOAUTH Authentication required.")
+WRONGPASS = resp.error("WRONGPASS invalid username-password pair or user is disabled.")
+
+
+class Session:
+    """One client connection: its protocol version, name and authentication."""
+
+    __slots__ = ("id", "protocol", "authenticated", "name", "quit")
+
+    def __init__(self, session_id, authenticated):
+        self.id = session_id
+        self.protocol = 2
+        self.authenticated = authenticated
+        self.name = None
+        self.quit = False
+
+
+class RespServer:
+    what = "RESP server"  # for log lines
+
+    def __init__(self, listener, password="", backlog=1024):
+        self.password = password
+        self._sessions = 0
+        if not isinstance(listener, tuple):  # a bound socket brings its own backlog
+            backlog = None
+        self.server = StreamServer(listener, self._handle, backlog=backlog)
+
+    @property
+    def address(self):
+        return self.server.address
+
+    def start(self):
+        self.server.start()
+
+    def stop(self, timeout=1):
+        self.server.stop(timeout=timeout)
+
+    def connected(self):
+        """Called for each new connection."""
+
+    def _handle(self, sock, address):
+        self.connected()
+        self._sessions += 1
+        session = Session(self._sessions, authenticated=not self.password)
+        reader = resp.CommandReader()
+        peer = address[0] if isinstance(address, tuple) else "unix socket"
+        try:
+            while not session.quit:
+                data = sock.recv(RECV_SIZE)
+                if not data:
+                    break
+                try:
+                    commands = reader.feed(data)
+                except ProtocolError as exc:
+                    log.warning("%s: protocol error from %s: %s", self.what, peer, exc)
+                    sock.sendall(resp.error(f"ERR Protocol error: {exc}"))
+                    break
+                replies = []
+                for command in commands:
+                    replies.append(self.execute(session, command))
+                    if session.quit:
+                        break
+                if replies:
+                    sock.sendall(b"".join(replies))
+        except OSError as exc:
+            log.debug("%s: connection from %s lost: %s", self.what, peer, exc)
+        finally:
+            sock.close()
+
+    def execute(self, session, command):
+        """Run one command; return its encoded reply."""
+        name = command[0].decode("utf-8", "replace").lower()
+        args = command[1:]
+        handler = getattr(self, "cmd_" + name, None) if name.isidentifier() else None
+        if handler is None:
+            if not session.authenticated:
+                return NOAUTH
+            return self.unknown(session, name, args)
+        if not session.authenticated and name not in ("auth", "hello", "quit"):
+            return NOAUTH
+        return handler(session, args)
+
+    def unknown(self, session, name, args):
+        shown = " ".join(f"'{a.decode('utf-8', 'replace')[:32]}'" for a in args[:3])
+        return resp.error(f"ERR unknown command '{name[:64]}', with args beginning with: {shown}")
+
+    # what Redis clients send on connect, answered as Redis would
+
+    def cmd_ping(self, session, args):
+        return resp.bulk(args[0]) if args else resp.PONG
+
+    def cmd_echo(self, session, args):
+        return resp.bulk(args[0]) if len(args) == 1 else arity("echo")
+
+    def cmd_quit(self, session, args):
+        session.quit = True
+        return resp.OK
+
+    def cmd_select(self, session, args):
+        return resp.OK if len(args) == 1 and args[0].isdigit() else resp.error("ERR invalid DB index")
+
+    def cmd_auth(self, session, args):
+        if len(args) not in (1, 2):
+            return arity("auth")
+        return self._authenticate(session, args)
+
+    def _authenticate(self, session, args):
+        if not self.password:
+            session.authenticated = True
+            return resp.OK
+        user, password = (b"default", args[0]) if len(args) == 1 else args
+        if user == b"default" and password.decode("utf-8", "replace") == self.password:
+            session.authenticated = True
+            return resp.OK
+        log.warning("%s: wrong password (session %d)", self.what, session.id)
+        return WRONGPASS
+
+    def cmd_hello(self, session, args):
+        protocol = session.protocol
+        if args:
+            if args[0] not in (b"2", b"3"):
+                return resp.error("NOPROTO unsupported protocol version")
+            protocol = int(args[0])
+        rest = list(args[1:])
+        while rest:
+            option = rest.pop(0).lower()
+            if option == b"auth" and len(rest) >= 2:
+                reply = self._authenticate(session, rest[:2])
+                if reply != resp.OK:
+                    return reply
+                del rest[:2]
+            elif option == b"setname" and rest:
+                session.name = rest.pop(0)
+            else:
+                return resp.error(f"ERR Syntax error in HELLO option '{option.decode('utf-8', 'replace')}'")
+        if not session.authenticated:
+            return resp.error("NOAUTH HELLO must be called with the client already authenticated, "
+                              "otherwise the HELLO <proto> AUTH <user> <pass> option can be used")
+        session.protocol = protocol
+        return resp.encode({"server": "redis", "version": REDIS_VERSION, "proto": protocol,
+                            "id": session.id, "mode": "standalone", "role": "master",
+                            "modules": []}, protocol)
+
+    def cmd_client(self, session, args):
+        sub = args[0].lower() if args else b""
+        if sub in (b"setinfo", b"setname"):
+            if sub == b"setname" and len(args) == 2:
+                session.name = args[1]
+            return resp.OK
+        if sub == b"getname":
+            return resp.encode(session.name, session.protocol)
+        if sub == b"id":
+            return resp.integer(session.id)
+        return resp.error(f"ERR unknown subcommand '{sub.decode('utf-8', 'replace')}'")
+
+    def cmd_command(self, session, args):
+        return resp.encode([], session.protocol)
+
+    def cmd_reset(self, session, args):
+        session.protocol = 2
+        session.authenticated = not self.password
+        return resp.simple("RESET")
+
+
+def arity(name):
+    return resp.error(f"ERR wrong number of arguments for '{name}' command")
