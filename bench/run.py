@@ -20,6 +20,7 @@ results); everything it started is stopped by process group on the way out.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -28,12 +29,10 @@ import resource
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 
 HOST = "127.0.0.1"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -335,6 +334,51 @@ def machine_info(wrk):
     return info
 
 
+def tempest_package(python):
+    """The directory of the ``tempest`` package that ``python`` imports (the code measured)."""
+    out = subprocess.run([python, "-c", "import os, tempest; print(os.path.dirname(tempest.__file__))"],
+                         capture_output=True, text=True, timeout=30)
+    return out.stdout.strip() or None
+
+
+def code_digest(package):
+    """SHA-256 over the package's .py files: tells whether the code changed during the run."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(package):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                digest.update(os.path.relpath(path, package).encode() + b"\0")
+                with open(path, "rb") as handle:
+                    digest.update(handle.read())
+    return digest.hexdigest()[:16]
+
+
+def git_state(package):
+    """Commit of the repository holding the package, and its files that differ from it."""
+    repo = os.path.dirname(package)
+    state = {}
+    try:
+        head = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode == 0:
+            state["commit"] = head.stdout.strip()
+            status = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--", os.path.basename(package)],
+                                    capture_output=True, text=True, timeout=10)
+            state["tempest_changes"] = [line[3:] for line in status.stdout.splitlines()]
+    except OSError:
+        pass
+    return state
+
+
+def tempestd_command(python):
+    """``tempestd`` next to the interpreter (its virtualenv), else on PATH, else ``-m tempest``."""
+    for candidate in (os.path.join(os.path.dirname(python), "tempestd"), shutil.which("tempestd")):
+        if candidate and os.access(candidate, os.X_OK):
+            return [candidate]
+    return [python, "-m", "tempest"]
+
+
 def redis_binary():
     found = shutil.which("redis-server")
     if found:
@@ -368,9 +412,9 @@ class Tempest:
         binary = redis_binary()
         self.redis_version = subprocess.run([binary, "--version"], capture_output=True, text=True,
                                             timeout=10).stdout.strip()
-        self.redis = procs.start("redis", [binary, "--bind", HOST, "--port", str(self.redis_port), "--save", "",
-                              "--appendonly", "no", "--daemonize", "no", "--dir", self.tmp,
-                              "--logfile", "", "--loglevel", "warning"])
+        self.redis = procs.start("redis", [binary, "--bind", HOST, "--port", str(self.redis_port),
+                                           "--save", "", "--appendonly", "no", "--daemonize", "no",
+                                           "--dir", self.tmp, "--logfile", "", "--loglevel", "warning"])
         wait_until("redis-server", lambda: resp_command(self.redis_port, "PING").startswith(b"+PONG"),
                    deadline, procs)
         url = f"redis://{HOST}:{self.redis_port}/0"
@@ -390,7 +434,7 @@ answer_listen = {HOST}:0
 queue = {QUEUE}
 timeout = {args.tempest_timeout:g}
 """)
-        self.proc = procs.start("tempestd", [args.python, "-m", "tempest", "-c", ini])
+        self.proc = procs.start("tempestd", tempestd_command(args.python) + ["-c", ini])
         env = dict(os.environ, TEMPEST_REDIS_URL=url, PYTHONUNBUFFERED="1")
         for i in range(args.workers):
             self.workers.append(procs.start(f"worker{i}", [args.python, "-m", "tempest.examples.hello", QUEUE],
@@ -664,11 +708,16 @@ def main(argv=None):
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
+    info = machine_info(args.wrk)
+    package = tempest_package(args.python)
+    if package:
+        info["tempest_package"] = package
+        info["git"] = git_state(package)
+        info["code_digest_before"] = code_digest(package)
+    info["background_cpu_percent_before"] = background_cpu()
     tmp = tempfile.mkdtemp(prefix="tempest-bench-")
     procs = Processes(tmp)
     results = []
-    info = machine_info(args.wrk)
-    info["background_cpu_percent_before"] = background_cpu()
     code = 1  # until every measurement is done
     try:
         deadline = time.monotonic() + args.start_timeout
@@ -699,6 +748,8 @@ def main(argv=None):
                     r["ratio"] = r["throughput"]["rps"] / ceiling_rps if ceiling_rps else None
         procs.check_alive()
         procs.stop_all()
+        if package:
+            info["code_digest_after"] = code_digest(package)
         info["logged_problems"] = logged_problems(tmp)
         info["background_cpu_percent_after"] = background_cpu()
         code = 0
@@ -716,6 +767,14 @@ def main(argv=None):
               f"wrk: {info['wrk'] or 'absent'}, {args.workers} hello workers, {args.duration:g}s per run")
         print(f"other load on the machine (CPU % of one core, 1 s samples) before: "
               f"{info['background_cpu_percent_before']}, after: {info.get('background_cpu_percent_after', '-')}")
+        git = info.get("git", {})
+        if git:
+            changes = git.get("tempest_changes")
+            print(f"tempest: {info['tempest_package']}, commit {git.get('commit', '?')[:12]}"
+                  + (f" + uncommitted changes to {', '.join(changes)}" if changes else ", clean"))
+        if info.get("code_digest_after") and info["code_digest_after"] != info.get("code_digest_before"):
+            print("WARNING: tempest's code changed during the run: the processes may not have run the "
+                  "same code; measure again")
         print(table(results))
         print()
         print(details(results))

@@ -111,7 +111,7 @@ class Child:
         self.index = index
         self.name = f"{spec.name}:{index}"
         self.system = system
-        self.env = dict(env, TEMPEST_WORKER=self.name)
+        self.env = dict(env, **dict(spec.environment), TEMPEST_WORKER=self.name)
         self.sinks = sinks  # (stdout sink, stderr sink) factories: callables of the child
         self.state = State.STOPPED
         self.proc = None

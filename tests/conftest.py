@@ -28,8 +28,8 @@ def tempestd_factory(tmp_path, redis_server):
     """Start tempestd processes on rendered INI files; all are stopped at teardown."""
     started = []
 
-    def factory(redis_url=None, start=True, **sections):
-        daemon = Tempestd(tmp_path / f"tempestd{len(started)}", redis_url or redis_server.url, **sections)
+    def factory(redis_url=None, start=True, env=None, **sections):
+        daemon = Tempestd(tmp_path / f"tempestd{len(started)}", redis_url or redis_server.url, env, **sections)
         started.append(daemon)
         return daemon.start() if start else daemon
 

@@ -119,8 +119,10 @@ def render_ini(path, sections):
 class Tempestd:
     """tempestd as a subprocess on a rendered INI file, in its own process group."""
 
-    def __init__(self, directory, redis_url, **sections):
+    def __init__(self, directory, redis_url, env=None, **sections):
+        self.env = env
         self.directory = str(directory)
+        self.redis_url = redis_url
         os.makedirs(self.directory, exist_ok=True)
         self.log_path = os.path.join(self.directory, "tempestd.log")
         config = {
@@ -134,10 +136,12 @@ class Tempestd:
         self.proc = None
         self.port = self.answer_port = None
 
-    def start(self, wait=True):
+    def start(self, wait=True, extra_args=()):
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(tempestd_command() + ["-c", self.ini], stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        env = dict(os.environ, **(self.env or {}))
+        self.proc = subprocess.Popen(tempestd_command() + ["-c", self.ini] + list(extra_args),
+                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, env=env)
         if wait:
             self.wait_ready()
         return self
@@ -171,6 +175,32 @@ class Tempestd:
 
     def info(self):
         return self.answer_client().info()
+
+    @property
+    def control_path(self):
+        return os.path.join(self.directory, "run", "tempest.sock")
+
+    def control(self, *command):
+        import redis
+
+        client = redis.Redis(unix_socket_path=self.control_path, decode_responses=True, socket_timeout=60)
+        try:
+            return client.execute_command(*command)
+        finally:
+            client.close()
+
+    def status(self):
+        """{NAME:INDEX: {state, pid, uptime, restarts, last_exit}} from the control socket."""
+        fields = ("state", "pid", "uptime", "restarts", "last_exit")
+        return {row[0]: dict(zip(fields, row[1:])) for row in self.control("STATUS")}
+
+    def rewrite(self, **sections):
+        """Replace the INI file (same base sections) before a reload."""
+        base = {"tempest": {"run_dir": "run", "log_level": "debug"}, "redis": {"url": self.redis_url},
+                "front": {"listen": "127.0.0.1:0", "answer_listen": "127.0.0.1:0", "timeout": "10"}}
+        for name, values in sections.items():
+            base.setdefault(name.replace("__", ":"), {}).update(values)
+        render_ini(self.ini, base)
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
         if self.proc is not None:
