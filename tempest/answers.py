@@ -8,7 +8,7 @@ expired job is dropped and counted, not refused). Greetings are answered by ``Re
 
 import logging
 
-from tempest import __version__, resp
+from tempest import __version__, jobs, resp
 from tempest.respserver import REDIS_VERSION, RespServer
 
 log = logging.getLogger(__name__)
@@ -17,8 +17,10 @@ log = logging.getLogger(__name__)
 class AnswerServer(RespServer):
     what = "answer endpoint"
 
-    def __init__(self, address, registry, stats, password="", max_answer=64 << 20, backlog=1024):
+    def __init__(self, address, registry, stats, password="", max_answer=64 << 20, backlog=1024,
+                 websockets=None):
         super().__init__(address, password, backlog)
+        self._websockets = websockets if websockets is not None else {}
         self._registry = registry
         self._stats = stats
         self._max_answer = max_answer
@@ -37,8 +39,26 @@ class AnswerServer(RespServer):
         if len(payload) > self._max_answer:
             log.warning("answer to %s %s is %d bytes, over max_answer", action, job_id, len(payload))
             payload = b'"answer over max_answer"'  # not a list: the request gets a 502
-        self._registry.answer(job_id, action, payload)
+        if action == "ws":
+            self._to_websocket(job_id, payload)
+        else:
+            self._registry.answer(job_id, action, payload)
         return resp.OK
+
+    def _to_websocket(self, socket_id, payload):
+        """``ws <socket_id> <json>``: a text frame for one WebSocket (a JSON string is sent as
+        its text, any other JSON value as JSON)."""
+        session = self._websockets.get(socket_id)
+        if session is None:
+            self._stats.answers_dropped += 1
+            log.debug("dropped ws answer for %s: no such socket", socket_id)
+            return
+        try:
+            value = jobs.loads(payload)
+        except (ValueError, RecursionError):
+            value = payload.decode("utf-8", "replace")
+        self._stats.answers += 1
+        session.push(value if isinstance(value, str) else jobs.dumps(value).decode("utf-8"))
 
     def cmd_info(self, session, args):
         lines = ["# Server", f"redis_version:{REDIS_VERSION}", f"tempest_version:{__version__}",

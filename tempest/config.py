@@ -189,6 +189,18 @@ def to_duration0(raw):
     return value
 
 
+def to_list(raw):
+    """Words separated by commas or spaces."""
+    return tuple(word for word in re.split(r"[,\s]+", raw.strip()) if word)
+
+
+def to_prefix(raw):
+    value = raw.strip()
+    if not value.startswith("/") or not value.endswith("/"):
+        raise ValueError(f"not a path prefix starting and ending with '/': {raw!r}")
+    return value
+
+
 def to_queue(raw):
     value = raw.strip()
     if not _QUEUE.match(value):
@@ -243,6 +255,24 @@ SETTINGS = (
     S("front", "graceful_timeout", to_seconds, "10",
       "On SIGTERM, seconds in-flight requests get to finish before connections are closed."),
     S("front", "access_log", to_bool, "no", "yes: log every request on the tempest.access logger."),
+    S("pubsub", "sub_prefix", to_prefix, "/sub/", "GET <sub_prefix><channel>[,<channel>...] is a Server-Sent Events stream."),
+    S("pubsub", "ws_prefix", to_prefix, "/ws/", "<ws_prefix><channel> is a WebSocket on the channel."),
+    S("pubsub", "heartbeat", to_seconds, "15",
+      "Seconds between keep-alive comments (SSE) and pings (WebSocket); finds dead clients."),
+    S("pubsub", "allow_origins", to_list, "",
+      "Origins allowed to subscribe from another site (CORS) and to open WebSockets; '*' allows "
+      "any. Empty: same-origin WebSockets only, no CORS header."),
+    S("pubsub", "durable", to_list, "",
+      "Channel patterns (fnmatch: news.*) whose messages are kept in a Redis Stream, with ids, "
+      "so that a client reconnecting with Last-Event-ID gets what it missed."),
+    S("pubsub", "history", to_positive_int, "1000", "Messages kept per durable channel."),
+    S("pubsub", "ws_queue", to_queue, "websocket", "Queue of the jobs made of WebSocket messages (action ws)."),
+    S("pubsub", "client_buffer", to_size, "1M",
+      "Bytes queued for one slow client before it is disconnected (it reconnects and resumes)."),
+    S("pubsub", "max_frame", to_size, "64K", "Largest WebSocket message a browser may send; closed with 1009 above."),
+    S("pubsub", "max_channels", to_positive_int, "16", "Channels one stream may subscribe to."),
+    S("static:", "directory", to_str, None, "Directory served under the prefix (GET and HEAD only); relative to the INI file."),
+    S("static:", "index", to_str, "index.html", "File served for a directory."),
     S("worker:", "command", to_command, None,
       "The program to run, split like a shell would (quotes, backslashes) but run without a "
       "shell; %(process_num)d and %(program_name)s are replaced."),
@@ -270,7 +300,7 @@ SETTINGS = (
     S("route:", "timeout", to_seconds, "", "Answer timeout for this route; empty: [front] timeout."),
 )
 _SECTIONS = list(dict.fromkeys(s.section for s in SETTINGS))
-_TITLES = {"route:": "route:/prefix/", "worker:": "worker:NAME"}  # families of sections
+_TITLES = {"route:": "route:/prefix/", "worker:": "worker:NAME", "static:": "static:/prefix/"}  # families of sections
 
 
 def settings_of(section):
@@ -322,16 +352,18 @@ def load(path):
     except configparser.Error as exc:
         raise ConfigError(_parse_error(exc), path) from None
     base = os.path.dirname(os.path.abspath(path))
-    sections = {name: _section(path, name, {}) for name in ("tempest", "redis", "front")}
+    sections = {name: _section(path, name, {}) for name in ("tempest", "redis", "front", "pubsub")}
     parsed = {name: _section(path, name, dict(parser[name])) for name in parser.sections()}
     sections.update((k, v) for k, v in parsed.items() if not k.startswith("route:"))
     routes = [_route(path, k, v, sections) for k, v in parsed.items() if k.startswith("route:")]
     programs = [_program(path, k, v, base) for k, v in parsed.items() if k.startswith("worker:")]
+    statics = [_static(path, k, v, base) for k, v in parsed.items() if k.startswith("static:")]
     for key in ("run_dir", "log_file"):
         _resolve(sections["tempest"], key, base)
     _resolve(sections["redis"], "data_dir", base)
     routes.sort(key=lambda r: len(r.prefix), reverse=True)
     config = Config(path, {k: SimpleNamespace(**v) for k, v in sections.items()}, routes, programs)
+    config.statics = sorted(statics, key=lambda s: len(s.prefix), reverse=True)
     _check(config)
     return config
 
@@ -371,7 +403,7 @@ def _section(path, name, raw):
         if text is None:
             raise ConfigError("required key is missing", path, name, key)
         if setting.default == "" and not text.strip():
-            values[key] = None if setting.convert is not to_str else ""
+            values[key] = setting.convert(text) if setting.convert in (to_str, to_list) else None
             continue
         try:
             values[key] = setting.convert(text)
@@ -393,6 +425,24 @@ def _route(path, name, values, sections):
     if timeout is None:
         timeout = sections["front"]["timeout"]
     return Route(prefix, values["queue"], timeout)
+
+
+@dataclass(frozen=True)
+class Static:
+    prefix: str
+    directory: str
+    index: str
+
+
+def _static(path, section, values, base):
+    try:
+        prefix = to_prefix(section.split(":", 1)[1])
+    except ValueError as exc:
+        raise ConfigError(str(exc), path, section) from None
+    _resolve(values, "directory", base)
+    if not os.path.isdir(values["directory"]):
+        raise ConfigError(f"not a directory: {values['directory']!r}", path, section, "directory")
+    return Static(prefix, values["directory"], values["index"])
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ import time
 import gevent
 import gevent.queue
 import redis
+import simplejson as json
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tempest import config as configuration
-from tempest import embedded, systemd
+from tempest import embedded, keys, systemd
 from tempest.answers import AnswerServer
 from tempest.control import ControlServer, socket_path
 from tempest.errors import ConfigError, ExitCode, StartupError
@@ -30,6 +31,7 @@ from tempest.front import Front
 from tempest.pending import Registry
 from tempest.pidfile import Pidfile
 from tempest.pusher import Pusher
+from tempest.relay import Relay
 from tempest.stats import Stats
 from tempest.supervise import Supervisor
 
@@ -57,6 +59,7 @@ class Daemon:
         self.answers = None
         self.front = None
         self.control = None
+        self.relay = None
         self.greenlets = []
         self._signals = gevent.queue.Queue()
         self._stopping = False
@@ -108,6 +111,8 @@ class Daemon:
                 if getattr(getattr(new, section), key) != getattr(getattr(self.config, section), key):
                     log.warning("reload: [%s] %s changed; it takes effect when tempestd restarts", section, key)
         self.front.config = new
+        self.relay.settings = new.pubsub
+        self._publish_durable(self.pusher.client, new)
         self.pusher.max_queue_length = new.front.max_queue_length
         added, removed, changed = self.supervisor.reload(new.programs, keep=(embedded.NAME,))
         self.config = new
@@ -131,12 +136,18 @@ class Daemon:
             raise StartupError(f"Redis at {config.redis.url} does not answer: {exc}") from None
         self.registry = Registry(self.stats)
         self.pusher = Pusher(client, self.registry, self.stats, config.front.max_queue_length)
+        websockets = {}  # socket id -> websocket.Session, for `ws <socket_id> <json>` answers
         self.answers = AnswerServer(config.front.answer_listen, self.registry, self.stats,
-                                    config.front.answer_password, config.front.max_answer)
+                                    config.front.answer_password, config.front.max_answer,
+                                    websockets=websockets)
         _listen(self.answers.server, config.front.answer_listen, "answer endpoint")
         respond_to = "%s:%d" % (config.front.answer_advertise or self.answers.address[:2])
-        self.front = Front(config, self.registry, self.pusher, self.stats, respond_to)
+        self.relay = Relay(config.redis.url, _pooled_client(config.redis.url), self.stats, config.pubsub)
+        self._publish_durable(client, config)
+        self.front = Front(config, self.registry, self.pusher, self.stats, respond_to, self.relay)
+        self.front.websockets = websockets
         _listen(self.front.server, config.front.listen, "front")
+        self.relay.start()
         self.greenlets = [gevent.spawn(self.pusher.run), gevent.spawn(self.registry.run_sweeper)]
         self.supervisor.env = self._worker_env(respond_to)
         for spec in config.programs:
@@ -147,6 +158,14 @@ class Daemon:
         systemd.notify("READY=1\nSTATUS=serving")
         log.info("tempestd ready: front on http://%s:%d/, answers on %s (respond_to %s), control %s",
                  *self.front.address[:2], "%s:%d" % self.answers.address[:2], respond_to, self.control.path)
+
+    def _publish_durable(self, client, config):
+        """Tell every publisher which channels are durable (see tempest.publish)."""
+        patterns = [[pattern, config.pubsub.history] for pattern in config.pubsub.durable]
+        try:
+            client.set(keys.DURABLE_CONFIG, json.dumps(patterns))
+        except redis.RedisError as exc:
+            log.warning("cannot store the durable channel patterns in Redis: %s", exc)
 
     def _worker_env(self, respond_to):
         # "python" in a command means tempestd's own interpreter (its virtualenv, say)
@@ -173,7 +192,7 @@ class Daemon:
     def _stop_services(self):
         if self.supervisor is not None:
             self.supervisor.shutdown([n for n in self.supervisor.programs if n != embedded.NAME])
-        for server in (self.control, self.answers):
+        for server in (self.control, self.answers, self.relay):
             if server is not None:
                 server.stop()
         gevent.killall(self.greenlets)
@@ -181,6 +200,14 @@ class Daemon:
             self.supervisor.shutdown()  # the embedded Redis, last
         if self.pidfile:
             self.pidfile.remove()
+
+
+def _pooled_client(url):
+    """A client many greenlets share: the pool blocks (a gevent queue) instead of failing."""
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=20, timeout=10,
+                                                 queue_class=gevent.queue.LifoQueue,
+                                                 socket_connect_timeout=2, socket_timeout=10)
+    return redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
 
 
 def _listen(server, address, what):

@@ -19,7 +19,7 @@ import httptools
 from gevent.hub import Waiter
 from gevent.server import StreamServer
 
-from tempest import jobs
+from tempest import jobs, sse, static, websocket
 from tempest import pending as outcomes
 
 log = logging.getLogger(__name__)
@@ -28,14 +28,15 @@ access_log = logging.getLogger("tempest.access")
 RECV_SIZE = 64 * 1024
 MAX_PIPELINE = 32  # requests parsed ahead of the one served; reading pauses beyond
 DEFAULT_CONTENT_TYPE = (b"Content-Type", b"text/html; charset=utf-8")
-REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
+REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           408: "Request Timeout", 413: "Content Too Large",
            431: "Request Header Fields Too Large", 502: "Bad Gateway",
            503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 class Request:
     __slots__ = ("method", "url", "headers", "body", "body_size", "keep_alive", "version",
-                 "error", "head_size", "started")
+                 "error", "head_size", "started", "upgrade")
 
     def __init__(self):
         self.url = b""
@@ -48,6 +49,11 @@ class Request:
         self.method = "GET"
         self.version = "1.1"
         self.started = time.monotonic()
+        self.upgrade = False
+
+    def header(self, name, default=""):
+        """The first value of header ``name`` (lower case)."""
+        return next((v for n, v in self.headers if n == name), default)
 
 
 class _Abort(Exception):
@@ -55,12 +61,14 @@ class _Abort(Exception):
 
 
 class Front:
-    def __init__(self, config, registry, pusher, stats, respond_to):
+    def __init__(self, config, registry, pusher, stats, respond_to, relay=None):
         self.config = config  # replaced on reload: routes and limits apply to new requests
         self.registry = registry
         self.pusher = pusher
         self.stats = stats
         self.respond_to = respond_to
+        self.relay = relay
+        self.websockets = {}  # socket id -> websocket.Session (shared with the answer endpoint)
         self.connections = set()
         self.closing = False
         self.server = StreamServer(config.front.listen, self._handle, backlog=config.front.backlog)
@@ -81,6 +89,19 @@ class Front:
         for conn in list(self.connections):
             if conn.idle:
                 conn.greenlet.kill(block=False)
+
+    def special(self, request, path):
+        """The handler of a request tempestd answers itself (pub/sub, static files), or None."""
+        pubsub = self.config.pubsub
+        if self.relay is not None and request.method in ("GET", "HEAD"):
+            if path.startswith(pubsub.sub_prefix):
+                return sse.serve
+            if path.startswith(pubsub.ws_prefix):
+                return websocket.serve
+        for static_dir in self.config.statics:
+            if path.startswith(static_dir.prefix):
+                return static.serve
+        return None
 
     def busy(self):
         return sum(1 for conn in self.connections if not conn.idle)
@@ -124,6 +145,8 @@ class Connection:
         self._waiter = None
         self._readable = False
         self._watcher = None
+        self.extra = []  # bytes after an upgrade request, for the WebSocket
+
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -168,7 +191,7 @@ class Connection:
             if self.current is not None:
                 log.info("%s: request not received within %ss, dropped",
                          self.address[0], self.limits.header_timeout)
-                self._error(408, keep_alive=False)
+                self.error(408, keep_alive=False)
             return None
         if not data:
             self.eof = True
@@ -178,11 +201,13 @@ class Connection:
     def _feed(self, data):
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # no protocol switch here: serve the request as plain HTTP, then close
+        except httptools.HttpParserUpgrade as exc:
+            # the connection changes protocol (or closes) after this request
             self.stop_reading = True
+            self.extra.append(data[exc.args[0]:] if exc.args and isinstance(exc.args[0], int) else b"")
             if self.requests:
                 self.requests[-1].keep_alive = False
+                self.requests[-1].upgrade = True
         except httptools.HttpParserError as exc:
             if not self.stop_reading:
                 log.info("%s: malformed request: %s", self.address[0], exc)
@@ -253,13 +278,17 @@ class Connection:
 
     def _serve(self, request):
         if request.error:
-            return self._error(request.error, request)
+            return self.error(request.error, request)
         front = self.front
         url = request.url.decode("latin-1")
-        route = front.config.route_for(url.split("?", 1)[0])
+        path = url.split("?", 1)[0]
+        special = front.special(request, path)
+        if special is not None:
+            return special(self, request, path)
+        route = front.config.route_for(path)
         env = jobs.http_env(request.method, url, _header_dict(request.headers), b"".join(request.body))
         job_id = jobs.new_job_id()
-        pending = front.registry.add(job_id, jobs.HTTP_ACTION, route.timeout, self._notify)
+        pending = front.registry.add(job_id, jobs.HTTP_ACTION, route.timeout, self.notify)
         front.stats.requests += 1
         front.pusher.submit(route.queue, jobs.encode_job(jobs.HTTP_ACTION, [env], front.respond_to, job_id), pending)
         outcome = self._wait(pending)
@@ -275,44 +304,48 @@ class Connection:
             front.stats.bad_answers += 1
             log.warning("bad answer to url job %s (queue %s, %s %s): %s",
                         job_id, route.queue, request.method, url[:200], exc)
-            return self._error(502, request)
+            return self.error(502, request)
         if not any(name.lower() == b"content-type" for name, _ in headers):
             headers.append(DEFAULT_CONTENT_TYPE)
-        return self._respond(request, status, reason, headers, body)
+        return self.respond(request, status, reason, headers, body)
 
     def _failed(self, outcome, request, route, job_id):
         if outcome == outcomes.TIMEOUT:
             log.warning("no answer to url job %s on queue %s within %ss: 504",
                         job_id, route.queue, route.timeout)
-            return self._error(504, request)
+            return self.error(504, request)
         if outcome == outcomes.QUEUE_FULL:
             log.info("queue %s full: 503 for url job %s", route.queue, job_id)
         else:
             log.info("cannot push to queue %s: 503 for url job %s", route.queue, job_id)
-        return self._error(503, request)
+        return self.error(503, request)
 
     def _wait(self, pending):
         """Wait for ``pending``'s outcome while watching the socket; None if the client left."""
         while pending.outcome is None:
-            watch = not (self.eof or self.stop_reading or len(self.requests) >= MAX_PIPELINE)
-            if watch:
-                if self._watcher is None:
-                    self._watcher = gevent.get_hub().loop.io(self.sock.fileno(), 1)
-                self._watcher.start(self._on_readable)
-            self._waiter = waiter = Waiter()
-            try:
-                waiter.get()
-            finally:
-                self._waiter = None
-                if watch:
-                    self._watcher.stop()
-            if self._readable and pending.outcome is None:
-                self._readable = False
-                if not self._read_ahead():
-                    return None
+            if self.sleep() and pending.outcome is None and not self.read_ahead():
+                return None
         return pending.outcome
 
-    def _notify(self):
+    def sleep(self, watch=True):
+        """Wait until ``notify()`` is called or, if ``watch``, the socket is readable;
+        True when it is readable (the caller then reads with ``read_ahead``)."""
+        watch = watch and not (self.eof or self.stop_reading or len(self.requests) >= MAX_PIPELINE)
+        if watch:
+            if self._watcher is None:
+                self._watcher = gevent.get_hub().loop.io(self.sock.fileno(), 1)
+            self._watcher.start(self._on_readable)
+        self._waiter = waiter = Waiter()
+        try:
+            waiter.get()
+        finally:
+            self._waiter = None
+            if watch:
+                self._watcher.stop()
+        readable, self._readable = self._readable, False
+        return readable
+
+    def notify(self):
         # runs in the hub: wake the greenlet once, whichever comes first
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
@@ -320,9 +353,10 @@ class Connection:
 
     def _on_readable(self):
         self._readable = True
-        self._notify()
+        self.notify()
 
-    def _read_ahead(self):
+    def read_ahead(self, feed=True):
+        """Read what the client sent without waiting; False when it has gone (EOF)."""
         try:
             data = self.sock._sock.recv(RECV_SIZE)  # the raw non-blocking socket: never waits
         except BlockingIOError:
@@ -332,23 +366,26 @@ class Connection:
         if not data:
             self.eof = True
             return False
-        self._feed(data)
+        if feed:
+            self._feed(data)
+        else:
+            self.extra.append(data)
         return True
 
     # writing responses
 
-    def _error(self, status, request=None, keep_alive=None):
+    def error(self, status, request=None, keep_alive=None):
         request = request or Request()
-        if status < 500:
+        if status in (400, 408, 413, 431):
             self.front.stats.bad_requests += 1
         reason = REASONS[status]
         body = f"{status} {reason}\n".encode()
         headers = [(b"Content-Type", b"text/plain; charset=utf-8")]
         if keep_alive is not None:
             request.keep_alive = keep_alive
-        return self._respond(request, status, reason, headers, body)
+        return self.respond(request, status, reason, headers, body)
 
-    def _respond(self, request, status, reason, headers, body):
+    def respond(self, request, status, reason, headers, body):
         keep_alive = request.keep_alive and not self.front.closing
         head = [b"HTTP/1.1 %d %s\r\nServer: tempest\r\nDate: %s\r\n" % (status, reason.encode(), self.front.date())]
         head += [b"%s: %s\r\n" % pair for pair in headers]

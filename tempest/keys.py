@@ -14,3 +14,12 @@ def queue(name):
 
 def session(session_id):
     return SESSION.format(id=session_id)
+
+# pub/sub: tempestd writes its [pubsub] durable patterns here so that every publisher (worker
+# library, `tempest publish`) knows which channels keep a history
+DURABLE_CONFIG = "tempest:pubsub:durable"
+
+
+def stream(channel):
+    """The Redis Stream holding a durable channel's history (one hash slot per channel)."""
+    return "tempest:stream:{" + channel + "}"

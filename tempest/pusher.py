@@ -27,7 +27,7 @@ MAX_BATCH = 1000  # jobs per pipeline; bounds the size of one write to Redis
 
 class Pusher:
     def __init__(self, client, registry, stats, max_queue_length=0):
-        self._client = client
+        self.client = client
         self._registry = registry
         self._stats = stats
         self.max_queue_length = max_queue_length
@@ -37,6 +37,8 @@ class Pusher:
         self._failing = False
 
     def submit(self, queue, job, pending):
+        """Queue ``job`` for the next push; ``pending`` (or None: nobody waits) is settled
+        with UNAVAILABLE or QUEUE_FULL if the push fails."""
         self._batch.append((queue, job, pending))
         if not self._wake.is_set():
             self._wake.set()
@@ -52,14 +54,14 @@ class Pusher:
     def _push(self, batch):
         by_queue = {}
         for queue, job, pending in batch:
-            if pending.outcome is not None or not self._registry.waiting(pending):
+            if pending is not None and (pending.outcome is not None or not self._registry.waiting(pending)):
                 continue  # its client left or it timed out before the push: skip it
             jobs, waiting = by_queue.setdefault(queue, ([], []))
             jobs.append(job)
             waiting.append(pending)
         if not by_queue:
             return
-        pipe = self._client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=False)
         for queue, (jobs, _) in by_queue.items():
             if self.max_queue_length:
                 self._bounded(keys=[queue], args=[self.max_queue_length, *jobs], client=pipe)
@@ -79,7 +81,8 @@ class Pusher:
                 log.warning("cannot push to queue %s: %s", queue, result)
             self._failing = True
             for pending in waiting:
-                self._registry.settle(pending, outcomes.UNAVAILABLE)
+                if pending is not None:
+                    self._registry.settle(pending, outcomes.UNAVAILABLE)
             return
         if self._failing:
             log.warning("pushing to Redis again")
@@ -91,4 +94,5 @@ class Pusher:
                         queue, self.max_queue_length, len(waiting) - pushed)
         for pending in waiting[pushed:]:
             self._stats.queue_full += 1
-            self._registry.settle(pending, outcomes.QUEUE_FULL)
+            if pending is not None:
+                self._registry.settle(pending, outcomes.QUEUE_FULL)

@@ -15,6 +15,13 @@ COUNTERS = (
     "answers_dropped",  # answers for an unknown, expired or abandoned job
     "clients_gone",  # clients that left while their job was pending
     "answer_connections",  # connections to the answer endpoint accepted
+    "subscribers",  # SSE and WebSocket clients subscribed now
+    "messages_relayed",  # pub/sub messages fanned out (once per message, not per client)
+    "slow_clients_dropped",  # subscribers disconnected because their buffer overflowed
+    "bad_messages",  # pub/sub messages dropped (CR/LF in an event name, bad envelope)
+    "relay_reconnects",  # times the subscription connection was re-established
+    "ws_messages",  # WebSocket messages received and turned into jobs
+    "static_files",  # static files served
 )
 
 

@@ -27,6 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tempest import jobs
+from tempest.publish import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class Worker:
         self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=POLL_TIMEOUT + 10,
                                           socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
         self._endpoints = {}
+        self._publisher = None
 
     def on(self, action):
         """Decorator registering ``handler(context, *args)`` for ``action``.
@@ -184,6 +186,16 @@ class Worker:
         return client
 
     def publish(self, channel, data, event=None):
-        """Publish ``data`` to pub/sub subscribers of ``channel`` (legacy ``[data]`` or
-        ``[event, data]`` message)."""
-        return self.redis.publish(channel, jobs.dumps([event, data] if event else [data]))
+        """Publish ``data`` to the subscribers of ``channel`` (SSE and WebSocket clients).
+
+        Args:
+            channel: the channel name.
+            data: any JSON value; a string is sent as is.
+            event: an SSE event name (no CR or LF), or None for a plain ``data:`` event.
+
+        Returns:
+            The stream id on a durable channel, else the number of Redis subscribers.
+        """
+        if self._publisher is None:
+            self._publisher = Publisher(self.redis)
+        return self._publisher.publish(channel, data, event)
