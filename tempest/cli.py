@@ -69,6 +69,12 @@ def tempest_main(argv=None):
         sub.add_argument("-c", "--config", required=True, metavar="FILE")
         if name in ("start", "stop", "restart"):
             sub.add_argument("target", help="NAME, NAME:INDEX or all")
+    publish = commands.add_parser("publish", help="publish a message to a pub/sub channel")
+    publish.add_argument("-c", "--config", required=True, metavar="FILE")
+    publish.add_argument("channel")
+    publish.add_argument("data", help="the message's data (text; with --json, a JSON value)")
+    publish.add_argument("--event", help="SSE event name")
+    publish.add_argument("--json", action="store_true", help="DATA is JSON, not text")
     commands.add_parser("config-docs", help="print the settings reference (Markdown)")
     args = parser.parse_args(argv)
     if args.command == "config-docs":
@@ -82,7 +88,35 @@ def tempest_main(argv=None):
     if args.command == "check":
         print(f"tempest: {args.config}: OK")
         return ExitCode.OK
+    if args.command == "publish":
+        return _publish(settings, args)
     return _control(settings, args)
+
+
+def _publish(settings, args):
+    import redis
+    import simplejson as json
+
+    from tempest.events import BadMessage
+    from tempest.publish import Publisher
+
+    try:
+        data = json.loads(args.data) if args.json else args.data
+    except ValueError as exc:
+        print(f"tempest: --json data is not JSON: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    patterns = [(pattern, settings.pubsub.history) for pattern in settings.pubsub.durable]
+    publisher = Publisher(redis.Redis.from_url(settings.redis.url, socket_timeout=10), patterns)
+    try:
+        result = publisher.publish(args.channel, data, args.event)
+    except BadMessage as exc:
+        print(f"tempest: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    except redis.RedisError as exc:
+        print(f"tempest: cannot publish: {exc}", file=sys.stderr)
+        return ExitCode.RUNTIME
+    print(f"id {result}" if isinstance(result, str) else f"{result} subscribers")
+    return ExitCode.OK
 
 
 def _control(settings, args):

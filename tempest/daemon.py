@@ -114,7 +114,8 @@ class Daemon:
         self.relay.settings = new.pubsub
         self._publish_durable(self.pusher.client, new)
         self.pusher.max_queue_length = new.front.max_queue_length
-        added, removed, changed = self.supervisor.reload(new.programs, keep=(embedded.NAME,))
+        keep = (embedded.NAME,) if self.embedded is not None else ()
+        added, removed, changed = self.supervisor.reload(new.programs, keep=keep)
         self.config = new
         log.info("reloaded: %d workers added, %d removed, %d changed", len(added), len(removed), len(changed))
         systemd.notify("READY=1")

@@ -32,7 +32,9 @@ class LogLines:
             lines.append(self._partial[:MAX_LINE])
             self._partial = self._partial[MAX_LINE:]
         for line in lines:
-            self.logger.info("[%s] %s", self.prefix, line.rstrip(b"\r").decode("utf-8", "replace"))
+            for start in range(0, max(len(line), 1), MAX_LINE):  # long lines cut alike, however read
+                text = line[start:start + MAX_LINE].rstrip(b"\r").decode("utf-8", "replace")
+                self.logger.info("[%s] %s", self.prefix, text)
 
     def close(self):
         if self._partial:
@@ -59,7 +61,8 @@ class RotatingFile:
         self._size += len(data)
 
     def _rotate(self):
-        os.close(self._fd)
+        """Rename the files, then reopen; the old descriptor stays valid until the new one is
+        open, so a failure (disk full, permissions) never leaves a closed number behind."""
         if self.backups:
             for n in range(self.backups - 1, 0, -1):
                 if os.path.exists(f"{self.path}.{n}"):
@@ -68,7 +71,9 @@ class RotatingFile:
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         else:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        self._fd = os.open(self.path, flags, 0o644)
+        new = os.open(self.path, flags, 0o644)
+        os.close(self._fd)
+        self._fd = new
         self._size = 0
 
     def close(self):
@@ -78,12 +83,19 @@ class RotatingFile:
 def drain(fd, sink):
     """Read ``fd`` until EOF (the child and all it forked closed it), writing to ``sink``."""
     gevent.os.make_nonblocking(fd)
+    failing = False
     try:
         while True:
             data = gevent.os.nb_read(fd, READ_SIZE)
             if not data:
                 break
-            sink.write(data)
+            try:
+                sink.write(data)
+                failing = False
+            except OSError as exc:  # disk full...: drop this output, keep the pipe drained
+                if not failing:
+                    log.error("cannot write a child's output (dropped until it works again): %s", exc)
+                failing = True
     except OSError as exc:
         log.warning("reading a child's output failed: %s", exc)
     finally:

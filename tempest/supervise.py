@@ -29,7 +29,7 @@ from tempest.config import expand
 log = logging.getLogger(__name__)
 
 BACKOFF_BASE = 0.5  # seconds before the second restart in a row; doubles each time
-BACKOFF_CAP = 30.0  # at most this long between two attempts
+BACKOFF_CAP = 30.0  # the delay grows to this, then stays there (each delay is jittered ±20%)
 STABLE_SECS = 10.0  # a process up this long (and at least startsecs) has its failures forgotten
 
 
@@ -50,7 +50,7 @@ def backoff_delay(failures, rand=random.uniform):
     """Seconds to wait before attempt number ``failures`` + 1 (0 for the first retry)."""
     if failures <= 1:
         return 0.0
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures - 2)) * rand(0.8, 1.2)
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(failures - 2, 32)) * rand(0.8, 1.2)
 
 
 def describe(returncode):
@@ -111,15 +111,17 @@ class Child:
         self.index = index
         self.name = f"{spec.name}:{index}"
         self.system = system
-        self.env = dict(env, **dict(spec.environment), TEMPEST_WORKER=self.name)
+        self.env = {**env, **dict(spec.environment), "TEMPEST_WORKER": self.name}
         self.sinks = sinks  # (stdout sink, stderr sink) factories: callables of the child
         self.state = State.STOPPED
         self.proc = None
         self.started_at = None
         self.restarts = 0
         self.last_exit = ""
-        self.failures = 0  # failed starts or crashes in a row
+        self.failures = 0  # failed starts or crashes in a row: the backoff delay grows with it
+        self.start_failures = 0  # failed starts in a row: FATAL after startretries
         self.wanted = False
+        self._stopped_proc = None  # the process stop() was asked to stop
         self._kick = gevent.event.Event()
         self._settled = gevent.event.Event()
         self._settled.set()
@@ -138,7 +140,7 @@ class Child:
     def start(self):
         if not self.wanted:
             self.wanted = True
-            self.failures = 0
+            self.failures = self.start_failures = 0
             self._settled.clear()
             self._kick.set()
 
@@ -148,6 +150,7 @@ class Child:
         self._kick.set()
         proc = self.proc
         if proc is not None and proc.returncode is None and self.state in (State.STARTING, State.RUNNING):
+            self._stopped_proc = proc
             self._set(State.STOPPING)
             self.system.signal(proc, self.spec.stopsignal)
             gevent.spawn(self._escalate, proc)
@@ -182,8 +185,10 @@ class Child:
                 self._kick.clear()
             running, returncode = self._spawn_and_watch()
             self.last_exit = describe(returncode)
-            if not self.wanted:  # STOPPING -> STOPPED
+            if not self.wanted or (self.proc is not None and self.proc is self._stopped_proc):
+                # STOPPING -> STOPPED (and a start() asked meanwhile spawns it afresh)
                 self._set(State.STOPPED, "stopped: %s (%s)", self.name, self.last_exit)
+                self._stopped_proc = None
                 continue
             delay = self._after_exit(running, returncode)
             if delay is not None:
@@ -194,13 +199,17 @@ class Child:
         spec = self.spec
         argv = [expand(arg, spec.name, self.index) for arg in spec.command]
         self.started_at = self.system.clock()
+        self.proc = None
+        try:
+            out_sink, err_sink = (make(self) for make in self.sinks)
+        except OSError as exc:
+            log.error("spawnerr: %s: cannot open its log file: %s", self.name, exc)
+            return False, None
         try:
             self.proc, out_fd, err_fd = self.system.spawn(argv, self.env, spec.directory, spec.user)
         except OSError as exc:
-            self.proc = None
             log.error("spawnerr: %s: cannot run %s: %s", self.name, argv[0], exc.strerror or exc)
             return False, None
-        out_sink, err_sink = (make(self) for make in self.sinks)
         output.spawn_drain(out_fd, out_sink)
         output.spawn_drain(err_fd, err_sink)
         self._set(State.STARTING, "spawned: %s pid=%d", self.name, self.proc.pid)
@@ -215,15 +224,18 @@ class Child:
         """Decide what follows an exit nobody asked for; returns the backoff delay or None."""
         spec = self.spec
         expected = returncode is not None and returncode in spec.exitcodes
-        log.info("exited: %s (%s; %s)", self.name, self.last_exit, "expected" if expected else "not expected")
+        if returncode is not None:
+            log.info("exited: %s (%s; %s)", self.name, self.last_exit, "expected" if expected else "not expected")
         if not running:  # STARTING -> BACKOFF or FATAL
             self.failures += 1
-            if self.failures > spec.startretries:
+            self.start_failures += 1
+            if self.start_failures > spec.startretries:
                 self.wanted = False
                 self._set(State.FATAL, "gave up: %s entered FATAL state, too many start retries too quickly",
                           self.name)
                 return None
             return backoff_delay(self.failures + 1)
+        self.start_failures = 0
         if self.system.clock() - self.started_at >= max(STABLE_SECS, spec.startsecs):
             self.failures = 0
         if spec.autorestart is False or (spec.autorestart == "unexpected" and expected):
@@ -291,7 +303,9 @@ class Supervisor:
                 real = expand(path, spec.name, child.index)
                 if real not in self._files:
                     self._files[real] = output.RotatingFile(real, spec.logfile_maxbytes, spec.logfile_backups)
-                return self._files[real]
+                rotating = self._files[real]
+                rotating.maxbytes, rotating.backups = spec.logfile_maxbytes, spec.logfile_backups
+                return rotating
 
             return make
 
@@ -344,7 +358,7 @@ class Supervisor:
         """Apply a new set of [worker:] sections: start added programs, stop removed ones,
         restart changed ones, leave the others alone. Programs named in ``keep`` are not
         touched. Returns (added, removed, changed) names."""
-        new = {spec.name: spec for spec in specs}
+        new = {spec.name: spec for spec in specs if spec.name not in keep}
         old = {name: p.spec for name, p in self.programs.items() if name not in keep}
         removed = [name for name in old if name not in new]
         changed = [name for name in old if name in new and new[name] != old[name]]

@@ -1,0 +1,888 @@
+"""Unit tests of tempest.supervise: the state machine of Supervisor > Program > Child, driven
+by a fake operating system (FakeSystem) so that nothing forks. Time is real but short: the
+tests shrink startsecs, stopwaitsecs and the backoff tunables, and wait with deadlines.
+The real System is exercised end to end in tests/e2e/test_angels.py.
+"""
+
+import logging
+import os
+import signal
+import time
+
+import gevent
+import gevent.event
+import pytest
+
+from tempest import supervise
+from tempest.config import ProgramSpec
+from tempest.output import RotatingFile
+from tempest.supervise import BACKOFF_CAP, STABLE_SECS, State, Supervisor, backoff_delay, describe
+
+pytestmark = pytest.mark.timeout(30)
+
+JITTER = (0.8, 1.2)  # backoff_delay multiplies by uniform(0.8, 1.2)
+
+
+# the fake operating system
+
+
+class FakeProc:
+    """A process that exits when the test (or a signal) says so; quacks like a Popen."""
+
+    def __init__(self, number, argv, env, cwd, user):
+        self.number = number  # 1 for the first spawn of the system, 2 for the next...
+        self.pid = 1000 + number
+        self.argv, self.env, self.cwd, self.user = argv, env, cwd, user
+        self.returncode = None
+        self.spawned_at = time.monotonic()
+        self.exited_at = None
+        self.signals = []  # (signal, monotonic time)
+        self.ignore = set()  # signals it survives (SIGKILL is never ignored)
+        self._exit = gevent.event.AsyncResult()
+
+    def exit(self, returncode):
+        if self.returncode is None:
+            self.returncode = returncode
+            self.exited_at = time.monotonic()
+            self._exit.set(returncode)
+
+    def receive(self, sig):
+        self.signals.append((sig, time.monotonic()))
+        if sig == signal.SIGKILL or sig not in self.ignore:
+            gevent.spawn(self.exit, -sig)  # dies soon after, as a real one would
+
+
+class FakeSystem:
+    """Same interface as supervise.System: clock, spawn, signal, wait."""
+
+    def __init__(self):
+        self.procs = []
+        self.attempts = []  # every spawn call, including those that raised
+        self.spawn_error = None  # an OSError to raise from spawn
+        self.behave = None  # called with each new FakeProc: schedule its exit, set .ignore...
+        self.output = (b"", b"")  # what each process writes on stdout and stderr, then EOF
+        self.offset = 0.0
+        self._timers = []
+
+    def clock(self):
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds):
+        self.offset += seconds
+
+    def later(self, seconds, func, *args):
+        self._timers.append(gevent.spawn_later(seconds, func, *args))
+
+    def spawn(self, argv, env, cwd, user):
+        self.attempts.append(list(argv))
+        if self.spawn_error is not None:
+            raise self.spawn_error
+        proc = FakeProc(len(self.procs) + 1, list(argv), dict(env), cwd, user)
+        self.procs.append(proc)
+        fds = []
+        for data in self.output:
+            read_end, write_end = os.pipe()
+            os.write(write_end, data)
+            os.close(write_end)  # the drain greenlet sees EOF after the data
+            fds.append(read_end)
+        if self.behave is not None:
+            self.behave(proc)
+        return proc, fds[0], fds[1]
+
+    def signal(self, proc, sig):
+        proc.receive(sig)
+
+    def wait(self, proc, timeout=None):
+        try:
+            return proc._exit.get(timeout=timeout)
+        except gevent.Timeout:
+            return None
+
+    def close(self):
+        gevent.killall(self._timers)
+
+
+# behaviours of fake processes, per spawn
+
+
+def exits_after(system, seconds, code=1):
+    """Every process exits ``seconds`` after its spawn with ``code``."""
+    return lambda proc: system.later(seconds, proc.exit, code)
+
+
+def script(*behaviours):
+    """Spawn N behaves as behaviours[N-1]; the last one repeats. None: runs until signalled."""
+
+    def behave(proc):
+        chosen = behaviours[min(proc.number, len(behaviours)) - 1]
+        if chosen is not None:
+            chosen(proc)
+
+    return behave
+
+
+# fixtures and helpers
+
+
+class Sink:
+    def __init__(self, store, child, stream):
+        self.store, self.key = store, (child.name, stream)
+
+    def write(self, data):
+        self.store[self.key] = self.store.get(self.key, b"") + data
+
+
+class Recording(Supervisor):
+    """A Supervisor that remembers every Program it made, so teardown can close them all."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.made = []
+
+    def add(self, spec, start=None):
+        program = super().add(spec, start)
+        self.made.append(program)
+        return program
+
+
+@pytest.fixture
+def system():
+    fake = FakeSystem()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def written():
+    return {}
+
+
+@pytest.fixture
+def sup(system, written):
+    sinks = (lambda child: Sink(written, child, "stdout"), lambda child: Sink(written, child, "stderr"))
+    supervisor = Recording(env={"BASE": "1"}, system=system, log_sinks=sinks)
+    yield supervisor
+    for program in supervisor.made:
+        program.close()
+    gevent.sleep(0)
+
+
+@pytest.fixture
+def logs(caplog):
+    caplog.set_level(logging.INFO, logger="tempest.supervise")
+    return caplog
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch):
+    """BACKOFF_BASE 0.05s, BACKOFF_CAP 0.2s: delays 0, .05, .1, .2, .2..."""
+    monkeypatch.setattr(supervise, "BACKOFF_BASE", 0.05)
+    monkeypatch.setattr(supervise, "BACKOFF_CAP", 0.2)
+
+
+def spec(name="hello", **overrides):
+    values = dict(name=name, command=("worker", "--index=%(process_num)d", "%(program_name)s"), numprocs=1,
+                  directory="/srv/app", environment=(), user="", autostart=True, autorestart=True,
+                  exitcodes=frozenset([0]), startsecs=0.05, startretries=3, stopsignal=signal.SIGTERM,
+                  stopwaitsecs=0.5, stdout_logfile="", stderr_logfile="", logfile_maxbytes=1024 * 1024,
+                  logfile_backups=2)
+    values.update(overrides)
+    return ProgramSpec(**values)
+
+
+def wait_until(predicate, timeout=3.0, message="condition"):
+    """Poll ``predicate`` while letting the greenlets run; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        gevent.sleep(0.002)
+
+
+def child_of(sup, target="hello:0"):
+    (child,) = sup.children(target)
+    return child
+
+
+watchers = []  # the sampling greenlets of watch_states, killed after each test
+
+
+def watch_states(child):
+    """Sample child.state every millisecond; returns a function that gives the distinct states
+    seen so far, in order (the current one included)."""
+    seen = [child.state]
+
+    def sample():
+        if child.state != seen[-1]:
+            seen.append(child.state)
+        return seen
+
+    def loop():
+        while True:
+            sample()
+            gevent.sleep(0.001)
+
+    watchers.append(gevent.spawn(loop))
+    return sample
+
+
+@pytest.fixture(autouse=True)
+def _kill_watchers():
+    yield
+    gevent.killall(watchers)
+    watchers.clear()
+
+
+def messages(logs, word):
+    return [r.getMessage() for r in logs.records if r.name == "tempest.supervise" and r.getMessage().startswith(word)]
+
+
+def backoffs(logs):
+    """(delay, failures in a row) of each 'backoff:' line."""
+    return [(r.args[1], r.args[2]) for r in logs.records if r.getMessage().startswith("backoff:")]
+
+
+def assert_jittered(delay, nominal):
+    assert JITTER[0] * nominal - 1e-9 <= delay <= JITTER[1] * nominal + 1e-9, (delay, nominal)
+
+
+def gaps(procs):
+    """Seconds between each process' exit and the next spawn."""
+    return [later.spawned_at - earlier.exited_at for earlier, later in zip(procs, procs[1:])]
+
+
+# STOPPED -> STARTING -> RUNNING
+
+
+def test_starting_then_running_after_startsecs(sup, system, logs):
+    sup.add(spec(startsecs=0.2))
+    child = child_of(sup)
+    states = watch_states(child)
+    proc = wait_until(lambda: system.procs and system.procs[0])
+    assert child.state == State.STARTING
+    assert child.pid == proc.pid == child.status()["pid"]
+    gevent.sleep(0.1)
+    assert child.state == State.STARTING  # not before startsecs
+    wait_until(lambda: child.state == State.RUNNING)
+    assert time.monotonic() - proc.spawned_at >= 0.2 - 0.01
+    assert states() == [State.STOPPED, State.STARTING, State.RUNNING]
+    assert messages(logs, "spawned:") == [f"spawned: hello:0 pid={proc.pid}"]
+    assert messages(logs, "success:") == ["success: hello:0 entered RUNNING state (up 0.2s)"]
+    assert len(system.procs) == 1 and not proc.signals
+
+
+def test_startsecs_zero_is_running_at_once(sup, system):
+    sup.add(spec(startsecs=0))
+    child = child_of(sup)
+    wait_until(lambda: system.procs)
+    assert child.state == State.RUNNING  # in the same step as the spawn, no wait
+
+
+def test_autostart_false_stays_stopped_until_started(sup, system):
+    sup.add(spec(autostart=False))
+    child = child_of(sup)
+    gevent.sleep(0.05)
+    assert child.state == State.STOPPED and not system.attempts
+    assert child.wait_settled(0)
+    sup.start("hello")
+    wait_until(lambda: child.state == State.RUNNING)
+    assert len(system.procs) == 1
+
+
+def test_wait_spawned_returns_once_every_wanted_child_was_spawned(sup, system):
+    sup.add(spec(numprocs=3, startsecs=1))
+    sup.add(spec("idle", autostart=False))
+    assert sup.wait_spawned(2)
+    assert len(system.procs) == 3
+    assert {c.state for c in sup.programs["hello"].children} == {State.STARTING}
+
+
+# failed starts: BACKOFF, then FATAL
+
+
+@pytest.mark.parametrize("startretries", [0, 1, 3])
+def test_exit_before_startsecs_backs_off_then_fatal(sup, system, logs, fast_backoff, startretries):
+    system.behave = exits_after(system, 0.02, code=1)
+    sup.add(spec(startsecs=0.1, startretries=startretries))
+    child = child_of(sup)
+    states = watch_states(child)
+    wait_until(lambda: child.state == State.FATAL)
+    assert len(system.procs) == startretries + 1
+    assert child.wait_settled(0)
+    assert child.last_exit == "exit status 1" and child.pid is None
+    # a failed start waits even the first time, and longer each time
+    assert [f for _, f in backoffs(logs)] == list(range(1, startretries + 1))
+    for n, (delay, _) in enumerate(backoffs(logs)):
+        assert_jittered(delay, 0.05 * 2 ** n)
+    for gap, (delay, _) in zip(gaps(system.procs), backoffs(logs)):
+        assert gap >= delay - 0.005  # the delay was really waited
+    if startretries:
+        assert states()[:4] == [State.STOPPED, State.STARTING, State.BACKOFF, State.STARTING]
+    assert messages(logs, "gave up:") == ["gave up: hello:0 entered FATAL state, too many start retries too quickly"]
+    assert len(messages(logs, "exited: hello:0 (exit status 1; not expected)")) == startretries + 1
+    gevent.sleep(0.3)  # longer than any backoff: nothing more happens
+    assert len(system.procs) == startretries + 1 and child.state == State.FATAL
+    assert states()[-1] == State.FATAL
+
+
+def test_start_on_fatal_spawns_again_with_a_fresh_count(sup, system, logs, fast_backoff):
+    system.behave = exits_after(system, 0.005, code=1)
+    sup.add(spec(startsecs=0.1, startretries=1))
+    child = child_of(sup)
+    wait_until(lambda: child.state == State.FATAL)
+    assert len(system.procs) == 2
+    system.behave = None  # the cause went away
+    sup.start("hello:0")
+    assert not child.wait_settled(0)
+    wait_until(lambda: child.state == State.RUNNING)
+    assert len(system.procs) == 3
+    child.stop()
+    assert child.wait_settled(1)
+    system.behave = exits_after(system, 0.005, code=1)
+    child.start()
+    wait_until(lambda: child.state == State.FATAL)
+    assert len(system.procs) == 5  # startretries + 1 again: failures were reset by start()
+
+
+def test_spawn_oserror_is_a_failed_start_and_leads_to_fatal(sup, system, logs, fast_backoff):
+    system.spawn_error = FileNotFoundError(2, "No such file or directory")
+    sup.add(spec(command=("nothere", "x"), startretries=2))
+    child = child_of(sup)
+    wait_until(lambda: child.state == State.FATAL)
+    assert system.attempts == [["nothere", "x"]] * 3 and not system.procs
+    assert child.last_exit == "could not be spawned"
+    assert messages(logs, "spawnerr:") == ["spawnerr: hello:0: cannot run nothere: No such file or directory"] * 3
+    assert [f for _, f in backoffs(logs)] == [1, 2]
+    row = child.status()
+    assert (row["state"], row["pid"], row["uptime"], row["last_exit"]) == ("FATAL", 0, 0, "could not be spawned")
+    assert child.wait_settled(0)
+    gevent.sleep(0.3)
+    assert len(system.attempts) == 3
+    system.spawn_error = None  # installed meanwhile
+    child.start()
+    wait_until(lambda: child.state == State.RUNNING)
+
+
+def test_spawn_error_then_success_goes_on_normally(sup, system, fast_backoff):
+    system.spawn_error = PermissionError(13, "Permission denied")
+    sup.add(spec(startretries=3))
+    child = child_of(sup)
+    wait_until(lambda: child.state == State.BACKOFF)
+    system.spawn_error = None
+    wait_until(lambda: child.state == State.RUNNING)
+    assert len(system.attempts) == 2 and len(system.procs) == 1
+
+
+def test_a_failed_start_after_crashes_still_gets_startretries(sup, system, logs, fast_backoff):
+    # startretries is documented as "Failed starts in a row before it is given up (FATAL)". Here the
+    # process crashes three times after RUNNING (say Redis went away), then one start fails: with
+    # startretries=3 it deserves three more attempts, but the shared failure count is already 4.
+    crash = lambda proc: system.later(0.08, proc.exit, 1)  # noqa: E731  after RUNNING (startsecs 0.03)
+    fail = lambda proc: system.later(0.005, proc.exit, 1)  # noqa: E731  before startsecs
+    system.behave = script(crash, crash, crash, fail, fail, None)
+    sup.add(spec(startsecs=0.03, startretries=3))
+    child = child_of(sup)
+    wait_until(lambda: len(system.procs) >= 6 or child.state == State.FATAL, timeout=5)
+    assert len(system.procs) == 6 and child.state != State.FATAL
+
+
+# crashes after RUNNING
+
+
+def test_crash_after_running_restarts_at_once_then_backs_off_capped(sup, system, logs, fast_backoff):
+    system.behave = script(*[exits_after(system, 0.03, code=3)] * 6, None)
+    sup.add(spec(startsecs=0.01))
+    child = child_of(sup)
+    wait_until(lambda: len(system.procs) == 7 and child.state == State.RUNNING, timeout=5)
+    first_gap, *other_gaps = gaps(system.procs)
+    assert first_gap < 0.8 * 0.05  # the first crash is restarted at once, no backoff
+    # crash n (n >= 2) waits BASE * 2**(n-2), capped: .05 .1 .2 .2 .2
+    nominal = [0.05, 0.1, 0.2, 0.2, 0.2]
+    assert [f for _, f in backoffs(logs)] == [2, 3, 4, 5, 6]
+    for (delay, _), expected in zip(backoffs(logs), nominal):
+        assert_jittered(delay, expected)
+    for gap, (delay, _) in zip(other_gaps, backoffs(logs)):
+        assert gap >= delay - 0.005
+    assert max(d for d, _ in backoffs(logs)) <= 0.2 * JITTER[1]
+    assert child.restarts == 6 and child.status()["restarts"] == 6
+    assert child.last_exit == "exit status 3"
+    assert len(messages(logs, "exited: hello:0 (exit status 3; not expected)")) == 6
+
+
+@pytest.mark.parametrize("up_for, logged", [
+    (STABLE_SECS, [2, 2]),  # stayed up STABLE_SECS: its crash counts as the first again
+    (STABLE_SECS - 1, [2, 3, 4]),  # not quite: the count goes on
+])
+def test_failures_reset_after_the_process_stayed_up_stable_secs(sup, system, logs, fast_backoff, up_for, logged):
+    def crash(proc):
+        system.later(0.03, proc.exit, 1)
+
+    def crash_after_a_long_life(proc):
+        def later():
+            system.advance(up_for)  # the fake clock says the process lived that long
+            proc.exit(1)
+
+        system.later(0.03, later)
+
+    system.behave = script(crash, crash, crash_after_a_long_life, crash, None)
+    sup.add(spec(startsecs=0.01))
+    child = child_of(sup)
+    wait_until(lambda: len(system.procs) == 5 and child.state == State.RUNNING, timeout=5)
+    assert [f for _, f in backoffs(logs)] == logged
+
+
+def test_a_stable_run_forgets_earlier_failed_starts(sup, system, logs, fast_backoff):
+    # two failed starts, then a run of STABLE_SECS, then a crash: restarted at once
+    fail = lambda proc: system.later(0.005, proc.exit, 1)  # noqa: E731
+
+    def long_life(proc):
+        def later():
+            system.advance(STABLE_SECS)
+            proc.exit(1)
+
+        system.later(0.05, later)
+
+    system.behave = script(fail, fail, long_life, None)
+    sup.add(spec(startsecs=0.02, startretries=3))
+    child = child_of(sup)
+    wait_until(lambda: len(system.procs) == 4 and child.state == State.RUNNING, timeout=5)
+    assert [f for _, f in backoffs(logs)] == [1, 2]
+    assert gaps(system.procs)[-1] < 0.04
+
+
+# autorestart and exitcodes
+
+
+@pytest.mark.parametrize("autorestart, exitcodes, code, restarted", [
+    (True, {0}, 0, True),
+    (True, {0}, 1, True),
+    (True, {0}, -9, True),
+    (False, {0}, 1, False),
+    (False, {0}, 0, False),
+    ("unexpected", {0}, 0, False),
+    ("unexpected", {0}, 2, True),
+    ("unexpected", {0, 2}, 2, False),
+    ("unexpected", {0}, -15, True),
+])
+def test_autorestart_and_exitcodes(sup, system, logs, autorestart, exitcodes, code, restarted):
+    system.behave = script(exits_after(system, 0.05, code), None)
+    sup.add(spec(startsecs=0.01, autorestart=autorestart, exitcodes=frozenset(exitcodes)))
+    child = child_of(sup)
+    expected = code in exitcodes
+    if restarted:
+        wait_until(lambda: len(system.procs) == 2 and child.state == State.RUNNING)
+        assert child.restarts == 1
+        assert not child.wait_settled(0)
+    else:
+        wait_until(lambda: child.state == State.EXITED)
+        assert child.wait_settled(0) and not child.wanted
+        gevent.sleep(0.1)
+        assert len(system.procs) == 1 and child.state == State.EXITED and child.restarts == 0
+    assert child.last_exit == describe(code)
+    assert messages(logs, "exited:") == [
+        f"exited: hello:0 ({describe(code)}; {'expected' if expected else 'not expected'})"]
+
+
+def test_start_after_exited_spawns_again(sup, system):
+    system.behave = script(exits_after(system, 0.03, 0), None)
+    sup.add(spec(startsecs=0.01, autorestart=False))
+    child = child_of(sup)
+    wait_until(lambda: child.state == State.EXITED)
+    sup.start("hello")
+    wait_until(lambda: child.state == State.RUNNING)
+    assert len(system.procs) == 2
+
+
+# stop
+
+
+def test_stop_sends_stopsignal_then_stopping_then_stopped(sup, system, logs):
+    sup.add(spec(startsecs=0, stopsignal=signal.SIGINT))
+    child = child_of(sup)
+    wait_until(lambda: child.state == State.RUNNING)
+    (proc,) = system.procs
+    child.stop()
+    assert child.state == State.STOPPING  # at once, before the process is gone
+    assert [sig for sig, _ in proc.signals] == [signal.SIGINT]
+    assert child.wait_settled(1)
+    assert child.state == State.STOPPED
+    assert child.last_exit == "terminated by SIGINT"
+    assert messages(logs, "stopped:") == ["stopped: hello:0 (terminated by SIGINT)"]
+    assert not messages(logs, "exited:")  # a stop asked for is not an exit
+    gevent.sleep(0.1)
+    assert len(system.procs) == 1 and [sig for sig, _ in proc.signals] == [signal.SIGINT]
+    assert child.status()["pid"] == 0 and child.status()["uptime"] == 0
+
+
+def test_supervisor_stop_waits_until_stopped(sup, system):
+    sup.add(spec(numprocs=2, startsecs=0))
+    sup.add(spec("other", startsecs=0))
+    wait_until(lambda: len(system.procs) == 3)
+    assert sup.stop("hello") is True
+    assert [c.state for c in sup.programs["hello"].children] == [State.STOPPED] * 2
+    assert child_of(sup, "other:0").state == State.RUNNING
+
+
+def test_a_process_ignoring_stopsignal_gets_sigkill_after_stopwaitsecs(sup, system, logs):
+    system.behave = lambda proc: proc.ignore.add(signal.SIGTERM)
+    sup.add(spec(startsecs=0, stopwaitsecs=0.2))
+    child = child_of(sup)
+    wait_until(lambda: child.state == State.RUNNING)
+    (proc,) = system.procs
+    child.stop()
+    stopped_at = time.monotonic()
+    gevent.sleep(0.1)
+    assert child.state == State.STOPPING and [s for s, _ in proc.signals] == [signal.SIGTERM]
+    assert child.wait_settled(1)
+    assert [s for s, _ in proc.signals] == [signal.SIGTERM, signal.SIGKILL]
+    assert proc.signals[1][1] - stopped_at >= 0.2 - 0.01
+    assert child.state == State.STOPPED and child.last_exit == "terminated by SIGKILL"
+    assert messages(logs, "killing:") == [f"killing: hello:0 pid={proc.pid} still running 0.2s after SIGTERM: SIGKILL"]
+
+
+def test_no_sigkill_when_the_process_stops_in_time(sup, system):
+    sup.add(spec(startsecs=0, stopwaitsecs=0.1))
+    child = child_of(sup)
+    wait_until(lambda: child.state == State.RUNNING)
+    child.stop()
+    assert child.wait_settled(1)
+    gevent.sleep(0.2)
+    assert [s for s, _ in system.procs[0].signals] == [signal.SIGTERM]
+
+
+def test_stop_during_backoff_goes_to_stopped_without_spawning(sup, system, logs, monkeypatch):
+    monkeypatch.setattr(supervise, "BACKOFF_BASE", 0.4)
+    system.behave = exits_after(system, 0.005, 1)
+    sup.add(spec(startsecs=0.05))
+    child = child_of(sup)
+    wait_until(lambda: child.state == State.BACKOFF)
+    child.stop()
+    assert child.wait_settled(0.2)  # well before the backoff delay is over
+    assert child.state == State.STOPPED
+    gevent.sleep(0.6)
+    assert len(system.procs) == 1 and child.state == State.STOPPED
+    assert not system.procs[0].signals  # it was already dead: nothing to signal
+    assert messages(logs, "stopped:") == ["stopped: hello:0"]
+
+
+def test_stop_during_starting_never_reaches_running(sup, system, logs):
+    sup.add(spec(startsecs=0.3))
+    child = child_of(sup)
+    wait_until(lambda: child.state == State.STARTING)
+    child.stop()
+    assert child.state == State.STOPPING
+    assert child.wait_settled(1) and child.state == State.STOPPED
+    gevent.sleep(0.4)
+    assert child.state == State.STOPPED and not messages(logs, "success:") and len(system.procs) == 1
+
+
+def test_stop_of_a_stopped_child_settles_at_once(sup, system):
+    sup.add(spec(autostart=False))
+    assert sup.stop("hello", timeout=0.5) is True
+    assert not system.attempts
+
+
+def test_start_then_stop_before_the_spawn_spawns_nothing(sup, system):
+    sup.add(spec(autostart=False))
+    child = child_of(sup)
+    child.start()
+    child.stop()  # the child's greenlet has not run yet
+    assert child.wait_settled(1)
+    gevent.sleep(0.05)
+    assert not system.attempts and child.state == State.STOPPED
+
+
+def test_start_while_stopping_runs_the_process_again(sup, system, logs):
+    system.behave = lambda proc: proc.ignore.add(signal.SIGTERM)  # takes stopwaitsecs to stop
+    sup.add(spec(startsecs=0, stopwaitsecs=0.1, autorestart=False))
+    child = child_of(sup)
+    wait_until(lambda: child.state == State.RUNNING)
+    child.stop()
+    child.start()  # e.g. a second control client, or restart() after its grace ran out
+    wait_until(lambda: child.state in (State.RUNNING, State.EXITED, State.FATAL) and system.procs[0].returncode,
+               message="the old process gone and the child settled or running")
+    gevent.sleep(0.05)
+    assert child.state == State.RUNNING and len(system.procs) == 2
+    assert not messages(logs, "exited:")  # a stop asked for is not an unexpected exit
+
+
+def test_restart_stops_then_starts_a_new_process(sup, system):
+    sup.add(spec(startsecs=0))
+    child = child_of(sup)
+    wait_until(lambda: child.state == State.RUNNING)
+    old = system.procs[0]
+    sup.restart("hello:0")
+    wait_until(lambda: len(system.procs) == 2 and child.state == State.RUNNING)
+    assert old.returncode == -signal.SIGTERM and child.pid == system.procs[1].pid
+
+
+# backoff_delay and describe
+
+
+def test_backoff_delay_is_zero_for_the_first_retry():
+    assert backoff_delay(0) == backoff_delay(1) == 0.0
+
+
+def test_backoff_delay_doubles_and_is_capped():
+    plain = [backoff_delay(n, rand=lambda a, b: 1.0) for n in range(2, 12)]
+    base = supervise.BACKOFF_BASE
+    expected = [min(BACKOFF_CAP, base * 2 ** k) for k in range(10)]
+    assert plain == pytest.approx(expected)
+    assert plain[0] == base and plain[1] == 2 * base and plain[2] == 4 * base
+    assert plain[-1] == BACKOFF_CAP
+    assert backoff_delay(60, rand=lambda a, b: 1.0) == BACKOFF_CAP
+
+
+def test_backoff_delay_follows_the_monkeypatched_tunables(monkeypatch):
+    monkeypatch.setattr(supervise, "BACKOFF_BASE", 0.01)
+    monkeypatch.setattr(supervise, "BACKOFF_CAP", 0.05)
+    assert [backoff_delay(n, rand=lambda a, b: 1.0) for n in range(2, 7)] == pytest.approx(
+        [0.01, 0.02, 0.04, 0.05, 0.05])
+
+
+def test_backoff_delay_jitter_is_within_20_percent():
+    asked = []
+
+    def rand(low, high):
+        asked.append((low, high))
+        return high
+
+    assert backoff_delay(3, rand=rand) == pytest.approx(2 * supervise.BACKOFF_BASE * 1.2)
+    assert asked == [(0.8, 1.2)]
+    for failures in (2, 4, 30):
+        nominal = backoff_delay(failures, rand=lambda a, b: 1.0)
+        samples = [backoff_delay(failures) for _ in range(300)]
+        assert all(0.8 * nominal <= s <= 1.2 * nominal for s in samples)
+        assert max(samples) - min(samples) > 0.2 * nominal  # really random, not a constant factor
+
+
+def test_backoff_delay_does_not_overflow_after_many_failures():
+    assert backoff_delay(1100, rand=lambda a, b: 1.0) == BACKOFF_CAP
+
+
+def test_a_crash_loop_goes_on_forever(sup, system, monkeypatch):
+    monkeypatch.setattr(supervise, "BACKOFF_BASE", 1e-6)
+    monkeypatch.setattr(supervise, "BACKOFF_CAP", 1e-6)
+    system.behave = lambda proc: proc.exit(1)  # crashes as soon as it is RUNNING
+    sup.add(spec(startsecs=0))
+    last, changed = 0, time.monotonic()
+    while len(system.procs) <= 1100 and time.monotonic() - changed < 0.5:
+        gevent.sleep(0.01)
+        if len(system.procs) != last:
+            last, changed = len(system.procs), time.monotonic()
+    assert len(system.procs) > 1100  # the bug: it stops at 1026
+
+
+@pytest.mark.parametrize("returncode, text", [
+    (None, "could not be spawned"),
+    (0, "exit status 0"),
+    (1, "exit status 1"),
+    (255, "exit status 255"),
+    (-signal.SIGKILL, "terminated by SIGKILL"),
+    (-signal.SIGTERM, "terminated by SIGTERM"),
+    (-signal.SIGSEGV, "terminated by SIGSEGV"),
+    (-200, "terminated by signal 200"),
+])
+def test_describe(returncode, text):
+    assert describe(returncode) == text
+
+
+# Supervisor: targets, status, reload
+
+
+def test_children_targets(sup):
+    sup.add(spec("a", numprocs=2, autostart=False))
+    sup.add(spec("b", autostart=False))
+    names = lambda target: [c.name for c in sup.children(target)]  # noqa: E731
+    assert names(None) == names("all") == ["a:0", "a:1", "b:0"]
+    assert names("a") == ["a:0", "a:1"]
+    assert names("a:1") == ["a:1"]
+    assert names("b:0") == ["b:0"]
+    for unknown in ("c", "c:0", "a:2", "a:x", "a:-1", "A", ""):
+        with pytest.raises(KeyError):
+            sup.children(unknown)
+
+
+def test_start_and_stop_by_target(sup, system):
+    sup.add(spec("a", numprocs=2, startsecs=0))
+    wait_until(lambda: len(system.procs) == 2)
+    sup.stop("a:1")
+    assert [c.state for c in sup.children("a")] == [State.RUNNING, State.STOPPED]
+    sup.start("a:1")
+    wait_until(lambda: child_of(sup, "a:1").state == State.RUNNING)
+    assert len(system.procs) == 3
+    with pytest.raises(KeyError):
+        sup.start("nope")
+
+
+def test_status_rows(sup, system):
+    def behave(proc):  # hello:0 crashes once, after RUNNING
+        if proc.env["TEMPEST_WORKER"] == "hello:0" and not any(
+                p.env["TEMPEST_WORKER"] == "hello:0" for p in system.procs[:-1]):
+            system.later(0.03, proc.exit, 4)
+
+    system.behave = behave
+    sup.add(spec(numprocs=2, startsecs=0.01))
+    sup.add(spec("idle", autostart=False))
+    wait_until(lambda: len(system.procs) == 3 and all(c.state == State.RUNNING for c in sup.children("hello")))
+    system.advance(42)
+    rows = sup.status()
+    assert [r["name"] for r in rows] == ["hello:0", "hello:1", "idle:0"]
+    for row in rows:
+        assert set(row) == {"name", "state", "pid", "uptime", "restarts", "last_exit"}
+    by_name = {r["name"]: r for r in rows}
+    pids = {c.name: c.pid for c in sup.children("hello")}
+    assert by_name["hello:0"] == {"name": "hello:0", "state": "RUNNING", "pid": pids["hello:0"], "uptime": 42,
+                                  "restarts": 1, "last_exit": "exit status 4"}
+    assert by_name["hello:1"] == {"name": "hello:1", "state": "RUNNING", "pid": pids["hello:1"], "uptime": 42,
+                                  "restarts": 0, "last_exit": ""}
+    assert by_name["idle:0"] == {"name": "idle:0", "state": "STOPPED", "pid": 0, "uptime": 0,
+                                 "restarts": 0, "last_exit": ""}
+
+
+def test_reload_adds_removes_changes_and_leaves_the_rest(sup, system):
+    for name in ("same", "changed", "gone"):
+        sup.add(spec(name, startsecs=0))
+    wait_until(lambda: len(system.procs) == 3)
+    same = sup.programs["same"]
+    same_child, same_proc = same.children[0], same.children[0].proc
+    old_changed, old_gone = child_of(sup, "changed:0").proc, child_of(sup, "gone:0").proc
+    result = sup.reload([spec("same", startsecs=0), spec("changed", startsecs=0, numprocs=2),
+                         spec("new", startsecs=0)])
+    assert result == (["new"], ["gone"], ["changed"])
+    assert set(sup.programs) == {"same", "changed", "new"}
+    # unchanged: the same Program, Child and process, never signalled
+    assert sup.programs["same"] is same and same.children[0] is same_child
+    assert same_child.proc is same_proc and not same_proc.signals and same_child.state == State.RUNNING
+    # changed and removed: stopped
+    assert [s for s, _ in old_changed.signals] == [signal.SIGTERM] and old_changed.returncode is not None
+    assert [s for s, _ in old_gone.signals] == [signal.SIGTERM] and old_gone.returncode is not None
+    # changed and added: started with the new spec
+    wait_until(lambda: all(c.state == State.RUNNING for c in sup.children("changed") + sup.children("new")))
+    assert [c.name for c in sup.children("changed")] == ["changed:0", "changed:1"]
+    assert len(system.procs) == 3 + 2 + 1
+    with pytest.raises(KeyError):
+        sup.children("gone")
+
+
+def test_reload_leaves_kept_programs_alone(sup, system):
+    sup.add(spec("redis", startsecs=0))
+    sup.add(spec("worker", startsecs=0))
+    wait_until(lambda: len(system.procs) == 2)
+    redis_child = child_of(sup, "redis:0")
+    redis_proc = redis_child.proc
+    assert sup.reload([spec("worker", startsecs=0)], keep=("redis",)) == ([], [], [])
+    assert sup.programs["redis"].children[0] is redis_child and redis_child.proc is redis_proc
+    assert not redis_proc.signals and redis_child.state == State.RUNNING
+    assert sup.reload([], keep=("redis",)) == ([], ["worker"], [])
+    assert set(sup.programs) == {"redis"} and not redis_proc.signals
+
+
+def test_reload_does_not_touch_a_kept_program_even_if_specs_name_it(sup, system):
+    # tempest.daemon passes keep=('redis',) on every reload, also when [redis] embedded = no, and then
+    # a [worker:redis] section is allowed
+    sup.add(spec("redis", startsecs=0))
+    wait_until(lambda: len(system.procs) == 1)
+    old = child_of(sup, "redis:0").proc
+    sup.reload([spec("redis", startsecs=0)], keep=("redis",))
+    gevent.sleep(0.05)
+    running = [p for p in system.procs if p.returncode is None]
+    assert running == [old]  # the bug: two processes run, the old one no longer supervised
+    assert child_of(sup, "redis:0").proc is old
+
+
+# what each child is given
+
+
+def test_each_child_gets_its_name_and_expanded_argv(sup, system):
+    sup.add(spec("thumbs", numprocs=3, startsecs=0, environment=(("EXTRA", "a b"),), user="nobody"))
+    wait_until(lambda: len(system.procs) == 3)
+    by_worker = {p.env["TEMPEST_WORKER"]: p for p in system.procs}
+    assert set(by_worker) == {"thumbs:0", "thumbs:1", "thumbs:2"}
+    for index in range(3):
+        proc = by_worker[f"thumbs:{index}"]
+        assert proc.argv == ["worker", f"--index={index}", "thumbs"]
+        assert proc.env == {"BASE": "1", "EXTRA": "a b", "TEMPEST_WORKER": f"thumbs:{index}"}
+        assert proc.cwd == "/srv/app" and proc.user == "nobody"
+
+
+def test_environment_naming_tempest_worker_does_not_crash(sup, system):
+    sup.add(spec(startsecs=0, environment=(("TEMPEST_WORKER", "mine"),)))
+    wait_until(lambda: system.procs)
+    assert system.procs[0].env["TEMPEST_WORKER"] == "hello:0"
+
+
+def test_output_reaches_the_sinks_made_for_that_child(sup, system, written):
+    system.output = (b"to stdout\n", b"to stderr\n")
+    sup.add(spec(numprocs=2, startsecs=0))
+    wait_until(lambda: len(written) == 4)
+    assert written == {("hello:0", "stdout"): b"to stdout\n", ("hello:0", "stderr"): b"to stderr\n",
+                       ("hello:1", "stdout"): b"to stdout\n", ("hello:1", "stderr"): b"to stderr\n"}
+
+
+def test_default_sinks_files_per_process_and_shared(tmp_path, system):
+    system.output = (b"out\n", b"err\n")
+    sup = Recording(env={}, system=system)
+    try:
+        sup.add(spec(numprocs=2, startsecs=0, stdout_logfile=str(tmp_path / "%(program_name)s-%(process_num)d.log"),
+                     stderr_logfile=str(tmp_path / "errors.log")))
+        paths = [tmp_path / "hello-0.log", tmp_path / "hello-1.log"]
+        wait_until(lambda: all(p.exists() and p.read_bytes() == b"out\n" for p in paths)
+                   and (tmp_path / "errors.log").exists() and (tmp_path / "errors.log").read_bytes() == b"err\n" * 2)
+        assert len(sup._files) == 3  # one RotatingFile per path, shared by the children writing to it
+        assert all(isinstance(f, RotatingFile) for f in sup._files.values())
+    finally:
+        for program in sup.made:
+            program.close()
+        for rotating in sup._files.values():
+            rotating.close()
+
+
+def test_a_log_file_that_cannot_be_opened_is_a_failed_start(tmp_path, system, monkeypatch):
+    monkeypatch.setattr(supervise, "BACKOFF_BASE", 0.01)
+    (tmp_path / "file").write_text("not a directory")
+    sup = Recording(env={}, system=system)
+    try:
+        sup.add(spec(startsecs=0, startretries=1, stdout_logfile=str(tmp_path / "file" / "out.log")))
+        child = child_of(sup)
+        wait_until(lambda: child.state == State.FATAL, timeout=1, message="FATAL")
+        assert all(proc.returncode is not None for proc in system.procs)  # none left unsupervised
+    finally:
+        for program in sup.made:
+            program.close()
+
+
+def test_reload_applies_new_logfile_settings(tmp_path, system):
+    system.output = (b"0123456789abcdef\n", b"")
+    path = tmp_path / "out.log"
+    sup = Recording(env={}, system=system)
+    try:
+        sup.add(spec(startsecs=0, stdout_logfile=str(path), logfile_maxbytes=1024 * 1024))
+        wait_until(lambda: path.exists() and path.stat().st_size == 17)
+        sup.reload([spec(startsecs=0, stdout_logfile=str(path), logfile_maxbytes=20, logfile_backups=1)])
+        wait_until(lambda: len(system.procs) == 2)
+        gevent.sleep(0.05)  # the new process' output is drained
+        assert (tmp_path / "out.log.1").exists()  # 17 + 17 bytes > 20: rotated
+    finally:
+        for program in sup.made:
+            program.close()
+        for rotating in sup._files.values():
+            rotating.close()
+
+
+def test_default_sinks_without_logfile_log_lines(system, caplog):
+    caplog.set_level(logging.INFO, logger="tempest.child")
+    system.output = (b"hello\npartial", b"")
+    sup = Recording(env={}, system=system)
+    try:
+        sup.add(spec(startsecs=0))
+        wait_until(lambda: len([r for r in caplog.records if r.name == "tempest.child"]) == 2)
+        assert [r.getMessage() for r in caplog.records if r.name == "tempest.child"] == [
+            "[hello:0] hello", "[hello:0] partial"]
+        assert not sup._files  # no RotatingFile without a logfile
+    finally:
+        for program in sup.made:
+            program.close()
