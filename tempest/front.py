@@ -327,10 +327,14 @@ class Connection:
                 return None
         return pending.outcome
 
-    def sleep(self, watch=True):
-        """Wait until ``notify()`` is called or, if ``watch``, the socket is readable;
-        True when it is readable (the caller then reads with ``read_ahead``)."""
-        watch = watch and not (self.eof or self.stop_reading or len(self.requests) >= MAX_PIPELINE)
+    def sleep(self, stream=False):
+        """Wait until ``notify()`` is called or the socket is readable; True when it is
+        readable (the caller then reads with ``read_ahead``). HTTP requests stop watching
+        once reading is paused; a stream (SSE, WebSocket) always watches until EOF."""
+        if stream:
+            watch = not self.eof
+        else:
+            watch = not (self.eof or self.stop_reading or len(self.requests) >= MAX_PIPELINE)
         if watch:
             if self._watcher is None:
                 self._watcher = gevent.get_hub().loop.io(self.sock.fileno(), 1)
@@ -350,6 +354,11 @@ class Connection:
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             waiter.switch(None)
+
+    def abort(self):
+        """Close the connection now, whatever its greenlet is doing (a stuck slow client)."""
+        log.info("%s: slow client disconnected", self.address[0])
+        self.greenlet.kill(block=False)
 
     def _on_readable(self):
         self._readable = True

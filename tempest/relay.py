@@ -36,10 +36,12 @@ HEARTBEAT = object()  # pushed to every subscriber every [pubsub] heartbeat seco
 class Subscriber:
     """One SSE or WebSocket client: its channels and its bounded buffer of messages."""
 
-    __slots__ = ("channels", "items", "size", "limit", "notify", "overflow", "skip", "_scheduled", "_loop")
+    __slots__ = ("channels", "items", "size", "limit", "notify", "drop", "overflow", "skip", "_scheduled",
+                 "_loop")
 
-    def __init__(self, channels, limit, notify):
+    def __init__(self, channels, limit, notify, drop=None):
         self.channels = channels
+        self.drop = drop  # called (from the hub) when the buffer overflows: its writer may be stuck
         self.items = collections.deque()
         self.size = 0
         self.limit = limit
@@ -50,12 +52,15 @@ class Subscriber:
         self._loop = gevent.get_hub().loop
 
     def push(self, item, size=0):
+        """Queue ``item``; False only when this push overflowed the buffer (count it once)."""
         if self.overflow:
-            return False
+            return True  # already dropped: its writer is closing the connection
         self.size += size
         if self.size > self.limit:
             self.overflow = True
             self.items.clear()
+            if self.drop is not None:
+                self._loop.run_callback(self.drop)
         else:
             self.items.append(item)
         self._wake()

@@ -43,7 +43,7 @@ def serve(conn, request, path):
         return conn.error(400, request)
     last_event_id = request.header("last-event-id") or _query(request, "lastEventId")
     durable = [c for c in channels if relay.durable(c)]
-    subscriber = Subscriber(channels, settings.client_buffer, conn.notify)
+    subscriber = Subscriber(channels, settings.client_buffer, conn.notify, conn.abort)
     relay.subscribe(subscriber)
     try:
         head = (b"HTTP/1.1 200 OK\r\nServer: tempest\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
@@ -108,6 +108,7 @@ def _event_id(message, durable, positions):
 
 
 def _stream(conn, subscriber, durable, positions):
+    conn.idle = True  # a stream has no end to wait for at shutdown
     while True:
         frames = []
         for item in subscriber.take():
@@ -125,6 +126,6 @@ def _stream(conn, subscriber, durable, positions):
             return
         if subscriber.items:
             continue  # pushed while we were writing: its wake-up found nobody asleep
-        if conn.sleep() and not conn.read_ahead(feed=False):
+        if conn.sleep(stream=True) and not conn.read_ahead(feed=False):
             return
         conn.extra.clear()  # whatever an SSE client sends is ignored

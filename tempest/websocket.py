@@ -89,7 +89,7 @@ class Session:
         self.channels = channels
         self.settings = settings
         self.id = jobs.new_job_id()
-        self.subscriber = Subscriber(channels, settings.client_buffer, conn.notify)
+        self.subscriber = Subscriber(channels, settings.client_buffer, conn.notify, conn.abort)
         self._partial = []
         self._partial_size = 0
         self.closed = False
@@ -100,6 +100,7 @@ class Session:
 
     def run(self):
         conn = self.conn
+        conn.idle = True  # a stream has no end to wait for at shutdown
         if conn.extra:
             self._received(b"".join(conn.extra))
             conn.extra.clear()
@@ -111,7 +112,7 @@ class Session:
                 log.info("%s: slow WebSocket client disconnected", conn.address[0])
                 self._close(GOING_AWAY, "too slow")
                 return
-            if conn.sleep():
+            if conn.sleep(stream=True):
                 if not conn.read_ahead(feed=False):
                     return
                 data = b"".join(conn.extra)
