@@ -21,6 +21,7 @@ results); everything it started is stopped by process group on the way out.
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 
@@ -263,11 +265,14 @@ def cpu_seconds(pid):
 
 
 def machine_busy():
-    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    """Jiffies of all CPUs from /proc/stat: (busy, total, irq+softirq, steal).
+
+    busy includes irq and softirq time: the kernel charges an interrupt that lands while a
+    process runs to that process' stime as well, and loopback TCP runs mostly in softirq."""
     with open("/proc/stat") as handle:
-        values = [int(v) for v in handle.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return sum(values) - idle, sum(values)
+        values = [int(v) for v in handle.readline().split()[1:9]] + [0] * 8
+    user, nice, system, idle, iowait, irq, softirq, steal = values[:8]  # guest time is in user
+    return user + nice + system + irq + softirq, sum(values[:8]), irq + softirq, steal
 
 
 def logged_problems(log_dir, keep=5):
@@ -289,6 +294,11 @@ def background_cpu(seconds=1.0):
     time.sleep(seconds)  # a measurement window, not a wait for readiness
     after = machine_busy()
     return round(100 * (os.cpu_count() or 1) * (after[0] - before[0]) / max(1, after[1] - before[1]), 1)
+
+
+def machine_share(before, after, index):
+    """Jiffies of column ``index`` of ``machine_busy()`` between two samples, in % of one core."""
+    return 100 * (os.cpu_count() or 1) * (after[index] - before[index]) / max(1, after[1] - before[1])
 
 
 def listening_ports(pid):
@@ -334,11 +344,30 @@ def machine_info(wrk):
     return info
 
 
-def tempest_package(python):
+def tempest_package(python, env):
     """The directory of the ``tempest`` package that ``python`` imports (the code measured)."""
     out = subprocess.run([python, "-c", "import os, tempest; print(os.path.dirname(tempest.__file__))"],
-                         capture_output=True, text=True, timeout=30)
+                         capture_output=True, text=True, timeout=30, env=env, cwd="/")
     return out.stdout.strip() or None
+
+
+def extract_commit(rev, dest):
+    """Extract the ``tempest`` package of commit ``rev`` of this repository into ``dest``
+    (``git archive``: the repository and its working tree are only read); return the full hash."""
+    repo = os.path.dirname(HERE)
+    try:
+        commit = subprocess.run(["git", "-C", repo, "rev-parse", "--verify", rev + "^{commit}"],
+                                capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+        archive = subprocess.run(["git", "-C", repo, "archive", "--format=tar", commit, "tempest"],
+                                 capture_output=True, timeout=60, check=True).stdout
+    except subprocess.CalledProcessError as exc:
+        raise BenchError(f"--commit {rev}: {exc.stderr.strip() if exc.stderr else exc}") from None
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        try:
+            tar.extractall(dest, filter="data")
+        except TypeError:  # Python before 3.11.4: no filter; git archive of our own repository
+            tar.extractall(dest)
+    return commit
 
 
 def code_digest(package):
@@ -434,8 +463,8 @@ answer_listen = {HOST}:0
 queue = {QUEUE}
 timeout = {args.tempest_timeout:g}
 """)
-        self.proc = procs.start("tempestd", tempestd_command(args.python) + ["-c", ini])
-        env = dict(os.environ, TEMPEST_REDIS_URL=url, PYTHONUNBUFFERED="1")
+        self.proc = procs.start("tempestd", tempestd_command(args.python) + ["-c", ini], env=args.env)
+        env = dict(args.env, TEMPEST_REDIS_URL=url)
         for i in range(args.workers):
             self.workers.append(procs.start(f"worker{i}", [args.python, "-m", "tempest.examples.hello", QUEUE],
                                             env=env))
@@ -560,10 +589,12 @@ def with_cpu(target, run):
         spent = [(cpu_seconds(p) or 0) - (b or 0) for p, b in zip(plist, before[key])]
         cpu[key] = round(100 * sum(spent) / wall, 1)
     cpu["client"] = round(100 * run_child.cpu_seconds / wall, 1)  # the only child reaped meanwhile
-    ncpu = os.cpu_count() or 1
-    machine = 100 * ncpu * (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1])
+    ours = sum(cpu.values())
+    machine = machine_share(busy_before, busy_after, 0)
+    cpu["irq"] = round(machine_share(busy_before, busy_after, 2), 1)  # part of the figures above
+    cpu["steal"] = round(machine_share(busy_before, busy_after, 3), 1)  # taken by the hypervisor
     cpu["machine"] = round(machine, 1)  # every CPU together: nproc x 100 at most
-    cpu["unaccounted"] = round(machine - sum(v for k, v in cpu.items() if k != "machine"), 1)
+    cpu["other"] = round(machine - ours, 1)  # processes that are not ours (a few % of interrupts)
     return result, cpu
 
 
@@ -615,7 +646,7 @@ def fmt(value, spec="{:.1f}"):
 
 def table(results):
     header = ["configuration", "req/s", "p50 ms", "p99 ms", "max ms", "errors", "conn min/med",
-              "RSS MiB", "ratio"]
+              "RSS MiB", "ratio", "other CPU %"]
     rows = []
     for r in results:
         tp, lat = r["throughput"], r["latency"]
@@ -626,7 +657,9 @@ def table(results):
         rows.append([f"{r['target']} c={r['connections']}", fmt(tp["rps"], "{:.0f}"), fmt(lat["p50_ms"], "{:.2f}"),
                      fmt(lat["p99_ms"], "{:.2f}"), fmt(lat["max_ms"], "{:.1f}"), errors,
                      f"{lat['per_connection_min']}/{lat['per_connection_median']:g}",
-                     fmt(rss / 1024 if rss else None), fmt(r.get("ratio"), "{:.2f}")])
+                     fmt(rss / 1024 if rss else None), fmt(r.get("ratio"), "{:.2f}"),
+                     "/".join(f"{max(0, c['other']):.0f}" for c in
+                              (r["cpu_percent"], r.get("cpu_percent_latency_run")) if c)])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
@@ -690,6 +723,9 @@ def parse_args(argv):
                         help="[front] timeout of tempestd's INI (default: 30)")
     parser.add_argument("--start-timeout", type=float, default=30.0,
                         help="seconds everything has to become ready (default: 30)")
+    parser.add_argument("--commit", metavar="REV",
+                        help="run tempestd and the workers on the tempest package of this commit "
+                             "(extracted with git archive) instead of the installed code")
     parser.add_argument("--only", choices=("tempest", "ceiling"), help="measure only one target (no ratio)")
     parser.add_argument("--json", metavar="FILE", help="also write every result as JSON to FILE ('-': stdout)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory with the logs")
@@ -709,17 +745,24 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, on_term)
     info = machine_info(args.wrk)
-    package = tempest_package(args.python)
-    if package:
-        info["tempest_package"] = package
-        info["git"] = git_state(package)
-        info["code_digest_before"] = code_digest(package)
-    info["background_cpu_percent_before"] = background_cpu()
     tmp = tempfile.mkdtemp(prefix="tempest-bench-")
     procs = Processes(tmp)
     results = []
+    package = None
     code = 1  # until every measurement is done
     try:
+        args.env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if args.commit:
+            src = os.path.join(tmp, "src")
+            info["commit"] = extract_commit(args.commit, src)
+            args.env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
+        package = tempest_package(args.python, args.env)
+        if not package:
+            raise BenchError(f"{args.python} cannot import tempest")
+        info["tempest_package"] = package
+        info["git"] = {"commit": info["commit"], "tempest_changes": []} if args.commit else git_state(package)
+        info["code_digest_before"] = code_digest(package)
+        info["background_cpu_percent_before"] = background_cpu()
         deadline = time.monotonic() + args.start_timeout
         targets = []
         if args.only != "ceiling":
@@ -766,16 +809,21 @@ def main(argv=None):
         print(f"nproc {info['nproc']}, {info['cpu_model']}, Python {info['python']}, "
               f"wrk: {info['wrk'] or 'absent'}, {args.workers} hello workers, {args.duration:g}s per run")
         print(f"other load on the machine (CPU % of one core, 1 s samples) before: "
-              f"{info['background_cpu_percent_before']}, after: {info.get('background_cpu_percent_after', '-')}")
+              f"{info.get('background_cpu_percent_before', '-')}, after: {info.get('background_cpu_percent_after', '-')}")
         git = info.get("git", {})
         if git:
             changes = git.get("tempest_changes")
-            print(f"tempest: {info['tempest_package']}, commit {git.get('commit', '?')[:12]}"
-                  + (f" + uncommitted changes to {', '.join(changes)}" if changes else ", clean"))
+            source = "extracted from" if args.commit else "working tree at"
+            print(f"tempest: {info['tempest_package']}, {source} commit {git.get('commit', '?')[:12]}"
+                  + (f" + uncommitted changes to {', '.join(changes)}" if changes else ""))
         if info.get("code_digest_after") and info["code_digest_after"] != info.get("code_digest_before"):
             print("WARNING: tempest's code changed during the run: the processes may not have run the "
                   "same code; measure again")
         print(table(results))
+        print("(req/s and the first error count: the throughput run; latencies, per-connection counts "
+              "and the second\n error count: the latency run; RSS: the server's at the end; other CPU: "
+              "% of one core used by\n processes not ours during the throughput/latency run, "
+              "which spoils the figures)")
         print()
         print(details(results))
         problems = info.get("logged_problems")
