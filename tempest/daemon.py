@@ -112,7 +112,7 @@ class Daemon:
                     log.warning("reload: [%s] %s changed; it takes effect when tempestd restarts", section, key)
         self.front.config = new
         self.relay.settings = new.pubsub
-        self._publish_durable(self.pusher.client, new)
+        self._publish_durable(self.client, new)
         self.pusher.max_queue_length = new.front.max_queue_length
         keep = (embedded.NAME,) if self.embedded is not None else ()
         added, removed, changed = self.supervisor.reload(new.programs, keep=keep)
@@ -136,7 +136,8 @@ class Daemon:
         except redis.RedisError as exc:
             raise StartupError(f"Redis at {config.redis.url} does not answer: {exc}") from None
         self.registry = Registry(self.stats)
-        self.pusher = Pusher(client, self.registry, self.stats, config.front.max_queue_length)
+        self.pusher = Pusher(config.redis.url, self.registry, self.stats, config.front.max_queue_length)
+        self.client = client
         websockets = {}  # socket id -> websocket.Session, for `ws <socket_id> <json>` answers
         self.answers = AnswerServer(config.front.answer_listen, self.registry, self.stats,
                                     config.front.answer_password, config.front.max_answer,

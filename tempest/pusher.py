@@ -1,17 +1,19 @@
 """Pushing jobs to Redis in batches: every job submitted during one turn of the event loop
-goes out in one pipeline, one RPUSH (or bounded push) per queue.
+goes out in one write, one RPUSH (or bounded push) per queue, over a lean connection of its own.
 
 Pushes are never retried: a retried RPUSH can enqueue a job twice. A push that fails settles
 its requests with UNAVAILABLE (503), and the next batch reconnects.
 """
 
+import hashlib
 import logging
 
 import gevent
 import gevent.event
-import redis
+import hiredis
 
 from tempest import pending as outcomes
+from tempest.redisconn import RawConnection, RedisError
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +28,12 @@ MAX_BATCH = 1000  # jobs per pipeline; bounds the size of one write to Redis
 
 
 class Pusher:
-    def __init__(self, client, registry, stats, max_queue_length=0):
-        self.client = client
+    def __init__(self, url, registry, stats, max_queue_length=0):
+        self.connection = RawConnection(url)
         self._registry = registry
         self._stats = stats
         self.max_queue_length = max_queue_length
-        self._bounded = client.register_script(BOUNDED_PUSH)
+        self._bounded_sha = hashlib.sha1(BOUNDED_PUSH.encode()).hexdigest()
         self._batch = []
         self._wake = gevent.event.Event()
         self._failing = False
@@ -61,21 +63,29 @@ class Pusher:
             waiting.append(pending)
         if not by_queue:
             return
-        pipe = self.client.pipeline(transaction=False)
-        for queue, (jobs, _) in by_queue.items():
-            if self.max_queue_length:
-                self._bounded(keys=[queue], args=[self.max_queue_length, *jobs], client=pipe)
-            else:
-                pipe.rpush(queue, *jobs)
-        try:
-            results = pipe.execute(raise_on_error=False)
-        except redis.RedisError as exc:
-            results = [exc] * len(by_queue)
+        results = self._execute([self._command(queue, jobs) for queue, (jobs, _) in by_queue.items()])
         for (queue, (jobs, waiting)), result in zip(by_queue.items(), results):
             self._settle(queue, waiting, result)
 
+    def _command(self, queue, jobs):
+        if self.max_queue_length:
+            return ["EVALSHA", self._bounded_sha, 1, queue, self.max_queue_length, *jobs]
+        return ["RPUSH", queue, *jobs]
+
+    def _execute(self, commands):
+        try:
+            results = self.connection.execute(commands)
+            if any(_noscript(r) for r in results):  # first use on this Redis: load the script
+                self.connection.execute([["SCRIPT", "LOAD", BOUNDED_PUSH]])
+                retry = [c for c, r in zip(commands, results) if _noscript(r)]
+                again = iter(self.connection.execute(retry))
+                results = [next(again) if _noscript(r) else r for r in results]
+            return results
+        except RedisError as exc:
+            return [exc] * len(commands)
+
     def _settle(self, queue, waiting, result):
-        if isinstance(result, Exception):
+        if isinstance(result, (Exception, hiredis.ReplyError)):
             self._stats.push_errors += len(waiting)
             if not self._failing:
                 log.warning("cannot push to queue %s: %s", queue, result)
@@ -96,3 +106,7 @@ class Pusher:
             self._stats.queue_full += 1
             if pending is not None:
                 self._registry.settle(pending, outcomes.QUEUE_FULL)
+
+
+def _noscript(reply):
+    return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT")

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 POLL_TIMEOUT = 1  # seconds a BLPOP blocks, so that a stop request is seen within it
+FLUSH_AFTER = 0.005  # seconds: answers held back for a batch are sent once they are this old
 RECONNECT_MAX = 5.0  # seconds between reconnection attempts, at most
 
 
@@ -54,15 +55,17 @@ class Context:
         self.answered = 0
 
     def answer(self, data):
-        """Send an answer now; may be called several times (later answers of an HTTP job
-        are dropped by the front, other actions may use them as a stream).
+        """Send an answer; may be called several times (later answers of an HTTP job are
+        dropped by the front, a ``ws`` job's answers all reach its socket).
+
+        With ``prefetch`` above 1, answers of a batch of fast jobs are sent together, at the
+        latest when the batch ends or a handler has run for FLUSH_AFTER seconds.
 
         Args:
             data: any JSON-serializable value; for ``url`` jobs ``[status, headers, body]``.
 
         Returns:
-            True if the answer was delivered to the endpoint, False if there is nobody to
-            answer (no ``respond_to``) or the endpoint could not be reached.
+            False if there is nobody to answer (no ``respond_to``), else True.
         """
         self.answered += 1
         return self.worker.send_answer(self.respond_to, self.action, self.job_id, data)
@@ -76,13 +79,17 @@ class Worker:
         redis_url: the Redis holding the queues; default: ``TEMPEST_REDIS_URL`` from the
             environment, else ``redis://127.0.0.1:6379/0``.
         answer_password: password for the answer endpoint; default: ``TEMPEST_ANSWER_PASSWORD``.
+        prefetch: jobs taken per round trip to Redis when several are waiting (``LPOP key
+            count``), their answers sent together. 1 (the default) takes one job at a time; a
+            higher value suits fast handlers, but prefetched jobs wait for the ones before them.
     """
 
-    def __init__(self, queues="tempest", redis_url=None, answer_password=None):
+    def __init__(self, queues="tempest", redis_url=None, answer_password=None, prefetch=1):
         self.queues = [queues] if isinstance(queues, str) else list(queues)
         self.redis_url = redis_url or os.environ.get("TEMPEST_REDIS_URL") or DEFAULT_REDIS_URL
         self.answer_password = answer_password or os.environ.get("TEMPEST_ANSWER_PASSWORD") or None
         self.handlers = {}
+        self.prefetch = max(1, int(prefetch))
         self.stopping = False
         self.processed = 0
         # a BLPOP blocks POLL_TIMEOUT: the socket timeout must be above it, and a timed-out
@@ -91,6 +98,8 @@ class Worker:
                                           socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
         self._endpoints = {}
         self._publisher = None
+        self._outbox = {}  # respond_to -> [(action, job_id, payload)] not sent yet
+        self._outbox_since = None
 
     def on(self, action):
         """Decorator registering ``handler(context, *args)`` for ``action``.
@@ -111,9 +120,10 @@ class Worker:
             signal.signal(signal.SIGINT, self._handle_stop)
         log.info("worker on %s (%s): %s", ",".join(self.queues), self.redis_url, ", ".join(self.handlers))
         delay = 0.1
+        busy = False
         while not self.stopping:
             try:
-                item = self.redis.blpop(self.queues, timeout=POLL_TIMEOUT)
+                batch = self._take(busy)
                 delay = 0.1
             except redis.ConnectionError as exc:
                 log.warning("Redis unreachable (%s); retrying in %.1fs", exc, delay)
@@ -122,9 +132,28 @@ class Worker:
                 continue
             except redis.TimeoutError:
                 continue
-            if item is not None:
-                self.process(item[1])
+            busy = bool(batch)
+            for raw in batch:
+                self.process(raw)
+                if self._outbox_since is not None and time.monotonic() - self._outbox_since > FLUSH_AFTER:
+                    self.flush()
+            self.flush()
         log.info("worker stopped after %d jobs", self.processed)
+
+    def _take(self, busy):
+        """The next jobs: when the last round found work, first take what is waiting without
+        blocking (up to ``prefetch``), else block on BLPOP; with prefetch, top it up."""
+        if busy and self.prefetch > 1:
+            for queue in self.queues:
+                jobs = self.redis.lpop(queue, self.prefetch)
+                if jobs:
+                    return jobs
+        item = self.redis.blpop(self.queues, timeout=POLL_TIMEOUT)
+        if item is None:
+            return []
+        if self.prefetch > 1:
+            return [item[1]] + (self.redis.lpop(item[0], self.prefetch - 1) or [])
+        return [item[1]]
 
     def stop(self):
         self.stopping = True
@@ -165,15 +194,31 @@ class Worker:
             context.answer([status, {"Content-Type": "text/plain"}, f"{status} {reason}\n"])
 
     def send_answer(self, respond_to, action, job_id, data):
+        """Queue an answer for ``respond_to``; sent by ``flush`` (at once without prefetch)."""
         if not respond_to:
             return False
-        try:
-            self._endpoint(respond_to).execute_command(action, job_id, jobs.dumps(data))
-            return True
-        except redis.RedisError as exc:
-            log.warning("cannot answer %s %s to %s: %s", action, job_id, respond_to, exc)
-            self._endpoints.pop(respond_to, None)
-            return False
+        self._outbox.setdefault(respond_to, []).append((action, job_id, jobs.dumps(data)))
+        if self._outbox_since is None:
+            self._outbox_since = time.monotonic()
+        if self.prefetch == 1:
+            self.flush()
+        return True
+
+    def flush(self):
+        """Send every queued answer: one pipelined round trip per answer endpoint."""
+        outbox, self._outbox, self._outbox_since = self._outbox, {}, None
+        for respond_to, answers in outbox.items():
+            try:
+                if len(answers) == 1:
+                    self._endpoint(respond_to).execute_command(*answers[0])
+                    continue
+                pipe = self._endpoint(respond_to).pipeline(transaction=False)
+                for answer in answers:
+                    pipe.execute_command(*answer)
+                pipe.execute()
+            except redis.RedisError as exc:
+                log.warning("cannot send %d answers to %s: %s", len(answers), respond_to, exc)
+                self._endpoints.pop(respond_to, None)
 
     def _endpoint(self, respond_to):
         client = self._endpoints.get(respond_to)
