@@ -9,8 +9,10 @@ Redis last.
 """
 
 import errno
+import gc
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -125,6 +127,7 @@ class Daemon:
         config = self.config
         if self.pidfile:
             self.pidfile.create()
+        _raise_open_file_limit()
         self.supervisor = Supervisor(env={})
         if config.redis.embedded:
             self.embedded = embedded.EmbeddedRedis(config.redis.url, config.redis.data_dir,
@@ -157,6 +160,7 @@ class Daemon:
         self.supervisor.wait_spawned()
         self.control = ControlServer(socket_path(config), self)
         self.control.start()
+        gc.freeze()  # what start-up made lives forever: keep it out of every collection
         systemd.notify("READY=1\nSTATUS=serving")
         log.info("tempestd ready: front on http://%s:%d/, answers on %s (respond_to %s), control %s",
                  *self.front.address[:2], "%s:%d" % self.answers.address[:2], respond_to, self.control.path)
@@ -202,6 +206,18 @@ class Daemon:
             self.supervisor.shutdown()  # the embedded Redis, last
         if self.pidfile:
             self.pidfile.remove()
+
+
+def _raise_open_file_limit():
+    """Every connection is a file: take the hard limit (a shell often sets 1,024 soft)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
+    log.info("open-file limit: %s (each client connection uses one)", "unlimited" if soft == resource.RLIM_INFINITY else soft)
 
 
 def _pooled_client(url):

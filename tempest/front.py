@@ -164,6 +164,8 @@ class Connection:
             if self._watcher is not None:
                 self._watcher.close()
             self.sock.close()
+            self.parser = self._waiter = self._watcher = None  # no cycles left for the GC to find
+            self.requests.clear()
 
     def _next_request(self):
         while not self.requests:
@@ -184,9 +186,16 @@ class Connection:
             timeout = max(0.001, self.current.started + self.limits.header_timeout - time.monotonic())
         else:  # a body: header_timeout between two reads
             timeout = self.limits.header_timeout
-        self.sock.settimeout(timeout)
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = self.sock._sock.recv(RECV_SIZE)  # the raw socket first: no timer, no wrapper
+        except BlockingIOError:
+            data = None
+        except OSError:
+            data = b""
+        try:
+            if data is None:
+                self.sock.settimeout(timeout)
+                data = self.sock.recv(RECV_SIZE)
         except socket.timeout:
             if self.current is not None:
                 log.info("%s: request not received within %ss, dropped",
@@ -355,6 +364,15 @@ class Connection:
         if waiter is not None:
             waiter.switch(None)
 
+    def send(self, data):
+        """sendall, trying the raw non-blocking socket first (the usual case: it takes it all)."""
+        try:
+            sent = self.sock._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            self.sock.sendall(memoryview(data)[sent:])
+
     def abort(self):
         """Close the connection now, whatever its greenlet is doing (a stuck slow client)."""
         log.info("%s: slow client disconnected", self.address[0])
@@ -409,7 +427,7 @@ class Connection:
         head.append(b"\r\n")
         if request.method == "HEAD":
             body = b""
-        self.sock.sendall(b"".join(head) + body)
+        self.send(b"".join(head) + body)
         self.front.stats.count_response(status)
         if self.limits.access_log:
             access_log.info('%s "%s %s HTTP/%s" %d %d %.1fms', self.address[0], request.method,

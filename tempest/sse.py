@@ -109,11 +109,15 @@ def _event_id(message, durable, positions):
 
 def _stream(conn, subscriber, durable, positions):
     conn.idle = True  # a stream has no end to wait for at shutdown
+    direct = _direct_writer(conn, subscriber) if len(durable) < 2 else None
     while True:
         frames = []
         for item in subscriber.take():
             if item is HEARTBEAT:
                 frames.append(HEARTBEAT_FRAME)
+                continue
+            if isinstance(item, bytes):  # the rest of a frame the direct writer began
+                frames.append(item)
                 continue
             frames.append(item.sse(_event_id(item, durable, positions)))
             if item.end:
@@ -126,6 +130,41 @@ def _stream(conn, subscriber, durable, positions):
             return
         if subscriber.items:
             continue  # pushed while we were writing: its wake-up found nobody asleep
-        if conn.sleep(stream=True) and not conn.read_ahead(feed=False):
+        subscriber.direct = direct
+        try:
+            readable = conn.sleep(stream=True)
+        finally:
+            subscriber.direct = None
+        if readable and not conn.read_ahead(feed=False):
             return
         conn.extra.clear()  # whatever an SSE client sends is ignored
+
+
+def _direct_writer(conn, subscriber):
+    """Write a message straight from the relay's fan-out while the stream's greenlet sleeps
+    (one frame per message, shared by every client), or return False to queue it."""
+    raw = conn.sock._sock
+
+    def direct(item):
+        if item is HEARTBEAT:
+            frame = HEARTBEAT_FRAME
+        elif item.end:
+            return False  # the stream's greenlet ends the stream
+        else:
+            last = subscriber.skip.get(item.channel)
+            if last is not None and item.id is not None:
+                if events.parse_stream_id(item.id) <= last:
+                    return True  # already replayed
+                del subscriber.skip[item.channel]
+            frame = item.sse()
+        try:
+            sent = raw.send(frame)
+        except OSError:  # would block, or the client is gone: the greenlet deals with it
+            return False
+        if sent < len(frame):
+            subscriber.items.append(frame[sent:])
+            subscriber.size += len(frame) - sent
+            subscriber.wake()
+        return True
+
+    return direct
