@@ -325,13 +325,14 @@ class Config:
         self.programs = programs
         for name, values in sections.items():
             setattr(self, name, values)
+        self.default_route = Route("/", self.front.queue, self.front.timeout)
 
     def route_for(self, path):
         """The route of a request path (longest prefix wins), or the default route."""
         for route in self.routes:
             if path.startswith(route.prefix):
                 return route
-        return Route("/", self.front.queue, self.front.timeout)
+        return self.default_route
 
 
 def load(path):

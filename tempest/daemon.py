@@ -153,7 +153,8 @@ class Daemon:
         self.front.websockets = websockets
         _listen(self.front.server, config.front.listen, "front")
         self.relay.start()
-        self.greenlets = [gevent.spawn(self.pusher.run), gevent.spawn(self.registry.run_sweeper)]
+        self.greenlets = [gevent.spawn(self.pusher.run), gevent.spawn(self.registry.run_sweeper),
+                          gevent.spawn(self.front.reap)]
         self.supervisor.env = self._worker_env(respond_to)
         for spec in config.programs:
             self.supervisor.add(spec)

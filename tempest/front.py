@@ -27,6 +27,7 @@ access_log = logging.getLogger("tempest.access")
 
 RECV_SIZE = 64 * 1024
 MAX_PIPELINE = 32  # requests parsed ahead of the one served; reading pauses beyond
+REAP_INTERVAL = 0.25  # seconds; read timeouts fire at most this late
 DEFAULT_CONTENT_TYPE = (b"Content-Type", b"text/html; charset=utf-8")
 REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
            408: "Request Timeout", 413: "Content Too Large",
@@ -81,6 +82,17 @@ class Front:
     @property
     def address(self):
         return self.server.address
+
+    def reap(self):
+        """Wake the reads that waited too long (keep-alive, slow heads and bodies); one pass
+        over the connections every REAP_INTERVAL instead of a timer per read."""
+        loop = gevent.get_hub().loop
+        while True:
+            gevent.sleep(REAP_INTERVAL)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if conn.read_deadline is not None and now >= conn.read_deadline:
+                    loop.run_callback(conn.expire)
 
     def stop_accepting(self):
         """Stop accepting; idle keep-alive connections close, busy ones after their response."""
@@ -146,6 +158,8 @@ class Connection:
         self._readable = False
         self._watcher = None
         self.extra = []  # bytes after an upgrade request, for the WebSocket
+        self.read_deadline = None  # while waiting for the client's bytes: when to give up
+        self.timed_out = False
 
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -180,32 +194,47 @@ class Connection:
         return self.requests.popleft()
 
     def _recv(self):
-        if self.current is None:
-            timeout = self.limits.keepalive_timeout
-        elif self.in_head:  # the whole head must come within header_timeout (slowloris)
-            timeout = max(0.001, self.current.started + self.limits.header_timeout - time.monotonic())
-        else:  # a body: header_timeout between two reads
-            timeout = self.limits.header_timeout
-        try:
-            data = self.sock._sock.recv(RECV_SIZE)  # the raw socket first: no timer, no wrapper
-        except BlockingIOError:
-            data = None
-        except OSError:
-            data = b""
-        try:
-            if data is None:
-                self.sock.settimeout(timeout)
-                data = self.sock.recv(RECV_SIZE)
-        except socket.timeout:
-            if self.current is not None:
-                log.info("%s: request not received within %ss, dropped",
-                         self.address[0], self.limits.header_timeout)
-                self.error(408, keep_alive=False)
-            return None
+        """The next bytes from the client, None on EOF or timeout. Waiting uses the
+        connection's own io watcher; timeouts come from the front's reaper, so that no timer is
+        made per read."""
+        self.timed_out = False
+        while True:
+            try:
+                data = self.sock._sock.recv(RECV_SIZE)
+                break
+            except BlockingIOError:
+                pass
+            except OSError:
+                data = b""
+                break
+            self.read_deadline = self._read_deadline()
+            try:
+                self.sleep(stream=True)
+            finally:
+                self.read_deadline = None
+            if self.timed_out:
+                if self.current is not None:
+                    log.info("%s: request not received within %ss, dropped",
+                             self.address[0], self.limits.header_timeout)
+                    self.error(408, keep_alive=False)
+                return None
         if not data:
             self.eof = True
             return None
         return data
+
+    def _read_deadline(self):
+        if self.current is None:
+            return time.monotonic() + self.limits.keepalive_timeout
+        if self.in_head:  # the whole head must come within header_timeout (slowloris)
+            return self.current.started + self.limits.header_timeout
+        return time.monotonic() + self.limits.header_timeout  # a body: between two reads
+
+    def expire(self):
+        """From the reaper (in the hub): wake a read whose deadline has passed."""
+        if self.read_deadline is not None and time.monotonic() >= self.read_deadline:
+            self.timed_out = True
+            self.notify()
 
     def _feed(self, data):
         try:

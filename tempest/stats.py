@@ -38,6 +38,9 @@ class Stats:
         return {name: getattr(self, name) for name in COUNTERS}
 
     def count_response(self, status):
-        name = f"responses_{status // 100}xx"
-        if name in COUNTERS:
+        name = _RESPONSE_COUNTERS.get(status // 100)
+        if name is not None:
             setattr(self, name, getattr(self, name) + 1)
+
+
+_RESPONSE_COUNTERS = {2: "responses_2xx", 3: "responses_3xx", 4: "responses_4xx", 5: "responses_5xx"}
