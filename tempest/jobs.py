@@ -16,6 +16,7 @@ HTTP_ACTION = "url"
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE = re.compile(rb"[\r\n\x00]")
 # the front frames every response itself; a worker's framing headers are dropped
+_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 HOP_BY_HOP = frozenset(
     (b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade")
 )
@@ -105,11 +106,7 @@ def decode_http_answer(data):
     status = _status(answer[0])
     headers = _headers(answer[1] if len(answer) > 1 else None)
     body = _body(answer[2] if len(answer) > 2 else None)
-    try:
-        reason = http.HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Unknown"
-    return status, reason, headers, body
+    return status, _REASONS.get(status, "Unknown"), headers, body
 
 
 def _status(value):
