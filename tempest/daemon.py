@@ -108,8 +108,8 @@ class Daemon:
             log.error("reload refused, keeping the running configuration: %s", exc)
             systemd.notify("READY=1")
             return str(exc)
-        for section, keys in RESTART_ONLY.items():
-            for key in keys:
+        for section, names in RESTART_ONLY.items():
+            for key in names:
                 if getattr(getattr(new, section), key) != getattr(getattr(self.config, section), key):
                     log.warning("reload: [%s] %s changed; it takes effect when tempestd restarts", section, key)
         self.front.config = new

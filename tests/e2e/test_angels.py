@@ -13,7 +13,7 @@ from datetime import datetime
 
 import pytest
 
-from support import REPO, http, stop_group, tempestd_command, wait_until
+from support import REPO, http, tempestd_command, wait_until
 from test_front import in_thread
 
 PY = sys.executable
