@@ -13,10 +13,16 @@ connection count, back to back, the ceiling and tempest are each measured twice:
   wrk's own percentiles are not used: its coordinated-omission correction inflates them on a
   gevent server that serves connections unevenly.
 
-Without wrk, the loadgen run gives every figure. Prints a table (and ``--json`` dumps all
+Without wrk, the loadgen run gives every figure. The server's VmRSS is sampled once a second
+during every throughput run (min, max and spread after the first 20% of the run). With
+``--idle N``, bench/idle.py holds N idle keep-alive connections to the server under test
+through its runs (RSS per idle connection); with ``--soak SECONDS``, tempest gets one more,
+long throughput run (is its RSS flat after warm-up?). Prints tables (and ``--json`` dumps all
 results); everything it started is stopped by process group on the way out.
 
     python bench/run.py --duration 10
+    python bench/run.py --duration 5 --idle 10000 -c 100
+    python bench/run.py --only tempest --soak 60 -c 100
 """
 
 import argparse
@@ -27,6 +33,7 @@ import os
 import platform
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -34,6 +41,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 
 HOST = "127.0.0.1"
@@ -42,6 +50,12 @@ QUEUE = "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # gauges, and answer_connections, which the harness' own INFO probes increment
 IGNORED_STATS = ("pending_jobs", "queue_length", "connections_open", "answer_connections")
+# [front] keepalive_timeout of the temporary INI: tempestd's default (75 s) would close the idle
+# connections of --idle during a long run (--soak, or long --duration)
+KEEPALIVE_TIMEOUT = 600
+RSS_INTERVAL = 1.0  # seconds between two VmRSS samples during a throughput run
+RSS_WARMUP = 0.2  # the first 20% of a run are not used for the RSS figures (warm-up)
+IDLE_CPU_WINDOW = 2.0  # seconds over which the server's CPU is read with only the idle connections
 
 WRK_SCRIPT = r"""
 done = function(summary, latency, requests)
@@ -70,10 +84,10 @@ class Processes:
         self.log_dir = log_dir
         self.children = []  # (name, Popen)
 
-    def start(self, name, argv, env=None, stdout=None):
+    def start(self, name, argv, env=None, stdout=None, stdin=subprocess.DEVNULL):
         log = open(os.path.join(self.log_dir, name + ".log"), "wb")
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout or log, stderr=log,
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout or log, stderr=log,
                                     env=env, cwd=self.log_dir, start_new_session=True)
         finally:
             log.close()
@@ -253,6 +267,27 @@ def proc_status(pid):
     except OSError:
         pass
     return values
+
+
+def open_fds(pid):
+    """Descriptors a process has open (None if /proc cannot tell)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+def nofile_limit(pid):
+    """The soft open-file limit of a process, from /proc/<pid>/limits."""
+    try:
+        with open(f"/proc/{pid}/limits") as handle:
+            for line in handle:
+                if line.startswith("Max open files"):
+                    value = line.split()[3]
+                    return int(value) if value.isdigit() else value
+    except OSError:
+        pass
+    return None
 
 
 def cpu_seconds(pid):
@@ -462,6 +497,7 @@ listen = {HOST}:{self.port}
 answer_listen = {HOST}:0
 queue = {QUEUE}
 timeout = {args.tempest_timeout:g}
+keepalive_timeout = {KEEPALIVE_TIMEOUT}
 """)
         self.proc = procs.start("tempestd", tempestd_command(args.python) + ["-c", ini], env=args.env)
         env = dict(args.env, TEMPEST_REDIS_URL=url)
@@ -508,6 +544,13 @@ timeout = {args.tempest_timeout:g}
     def rss(self):
         return proc_status(self.proc.pid)
 
+    def server_pid(self):
+        return self.proc.pid
+
+    def connections_open(self):
+        """Client connections tempestd counts as open (INFO), None if unknown."""
+        return self.stats().get("connections_open")
+
 
 class Ceiling:
     name = "ceiling"
@@ -534,6 +577,12 @@ class Ceiling:
 
     def rss(self):
         return proc_status(self.proc.pid)
+
+    def server_pid(self):
+        return self.proc.pid
+
+    def connections_open(self):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -575,9 +624,10 @@ def run_loadgen(procs, args, port, connections, duration, tag):
     return result
 
 
-def with_cpu(target, run):
-    """Call ``run()``; return its result and the CPU each process used meanwhile (% of one core)."""
-    pids = target.pids()
+def with_cpu(target, run, extra_pids=None):
+    """Call ``run()``; return its result and the CPU each process used meanwhile (% of one core).
+    ``extra_pids``: more of our processes ({name: [pid, ...]}), e.g. the idle connections'."""
+    pids = dict(target.pids(), **(extra_pids or {}))
     before = {k: [cpu_seconds(p) for p in v] for k, v in pids.items()}
     busy_before = machine_busy()
     t0 = time.monotonic()
@@ -602,12 +652,209 @@ def stats_delta(before, after):
     return {k: v - before.get(k, 0) for k, v in after.items() if isinstance(v, int) and k not in IGNORED_STATS}
 
 
+class RssSampler:
+    """Samples a process' VmRSS every RSS_INTERVAL seconds in a thread, while in its ``with``."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.samples = []  # [seconds since the start, KiB]
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self.t0 = None
+        self.elapsed = None
+
+    def _run(self):
+        while True:
+            rss = proc_status(self.pid).get("VmRSS")
+            if rss is not None:
+                self.samples.append([round(time.monotonic() - self.t0, 2), rss])
+            # the next sample on the RSS_INTERVAL grid (a late read does not shift the grid)
+            wait = RSS_INTERVAL - ((time.monotonic() - self.t0) % RSS_INTERVAL)
+            if self.stopped.wait(wait):
+                return
+
+    def __enter__(self):
+        self.t0 = time.monotonic()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.elapsed = time.monotonic() - self.t0
+        self.stopped.set()
+        self.thread.join(5)
+        return False
+
+    def summary(self):
+        return rss_summary(self.samples, self.elapsed or 0.0)
+
+
+def rss_summary(samples, elapsed):
+    """min/max of the samples taken after the first RSS_WARMUP of the run, and the spread
+    (max - min) / min in %."""
+    warmup = RSS_WARMUP * elapsed
+    kept = [kib for t, kib in samples if t >= warmup]
+    out = {"interval_s": RSS_INTERVAL, "run_s": round(elapsed, 2), "warmup_s": round(warmup, 2),
+           "samples": samples, "count_after_warmup": len(kept), "min_kib": None, "max_kib": None,
+           "spread_percent": None}
+    if kept:
+        low, high = min(kept), max(kept)
+        out.update(min_kib=low, max_kib=high, spread_percent=round(100 * (high - low) / low, 2) if low else None)
+    return out
+
+
+def throughput_run(target, procs, args, connections, duration, tag, extra_pids=None):
+    """The throughput run (wrk, else loadgen): its result, the CPU it took and the server's RSS
+    sampled during it."""
+    sampler = RssSampler(target.server_pid())
+
+    def run():
+        with sampler:
+            if args.wrk:
+                return run_wrk(procs, args, target.port, connections, duration, tag + "-wrk")
+            return run_loadgen(procs, args, target.port, connections, duration, tag + "-loadgen")
+
+    result, cpu = with_cpu(target, run, extra_pids)
+    return result, cpu, sampler.summary()
+
+
+def read_json_line(proc, timeout):
+    """The next line (a JSON object) of ``proc``'s stdout within ``timeout`` seconds, or None."""
+    end = time.monotonic() + timeout
+    buffer = read_json_line.buffers.get(proc.pid, b"")
+    while b"\n" not in buffer:
+        left = end - time.monotonic()
+        if left <= 0:
+            read_json_line.buffers[proc.pid] = buffer
+            return None
+        ready, _, _ = select.select([proc.stdout], [], [], min(left, 1.0))
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:  # it exited
+                read_json_line.buffers[proc.pid] = buffer
+                return None
+            buffer += chunk
+    line, buffer = buffer.split(b"\n", 1)
+    read_json_line.buffers[proc.pid] = buffer
+    try:
+        return json.loads(line)
+    except ValueError:
+        raise BenchError(f"bench/idle.py wrote something else than JSON: {line[:200]!r}") from None
+
+
+read_json_line.buffers = {}
+
+
+class IdleConnections:
+    """bench/idle.py holding ``args.idle`` idle keep-alive connections to a target.
+
+    ``open()`` starts it (in its own session), waits (bounded) until every connection is opened
+    or has failed, and reads the server's RSS before and after; ``close()`` closes its stdin and
+    reads its report; ``stop()`` (always, from a finally) stops its process group if it still
+    runs. idle.py has its own deadline too: the connecting time plus ``hold_seconds`` and a
+    margin."""
+
+    def __init__(self, procs, args, target, tag, hold_seconds):
+        self.procs, self.args, self.target, self.tag = procs, args, target, tag
+        self.connect_budget = 60 + args.idle / 100  # seconds to open them all
+        self.deadline = self.connect_budget + hold_seconds + 60  # idle.py's own, from its start
+        self.proc = None
+        self.report = {"requested": args.idle}
+
+    def open(self):
+        target, pid = self.target, self.target.server_pid()
+        report = self.report
+        report["server_nofile_limit"] = nofile_limit(pid)
+        report["rss_before_kib"] = target.rss().get("VmRSS")
+        report["server_fds_before"] = open_fds(pid)
+        report["server_connections_before"] = target.connections_open()
+        argv = [self.args.python, os.path.join(HERE, "idle.py"), "--port", str(target.port),
+                "--connections", str(self.args.idle), "--deadline", f"{self.deadline:.0f}"]
+        report["argv"] = argv
+        self.proc = self.procs.start(self.tag, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        ready = read_json_line(self.proc, self.connect_budget + 15)
+        if ready is None or "ready" not in ready:
+            self.procs.check_alive()
+            raise BenchError(f"bench/idle.py did not open its connections within {self.connect_budget:.0f}s:\n"
+                             + self.procs.log_tail(self.tag))
+        report.update(ready["ready"])
+        target.settle()  # tempest: the idle connections' first requests are answered
+        time.sleep(1.0)  # let the server finish with the handshakes before reading its RSS
+        report["rss_after_kib"] = target.rss().get("VmRSS")
+        report["server_fds_after"] = open_fds(pid)
+        report["server_connections_after"] = target.connections_open()
+        # what merely holding them costs the server (tempestd: its reaper walks every connection)
+        before = cpu_seconds(pid)
+        time.sleep(IDLE_CPU_WINDOW)  # a measurement window
+        after = cpu_seconds(pid)
+        if before is not None and after is not None:
+            report["server_cpu_percent_idle_only"] = round(100 * (after - before) / IDLE_CPU_WINDOW, 1)
+        opened = report["opened"]
+        if opened and report["rss_before_kib"] and report["rss_after_kib"]:
+            report["rss_per_connection_kib"] = round(
+                (report["rss_after_kib"] - report["rss_before_kib"]) / opened, 2)
+        return report
+
+    def pids(self):
+        return {"idle": [self.proc.pid]} if self.proc is not None else {}
+
+    def close(self):
+        """Tell it to stop (stdin closed), read its report, then the server's RSS without them."""
+        report = self.report
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        final = read_json_line(self.proc, 30)
+        if final is None or "result" not in final:
+            report["result"] = None
+            report["problem"] = "no report from bench/idle.py: " + self.procs.log_tail(self.tag, 5)
+        else:
+            report["result"] = final["result"]
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+        time.sleep(1.0)  # the server closes its side
+        report["rss_after_close_kib"] = self.target.rss().get("VmRSS")
+        report["server_fds_after_close"] = open_fds(self.target.server_pid())
+        return report
+
+    def stop(self):
+        if self.proc is None:
+            return
+        self.procs.stop(self.proc, grace=5)  # by process group; nothing is sent once it is reaped
+        self.procs.forget(self.proc)
+        for handle in (self.proc.stdin, self.proc.stdout):
+            try:
+                handle.close()
+            except OSError:
+                pass
+        read_json_line.buffers.pop(self.proc.pid, None)
+
+
 def measure(target, procs, args, connections):
-    """One target at one connection count: warm-up, throughput run, latency run."""
+    """One target at one connection count: [idle connections,] warm-up, throughput run, latency run."""
     tag = f"{target.name}-c{connections}"
+    result = {"target": target.name, "connections": connections, "idle_connections": args.idle}
+    idle = None
+    if args.idle:
+        hold = args.warmup + 2 * args.duration + args.wrk_timeout + args.client_timeout + 3 * 15 + 2 * 30
+        idle = IdleConnections(procs, args, target, tag + "-idle", hold)
+    try:
+        if idle:
+            result["idle"] = idle.open()
+        _measure(target, procs, args, connections, tag, result, idle.pids() if idle else None)
+        if idle:
+            idle.close()
+    finally:
+        if idle:
+            idle.stop()
+    return result
+
+
+def _measure(target, procs, args, connections, tag, result, extra_pids):
     port = target.port
     use_wrk = bool(args.wrk)
-    result = {"target": target.name, "connections": connections}
     if args.warmup > 0:
         if use_wrk:
             run_wrk(procs, args, port, connections, args.warmup, tag + "-warmup")
@@ -615,16 +862,15 @@ def measure(target, procs, args, connections):
             run_loadgen(procs, args, port, connections, args.warmup, tag + "-warmup")
         target.settle()
     stats = [target.stats()]
+    result["throughput"], result["cpu_percent"], result["rss_during_throughput"] = throughput_run(
+        target, procs, args, connections, args.duration, tag, extra_pids)
     if use_wrk:
-        result["throughput"], result["cpu_percent"] = with_cpu(
-            target, lambda: run_wrk(procs, args, port, connections, args.duration, tag + "-wrk"))
         result["settled"] = target.settle()  # wrk leaves requests in flight: let them be answered
         stats.append(target.stats())
         result["latency"], result["cpu_percent_latency_run"] = with_cpu(
-            target, lambda: run_loadgen(procs, args, port, connections, args.duration, tag + "-loadgen"))
+            target, lambda: run_loadgen(procs, args, port, connections, args.duration, tag + "-loadgen"),
+            extra_pids)
     else:
-        result["throughput"], result["cpu_percent"] = with_cpu(
-            target, lambda: run_loadgen(procs, args, port, connections, args.duration, tag + "-loadgen"))
         result["latency"] = result["throughput"]
     result["settled"] = target.settle() and result.get("settled", True)
     stats.append(target.stats())
@@ -632,7 +878,34 @@ def measure(target, procs, args, connections):
         result["server_stats_delta"] = stats_delta(stats[0], stats[1])
         if use_wrk:
             result["server_stats_latency_run"] = stats_delta(stats[1], stats[2])
-    result["rss_kib"] = target.rss()
+    result["rss_kib"] = target.rss()  # with the idle connections, if any: they are still open
+
+
+def soak(target, procs, args, connections):
+    """One long throughput run (``--soak`` seconds, no separate warm-up: the first RSS_WARMUP of
+    it is one): is the server's RSS flat after warm-up?"""
+    tag = f"{target.name}-c{connections}-soak"
+    result = {"target": target.name, "connections": connections, "duration_s": args.soak,
+              "idle_connections": args.idle}
+    idle = None
+    if args.idle:
+        idle = IdleConnections(procs, args, target, tag + "-idle", args.soak + args.wrk_timeout + 15 + 60)
+    try:
+        if idle:
+            result["idle"] = idle.open()
+        stats = [target.stats()]
+        result["throughput"], result["cpu_percent"], result["rss_during_throughput"] = throughput_run(
+            target, procs, args, connections, args.soak, tag, idle.pids() if idle else None)
+        result["settled"] = target.settle()
+        stats.append(target.stats())
+        if stats[0]:
+            result["server_stats_delta"] = stats_delta(stats[0], stats[1])
+        result["rss_kib"] = target.rss()
+        if idle:
+            idle.close()
+    finally:
+        if idle:
+            idle.stop()
     return result
 
 
@@ -642,6 +915,22 @@ def measure(target, procs, args, connections):
 
 def fmt(value, spec="{:.1f}"):
     return "-" if value is None else spec.format(value)
+
+
+def label(r):
+    return f"{r['target']} c={r['connections']}" + (f" +{r['idle_connections']} idle" if r.get("idle_connections") else "")
+
+
+def render(header, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(row) for row in rows]
+    return "\n".join(out)
+
+
+def mib(kib, spec="{:.1f}"):
+    return fmt(kib / 1024 if kib is not None else None, spec)
 
 
 def table(results):
@@ -654,24 +943,75 @@ def table(results):
         if lat is not tp:
             errors += f" / {lat['error_total']}"
         rss = r["rss_kib"].get("VmRSS")
-        rows.append([f"{r['target']} c={r['connections']}", fmt(tp["rps"], "{:.0f}"), fmt(lat["p50_ms"], "{:.2f}"),
+        rows.append([label(r), fmt(tp["rps"], "{:.0f}"), fmt(lat["p50_ms"], "{:.2f}"),
                      fmt(lat["p99_ms"], "{:.2f}"), fmt(lat["max_ms"], "{:.1f}"), errors,
                      f"{lat['per_connection_min']}/{lat['per_connection_median']:g}",
                      fmt(rss / 1024 if rss else None), fmt(r.get("ratio"), "{:.2f}"),
                      "/".join(f"{max(0, c['other']):.0f}" for c in
                               (r["cpu_percent"], r.get("cpu_percent_latency_run")) if c)])
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    out += [line(row) for row in rows]
-    return "\n".join(out)
+    return render(header, rows)
+
+
+def rss_table(runs):
+    """The server's RSS sampled during each throughput run, after its warm-up (first 20%)."""
+    header = ["run", "samples", "first MiB", "last MiB", "min MiB", "max MiB", "spread %"]
+    rows = []
+    for name, r in runs:
+        rss = r.get("rss_during_throughput")
+        if not rss:
+            continue
+        samples = rss["samples"]
+        rows.append([name, f"{rss['count_after_warmup']}/{len(samples)}",
+                     mib(samples[0][1] if samples else None, "{:.2f}"), mib(samples[-1][1] if samples else None, "{:.2f}"),
+                     mib(rss["min_kib"], "{:.2f}"), mib(rss["max_kib"], "{:.2f}"), fmt(rss["spread_percent"], "{:.2f}")])
+    return render(header, rows)
+
+
+def idle_table(runs):
+    """What the idle connections did and cost the server."""
+    header = ["run", "opened", "failed", "open at end", "connect s", "held s", "server RSS before MiB",
+              "with them MiB", "RSS per idle conn KB", "server fds before/with", "server CPU % idle only",
+              "RSS after close MiB"]
+    rows, notes = [], []
+    for name, r in runs:
+        idle = r.get("idle")
+        if not idle:
+            continue
+        final = idle.get("result") or {}
+        rows.append([name, f"{idle.get('opened', 0)}/{idle['requested']}", idle.get("failed", "-"),
+                     final.get("open_at_end", "-"), fmt(idle.get("seconds")), fmt(final.get("held_seconds")),
+                     mib(idle.get("rss_before_kib")), mib(idle.get("rss_after_kib")),
+                     fmt(idle.get("rss_per_connection_kib")),
+                     f"{idle.get('server_fds_before', '-')}/{idle.get('server_fds_after', '-')}",
+                     fmt(idle.get("server_cpu_percent_idle_only")),
+                     mib(idle.get("rss_after_close_kib"))])
+        problems = []
+        if idle.get("errors"):
+            problems.append(f"failed to open: {idle['errors']}")
+        if final and final.get("open_at_end") != final.get("opened"):
+            problems.append(f"closed before the end: {final.get('closed_by_server')} by the server (EOF), "
+                            f"{final.get('reset')} reset")
+        if final.get("unexpected_data"):
+            problems.append(f"{final['unexpected_data']} got bytes they did not ask for")
+        if final and final.get("stopped_by") != "stdin":
+            problems.append(f"bench/idle.py stopped by {final.get('stopped_by')}, not by the harness")
+        if idle.get("problem"):
+            problems.append(idle["problem"])
+        if idle.get("server_connections_after") is not None:
+            notes.append(f"  {name}: tempestd's connections_open {idle.get('server_connections_before')} before, "
+                         f"{idle.get('server_connections_after')} with the idle connections")
+        if idle.get("server_nofile_limit") is not None and idle["server_nofile_limit"] != "unlimited" \
+                and idle["server_nofile_limit"] < idle["requested"] + 100:
+            problems.append(f"the server's open-file limit is {idle['server_nofile_limit']}")
+        notes += [f"  {name}: PROBLEM: {p}" for p in problems]
+    return render(header, rows) + ("\n" + "\n".join(notes) if notes else "")
 
 
 def details(results):
     out = []
     for r in results:
         lat = r["latency"]
-        parts = [f"{r['target']} c={r['connections']}: CPU % of one core during the throughput run: "
+        parts = [f"{label(r)}: CPU % of one core during the throughput run: "
                  + ", ".join(f"{k} {v}" for k, v in r["cpu_percent"].items())]
         if "cpu_percent_latency_run" in r:
             parts.append("  ... during the latency run: "
@@ -727,12 +1067,23 @@ def parse_args(argv):
                         help="run tempestd and the workers on the tempest package of this commit "
                              "(extracted with git archive) instead of the installed code")
     parser.add_argument("--only", choices=("tempest", "ceiling"), help="measure only one target (no ratio)")
+    parser.add_argument("--idle", type=int, default=0, metavar="N",
+                        help="before each target's measurements at each connection count, open N idle "
+                             "keep-alive connections to it (bench/idle.py) and hold them through its "
+                             "runs; prints the server's RSS per idle connection (default: 0)")
+    parser.add_argument("--soak", type=float, default=0, metavar="SECONDS",
+                        help="after the measurements, one throughput run (wrk) of SECONDS on tempest at the first "
+                             "connection count: is its RSS flat after warm-up? (default: 0, none)")
     parser.add_argument("--json", metavar="FILE", help="also write every result as JSON to FILE ('-': stdout)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory with the logs")
     parser.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if any(c < 1 for c in args.connections) or args.duration <= 0 or args.workers < 1:
         parser.error("--connections, --duration and --workers must be positive")
+    if args.idle < 0 or args.soak < 0:
+        parser.error("--idle and --soak must not be negative")
+    if args.soak and args.only == "ceiling":
+        parser.error("--soak measures tempest: not with --only ceiling")
     args.wrk = None if args.no_wrk else shutil.which("wrk")
     return args
 
@@ -748,6 +1099,7 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="tempest-bench-")
     procs = Processes(tmp)
     results = []
+    soak_result = None
     package = None
     code = 1  # until every measurement is done
     try:
@@ -777,7 +1129,9 @@ def main(argv=None):
             targets.insert(0, ceiling)
         client = f"wrk ({info['wrk']})" if args.wrk else "Python closed-loop client (no wrk)"
         print(f"bench: {len(targets)} target(s), connections {args.connections}, {args.duration:g}s runs, "
-              f"throughput from {client}, latency from bench/loadgen.py; logs in {tmp}", file=sys.stderr)
+              f"throughput from {client}, latency from bench/loadgen.py"
+              + (f", {args.idle} idle connections" if args.idle else "")
+              + (f", a {args.soak:g}s soak" if args.soak else "") + f"; logs in {tmp}", file=sys.stderr)
         for connections in args.connections:
             level = {}
             for target in targets:  # ceiling first, then tempest, back to back
@@ -789,6 +1143,10 @@ def main(argv=None):
                 ceiling_rps = level["ceiling"]["throughput"]["rps"]
                 for r in level.values():
                     r["ratio"] = r["throughput"]["rps"] / ceiling_rps if ceiling_rps else None
+        if args.soak:
+            procs.check_alive()
+            print(f"bench: soak: tempest at {args.connections[0]} connections for {args.soak:g}s...", file=sys.stderr)
+            soak_result = soak(tempest, procs, args, args.connections[0])
         procs.check_alive()
         procs.stop_all()
         if package:
@@ -826,6 +1184,34 @@ def main(argv=None):
               "which spoils the figures)")
         print()
         print(details(results))
+        runs = [(label(r), r) for r in results]
+        if soak_result:
+            runs.append((label(soak_result) + f" soak {args.soak:g}s", soak_result))
+        print()
+        print(f"server RSS during the throughput runs (VmRSS every {RSS_INTERVAL:g} s; samples: after the "
+              f"first {RSS_WARMUP:.0%} of the run / all; min, max and spread = (max - min) / min over "
+              f"those after the first {RSS_WARMUP:.0%}):")
+        print(rss_table(runs))
+        if args.idle:
+            print()
+            print(f"idle keep-alive connections (bench/idle.py, one GET / each, then silent; opened before "
+                  f"the warm-up, held through the runs; tempestd keepalive_timeout = {KEEPALIVE_TIMEOUT}):")
+            print(idle_table(runs))
+            print("RSS per idle connection (server RSS with them - before, / opened): " + ", ".join(
+                f"{name} {fmt(r['idle'].get('rss_per_connection_kib'))} KB" for name, r in runs if r.get("idle")))
+        if soak_result:
+            tp, rss = soak_result["throughput"], soak_result["rss_during_throughput"]
+            spread = rss["spread_percent"]
+            print()
+            print(f"soak: {label(soak_result)}, {args.soak:g}s: {fmt(tp['rps'], '{:.0f}')} req/s, "
+                  f"{tp['error_total']} errors {tp['errors']}; CPU % of one core: "
+                  + ", ".join(f"{k} {v}" for k, v in soak_result["cpu_percent"].items()))
+            if soak_result.get("server_stats_delta"):
+                print(f"  tempestd counters: { {k: v for k, v in soak_result['server_stats_delta'].items() if v} }")
+            print(f"  tempestd RSS after the first {rss['warmup_s']:.0f}s ({rss['count_after_warmup']} samples): "
+                  f"min {mib(rss['min_kib'], '{:.2f}')} MiB, max {mib(rss['max_kib'], '{:.2f}')} MiB, "
+                  f"spread {fmt(spread, '{:.2f}')}% -> "
+                  + ("-" if spread is None else ("flat within 10%" if spread <= 10 else "NOT flat within 10%")))
         problems = info.get("logged_problems")
         if problems is not None:
             print("warnings in the logs of tempestd and the workers: "
@@ -835,7 +1221,8 @@ def main(argv=None):
     if args.json:
         document = {"command": [sys.argv[0]] + (sys.argv[1:] if argv is None else list(argv)),
                     "machine": info, "workers": args.workers, "duration_s": args.duration,
-                    "results": results}
+                    "idle_connections": args.idle, "keepalive_timeout": KEEPALIVE_TIMEOUT,
+                    "results": results, "soak": soak_result}
         if args.json == "-":
             json.dump(document, sys.stdout, indent=2)
             print()
