@@ -328,7 +328,7 @@ class Connection:
         job_id = jobs.new_job_id()
         pending = front.registry.add(job_id, jobs.HTTP_ACTION, route.timeout, self.notify)
         front.stats.requests += 1
-        front.pusher.submit(route.queue, jobs.encode_job(jobs.HTTP_ACTION, [env], front.respond_to, job_id), pending)
+        front.pusher.submit(route.queue, jobs.encode_http_job(env, front.respond_to, job_id), pending)
         outcome = self._wait(pending)
         if outcome is None:
             front.registry.abandon(pending)

@@ -11,6 +11,7 @@ import re
 import secrets
 
 import simplejson as json
+from simplejson.encoder import encode_basestring as _quote  # simplejson's C string escaper
 
 HTTP_ACTION = "url"
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -42,6 +43,19 @@ def loads(data):
 
 def encode_job(action, args, respond_to, job_id):
     return dumps([action, args, respond_to, job_id])
+
+
+def encode_http_job(env, respond_to, job_id):
+    """A ``url`` job written straight from its strings: the hot path. The same JSON as
+    ``encode_job(HTTP_ACTION, [env], respond_to, job_id)`` (env's values are all strings) at
+    a fraction of the cost: the generic encoder sets itself up again for every call."""
+    parts = ['["url",[{"method":', _quote(env["method"]), ',"url":', _quote(env["url"]), ',"headers":{',
+             ",".join(_quote(k) + ":" + _quote(v) for k, v in env["headers"].items()), "}"]
+    for key in ("body", "body_base64"):
+        if key in env:
+            parts += [',"', key, '":', _quote(env[key])]
+    parts += ["}],", _quote(respond_to) if respond_to else "null", ",", _quote(job_id), "]"]
+    return "".join(parts).encode("utf-8")
 
 
 def decode_job(data):

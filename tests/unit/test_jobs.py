@@ -300,3 +300,12 @@ def test_worker_library_answer_shape_decodes():
     data = jobs.dumps([200, {"Content-Type": "text/plain"}, "Hello /é"])
     assert jobs.decode_http_answer(data) == (200, "OK", [(b"Content-Type", b"text/plain")],
                                              "Hello /é".encode("utf-8"))
+
+
+@pytest.mark.parametrize("body", [b"", b"plain", "h\u00e9llo \"quoted\" \\ back\nslash \u2028 \x01".encode(), b"\xff\xfe binary"])
+def test_hot_path_url_job_is_the_generic_encoding(body):
+    headers = {"host": "x", "x-odd": "tab\there \"q\" \x7f \u00ff", "cookie": "a=1; b=2"}
+    env = jobs.http_env("POST", "/p?q=\"1\"&r=\u00e9", headers, body)
+    fast = jobs.encode_http_job(env, "127.0.0.1:4000", "id-1")
+    assert fast == jobs.encode_job(jobs.HTTP_ACTION, [env], "127.0.0.1:4000", "id-1")
+    assert jobs.decode_job(fast) == ("url", [env], "127.0.0.1:4000", "id-1")
