@@ -157,7 +157,6 @@ class Connection:
         self._waiter = None
         self._readable = False
         self._watcher = None
-        self._watching = False
         self.extra = []  # bytes after an upgrade request, for the WebSocket
         self.read_deadline = None  # while waiting for the client's bytes: when to give up
         self.timed_out = False
@@ -199,23 +198,21 @@ class Connection:
         connection's own io watcher; timeouts come from the front's reaper, so that no timer is
         made per read."""
         self.timed_out = False
-        readable, self._readable = self._readable, False
         while True:
-            if readable:
-                try:
-                    data = self.sock._sock.recv(RECV_SIZE)
-                    break
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    data = b""
-                    break
+            try:
+                data = self.sock._sock.recv(RECV_SIZE)
+                break
+            except BlockingIOError:
+                pass
+            except OSError:
+                data = b""
+                break
             self.read_deadline = self._read_deadline()
             try:
-                readable = self.sleep(stream=True)
+                self.sleep(stream=True)
             finally:
                 self.read_deadline = None
-            if self.timed_out and not readable:
+            if self.timed_out:
                 if self.current is not None:
                     log.info("%s: request not received within %ss, dropped",
                              self.address[0], self.limits.header_timeout)
@@ -376,31 +373,19 @@ class Connection:
             watch = not self.eof
         else:
             watch = not (self.eof or self.stop_reading or len(self.requests) >= MAX_PIPELINE)
-        self._watch(watch)
-        if watch and self._readable:  # signalled while we were busy: no need to wait
-            self._readable = False
-            return True
+        if watch:
+            if self._watcher is None:
+                self._watcher = gevent.get_hub().loop.io(self.sock.fileno(), 1)
+            self._watcher.start(self._on_readable)
         self._waiter = waiter = Waiter()
         try:
             waiter.get()
         finally:
             self._waiter = None
-        readable, self._readable = self._readable and watch, False
+            if watch:
+                self._watcher.stop()
+        readable, self._readable = self._readable, False
         return readable
-
-    def _watch(self, on):
-        """Start or stop the io watcher, only when that changes: it stays started from one
-        wait to the next (a request's answer, then the next request), sparing the epoll_ctl
-        calls of a start and a stop per wait."""
-        if on == self._watching:
-            return
-        if self._watcher is None:
-            self._watcher = gevent.get_hub().loop.io(self.sock.fileno(), 1)
-        if on:
-            self._watcher.start(self._on_readable)
-        else:
-            self._watcher.stop()
-        self._watching = on
 
     def notify(self):
         # runs in the hub: wake the greenlet once, whichever comes first
@@ -424,10 +409,6 @@ class Connection:
 
     def _on_readable(self):
         self._readable = True
-        if self._waiter is None:
-            # busy (writing, say): stop, or the level-triggered watcher would fire at every
-            # turn of the loop until we read; the next sleep starts it again
-            self._watch(False)
         self.notify()
 
     def read_ahead(self, feed=True):
