@@ -417,15 +417,17 @@ def test_crash_after_running_restarts_at_once_then_backs_off_capped(sup, system,
     (STABLE_SECS - 1, [2, 3, 4]),  # not quite: the count goes on
 ])
 def test_failures_reset_after_the_process_stayed_up_stable_secs(sup, system, logs, fast_backoff, up_for, logged):
+    # each process reaches RUNNING (startsecs 0.01) well before it crashes (0.25), even on a
+    # loaded machine: a crash before RUNNING would count as a failed start instead
     def crash(proc):
-        system.later(0.03, proc.exit, 1)
+        system.later(0.25, proc.exit, 1)
 
     def crash_after_a_long_life(proc):
         def later():
             system.advance(up_for)  # the fake clock says the process lived that long
             proc.exit(1)
 
-        system.later(0.03, later)
+        system.later(0.25, later)
 
     system.behave = script(crash, crash, crash_after_a_long_life, crash, None)
     sup.add(spec(startsecs=0.01))
