@@ -27,7 +27,7 @@ access_log = logging.getLogger("tempest.access")
 
 RECV_SIZE = 64 * 1024
 MAX_PIPELINE = 32  # requests parsed ahead of the one served; reading pauses beyond
-REAP_INTERVAL = 0.25  # seconds; read timeouts fire at most this late
+REAP_INTERVAL = 0.5  # seconds; read timeouts fire at most this late (10,000 idle: ~1% CPU)
 DEFAULT_CONTENT_TYPE = (b"Content-Type", b"text/html; charset=utf-8")
 REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
            408: "Request Timeout", 413: "Content Too Large",

@@ -106,6 +106,8 @@ class CommandReader:
                 raise ProtocolError(str(exc)) from None
             if command is False:
                 return
+            if command is None:  # a null array (*-1): Redis ignores it
+                continue
             if not isinstance(command, list) or not all(isinstance(a, bytes) for a in command):
                 raise ProtocolError("expected an array of bulk strings")
             if command:

@@ -247,3 +247,8 @@ def test_empty_array_is_ignored():
     reader = resp.CommandReader()
     assert reader.feed(b"*0\r\n") == []
     assert reader.feed(b"*0\r\n*1\r\n$4\r\nPING\r\n*0\r\n") == [[b"PING"]]
+
+
+def test_null_array_is_ignored_as_redis_does():
+    reader = resp.CommandReader()
+    assert reader.feed(b"*-1\r\n*1\r\n$4\r\nPING\r\n") == [[b"PING"]]
