@@ -32,8 +32,9 @@ import socket
 import sys
 import time
 
+import loadgen  # bench/: the response reader shared with the closed-loop client
+
 HOST = "127.0.0.1"
-RECV_SIZE = 64 * 1024
 
 
 def raise_nofile():
@@ -58,40 +59,15 @@ class Refused(Exception):
 
 def read_response(sock):
     """Read one response in full; raise Refused unless it is a 2xx that keeps the connection."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        data = sock.recv(RECV_SIZE)
-        if not data:
-            raise ConnectionError("closed before a response head")
-        buf += data
-    head, _, body = buf.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise Refused(f"bad status line {lines[0][:60]!r}")
-    status = int(parts[1])
-    keep_alive = parts[0] == "HTTP/1.1"
-    length = None
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        name = name.strip().lower()
-        if name == "content-length":
-            length = int(value.strip())
-        elif name == "connection":
-            token = value.strip().lower()
-            keep_alive = token == "keep-alive" or (keep_alive and token != "close")
-    if length is None:
-        raise Refused("no Content-Length")
-    while len(body) < length:
-        data = sock.recv(RECV_SIZE)
-        if not data:
-            raise ConnectionError("closed in a response body")
-        body += data
+    try:
+        status, keep_alive, rest = loadgen.read_response(sock, b"")
+    except loadgen.ResponseError as exc:
+        raise Refused(str(exc)) from None
     if not 200 <= status < 300:
         raise Refused(f"status {status}")
     if not keep_alive:
         raise Refused("not keep-alive (Connection: close or HTTP/1.0)")
-    if len(body) > length:
+    if rest:
         raise Refused("more bytes than the response")
 
 
