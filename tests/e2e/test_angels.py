@@ -173,19 +173,26 @@ def test_broken_file_on_reload_keeps_the_old_config(tempestd_factory):
     assert http("GET", daemon.base + "/still")[0] in (200, 504)  # still serving
 
 
+@pytest.mark.timeout(240)
 def test_chatty_child_does_not_grow_tempestd(tempestd_factory, tmp_path):
+    # 200 MB on stdout (to a rotated file), and 4 MB without a newline (into tempestd's log);
+    # each child says "done" on stderr when it has written everything
     writer = (f"{PY} -c \"import sys; b=b'x'*65535+b'\\\\n'; w=sys.stdout.buffer.write; "
-              f"[w(b) for _ in range(3200)]; sys.stdout.flush(); import time; time.sleep(60)\"")
-    nonl = f"{PY} -c \"import sys; sys.stdout.write('y'*20000000); sys.stdout.flush(); import time; time.sleep(60)\""
+              f"[w(b) for _ in range(3200)]; sys.stdout.flush(); print('done', file=sys.stderr, flush=True); "
+              f"import time; time.sleep(120)\"")
+    nonl = (f"{PY} -c \"import sys; sys.stdout.write('y'*4000000); sys.stdout.flush(); "
+            f"print('done', file=sys.stderr, flush=True); import time; time.sleep(120)\"")
     log_file = tmp_path / "chatty.log"
     daemon = tempestd_factory(tempest={"log_level": "info"}, **{
         "worker:chatty": {"command": writer, "stdout_logfile": str(log_file), "logfile_maxbytes": "1M",
                           "logfile_backups": "1", "startsecs": "0"},
         "worker:nonl": {"command": nonl, "startsecs": "0"}})
     before = rss_kb(daemon.proc.pid)
-    wait_until(lambda: os.path.exists(f"{log_file}.1") and daemon.log().count("[nonl:0] yyyy") >= 2400,
-               60, 0.1, message="200 MB written and 20 MB without newline logged")
-    wait_until(lambda: daemon.status()["chatty:0"]["state"] == "RUNNING")
+    cut = "[nonl:0] " + "y" * 8192  # a line without newline is cut every 8 KB, never held whole
+    wait_until(lambda: "[chatty:0] done" in (log := daemon.log()) and "[nonl:0] done" in log
+               and log.count(cut) == 4000000 // 8192, 180, 0.5,
+               message="200 MB written to stdout and 4 MB without newline logged")
+    assert daemon.status()["chatty:0"]["state"] == "RUNNING"
     written = os.path.getsize(log_file) + os.path.getsize(f"{log_file}.1")
     assert written <= 2 * 1024 * 1024 + 65536
     assert not os.path.exists(f"{log_file}.2")
