@@ -1,19 +1,10 @@
 """Every Redis key and channel name tempest uses, in one place.
 
-Queues are plain lists named after the queue so that the 2012 workers, which ``BLPOP <queue>``,
-keep working; keys tempest adds for itself live under the ``tempest:`` prefix.
+Queues are plain lists named after the queue itself (``tempest``, or a route's queue), with no
+prefix, so that the 2012 workers' ``BLPOP <queue>`` keeps working; pub/sub channels are the
+channel names themselves. Keys tempest adds for itself live under the ``tempest:`` prefix.
+(Sessions, ``session:<id>`` hashes in the 2012 protocol, have no code yet.)
 """
-
-SESSION = "session:{id}"
-
-
-def queue(name):
-    """The Redis list that holds the jobs of queue ``name`` (the legacy name, unprefixed)."""
-    return name
-
-
-def session(session_id):
-    return SESSION.format(id=session_id)
 
 # pub/sub: tempestd writes its [pubsub] durable patterns here so that every publisher (worker
 # library, `tempest publish`) knows which channels keep a history
