@@ -138,7 +138,6 @@ class Worker:
                 if self._outbox_since is not None and time.monotonic() - self._outbox_since > FLUSH_AFTER:
                     self.flush()
             self.flush()
-        self._drain_endpoints()
         log.info("worker stopped after %d jobs", self.processed)
 
     def _take(self, busy):
@@ -149,7 +148,6 @@ class Worker:
                 jobs = self.redis.lpop(queue, self.prefetch)
                 if jobs:
                     return jobs
-        self._drain_endpoints()  # about to block: read the acknowledgements still pending
         item = self.redis.blpop(self.queues, timeout=POLL_TIMEOUT)
         if item is None:
             return []
@@ -207,36 +205,30 @@ class Worker:
         return True
 
     def flush(self):
-        """Send every queued answer, one write per answer endpoint. With prefetch, their +OK
-        replies are read at the next flush or before blocking for jobs, so that the worker
-        takes its next jobs while the endpoint reads these answers."""
+        """Send every queued answer: one pipelined round trip per answer endpoint."""
         outbox, self._outbox, self._outbox_since = self._outbox, {}, None
         for respond_to, answers in outbox.items():
-            endpoint = self._endpoint(respond_to)
             try:
-                endpoint.drain()
-                endpoint.send(answers)
-                if self.prefetch == 1:
-                    endpoint.drain()
+                if len(answers) == 1:
+                    self._endpoint(respond_to).execute_command(*answers[0])
+                    continue
+                pipe = self._endpoint(respond_to).pipeline(transaction=False)
+                for answer in answers:
+                    pipe.execute_command(*answer)
+                pipe.execute()
             except redis.RedisError as exc:
                 log.warning("cannot send %d answers to %s: %s", len(answers), respond_to, exc)
-                self._endpoints.pop(respond_to).close()
-
-    def _drain_endpoints(self):
-        for respond_to, endpoint in list(self._endpoints.items()):
-            try:
-                endpoint.drain()
-            except redis.RedisError as exc:
-                log.warning("answers to %s may be lost: %s", respond_to, exc)
-                self._endpoints.pop(respond_to).close()
+                self._endpoints.pop(respond_to, None)
 
     def _endpoint(self, respond_to):
-        endpoint = self._endpoints.get(respond_to)
-        if endpoint is None:
+        client = self._endpoints.get(respond_to)
+        if client is None:
             host, _, port = respond_to.rpartition(":")
-            endpoint = _Endpoint(host.strip("[]"), int(port), self.answer_password)
-            self._endpoints[respond_to] = endpoint
-        return endpoint
+            client = redis.Redis(host=host.strip("[]"), port=int(port), password=self.answer_password,
+                                 socket_timeout=10, socket_connect_timeout=5,
+                                 retry=Retry(NoBackoff(), 0))
+            self._endpoints[respond_to] = client
+        return client
 
     def publish(self, channel, data, event=None):
         """Publish ``data`` to the subscribers of ``channel`` (SSE and WebSocket clients).
@@ -252,25 +244,3 @@ class Worker:
         if self._publisher is None:
             self._publisher = Publisher(self.redis)
         return self._publisher.publish(channel, data, event)
-
-
-class _Endpoint:
-    """One answer endpoint: a connection whose +OK replies may be read later (pipelining)."""
-
-    def __init__(self, host, port, password):
-        self.connection = redis.Connection(host=host, port=port, password=password, socket_timeout=10,
-                                           socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
-        self.unread = 0
-
-    def send(self, answers):
-        self.connection.send_packed_command(self.connection.pack_commands(answers))
-        self.unread += len(answers)
-
-    def drain(self):
-        """Read the pending +OK replies (an error reply raises ResponseError)."""
-        while self.unread:
-            self.unread -= 1
-            self.connection.read_response()
-
-    def close(self):
-        self.connection.disconnect()
