@@ -286,3 +286,14 @@ def test_embedded_redis_is_restarted_when_it_dies(tempestd_factory):
     os.kill(redis_pid, signal.SIGKILL)
     wait_until(lambda: daemon.status()["redis:0"]["pid"] not in (0, redis_pid), 10, message="redis respawned")
     assert wait_until(lambda: http("GET", daemon.base + "/back", timeout=5)[0] == 200, 20, 0.2)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs tempestd to run as root")
+def test_user_runs_the_child_as_that_user(tempestd_factory):
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    daemon = tempestd_factory(**{"worker:who": {"command": "id -u", "user": "nobody", "startsecs": "0",
+                                                "autorestart": "false"}})
+    wait_until(lambda: f"[who:0] {nobody.pw_uid}" in daemon.log(), message="the child's uid logged")
+    assert daemon.status()["who:0"]["state"] == "EXITED"
