@@ -5,7 +5,10 @@ One greenlet per connection, httptools' parser on gevent's StreamServer. While a
 for its answer, its greenlet also watches the socket (an io watcher, not a second greenlet), so
 a client that leaves is noticed at once and pipelined requests are parsed ahead. The job is
 pushed by the shared ``Pusher`` (one RPUSH per queue per turn of the event loop) and the answer
-arrives through the ``Registry``; timeouts come from the registry's single sweeper.
+arrives through the ``Registry``; answer timeouts come from the registry's single sweeper, read
+timeouts (keep-alive, slow heads) from the front's single reaper. Requests under the pub/sub
+and static prefixes are handed to ``sse``, ``websocket`` and ``static``, which reuse the
+connection's waiting primitive (``sleep``/``notify``).
 """
 
 import email.utils
