@@ -249,7 +249,8 @@ SETTINGS = (
     S("front", "header_timeout", to_seconds, "10",
       "Seconds a client has to send a whole request head before it is disconnected."),
     S("front", "keepalive_timeout", to_seconds, "75",
-      "Seconds an idle keep-alive connection is kept open."),
+      "Seconds an idle keep-alive connection is kept open; also how long a write may stall "
+      "(a client that stopped reading) before the connection is closed."),
     S("front", "max_answer", to_size, "64M", "Largest answer a worker may send; bigger ones are refused."),
     S("front", "backlog", to_positive_int, "2048", "listen() backlog of the HTTP socket."),
     S("front", "graceful_timeout", to_seconds, "10",

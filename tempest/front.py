@@ -40,14 +40,15 @@ REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method 
 
 class Request:
     __slots__ = ("method", "url", "headers", "body", "body_size", "keep_alive", "version",
-                 "error", "head_size", "started", "upgrade")
+                 "error", "head_size", "raw_head", "started", "upgrade")
 
     def __init__(self):
         self.url = b""
         self.headers = []
         self.body = []
         self.body_size = 0
-        self.head_size = 0
+        self.head_size = 0  # the request line and headers httptools completed
+        self.raw_head = 0  # bytes of reads that fell wholly inside the head
         self.keep_alive = False
         self.error = None
         self.method = "GET"
@@ -166,6 +167,9 @@ class Connection:
 
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # reads wait through the reaper; a write blocked this long (a client that stopped
+        # reading) raises socket.timeout and the connection is closed
+        sock.settimeout(self.limits.keepalive_timeout)
 
     # the connection's life
 
@@ -240,6 +244,7 @@ class Connection:
             self.notify()
 
     def _feed(self, data):
+        head = self.current if self.in_head else None  # a head begun in an earlier read
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -253,9 +258,11 @@ class Connection:
             if not self.stop_reading:
                 log.info("%s: malformed request: %s", self.address[0], exc)
                 self._refuse(400)
-        if self.in_head and not self.stop_reading:
-            self.current.head_size += len(data)
-            if self.current.head_size > self.limits.max_header_size:
+        if head is not None and self.current is head and self.in_head and not self.stop_reading:
+            # all of this read is head, yet maybe none of it complete: the callbacks only count
+            # the parts httptools completed, so a header that never ends is caught here
+            head.raw_head += len(data)
+            if head.raw_head > self.limits.max_header_size:
                 self._refuse(431)
 
     def _refuse(self, status):
@@ -291,16 +298,14 @@ class Connection:
     def on_headers_complete(self):
         request = self.current
         self.in_head = False
-        request.head_size = 0
         request.method = self.parser.get_method().decode("ascii")
         request.version = self.parser.get_http_version()
         request.keep_alive = self.parser.should_keep_alive()
-        length = next((v for n, v in request.headers if n == "content-length"), "0")
+        length = request.header("content-length", "0")
         if length.isdigit() and int(length) > self.limits.max_body:
             self._refuse(413)
             raise _Abort
-        expect = next((v for n, v in request.headers if n == "expect"), "")
-        if expect.lower() == "100-continue" and not self.requests and self.idle:
+        if request.header("expect").lower() == "100-continue" and not self.requests and self.idle:
             self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body):

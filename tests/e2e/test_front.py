@@ -289,3 +289,32 @@ def test_redis_down_is_503_then_recovers(tempestd_factory, tmp_path):
         thread.join(10)
     finally:
         own.stop()
+
+
+def test_head_under_the_limit_is_accepted_even_in_many_segments(echo_daemon):
+    # 40 KB of headers under the 64 KB default, sent in pieces: each byte counts once
+    head = b"GET /big HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(40))
+    with socket.create_connection(("127.0.0.1", echo_daemon.port), timeout=10) as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(0, len(head), 4096):
+            conn.sendall(head[i:i + 4096])
+            time.sleep(0.005)
+        conn.sendall(b"Connection: close\r\n\r\n")
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200 OK"), reply[:100]
+
+
+def test_a_client_that_never_reads_is_dropped_after_the_timeout(tempestd_factory, redis_client):
+    daemon = tempestd_factory(front={"queue": "noreader", "keepalive_timeout": "1"})
+    conn = socket.socket()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    conn.connect(("127.0.0.1", daemon.port))
+    conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    _, _, respond_to, job_id = take_job(redis_client, "noreader")
+    host, port = respond_to.rsplit(":", 1)
+    big = json.dumps([200, {}, "z" * 8_000_000])  # far more than the socket buffers hold
+    redis.Redis(host=host, port=int(port)).execute_command("url", job_id, big)
+    wait_until(lambda: daemon.info()["connections_open"] == 0, 15, 0.1, message="the stuck writer dropped")
+    conn.close()
