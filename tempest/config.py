@@ -319,11 +319,11 @@ class Route:
 class Config:
     """The validated settings: ``config.front.timeout``, ``config.routes``..."""
 
-    def __init__(self, path, sections, routes, programs):
+    def __init__(self, path, sections, routes, programs, statics):
         self.path = path
-        self.sections = sections
         self.routes = routes
         self.programs = programs
+        self.statics = statics
         for name, values in sections.items():
             setattr(self, name, values)
         self.default_route = Route("/", self.front.queue, self.front.timeout)
@@ -364,8 +364,8 @@ def load(path):
         _resolve(sections["tempest"], key, base)
     _resolve(sections["redis"], "data_dir", base)
     routes.sort(key=lambda r: len(r.prefix), reverse=True)
-    config = Config(path, {k: SimpleNamespace(**v) for k, v in sections.items()}, routes, programs)
-    config.statics = sorted(statics, key=lambda s: len(s.prefix), reverse=True)
+    statics.sort(key=lambda s: len(s.prefix), reverse=True)
+    config = Config(path, {k: SimpleNamespace(**v) for k, v in sections.items()}, routes, programs, statics)
     _check(config)
     return config
 

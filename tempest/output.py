@@ -52,7 +52,6 @@ class RotatingFile:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = os.fstat(self._fd).st_size
-        self.users = 0
 
     def write(self, data):
         if self.maxbytes and self._size + len(data) > self.maxbytes and self._size:

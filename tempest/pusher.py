@@ -56,7 +56,7 @@ class Pusher:
     def _push(self, batch):
         by_queue = {}
         for queue, job, pending in batch:
-            if pending is not None and (pending.outcome is not None or not self._registry.waiting(pending)):
+            if pending is not None and not self._registry.waiting(pending):
                 continue  # its client left or it timed out before the push: skip it
             jobs, waiting = by_queue.setdefault(queue, ([], []))
             jobs.append(job)
