@@ -458,7 +458,19 @@ def redis_binary():
 # the stacks
 
 
-class Tempest:
+class Target:
+    """What both servers under test share: the process whose RSS is measured."""
+
+    proc = None
+
+    def rss(self):
+        return proc_status(self.proc.pid)
+
+    def server_pid(self):
+        return self.proc.pid
+
+
+class Tempest(Target):
     name = "tempest"
 
     def __init__(self, procs, tmp, args):
@@ -541,18 +553,12 @@ keepalive_timeout = {KEEPALIVE_TIMEOUT}
             time.sleep(0.05)
         return False
 
-    def rss(self):
-        return proc_status(self.proc.pid)
-
-    def server_pid(self):
-        return self.proc.pid
-
     def connections_open(self):
         """Client connections tempestd counts as open (INFO), None if unknown."""
         return self.stats().get("connections_open")
 
 
-class Ceiling:
+class Ceiling(Target):
     name = "ceiling"
 
     def __init__(self, procs, tmp, args):
@@ -574,12 +580,6 @@ class Ceiling:
 
     def settle(self, timeout=15.0):
         return True
-
-    def rss(self):
-        return proc_status(self.proc.pid)
-
-    def server_pid(self):
-        return self.proc.pid
 
     def connections_open(self):
         return None
