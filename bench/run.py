@@ -17,12 +17,14 @@ Without wrk, the loadgen run gives every figure. The server's VmRSS is sampled o
 during every throughput run (min, max and spread after the first 20% of the run). With
 ``--idle N``, bench/idle.py holds N idle keep-alive connections to the server under test
 through its runs (RSS per idle connection); with ``--soak SECONDS``, tempest gets one more,
-long throughput run (is its RSS flat after warm-up?). Prints tables (and ``--json`` dumps all
+long throughput run (is its RSS flat after warm-up?); with ``--rounds N``, each connection count is
+measured N times, alternating which target goes first, and the medians are compared. Prints tables (and ``--json`` dumps all
 results); everything it started is stopped by process group on the way out.
 
     python bench/run.py --duration 10
     python bench/run.py --duration 5 --idle 10000 -c 100
     python bench/run.py --only tempest --soak 60 -c 100
+    python bench/run.py --duration 5 --rounds 5        # medians over 5 alternating rounds
 """
 
 import argparse
@@ -918,7 +920,45 @@ def fmt(value, spec="{:.1f}"):
 
 
 def label(r):
-    return f"{r['target']} c={r['connections']}" + (f" +{r['idle_connections']} idle" if r.get("idle_connections") else "")
+    return (f"{r['target']} c={r['connections']}" + (f" +{r['idle_connections']} idle" if r.get("idle_connections") else "")
+            + (f" #{r['round']}" if r.get("round") else ""))
+
+
+def median(values):
+    values = sorted(values)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def cpu_us_per_request(r, process):
+    """CPU time ``process`` spent per request during the throughput run, in µs: steadier than
+    req/s on a noisy machine, since it does not depend on how the cores were shared."""
+    percent, rps = r["cpu_percent"].get(process), r["throughput"]["rps"]
+    return percent * 1e4 / rps if percent is not None and rps else None
+
+
+def rounds_table(results):
+    """Per connection count over the rounds: the median req/s of each target, the ratio of the
+    medians, and the lowest and highest ratio of a single round."""
+    header = ["connections", "rounds", "ceiling req/s (median)", "tempest req/s (median)", "ratio of medians",
+              "round ratios", "tempestd CPU µs/req (median)", "workers CPU µs/req (median)"]
+    rows = []
+    for connections in dict.fromkeys(r["connections"] for r in results):
+        level = [r for r in results if r["connections"] == connections]
+        ceiling = [r["throughput"]["rps"] for r in level if r["target"] == "ceiling"]
+        tempest = [r for r in level if r["target"] == "tempest"]
+        ratios = [r["ratio"] for r in tempest if r.get("ratio") is not None]
+        per_request = {p: [v for v in (cpu_us_per_request(r, p) for r in tempest) if v is not None]
+                       for p in ("tempestd", "workers")}
+        ceiling_median = median(ceiling) if ceiling else None
+        tempest_median = median([r["throughput"]["rps"] for r in tempest]) if tempest else None
+        rows.append([connections, len(level) // (2 if ceiling and tempest else 1), fmt(ceiling_median, "{:.0f}"),
+                     fmt(tempest_median, "{:.0f}"),
+                     fmt(tempest_median / ceiling_median if ceiling_median and tempest_median else None, "{:.2f}"),
+                     " ".join(f"{x:.2f}" for x in ratios) or "-",
+                     fmt(median(per_request["tempestd"]) if per_request["tempestd"] else None),
+                     fmt(median(per_request["workers"]) if per_request["workers"] else None)])
+    return render(header, rows)
 
 
 def render(header, rows):
@@ -1013,6 +1053,11 @@ def details(results):
         lat = r["latency"]
         parts = [f"{label(r)}: CPU % of one core during the throughput run: "
                  + ", ".join(f"{k} {v}" for k, v in r["cpu_percent"].items())]
+        per_request = {p: cpu_us_per_request(r, p) for p in r["cpu_percent"]
+                       if p in ("tempestd", "workers", "redis", "ceiling")}
+        if any(v is not None for v in per_request.values()):
+            parts.append("  CPU per request (throughput run): "
+                         + ", ".join(f"{k} {v:.1f} µs" for k, v in per_request.items() if v is not None))
         if "cpu_percent_latency_run" in r:
             parts.append("  ... during the latency run: "
                          + ", ".join(f"{k} {v}" for k, v in r["cpu_percent_latency_run"].items()))
@@ -1067,6 +1112,9 @@ def parse_args(argv):
                         help="run tempestd and the workers on the tempest package of this commit "
                              "(extracted with git archive) instead of the installed code")
     parser.add_argument("--only", choices=("tempest", "ceiling"), help="measure only one target (no ratio)")
+    parser.add_argument("--rounds", "-r", type=int, default=1, metavar="N",
+                        help="measure each target N times at each connection count, alternating which goes "
+                             "first, and summarise the medians (default: 1)")
     parser.add_argument("--idle", type=int, default=0, metavar="N",
                         help="before each target's measurements at each connection count, open N idle "
                              "keep-alive connections to it (bench/idle.py) and hold them through its "
@@ -1078,8 +1126,8 @@ def parse_args(argv):
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory with the logs")
     parser.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if any(c < 1 for c in args.connections) or args.duration <= 0 or args.workers < 1:
-        parser.error("--connections, --duration and --workers must be positive")
+    if any(c < 1 for c in args.connections) or args.duration <= 0 or args.workers < 1 or args.rounds < 1:
+        parser.error("--connections, --duration, --workers and --rounds must be positive")
     if args.idle < 0 or args.soak < 0:
         parser.error("--idle and --soak must not be negative")
     if args.soak and args.only == "ceiling":
@@ -1133,16 +1181,21 @@ def main(argv=None):
               + (f", {args.idle} idle connections" if args.idle else "")
               + (f", a {args.soak:g}s soak" if args.soak else "") + f"; logs in {tmp}", file=sys.stderr)
         for connections in args.connections:
-            level = {}
-            for target in targets:  # ceiling first, then tempest, back to back
-                procs.check_alive()
-                print(f"bench: {target.name} at {connections} connections...", file=sys.stderr)
-                level[target.name] = measure(target, procs, args, connections)
-                results.append(level[target.name])
-            if "ceiling" in level:
-                ceiling_rps = level["ceiling"]["throughput"]["rps"]
-                for r in level.values():
-                    r["ratio"] = r["throughput"]["rps"] / ceiling_rps if ceiling_rps else None
+            for round_ in range(1, args.rounds + 1):
+                level = {}
+                # back to back; the order alternates from one round to the next (round 1: ceiling first)
+                for target in (targets if round_ % 2 else targets[::-1]):
+                    procs.check_alive()
+                    print(f"bench: {target.name} at {connections} connections"
+                          + (f", round {round_}/{args.rounds}" if args.rounds > 1 else "") + "...", file=sys.stderr)
+                    level[target.name] = measure(target, procs, args, connections)
+                    if args.rounds > 1:
+                        level[target.name]["round"] = round_
+                    results.append(level[target.name])
+                if "ceiling" in level:
+                    ceiling_rps = level["ceiling"]["throughput"]["rps"]
+                    for r in level.values():
+                        r["ratio"] = r["throughput"]["rps"] / ceiling_rps if ceiling_rps else None
         if args.soak:
             procs.check_alive()
             print(f"bench: soak: tempest at {args.connections[0]} connections for {args.soak:g}s...", file=sys.stderr)
@@ -1182,6 +1235,11 @@ def main(argv=None):
               "and the second\n error count: the latency run; RSS: the server's at the end; other CPU: "
               "% of one core used by\n processes not ours during the throughput/latency run, "
               "which spoils the figures)")
+        if args.rounds > 1:
+            print()
+            print(f"over {args.rounds} rounds (each round measures both targets back to back, the order "
+                  f"alternating; ratio of medians = median tempest req/s / median ceiling req/s):")
+            print(rounds_table(results))
         print()
         print(details(results))
         runs = [(label(r), r) for r in results]
