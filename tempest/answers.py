@@ -28,6 +28,11 @@ class AnswerServer(RespServer):
     def connected(self):
         self._stats.answer_connections += 1
 
+    def execute(self, session, command):
+        if command[0] == b"url" and len(command) == 3 and session.authenticated:  # most commands
+            return self.answer("url", command[1:])
+        return super().execute(session, command)
+
     def unknown(self, session, name, args):
         if len(args) == 2:  # <action> <job_id> <json>
             return self.answer(name, args)

@@ -44,7 +44,7 @@ class Request:
 
     def __init__(self):
         self.url = b""
-        self.headers = []
+        self.headers = {}  # lower-case name -> value; repeated headers joined as in the job's env
         self.body = []
         self.body_size = 0
         self.head_size = 0  # the request line and headers httptools completed
@@ -57,8 +57,8 @@ class Request:
         self.upgrade = False
 
     def header(self, name, default=""):
-        """The first value of header ``name`` (lower case)."""
-        return next((v for n, v in self.headers if n == name), default)
+        """The value of header ``name`` (lower case); a repeated header's values joined."""
+        return self.headers.get(name, default)
 
 
 class _Abort(Exception):
@@ -78,6 +78,7 @@ class Front:
         self.closing = False
         self.server = StreamServer(config.front.listen, self._handle, backlog=config.front.backlog)
         self._date = (0, b"")
+        self._prefixes = (None, ())  # (config, the path prefixes tempestd serves itself)
 
     @property
     def front(self):
@@ -108,6 +109,14 @@ class Front:
 
     def special(self, request, path):
         """The handler of a request tempestd answers itself (pub/sub, static files), or None."""
+        if self._prefixes[0] is not self.config:  # the config was reloaded
+            config = self.config
+            prefixes = [static_dir.prefix for static_dir in config.statics]
+            if self.relay is not None:
+                prefixes += [config.pubsub.sub_prefix, config.pubsub.ws_prefix]
+            self._prefixes = (config, tuple(prefixes))
+        if not path.startswith(self._prefixes[1]):  # most requests: one test
+            return None
         pubsub = self.config.pubsub
         if self.relay is not None and request.method in ("GET", "HEAD"):
             if path.startswith(pubsub.sub_prefix):
@@ -286,7 +295,12 @@ class Connection:
         self._count_head(len(url))
 
     def on_header(self, name, value):
-        self.current.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        headers = self.current.headers
+        key = name.decode("latin-1").lower()
+        if key in headers:
+            headers[key] += ("; " if key == "cookie" else ", ") + value.decode("latin-1")
+        else:
+            headers[key] = value.decode("latin-1")
         self._count_head(len(name) + len(value) + 4)
 
     def _count_head(self, size):
@@ -301,11 +315,13 @@ class Connection:
         request.method = self.parser.get_method().decode("ascii")
         request.version = self.parser.get_http_version()
         request.keep_alive = self.parser.should_keep_alive()
-        length = request.header("content-length", "0")
-        if length.isdigit() and int(length) > self.limits.max_body:
-            self._refuse(413)
-            raise _Abort
-        if request.header("expect").lower() == "100-continue" and not self.requests and self.idle:
+        headers = request.headers
+        if "content-length" in headers:
+            length = headers["content-length"]
+            if length.isdigit() and int(length) > self.limits.max_body:
+                self._refuse(413)
+                raise _Abort
+        if "expect" in headers and headers["expect"].lower() == "100-continue" and not self.requests and self.idle:
             self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body):
@@ -332,7 +348,7 @@ class Connection:
         if special is not None:
             return special(self, request, path)
         route = front.config.route_for(path)
-        env = jobs.http_env(request.method, url, _header_dict(request.headers), b"".join(request.body))
+        env = jobs.http_env(request.method, url, request.headers, b"".join(request.body))
         job_id = jobs.new_job_id()
         pending = front.registry.add(job_id, jobs.HTTP_ACTION, route.timeout, self.notify)
         front.stats.requests += 1
@@ -471,13 +487,3 @@ class Connection:
                             request.url.decode("latin-1"), request.version, status, len(body),
                             (time.monotonic() - request.started) * 1000)
         return keep_alive
-
-
-def _header_dict(pairs):
-    headers = {}
-    for name, value in pairs:
-        if name in headers:
-            headers[name] += ("; " if name == "cookie" else ", ") + value
-        else:
-            headers[name] = value
-    return headers

@@ -108,7 +108,10 @@ class CommandReader:
                 return
             if command is None:  # a null array (*-1): Redis ignores it
                 continue
-            if not isinstance(command, list) or not all(isinstance(a, bytes) for a in command):
+            if command.__class__ is not list:
                 raise ProtocolError("expected an array of bulk strings")
+            for arg in command:
+                if arg.__class__ is not bytes:
+                    raise ProtocolError("expected an array of bulk strings")
             if command:
                 yield command

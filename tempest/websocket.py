@@ -60,7 +60,7 @@ def serve(conn, request, path):
         return conn.error(403, request)
     ws = WSConnection(ConnectionType.SERVER)
     try:
-        ws.initiate_upgrade_connection([(n.encode("latin-1"), v.encode("latin-1")) for n, v in request.headers],
+        ws.initiate_upgrade_connection([(n.encode("latin-1"), v.encode("latin-1")) for n, v in request.headers.items()],
                                        request.url)
         next(ws.events())  # the Request
         conn.sock.sendall(ws.send(AcceptConnection()))

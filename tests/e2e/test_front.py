@@ -161,6 +161,19 @@ def test_raw_redis_worker_like_2012(tempestd_factory, redis_client):
     assert headers["content-length"] == str(len(body))
 
 
+def test_repeated_headers_reach_the_worker_joined(tempestd_factory, redis_client):
+    daemon = tempestd_factory(front={"queue": "repeat"})
+    head = (b"GET /r HTTP/1.1\r\nHost: x\r\nX-Tag: a\r\nCookie: s=1\r\nx-tag: b\r\n"
+            b"Cookie: t=2\r\nConnection: close\r\n\r\n")
+    thread, result = in_thread(raw_exchange, daemon.port, head)
+    _, args, respond_to, job_id = take_job(redis_client, "repeat")
+    assert args[0]["headers"] == {"host": "x", "x-tag": "a, b", "cookie": "s=1; t=2", "connection": "close"}
+    host, port = respond_to.rsplit(":", 1)
+    assert redis.Redis(host=host, port=int(port)).execute_command("url", job_id, b'[200, {}, "ok"]') == b"OK"
+    thread.join(10)
+    assert result["value"].startswith(b"HTTP/1.1 200 OK\r\n") and result["value"].endswith(b"\r\n\r\nok")
+
+
 def answer_with(daemon, redis_client, queue, payload, path="/x"):
     thread, result = in_thread(http, "GET", daemon.base + path)
     _, _, respond_to, job_id = take_job(redis_client, queue)

@@ -86,6 +86,33 @@ def test_job_ids_are_unique_strings_of_at_least_16_chars():
     assert len(set(ids)) == len(ids)
 
 
+def test_job_ids_drawn_before_a_fork_are_not_reused_by_the_child():
+    import os
+
+    parent_next = jobs.new_job_id()  # the pool is filled; its next ids are known to the parent
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its first ids, exit without running pytest's teardown
+        try:
+            os.write(write, " ".join(jobs.new_job_id() for _ in range(300)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as handle:
+        child_ids = set(handle.read().decode().split())
+    os.waitpid(pid, 0)
+    parent_ids = {parent_next} | {jobs.new_job_id() for _ in range(300)}
+    assert len(child_ids) == 300
+    assert not child_ids & parent_ids
+
+
+def test_job_ids_are_96_random_bits_in_urlsafe_base64():
+    for _ in range(600):  # more than one draw of the pool
+        job_id = jobs.new_job_id()
+        assert len(job_id) == 16
+        assert len(base64.urlsafe_b64decode(job_id)) == 12
+
+
 def test_job_ids_are_safe_in_a_resp_inline_command_and_a_url():
     for _ in range(1000):
         job_id = jobs.new_job_id()
@@ -309,3 +336,28 @@ def test_hot_path_url_job_is_the_generic_encoding(body):
     fast = jobs.encode_http_job(env, "127.0.0.1:4000", "id-1")
     assert fast == jobs.encode_job(jobs.HTTP_ACTION, [env], "127.0.0.1:4000", "id-1")
     assert jobs.decode_job(fast) == ("url", [env], "127.0.0.1:4000", "id-1")
+
+
+# loads: the C scanner's fast path gives what simplejson.loads gives, errors included
+
+
+@pytest.mark.parametrize("data", [
+    b'[200, {}, "Hello"]', b'{"a": [1, 2.5, null, true]}', '["str", "\u00e9"]', b"[]", b"{}",
+    b' [1]', b'[1] ', b'\xef\xbb\xbf[1]', b'"text"', b"17", "[\"h\u00e9\"]".encode("utf-8"),
+])
+def test_loads_fast_path_agrees_with_simplejson(data):
+    import simplejson
+
+    assert jobs.loads(data) == simplejson.loads(data)
+
+
+@pytest.mark.parametrize("data", [b"[1]]", b"[1] x", b"[1,]", b"[1, 2", b"{]", b"[\xff]", b"[1][2]"])
+def test_loads_fast_path_refuses_what_simplejson_refuses(data):
+    import simplejson
+
+    with pytest.raises(ValueError) as expected:
+        simplejson.loads(data)
+    with pytest.raises(ValueError) as got:
+        jobs.loads(data)
+    assert type(got.value) is type(expected.value)
+    assert str(got.value) == str(expected.value)
