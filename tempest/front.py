@@ -19,7 +19,7 @@ from collections import deque
 
 import gevent
 import httptools
-from gevent.hub import Waiter
+from gevent import getcurrent
 from gevent.server import StreamServer
 
 from tempest import jobs, sse, static, websocket
@@ -32,6 +32,8 @@ RECV_SIZE = 64 * 1024
 MAX_PIPELINE = 32  # requests parsed ahead of the one served; reading pauses beyond
 REAP_INTERVAL = 0.5  # seconds; read timeouts fire at most this late (10,000 idle: ~1% CPU)
 DEFAULT_CONTENT_TYPE = (b"Content-Type", b"text/html; charset=utf-8")
+METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+STATUS_LINES = {}  # (status, reason) -> b"HTTP/1.1 <status> <reason>\r\nServer: tempest\r\nDate: "
 REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
            408: "Request Timeout", 413: "Content Too Large",
            431: "Request Header Fields Too Large", 502: "Bad Gateway",
@@ -167,7 +169,8 @@ class Connection:
         self.eof = False
         self.stop_reading = False
         self.idle = True
-        self._waiter = None
+        self._hub = gevent.get_hub()
+        self._sleeping = False  # in sleep(): notify() switches back to the greenlet
         self._readable = False
         self._watcher = None
         self.extra = []  # bytes after an upgrade request, for the WebSocket
@@ -194,7 +197,7 @@ class Connection:
             if self._watcher is not None:
                 self._watcher.close()
             self.sock.close()
-            self.parser = self._waiter = self._watcher = None  # no cycles left for the GC to find
+            self.parser = self._watcher = None  # no cycles left for the GC to find
             self.requests.clear()
 
     def _next_request(self):
@@ -291,28 +294,31 @@ class Connection:
         self.in_head = True
 
     def on_url(self, url):
-        self.current.url += url
-        self._count_head(len(url))
+        request = self.current
+        request.url += url
+        request.head_size += len(url)
+        if request.head_size > self.limits.max_header_size:
+            self._refuse(431)
+            raise _Abort
 
     def on_header(self, name, value):
-        headers = self.current.headers
+        request = self.current
+        headers = request.headers
         key = name.decode("latin-1").lower()
         if key in headers:
             headers[key] += ("; " if key == "cookie" else ", ") + value.decode("latin-1")
         else:
             headers[key] = value.decode("latin-1")
-        self._count_head(len(name) + len(value) + 4)
-
-    def _count_head(self, size):
-        self.current.head_size += size
-        if self.current.head_size > self.limits.max_header_size:
+        request.head_size += len(name) + len(value) + 4
+        if request.head_size > self.limits.max_header_size:
             self._refuse(431)
             raise _Abort
 
     def on_headers_complete(self):
         request = self.current
         self.in_head = False
-        request.method = self.parser.get_method().decode("ascii")
+        method = self.parser.get_method()
+        request.method = METHODS.get(method) or method.decode("ascii")
         request.version = self.parser.get_http_version()
         request.keep_alive = self.parser.should_keep_alive()
         headers = request.headers
@@ -401,21 +407,25 @@ class Connection:
             if self._watcher is None:
                 self._watcher = gevent.get_hub().loop.io(self.sock.fileno(), 1)
             self._watcher.start(self._on_readable)
-        self._waiter = waiter = Waiter()
+        self._sleeping = True
         try:
-            waiter.get()
+            self._hub.switch()  # back here from notify(), or with GreenletExit from a kill
         finally:
-            self._waiter = None
+            self._sleeping = False
             if watch:
                 self._watcher.stop()
         readable, self._readable = self._readable, False
         return readable
 
     def notify(self):
-        # runs in the hub: wake the greenlet once, whichever comes first
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            waiter.switch(None)
+        """Wake the greenlet if it sleeps (once, whichever comes first). Called in the hub,
+        as every callback is; from another greenlet it schedules itself there instead."""
+        if self._sleeping:
+            if getcurrent() is not self._hub:
+                self._hub.loop.run_callback(self.notify)
+                return
+            self._sleeping = False
+            self.greenlet.switch()
 
     def send(self, data):
         """sendall, trying the raw non-blocking socket first (the usual case: it takes it all)."""
@@ -467,12 +477,18 @@ class Connection:
 
     def respond(self, request, status, reason, headers, body):
         keep_alive = request.keep_alive and not self.front.closing
-        head = [b"HTTP/1.1 %d %s\r\nServer: tempest\r\nDate: %s\r\n" % (status, reason.encode(), self.front.date())]
-        head += [b"%s: %s\r\n" % pair for pair in headers]
+        line = STATUS_LINES.get((status, reason))
+        if line is None:
+            line = b"HTTP/1.1 %d %s\r\nServer: tempest\r\nDate: " % (status, reason.encode())
+            if len(STATUS_LINES) < 1000:  # reasons come from tables, but bound it anyway
+                STATUS_LINES[status, reason] = line
+        head = [line, self.front.date(), b"\r\n"]
+        for name, value in headers:
+            head += (name, b": ", value, b"\r\n")
         if status in (204, 304):
             body = b""
         else:
-            head.append(b"Content-Length: %d\r\n" % len(body))
+            head += (b"Content-Length: ", b"%d" % len(body), b"\r\n")
         if not keep_alive:
             head.append(b"Connection: close\r\n")
         elif request.version == "1.0":
@@ -480,7 +496,8 @@ class Connection:
         head.append(b"\r\n")
         if request.method == "HEAD":
             body = b""
-        self.send(b"".join(head) + body)
+        head.append(body)
+        self.send(b"".join(head))
         self.front.stats.count_response(status)
         if self.limits.access_log:
             access_log.info('%s "%s %s HTTP/%s" %d %d %.1fms', self.address[0], request.method,

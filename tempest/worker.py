@@ -1,8 +1,10 @@
 """The Python worker library: take jobs from a queue, run handlers, send their answers.
 
-Plain blocking redis-py, no gevent: it works in any sequential program. It speaks exactly the
-2012 protocol (``BLPOP <queue>``, then ``<action> <job_id> <json>`` sent to ``respond_to``),
-so a worker written with it and the Ruby or Node workers of 2012 are interchangeable.
+Blocking sockets, no gevent: it works in any sequential program. It speaks exactly the 2012
+protocol (``BLPOP <queue>``, then ``<action> <job_id> <json>`` sent to ``respond_to``), so a
+worker written with it and the Ruby or Node workers of 2012 are interchangeable. Jobs and
+answers travel over lean pipelined connections (``tempest.redisconn``: hiredis, no pool, no
+retry); ``worker.redis``, a redis-py client of the same Redis, is there for the handlers.
 
 Example::
 
@@ -22,12 +24,16 @@ import os
 import signal
 import time
 
+import urllib.parse
+
+import hiredis
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tempest import jobs
 from tempest.publish import Publisher
+from tempest.redisconn import RawConnection, RedisError
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +98,12 @@ class Worker:
         self.prefetch = max(1, int(prefetch))
         self.stopping = False
         self.processed = 0
+        # for the handlers (and publish): no automatic retries, which could repeat a write
+        self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=10, socket_connect_timeout=5,
+                                          retry=Retry(NoBackoff(), 0))
         # a BLPOP blocks POLL_TIMEOUT: the socket timeout must be above it, and a timed-out
-        # BLPOP must not be re-sent blindly, so no automatic retries
-        self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=POLL_TIMEOUT + 10,
-                                          socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
+        # BLPOP must not be re-sent blindly: RawConnection never retries
+        self._queue = RawConnection(self.redis_url, timeout=POLL_TIMEOUT + 10, connect_timeout=5)
         self._endpoints = {}
         self._publisher = None
         self._outbox = {}  # respond_to -> [(action, job_id, payload)] not sent yet
@@ -125,12 +133,14 @@ class Worker:
             try:
                 batch = self._take(busy)
                 delay = 0.1
-            except redis.ConnectionError as exc:
+            except RedisError as exc:
                 log.warning("Redis unreachable (%s); retrying in %.1fs", exc, delay)
                 self._sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
                 continue
-            except redis.TimeoutError:
+            except hiredis.ReplyError as exc:  # e.g. LPOP with a count on a Redis before 6.2
+                log.error("Redis refused to give jobs: %s; retrying in %.1fs", exc, RECONNECT_MAX)
+                self._sleep(RECONNECT_MAX)
                 continue
             busy = bool(batch)
             for raw in batch:
@@ -145,15 +155,21 @@ class Worker:
         blocking (up to ``prefetch``), else block on BLPOP; with prefetch, top it up."""
         if busy and self.prefetch > 1:
             for queue in self.queues:
-                jobs = self.redis.lpop(queue, self.prefetch)
+                jobs = self._command("LPOP", queue, self.prefetch)
                 if jobs:
                     return jobs
-        item = self.redis.blpop(self.queues, timeout=POLL_TIMEOUT)
+        item = self._command("BLPOP", *self.queues, POLL_TIMEOUT)
         if item is None:
             return []
         if self.prefetch > 1:
-            return [item[1]] + (self.redis.lpop(item[0], self.prefetch - 1) or [])
+            return [item[1]] + (self._command("LPOP", item[0], self.prefetch - 1) or [])
         return [item[1]]
+
+    def _command(self, *command):
+        [reply] = self._queue.execute([command])
+        if isinstance(reply, hiredis.ReplyError):
+            raise reply
+        return reply
 
     def stop(self):
         self.stopping = True
@@ -197,6 +213,8 @@ class Worker:
         """Queue an answer for ``respond_to``; sent by ``flush`` (at once without prefetch)."""
         if not respond_to:
             return False
+        if not isinstance(job_id, (str, bytes)):
+            job_id = str(job_id)  # a job pushed by hand may carry a number
         self._outbox.setdefault(respond_to, []).append((action, job_id, jobs.dumps(data)))
         if self._outbox_since is None:
             self._outbox_since = time.monotonic()
@@ -209,26 +227,26 @@ class Worker:
         outbox, self._outbox, self._outbox_since = self._outbox, {}, None
         for respond_to, answers in outbox.items():
             try:
-                if len(answers) == 1:
-                    self._endpoint(respond_to).execute_command(*answers[0])
-                    continue
-                pipe = self._endpoint(respond_to).pipeline(transaction=False)
-                for answer in answers:
-                    pipe.execute_command(*answer)
-                pipe.execute()
-            except redis.RedisError as exc:
+                replies = self._endpoint(respond_to).execute(answers)
+            except (RedisError, ValueError) as exc:
                 log.warning("cannot send %d answers to %s: %s", len(answers), respond_to, exc)
                 self._endpoints.pop(respond_to, None)
+                continue
+            refused = [reply for reply in replies if isinstance(reply, hiredis.ReplyError)]
+            if refused:  # the endpoint never refuses an answer: a password problem, say
+                log.warning("%s refused %d of %d answers: %s", respond_to, len(refused), len(answers), refused[0])
 
     def _endpoint(self, respond_to):
-        client = self._endpoints.get(respond_to)
-        if client is None:
+        connection = self._endpoints.get(respond_to)
+        if connection is None:
             host, _, port = respond_to.rpartition(":")
-            client = redis.Redis(host=host.strip("[]"), port=int(port), password=self.answer_password,
-                                 socket_timeout=10, socket_connect_timeout=5,
-                                 retry=Retry(NoBackoff(), 0))
-            self._endpoints[respond_to] = client
-        return client
+            host = host.strip("[]")
+            netloc = f"[{host}]:{int(port)}" if ":" in host else f"{host}:{int(port)}"
+            if self.answer_password:
+                netloc = ":" + urllib.parse.quote(self.answer_password, safe="") + "@" + netloc
+            connection = RawConnection("redis://" + netloc, timeout=10, connect_timeout=5)
+            self._endpoints[respond_to] = connection
+        return connection
 
     def publish(self, channel, data, event=None):
         """Publish ``data`` to the subscribers of ``channel`` (SSE and WebSocket clients).
