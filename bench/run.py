@@ -757,10 +757,11 @@ class IdleConnections:
 
     def __init__(self, procs, args, target, tag, hold_seconds):
         self.procs, self.args, self.target, self.tag = procs, args, target, tag
-        self.connect_budget = 60 + args.idle / 100  # seconds to open them all
+        self.count = args.idle
+        self.connect_budget = 60 + self.count / 100  # seconds to open them all
         self.deadline = self.connect_budget + hold_seconds + 60  # idle.py's own, from its start
         self.proc = None
-        self.report = {"requested": args.idle}
+        self.report = {"requested": self.count}
 
     def open(self):
         target, pid = self.target, self.target.server_pid()
@@ -770,7 +771,7 @@ class IdleConnections:
         report["server_fds_before"] = open_fds(pid)
         report["server_connections_before"] = target.connections_open()
         argv = [self.args.python, os.path.join(HERE, "idle.py"), "--port", str(target.port),
-                "--connections", str(self.args.idle), "--deadline", f"{self.deadline:.0f}"]
+                "--connections", str(self.count), "--deadline", f"{self.deadline:.0f}"]
         report["argv"] = argv
         self.proc = self.procs.start(self.tag, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         ready = read_json_line(self.proc, self.connect_budget + 15)
@@ -834,12 +835,14 @@ class IdleConnections:
         read_json_line.buffers.pop(self.proc.pid, None)
 
 
-def measure(target, procs, args, connections):
-    """One target at one connection count: [idle connections,] warm-up, throughput run, latency run."""
-    tag = f"{target.name}-c{connections}"
-    result = {"target": target.name, "connections": connections, "idle_connections": args.idle}
+def measure(target, procs, args, connections, with_idle=True):
+    """One target at one connection count: [idle connections,] warm-up, throughput run, latency
+    run. ``with_idle`` False: without the idle connections even if ``--idle`` asks for them."""
+    tag = f"{target.name}-c{connections}" + ("" if with_idle or not args.idle else "-noidle")
+    idle_count = args.idle if with_idle else 0
+    result = {"target": target.name, "connections": connections, "idle_connections": idle_count}
     idle = None
-    if args.idle:
+    if idle_count:
         hold = args.warmup + 2 * args.duration + args.wrk_timeout + args.client_timeout + 3 * 15 + 2 * 30
         idle = IdleConnections(procs, args, target, tag + "-idle", hold)
     try:
@@ -938,26 +941,28 @@ def cpu_us_per_request(r, process):
 
 
 def rounds_table(results):
-    """Per connection count over the rounds: the median req/s of each target, the ratio of the
-    medians, and the lowest and highest ratio of a single round."""
-    header = ["connections", "rounds", "ceiling req/s (median)", "tempest req/s (median)", "ratio of medians",
-              "round ratios", "tempestd CPU µs/req (median)", "workers CPU µs/req (median)"]
+    """Per connection count and tempest configuration (with or without idle connections) over
+    the rounds: the median req/s of each target, the ratio of the medians, and the lowest and
+    highest ratio of a single round."""
+    header = ["connections", "configuration", "rounds", "ceiling req/s (median)", "tempest req/s (median)",
+              "ratio of medians", "round ratios", "tempestd CPU µs/req (median)", "workers CPU µs/req (median)"]
     rows = []
     for connections in dict.fromkeys(r["connections"] for r in results):
         level = [r for r in results if r["connections"] == connections]
         ceiling = [r["throughput"]["rps"] for r in level if r["target"] == "ceiling"]
-        tempest = [r for r in level if r["target"] == "tempest"]
-        ratios = [r["ratio"] for r in tempest if r.get("ratio") is not None]
-        per_request = {p: [v for v in (cpu_us_per_request(r, p) for r in tempest) if v is not None]
-                       for p in ("tempestd", "workers")}
         ceiling_median = median(ceiling) if ceiling else None
-        tempest_median = median([r["throughput"]["rps"] for r in tempest]) if tempest else None
-        rows.append([connections, len(level) // (2 if ceiling and tempest else 1), fmt(ceiling_median, "{:.0f}"),
-                     fmt(tempest_median, "{:.0f}"),
-                     fmt(tempest_median / ceiling_median if ceiling_median and tempest_median else None, "{:.2f}"),
-                     " ".join(f"{x:.2f}" for x in ratios) or "-",
-                     fmt(median(per_request["tempestd"]) if per_request["tempestd"] else None),
-                     fmt(median(per_request["workers"]) if per_request["workers"] else None)])
+        for idle in dict.fromkeys(r["idle_connections"] for r in level if r["target"] == "tempest"):
+            tempest = [r for r in level if r["target"] == "tempest" and r["idle_connections"] == idle]
+            ratios = [r["ratio"] for r in tempest if r.get("ratio") is not None]
+            per_request = {p: [v for v in (cpu_us_per_request(r, p) for r in tempest) if v is not None]
+                           for p in ("tempestd", "workers")}
+            tempest_median = median([r["throughput"]["rps"] for r in tempest])
+            rows.append([connections, "tempest" + (f" +{idle} idle" if idle else ""), len(tempest),
+                         fmt(ceiling_median, "{:.0f}"), fmt(tempest_median, "{:.0f}"),
+                         fmt(tempest_median / ceiling_median if ceiling_median and tempest_median else None, "{:.2f}"),
+                         " ".join(f"{x:.2f}" for x in ratios) or "-",
+                         fmt(median(per_request["tempestd"]) if per_request["tempestd"] else None),
+                         fmt(median(per_request["workers"]) if per_request["workers"] else None)])
     return render(header, rows)
 
 
@@ -990,6 +995,27 @@ def table(results):
                      "/".join(f"{max(0, c['other']):.0f}" for c in
                               (r["cpu_percent"], r.get("cpu_percent_latency_run")) if c)])
     return render(header, rows)
+
+
+def idle_comparison(results):
+    """With ``--idle-compare``: tempest's medians with the idle connections against without."""
+    lines = []
+    for connections in dict.fromkeys(r["connections"] for r in results):
+        tempest = [r for r in results if r["connections"] == connections and r["target"] == "tempest"]
+        without = [r for r in tempest if not r["idle_connections"]]
+        with_idle = [r for r in tempest if r["idle_connections"]]
+        if not without or not with_idle:
+            continue
+        figures = []
+        for name, get in (("req/s", lambda r: r["throughput"]["rps"]), ("p50 ms", lambda r: r["latency"]["p50_ms"]),
+                          ("p99 ms", lambda r: r["latency"]["p99_ms"])):
+            a, b = median([get(r) for r in without]), median([get(r) for r in with_idle])
+            figures.append(f"{name} {a:.{0 if name == 'req/s' else 2}f} -> {b:.{0 if name == 'req/s' else 2}f} "
+                           f"({100 * (b - a) / a:+.1f}%)" if a else f"{name} -")
+        errors = sum(r["throughput"]["error_total"] + r["latency"]["error_total"] for r in with_idle)
+        lines.append(f"  c={connections}, medians without -> with {with_idle[0]['idle_connections']} idle "
+                     f"connections: " + ", ".join(figures) + f"; errors with them: {errors}")
+    return "\n".join(lines)
 
 
 def rss_table(runs):
@@ -1119,6 +1145,9 @@ def parse_args(argv):
                         help="before each target's measurements at each connection count, open N idle "
                              "keep-alive connections to it (bench/idle.py) and hold them through its "
                              "runs; prints the server's RSS per idle connection (default: 0)")
+    parser.add_argument("--idle-compare", action="store_true",
+                        help="with --idle: measure tempest both without and with the idle connections in every "
+                             "round (the ceiling without), to compare the load's figures")
     parser.add_argument("--soak", type=float, default=0, metavar="SECONDS",
                         help="after the measurements, one throughput run (wrk) of SECONDS on tempest at the first "
                              "connection count: is its RSS flat after warm-up? (default: 0, none)")
@@ -1130,6 +1159,8 @@ def parse_args(argv):
         parser.error("--connections, --duration, --workers and --rounds must be positive")
     if args.idle < 0 or args.soak < 0:
         parser.error("--idle and --soak must not be negative")
+    if args.idle_compare and (not args.idle or args.only == "ceiling"):
+        parser.error("--idle-compare needs --idle N and tempest")
     if args.soak and args.only == "ceiling":
         parser.error("--soak measures tempest: not with --only ceiling")
     args.wrk = None if args.no_wrk else shutil.which("wrk")
@@ -1184,16 +1215,23 @@ def main(argv=None):
             for round_ in range(1, args.rounds + 1):
                 level = {}
                 # back to back; the order alternates from one round to the next (round 1: ceiling first)
-                for target in (targets if round_ % 2 else targets[::-1]):
+                runs = [(t, True) for t in targets]
+                if args.idle_compare:  # the ceiling without idle connections, tempest without and with
+                    runs = [(t, t.name == "tempest") for t in targets]
+                    runs.insert(runs.index((tempest, True)), (tempest, False))
+                for target, with_idle in (runs if round_ % 2 else runs[::-1]):
                     procs.check_alive()
                     print(f"bench: {target.name} at {connections} connections"
+                          + (f" with {args.idle} idle" if args.idle and with_idle else "")
                           + (f", round {round_}/{args.rounds}" if args.rounds > 1 else "") + "...", file=sys.stderr)
-                    level[target.name] = measure(target, procs, args, connections)
+                    result = measure(target, procs, args, connections, with_idle)
                     if args.rounds > 1:
-                        level[target.name]["round"] = round_
-                    results.append(level[target.name])
-                if "ceiling" in level:
-                    ceiling_rps = level["ceiling"]["throughput"]["rps"]
+                        result["round"] = round_
+                    level[label(result)] = result
+                    results.append(result)
+                ceiling_runs = [r for r in level.values() if r["target"] == "ceiling"]
+                if ceiling_runs:
+                    ceiling_rps = ceiling_runs[0]["throughput"]["rps"]
                     for r in level.values():
                         r["ratio"] = r["throughput"]["rps"] / ceiling_rps if ceiling_rps else None
         if args.soak:
@@ -1240,6 +1278,10 @@ def main(argv=None):
             print(f"over {args.rounds} rounds (each round measures both targets back to back, the order "
                   f"alternating; ratio of medians = median tempest req/s / median ceiling req/s):")
             print(rounds_table(results))
+        if args.idle_compare:
+            print()
+            print(f"tempest without and with {args.idle} idle keep-alive connections (medians over the rounds):")
+            print(idle_comparison(results))
         print()
         print(details(results))
         runs = [(label(r), r) for r in results]
