@@ -9,6 +9,7 @@ SELECT, PING, ECHO, COMMAND, RESET, QUIT) as Redis would, so that redis-py, redi
 """
 
 import logging
+import socket
 
 from gevent.server import StreamServer
 
@@ -60,6 +61,8 @@ class RespServer:
         """Called for each new connection."""
 
     def _handle(self, sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):  # replies go out at once (no Nagle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connected()
         self._sessions += 1
         session = Session(self._sessions, authenticated=not self.password)
