@@ -52,16 +52,7 @@ class RawConnection:
 
     def _connect(self):
         url = self.url
-        if url.scheme == "unix":
-            sock = socket.socket(socket.AF_UNIX)
-            sock.settimeout(self.connect_timeout)
-            sock.connect(url.path)
-        else:
-            sock = socket.create_connection((url.hostname, url.port or 6379), timeout=self.connect_timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            if url.scheme == "rediss":
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=url.hostname)
+        sock = open_socket(url, self.connect_timeout)
         sock.settimeout(self.timeout)
         self._sock, self._reader = sock, hiredis.Reader()
         setup = []
@@ -86,6 +77,22 @@ class RawConnection:
                 raise ConnectionError("connection closed by Redis")
             self._reader.feed(data)
         return reply
+
+
+def open_socket(url, connect_timeout):
+    """A socket connected to the Redis of ``url`` (parsed: unix, redis or rediss), with
+    TCP_NODELAY and keepalive on TCP, wrapped in TLS for rediss."""
+    if url.scheme == "unix":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(connect_timeout)
+        sock.connect(url.path)
+        return sock
+    sock = socket.create_connection((url.hostname, url.port or 6379), timeout=connect_timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if url.scheme == "rediss":
+        sock = ssl.create_default_context().wrap_socket(sock, server_hostname=url.hostname)
+    return sock
 
 
 def _arg(value):

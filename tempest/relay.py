@@ -12,8 +12,6 @@ durable channel from its stream. Clients stay connected throughout.
 
 import collections
 import logging
-import socket
-import ssl
 import urllib.parse
 
 import gevent
@@ -21,7 +19,7 @@ import gevent.event
 import gevent.lock
 import hiredis
 
-from tempest import events, keys, resp
+from tempest import events, keys, redisconn, resp
 from tempest.publish import durable_history
 
 log = logging.getLogger(__name__)
@@ -211,15 +209,7 @@ class Relay:
 
     def _connect(self):
         url = urllib.parse.urlparse(self.url)
-        if url.scheme == "unix":
-            sock = socket.socket(socket.AF_UNIX)
-            sock.settimeout(5)
-            sock.connect(url.path)
-        else:
-            sock = socket.create_connection((url.hostname, url.port or 6379), timeout=5)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            if url.scheme == "rediss":
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=url.hostname)
+        sock = redisconn.open_socket(url, connect_timeout=5)
         sock.settimeout(READ_TIMEOUT)
         reader = hiredis.Reader()
         if url.password:
