@@ -259,7 +259,8 @@ SETTINGS = (
     S("pubsub", "sub_prefix", to_prefix, "/sub/", "GET <sub_prefix><channel>[,<channel>...] is a Server-Sent Events stream."),
     S("pubsub", "ws_prefix", to_prefix, "/ws/", "<ws_prefix><channel> is a WebSocket on the channel."),
     S("pubsub", "heartbeat", to_seconds, "15",
-      "Seconds between keep-alive comments (SSE) and pings (WebSocket); finds dead clients."),
+      "Seconds between keep-alive comments (SSE) and pings (WebSocket); finds dead clients. A "
+      "WebSocket that sends nothing (not even a pong) from one ping to the next is disconnected."),
     S("pubsub", "allow_origins", to_list, "",
       "Origins allowed to subscribe from another site (CORS) and to open WebSockets; '*' allows "
       "any. Empty: same-origin WebSockets only, no CORS header."),

@@ -18,6 +18,7 @@ COUNTERS = (
     "subscribers",  # SSE and WebSocket clients subscribed now
     "messages_relayed",  # pub/sub messages fanned out (once per message, not per client)
     "slow_clients_dropped",  # subscribers disconnected because their buffer overflowed
+    "silent_clients_dropped",  # WebSockets disconnected for sending nothing between two pings
     "bad_messages",  # pub/sub messages dropped (CR/LF in an event name, bad envelope)
     "relay_reconnects",  # times the subscription connection was re-established
     "ws_messages",  # WebSocket messages received and turned into jobs

@@ -5,11 +5,15 @@ one socket through the answer endpoint (``ws <socket_id> <json>``).
 The Origin header is checked before the upgrade: with ``allow_origins`` set, only those
 origins (or any, with ``*``); without it, only pages of the same host (or clients that send no
 Origin, which browsers always send). Messages from the browser are bounded by ``max_frame``
-(closed with 1009 above); a ping every ``heartbeat`` seconds keeps proxies and NATs open.
+(closed with 1009 above); a ping every ``heartbeat`` seconds keeps proxies and NATs open, and
+a client that has sent nothing (not even the pong browsers send by themselves) between one
+ping and the next is taken for gone and disconnected: a dead peer is found within two
+heartbeats, not after the system's TCP keepalive (hours).
 """
 
 import base64
 import logging
+import time
 import urllib.parse
 
 from wsproto import ConnectionType, WSConnection
@@ -93,6 +97,8 @@ class Session:
         self._partial = []
         self._partial_size = 0
         self.closed = False
+        self.last_heard = time.monotonic()  # when the client last sent anything (a pong counts)
+        self.ping_sent = None  # when the last heartbeat ping went out
 
     def push(self, text):
         """Queue a text frame for this socket (from the answer endpoint)."""
@@ -123,6 +129,10 @@ class Session:
         out = []
         for item in self.subscriber.take():
             if item is HEARTBEAT:
+                if self.ping_sent is not None and self.last_heard < self.ping_sent:
+                    self._gone()
+                    return
+                self.ping_sent = time.monotonic()
                 out.append(self.ws.send(Ping()))
             elif isinstance(item, Direct):
                 out.append(self.ws.send(Message(data=item.text)))
@@ -135,7 +145,15 @@ class Session:
         if out:
             self.conn.sock.sendall(b"".join(out))
 
+    def _gone(self):
+        """No pong, nor anything else, since the last ping: the peer is dead or cut off."""
+        log.info("%s: WebSocket client silent since the last ping (%ss): disconnected",
+                 self.conn.address[0], self.settings.heartbeat)
+        self.conn.front.stats.silent_clients_dropped += 1
+        self.closed = True
+
     def _received(self, data):
+        self.last_heard = time.monotonic()
         try:
             self.ws.receive_data(data)
             for event in self.ws.events():

@@ -6,7 +6,7 @@ import socket
 import time
 
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Message, RejectConnection, Request, TextMessage
+from wsproto.events import AcceptConnection, CloseConnection, Message, Ping, RejectConnection, Request, TextMessage
 
 
 class SSE:
@@ -104,6 +104,31 @@ class WS:
                 return None
             self.ws.receive_data(data)
             self.pending.extend(self.ws.events())
+
+    def pump(self, seconds, answer_pings=True):
+        """Read for ``seconds``, answering pings (as browsers do) unless told not to; the
+        pings seen, or None as soon as the server closes the connection."""
+        deadline = time.monotonic() + seconds
+        pings = 0
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                return None
+            if not data:
+                return None
+            self.ws.receive_data(data)
+            for event in self.ws.events():
+                if isinstance(event, Ping):
+                    pings += 1
+                    if answer_pings:
+                        self.sock.sendall(self.ws.send(event.response()))
+                else:
+                    self.pending.append(event)
+        return pings
 
     def close(self):
         self.sock.close()

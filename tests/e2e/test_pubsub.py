@@ -255,6 +255,19 @@ def test_websocket_oversize_message_is_closed_with_1009(tempestd_factory):
     assert getattr(closing, "code", None) == 1009
 
 
+def test_websocket_silent_from_one_ping_to_the_next_is_disconnected(tempestd_factory, redis_server):
+    daemon = tempestd_factory(pubsub={"heartbeat": "0.3"})
+    alive = WS(daemon.port, "/ws/room")
+    silent = WS(daemon.port, "/ws/room")
+    assert alive.accepted and silent.accepted
+    subscribed(redis_server, "room", 1)
+    assert alive.pump(2.0) >= 4  # pings answered for 2 s: more than 6 heartbeats
+    assert silent.pump(3.0, answer_pings=False) is None  # closed by tempestd within 3 heartbeats
+    publish(redis_server, "room", '["still here"]')
+    assert json.loads(alive.receive()) == ["still here"]
+    assert daemon.info()["silent_clients_dropped"] == 1
+
+
 def test_1000_concurrent_subscribers(tempestd_factory, redis_server):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 2500:
