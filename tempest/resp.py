@@ -59,6 +59,63 @@ def encode(value, protocol=2):
     raise TypeError(f"cannot encode {type(value).__name__} in RESP")
 
 
+_ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("b"): b"\b", ord("a"): b"\a"}
+_HEX = b"0123456789abcdefABCDEF"
+
+
+def split_inline(line):
+    """The arguments of an inline command line, split as Redis does (``sdssplitargs``):
+    spaces separate, "double quotes" take \\n \\r \\t \\b \\a \\xHH and \\<char>,
+    'single quotes' take \\'. A closing quote must be followed by a space or the end.
+
+    Raises:
+        ProtocolError: unbalanced quotes.
+    """
+    args, i, n = [], 0, len(line)
+    while True:
+        while i < n and line[i] in b" \t\r\n\v\f":
+            i += 1
+        if i >= n:
+            return args
+        current, quote = bytearray(), None
+        while i < n:
+            char = line[i]
+            if quote is None:
+                if char in b" \t\r\n\v\f":
+                    break
+                if char in b"\"'":
+                    quote = char
+                else:
+                    current.append(char)
+                i += 1
+                continue
+            if char == quote:  # the closing quote
+                if i + 1 < n and line[i + 1] not in b" \t\r\n\v\f":
+                    raise ProtocolError("unbalanced quotes in request")
+                quote = None
+                i += 1
+                break
+            if char == 0x5C and i + 1 < n:  # a backslash
+                following = line[i + 1]
+                if quote == 0x22 and following == ord("x") and i + 3 < n and line[i + 2] in _HEX and line[i + 3] in _HEX:
+                    current.append(int(line[i + 2:i + 4], 16))
+                    i += 4
+                    continue
+                if quote == 0x22:
+                    current += _ESCAPES.get(following, bytes([following]))
+                    i += 2
+                    continue
+                if following == 0x27:  # \' inside single quotes
+                    current.append(0x27)
+                    i += 2
+                    continue
+            current.append(char)
+            i += 1
+        if quote is not None:
+            raise ProtocolError("unbalanced quotes in request")
+        args.append(bytes(current))
+
+
 class CommandReader:
     """Turns bytes received by a server into commands (lists of bytes)."""
 
@@ -94,7 +151,7 @@ class CommandReader:
                     raise ProtocolError("too big inline request")
                 self._inline = line
                 break
-            if words := line.split():
+            if words := split_inline(line):
                 commands.append(words)
         return commands
 

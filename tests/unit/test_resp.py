@@ -172,6 +172,26 @@ def test_inline_commands():
     assert reader.feed(b"  echo   a  b \r\n") == [[b"echo", b"a", b"b"]]
 
 
+@pytest.mark.parametrize("line, args", [
+    (b'url 17 "[200, {}, \\"Hi there\\"]"', [b"url", b"17", b'[200, {}, "Hi there"]']),
+    (b"echo 'it\\'s a \\n test'", [b"echo", b"it's a \\n test"]),  # single quotes: only \'
+    (b'echo "a\\tb\\r\\n\\x41\\x4a\\\\\\z"', [b"echo", b"a\tb\r\nAJ\\z"]),
+    (b'echo ""', [b"echo", b""]),
+    (b'echo ab"c d"e', None),  # a closing quote must end the argument
+    (b'echo ab"c d"', [b"echo", b"abc d"]),  # a quote may open in the middle of one
+    (b'echo "unterminated', None),
+    (b"echo 'unterminated", None),
+])
+def test_inline_commands_split_like_redis(line, args):
+    """Redis' own rules (sdssplitargs), so that what works typed into redis-cli's inline form
+    or telnet against Redis works here."""
+    if args is None:
+        with pytest.raises(ProtocolError, match="unbalanced quotes"):
+            resp.CommandReader().feed(line + b"\r\n")
+    else:
+        assert resp.CommandReader().feed(line + b"\r\n") == [args]
+
+
 def test_several_inline_commands_in_one_feed():
     reader = resp.CommandReader()
     assert reader.feed(b"PING\r\nping hello\r\n") == [[b"PING"], [b"ping", b"hello"]]
