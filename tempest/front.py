@@ -161,6 +161,7 @@ class Connection:
         self.limits = front.front
         self.sock = sock
         self.address = address
+        self.remote_addr = address[0] if isinstance(address, tuple) else None  # for the job's env
         self.greenlet = gevent.getcurrent()
         self.parser = httptools.HttpRequestParser(self)
         self.requests = deque()
@@ -354,7 +355,7 @@ class Connection:
         if special is not None:
             return special(self, request, path)
         route = front.config.route_for(path)
-        env = jobs.http_env(request.method, url, request.headers, b"".join(request.body))
+        env = jobs.http_env(request.method, url, request.headers, b"".join(request.body), self.remote_addr)
         job_id = jobs.new_job_id()
         pending = front.registry.add(job_id, jobs.HTTP_ACTION, route.timeout, self.notify)
         front.stats.requests += 1

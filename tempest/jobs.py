@@ -74,7 +74,7 @@ def encode_http_job(env, respond_to, job_id):
     a fraction of the cost: the generic encoder sets itself up again for every call."""
     parts = ['["url",[{"method":', _quote(env["method"]), ',"url":', _quote(env["url"]), ',"headers":{',
              ",".join(_quote(k) + ":" + _quote(v) for k, v in env["headers"].items()), "}"]
-    for key in ("body", "body_base64"):
+    for key in ("remote_addr", "body", "body_base64"):
         if key in env:
             parts += [',"', key, '":', _quote(env[key])]
     parts += ["}],", _quote(respond_to) if respond_to else "null", ",", _quote(job_id), "]"]
@@ -104,12 +104,15 @@ def decode_job(data):
     return action, args, respond_to, job_id
 
 
-def http_env(method, url, headers, body):
-    """The ``env`` of a ``url`` job: method, url, lower-case headers and the body if any.
+def http_env(method, url, headers, body, remote_addr=None):
+    """The ``env`` of a ``url`` job: method, url, lower-case headers, the client's address if
+    known and the body if any.
 
     A body that is not UTF-8 travels base64-encoded in ``body_base64`` instead of ``body``.
     """
     env = {"method": method, "url": url, "headers": headers}
+    if remote_addr:
+        env["remote_addr"] = remote_addr
     if body:
         try:
             env["body"] = body.decode("utf-8")
@@ -186,4 +189,9 @@ def _body(value):
         return b""
     if isinstance(value, str):
         return value.encode("utf-8", "replace")  # a lone surrogate becomes "?"
-    raise BadAnswer(f"body is not a string but {type(value).__name__}")
+    if isinstance(value, dict) and list(value) == ["base64"] and isinstance(value["base64"], str):
+        try:  # extension: a binary body
+            return base64.b64decode(value["base64"], validate=True)
+        except ValueError:
+            raise BadAnswer("body's base64 is not valid base64") from None
+    raise BadAnswer(f"body is not a string (nor {{\"base64\": ...}}) but {type(value).__name__}")

@@ -147,7 +147,7 @@ def test_raw_redis_worker_like_2012(tempestd_factory, redis_client):
     thread, result = in_thread(http, "POST", daemon.base + "/raw?q=1", body=b"abc")
     action, args, respond_to, job_id = take_job(redis_client, "raw2012")
     assert action == "url" and isinstance(job_id, str) and len(job_id) >= 16
-    assert args == [{"method": "POST", "url": "/raw?q=1", "body": "abc",
+    assert args == [{"method": "POST", "url": "/raw?q=1", "body": "abc", "remote_addr": "127.0.0.1",
                      "headers": args[0]["headers"]}]
     assert args[0]["headers"]["content-length"] == "3"
     host, port = respond_to.rsplit(":", 1)
@@ -331,3 +331,25 @@ def test_a_client_that_never_reads_is_dropped_after_the_timeout(tempestd_factory
     redis.Redis(host=host, port=int(port)).execute_command("url", job_id, big)
     wait_until(lambda: daemon.info()["connections_open"] == 0, 15, 0.1, message="the stuck writer dropped")
     conn.close()
+
+
+def test_wsgi_application_behind_tempestd(tempestd_factory, redis_server, tmp_path):
+    """python -m tempest.wsgi serving a PEP 3333 application (wrapped in wsgiref's validator)."""
+    daemon = tempestd_factory(front={"queue": "wsgi"})
+    worker = start_worker(["-m", "tempest.wsgi", "wsgiapp:application", "--queue", "wsgi",
+                           "--chdir", os.path.join(REPO, "tests", "workers")], redis_server.url, tmp_path, "wsgi")
+    try:
+        status, headers, body = http("POST", daemon.base + "/echo/x%20y?a=1", body="h\u00e9".encode(),
+                                     headers={"X-Thing": "yes", "Content-Type": "text/plain"})
+        assert status == 200
+        seen = json.loads(body)
+        assert (seen["REQUEST_METHOD"], seen["PATH_INFO"], seen["QUERY_STRING"]) == ("POST", "/echo/x y", "a=1")
+        assert seen["body"].encode("latin-1") == "h\u00e9".encode() and seen["CONTENT_TYPE"] == "text/plain"
+        assert seen["HTTP_X_THING"] == "yes" and seen["REMOTE_ADDR"] == "127.0.0.1"
+        status, headers, body = http("GET", daemon.base + "/binary")
+        assert status == 200 and headers["content-type"] == "image/png"
+        assert body == b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+        assert http("GET", daemon.base + "/boom")[0] == 500
+        assert http("GET", daemon.base + "/missing")[0] == 404
+    finally:
+        stop_group(worker)

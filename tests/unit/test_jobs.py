@@ -293,10 +293,17 @@ def test_deeply_nested_answer_is_a_bad_answer():
         jobs.decode_http_answer(b"[" * 100_000)
 
 
-@pytest.mark.parametrize("body", [5, 1.5, True, ["a"], {"a": "b"}])
+@pytest.mark.parametrize("body", [5, 1.5, True, ["a"], {"a": "b"}, {"base64": 5},
+                                  {"base64": "AAAA", "x": 1}, {"base64": "not base64!"}])
 def test_non_string_body_is_a_bad_answer(body):
     with pytest.raises(BadAnswer, match="body"):
         jobs.decode_http_answer(answer([200, {}, body]))
+
+
+def test_binary_body_in_base64():
+    data = bytes(range(256))
+    _, _, _, body = jobs.decode_http_answer(answer([200, {}, {"base64": base64.b64encode(data).decode()}]))
+    assert body == data
 
 
 def test_body_with_raw_utf8_and_escapes_is_sent_as_utf8():
@@ -330,9 +337,10 @@ def test_worker_library_answer_shape_decodes():
 
 
 @pytest.mark.parametrize("body", [b"", b"plain", "h\u00e9llo \"quoted\" \\ back\nslash \u2028 \x01".encode(), b"\xff\xfe binary"])
-def test_hot_path_url_job_is_the_generic_encoding(body):
+@pytest.mark.parametrize("remote_addr", [None, "127.0.0.1", "::1"])
+def test_hot_path_url_job_is_the_generic_encoding(body, remote_addr):
     headers = {"host": "x", "x-odd": "tab\there \"q\" \x7f \u00ff", "cookie": "a=1; b=2"}
-    env = jobs.http_env("POST", "/p?q=\"1\"&r=\u00e9", headers, body)
+    env = jobs.http_env("POST", "/p?q=\"1\"&r=\u00e9", headers, body, remote_addr)
     fast = jobs.encode_http_job(env, "127.0.0.1:4000", "id-1")
     assert fast == jobs.encode_job(jobs.HTTP_ACTION, [env], "127.0.0.1:4000", "id-1")
     assert jobs.decode_job(fast) == ("url", [env], "127.0.0.1:4000", "id-1")

@@ -1,0 +1,188 @@
+"""The WSGI gateway: any WSGI application (Flask, Django, Bottle, Pyramid...) as a tempest
+worker, so that sequential web code runs behind tempestd's async front unchanged.
+
+A ``url`` job's ``env`` becomes a PEP 3333 environ; the application's status, headers and body
+become the answer ``[status, [[name, value], ...], body]``: the body as a string when it is
+UTF-8, else as ``{"base64": ...}`` (images, compressed data). Run one with::
+
+    python -m tempest.wsgi myproject.wsgi:application --queue tempest --prefetch 1
+
+or from code::
+
+    from tempest import Worker
+    from tempest.wsgi import handler
+
+    worker = Worker("tempest")
+    worker.on("url")(handler(app))
+    worker.run()
+
+What the environ cannot say: the client's port, and whether a proxy before tempestd took the
+client's TLS (``wsgi.url_scheme`` is ``http``, what tempestd serves; the proxy's
+``X-Forwarded-Proto`` reaches the application as ``HTTP_X_FORWARDED_PROTO``, for its
+trusted-proxy setting: Django's SECURE_PROXY_SSL_HEADER, werkzeug's ProxyFix). Headers whose
+name contains ``_`` are left out (as gunicorn does), so that ``X_Forwarded_For`` cannot pose as
+``X-Forwarded-For``.
+"""
+
+import argparse
+import base64
+import importlib
+import io
+import logging
+import os
+import sys
+import urllib.parse
+
+log = logging.getLogger(__name__)
+
+SPECIAL_HEADERS = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
+
+
+def environ(env, context=None):
+    """The PEP 3333 environ of a ``url`` job's ``env``."""
+    url = env.get("url") or "/"
+    if not url.startswith("/"):  # absolute form (a proxy request): keep the path
+        url = urllib.parse.urlunsplit(("", "") + urllib.parse.urlsplit(url)[2:]) or "/"
+    path, _, query = url.partition("?")
+    headers = env.get("headers") or {}
+    body = _request_body(env)
+    host, port = _server(headers.get("host", ""))
+    result = {
+        "REQUEST_METHOD": env.get("method", "GET"),
+        "SCRIPT_NAME": "",
+        "PATH_INFO": urllib.parse.unquote_to_bytes(path).decode("latin-1"),
+        "QUERY_STRING": query,
+        "SERVER_NAME": host,
+        "SERVER_PORT": port,
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "CONTENT_LENGTH": str(len(body)) if body else "",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",  # what tempestd serves; a proxy's X-Forwarded-Proto is the app's to trust
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.input_terminated": True,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    if env.get("remote_addr"):
+        result["REMOTE_ADDR"] = env["remote_addr"]
+    for name, value in headers.items():
+        if "_" in name:
+            continue
+        key = SPECIAL_HEADERS.get(name)
+        if key == "CONTENT_LENGTH":
+            continue  # the body's real length, set above
+        result[key or "HTTP_" + name.upper().replace("-", "_")] = _latin1(value)
+    if context is not None:
+        result["tempest.context"] = context
+    return result
+
+
+def call(app, env, context=None):
+    """Run ``app`` on one ``url`` job; return the answer ``[status, headers, body]``."""
+    response = {}
+    parts = []
+
+    def start_response(status, headers, exc_info=None):
+        if exc_info is not None and "status" in response and parts:
+            raise exc_info[1].with_traceback(exc_info[2])  # too late to change the status
+        response["status"], response["headers"] = status, headers
+        return parts.append  # the legacy write() callable
+
+    iterable = app(environ(env, context), start_response)
+    try:
+        for chunk in iterable:
+            if chunk:
+                parts.append(chunk)
+    finally:
+        close = getattr(iterable, "close", None)
+        if close is not None:
+            close()
+    if "status" not in response:
+        raise RuntimeError("the WSGI application returned without calling start_response")
+    status = int(str(response["status"]).split(None, 1)[0])
+    headers = [[name, value] for name, value in response["headers"]]
+    return [status, headers, _answer_body(b"".join(parts))]
+
+
+def handler(app):
+    """A ``url`` handler (for ``Worker.on("url")``) that runs the WSGI application ``app``."""
+
+    def run(context, env):
+        return call(app, env, context)
+
+    run.__name__ = getattr(app, "__name__", "wsgi_app")
+    return run
+
+
+def load(spec):
+    """The application named by ``module:attribute`` (attribute ``application`` if omitted)."""
+    module_name, _, attribute = spec.partition(":")
+    module = importlib.import_module(module_name)
+    target = module
+    for part in (attribute or "application").split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"{spec} is not callable")
+    return target
+
+
+def main(argv=None):
+    from tempest.worker import Worker
+
+    parser = argparse.ArgumentParser(prog="python -m tempest.wsgi",
+                                     description="Serve a WSGI application as a tempest worker.")
+    parser.add_argument("app", help="module:attribute of the WSGI application (attribute: application)")
+    parser.add_argument("--queue", "-q", action="append", help="queue to take jobs from (repeatable; default: tempest)")
+    parser.add_argument("--prefetch", type=int, default=1, help="jobs taken per round trip (default: 1)")
+    parser.add_argument("--redis-url", help="default: TEMPEST_REDIS_URL, else redis://127.0.0.1:6379/0")
+    parser.add_argument("--chdir", help="change to this directory (and import from it) first")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.chdir:
+        os.chdir(args.chdir)
+    sys.path.insert(0, os.getcwd())  # as gunicorn does: the application's package is found from here
+    try:
+        app = load(args.app)
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        print(f"tempest.wsgi: cannot load {args.app}: {exc}", file=sys.stderr)
+        return 2
+    worker = Worker(args.queue or "tempest", redis_url=args.redis_url, prefetch=args.prefetch)
+    worker.on("url")(handler(app))
+    worker.run()
+    return 0
+
+
+def _request_body(env):
+    if "body_base64" in env:
+        return base64.b64decode(env["body_base64"])
+    body = env.get("body")
+    return body.encode("utf-8") if body else b""
+
+
+def _answer_body(data):
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode("ascii")}
+
+
+def _server(host):
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit() and not name.endswith(":"):  # not an IPv6 address without a port
+        return name.strip("[]") or "localhost", port
+    return host.strip("[]") or "localhost", "80"
+
+
+def _latin1(value):
+    """A header value as PEP 3333 wants it: a str whose code points are the bytes."""
+    try:
+        value.encode("latin-1")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8").decode("latin-1")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

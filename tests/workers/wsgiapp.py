@@ -1,0 +1,50 @@
+"""A WSGI application for the gateway's tests, wrapped in wsgiref's PEP 3333 validator."""
+
+import json
+from wsgiref.validate import validator
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+closed = []  # paths whose response iterable was closed
+
+
+class Stream:
+    def __init__(self, path, chunks):
+        self.path, self.chunks = path, chunks
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def close(self):
+        closed.append(self.path)
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/boom":
+        raise RuntimeError("the application failed")
+    if path == "/binary":
+        start_response("200 OK", [("Content-Type", "image/png")])
+        return [PNG]
+    if path == "/cookies":
+        start_response("201 Created", [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Content-Type", "text/plain")])
+        return [b"two cookies"]
+    if path == "/stream":
+        start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+        return Stream(path, [b"one ", "tw\u00f6 ".encode(), b"", b"three"])
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written, ")
+        return [b"then returned"]
+    if path == "/missing":
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"no such page"]
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    seen = {key: value for key, value in environ.items() if isinstance(value, str)}
+    seen["body"] = body.decode("latin-1")
+    seen["closed"] = list(closed)
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(seen).encode()]
+
+
+application = validator(app)
+
