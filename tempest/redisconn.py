@@ -3,9 +3,11 @@
 redis-py checks a connection's health at every pool checkout and builds several objects per
 command; under gevent that cost a third of an RPUSH. This connection packs commands with
 ``resp.encode``, writes a whole batch in one send and reads the replies with one hiredis
-Reader. It never retries: after any error it is closed, and the next batch reconnects.
+Reader. It never retries: after any error it is closed, and the next batch reconnects; a
+connection that Redis closed while it was idle is noticed before a batch and replaced.
 """
 
+import select
 import socket
 import ssl
 import urllib.parse
@@ -37,6 +39,10 @@ class RawConnection:
             RedisError: the connection failed; the connection is closed.
         """
         try:
+            if self._sock is not None and _readable(self._sock):
+                # between two batches Redis sends nothing: a readable socket was closed (a
+                # Redis restart, an idle timeout) or is out of step; a new one, not a failed batch
+                self.close()
             if self._sock is None:
                 self._connect()
             self._sock.sendall(b"".join(resp.encode([_arg(a) for a in c]) for c in commands))
@@ -93,6 +99,12 @@ def open_socket(url, connect_timeout):
     if url.scheme == "rediss":
         sock = ssl.create_default_context().wrap_socket(sock, server_hostname=url.hostname)
     return sock
+
+
+def _readable(sock):
+    """True if ``sock`` has something to read (an EOF, a reset, stray bytes), without waiting
+    (gevent's select first polls without waiting, like the system's)."""
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 def _arg(value):

@@ -304,6 +304,27 @@ def test_redis_down_is_503_then_recovers(tempestd_factory, tmp_path):
         own.stop()
 
 
+def test_first_request_after_a_redis_restart_is_pushed_not_refused(tempestd_factory, tmp_path):
+    """The pusher's connection went stale while Redis restarted between two requests: it is
+    found closed before the push and replaced, instead of failing the push with a 503."""
+    from support import RedisServer
+
+    own = RedisServer(tmp_path / "own-redis").start()
+    try:
+        daemon = tempestd_factory(redis_url=own.url, front={"queue": "restart", "timeout": "5"})
+        thread, _ = in_thread(http, "GET", daemon.base + "/before")
+        assert take_job(own.client(), "restart")[0] == "url"
+        thread.join(10)  # a 504 after 5 s: nobody answers in this test
+        own.stop()
+        own = RedisServer(tmp_path / "own-redis", port=own.port).start()
+        thread, result = in_thread(http, "GET", daemon.base + "/after")
+        assert take_job(own.client(), "restart")[1][0]["url"] == "/after"
+        thread.join(10)
+        assert daemon.info()["push_errors"] == 0
+    finally:
+        own.stop()
+
+
 def test_head_under_the_limit_is_accepted_even_in_many_segments(echo_daemon):
     # 40 KB of headers under the 64 KB default, sent in pieces: each byte counts once
     head = b"GET /big HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(40))
