@@ -23,6 +23,7 @@ from tempest.errors import ConfigError
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.IGNORECASE)
 _QUEUE = re.compile(r"^[^\s]+$")
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 # converters: each takes the raw string and returns a value or raises ValueError(message)
@@ -201,6 +202,13 @@ def to_prefix(raw):
     return value
 
 
+def to_cookie_name(raw):
+    value = raw.strip()
+    if value and not _TOKEN.match(value):
+        raise ValueError(f"not a cookie name (letters, digits and !#$%&'*+-.^_`|~): {raw!r}")
+    return value
+
+
 def to_queue(raw):
     value = raw.strip()
     if not _QUEUE.match(value):
@@ -256,6 +264,13 @@ SETTINGS = (
     S("front", "graceful_timeout", to_seconds, "10",
       "On SIGTERM, seconds in-flight requests get to finish before connections are closed."),
     S("front", "access_log", to_bool, "no", "yes: log every request on the tempest.access logger."),
+    S("front", "session_cookie", to_cookie_name, "",
+      "Name of the session cookie; empty: no sessions. Requests without a valid one get a new "
+      "session id (Set-Cookie on the response); workers find it in env.session."),
+    S("front", "session_ttl", to_seconds, "1209600",
+      "Seconds a session lives after its last write (the TTL of its Redis hash), and the cookie's Max-Age."),
+    S("front", "session_secure", to_bool, "no",
+      "yes: the session cookie is marked Secure (HTTPS only; set it behind a proxy that takes TLS)."),
     S("pubsub", "sub_prefix", to_prefix, "/sub/", "GET <sub_prefix><channel>[,<channel>...] is a Server-Sent Events stream."),
     S("pubsub", "ws_prefix", to_prefix, "/ws/", "<ws_prefix><channel> is a WebSocket on the channel."),
     S("pubsub", "heartbeat", to_seconds, "15",

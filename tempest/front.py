@@ -22,7 +22,7 @@ import httptools
 from gevent import getcurrent
 from gevent.server import StreamServer
 
-from tempest import jobs, sse, static, websocket
+from tempest import jobs, sessions, sse, static, websocket
 from tempest import pending as outcomes
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ RECV_SIZE = 64 * 1024
 MAX_PIPELINE = 32  # requests parsed ahead of the one served; reading pauses beyond
 REAP_INTERVAL = 0.5  # seconds; read timeouts fire at most this late (10,000 idle: ~1% CPU)
 DEFAULT_CONTENT_TYPE = (b"Content-Type", b"text/html; charset=utf-8")
+REGENERATED = sessions.REGENERATED_HEADER.lower().encode()
 METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 STATUS_LINES = {}  # (status, reason) -> b"HTTP/1.1 <status> <reason>\r\nServer: tempest\r\nDate: "
 REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -356,6 +357,10 @@ class Connection:
             return special(self, request, path)
         route = front.config.route_for(path)
         env = jobs.http_env(request.method, url, request.headers, b"".join(request.body), self.remote_addr)
+        new_session = None
+        if self.limits.session_cookie:
+            session_id, new_session = self._session_id(request)
+            env["session"] = {"id": session_id, "ttl": int(self.limits.session_ttl)}
         job_id = jobs.new_job_id()
         pending = front.registry.add(job_id, jobs.HTTP_ACTION, route.timeout, self.notify)
         front.stats.requests += 1
@@ -376,7 +381,36 @@ class Connection:
             return self.error(502, request)
         if not any(name.lower() == b"content-type" for name, _ in headers):
             headers.append(DEFAULT_CONTENT_TYPE)
+        if self.limits.session_cookie:
+            headers = self._session_cookie(headers, new_session)
         return self.respond(request, status, reason, headers, body)
+
+    def _session_id(self, request):
+        """(id, the id if it is new else None): the session of the request's cookie, or a new one."""
+        found = sessions.id_from_cookies(request.header("cookie"), self.limits.session_cookie)
+        if found is not None:
+            return found, None
+        session_id = sessions.new_id()
+        return session_id, session_id
+
+    def _session_cookie(self, headers, new_session):
+        """The answer's headers with the session cookie to set, if any: a new session's, or
+        the id a worker regenerated (its X-Tempest-Session header, never sent to the client).
+        A worker that sets the cookie itself is left alone."""
+        limits = self.limits
+        regenerated = [v for n, v in headers if n.lower() == REGENERATED]
+        if regenerated:
+            headers = [(n, v) for n, v in headers if n.lower() != REGENERATED]
+            value = regenerated[-1].decode("latin-1")
+            if sessions.valid_id(value):
+                new_session = value
+            else:
+                log.warning("ignored %s %r from a worker: not a session id", sessions.REGENERATED_HEADER, value[:64])
+        prefix = limits.session_cookie.encode() + b"="
+        if new_session and not any(n.lower() == b"set-cookie" and v.startswith(prefix) for n, v in headers):
+            cookie = sessions.set_cookie(limits.session_cookie, new_session, limits.session_ttl, limits.session_secure)
+            headers.append((b"Set-Cookie", cookie.encode("latin-1")))
+        return headers
 
     def _failed(self, outcome, request, route, job_id):
         if outcome == outcomes.TIMEOUT:

@@ -77,6 +77,8 @@ def encode_http_job(env, respond_to, job_id):
     for key in ("remote_addr", "body", "body_base64"):
         if key in env:
             parts += [',"', key, '":', _quote(env[key])]
+    if "session" in env:  # {"id", "ttl"}, added by the front after http_env
+        parts += [',"session":', _ENCODER.encode(env["session"])]
     parts += ["}],", _quote(respond_to) if respond_to else "null", ",", _quote(job_id), "]"]
     return "".join(parts).encode("utf-8")
 

@@ -31,7 +31,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tempest import jobs
+from tempest import jobs, sessions
 from tempest.publish import Publisher
 from tempest.redisconn import RawConnection, RedisError
 
@@ -53,12 +53,24 @@ class Context:
         worker: the ``Worker`` running the handler.
     """
 
-    def __init__(self, worker, action, respond_to, job_id):
+    def __init__(self, worker, action, respond_to, job_id, env=None):
         self.worker = worker
         self.action = action
         self.respond_to = respond_to
         self.job_id = job_id
+        self.env = env  # a url job's env (None for other actions)
         self.answered = 0
+        self._session = None
+
+    @property
+    def session(self):
+        """The request's session (a dict-like ``tempest.sessions.Session`` over Redis), or
+        None when tempestd has no ``session_cookie`` (or the job is not an HTTP request)."""
+        if self._session is None:
+            info = (self.env or {}).get("session")
+            if isinstance(info, dict) and sessions.valid_id(info.get("id")):
+                self._session = sessions.Session(self.worker.redis, info["id"], info.get("ttl") or 1209600)
+        return self._session
 
     def answer(self, data):
         """Send an answer; may be called several times (later answers of an HTTP job are
@@ -74,6 +86,8 @@ class Context:
             False if there is nobody to answer (no ``respond_to``), else True.
         """
         self.answered += 1
+        if self._session is not None and self._session.regenerated and self.action == jobs.HTTP_ACTION:
+            data = _with_header(data, sessions.REGENERATED_HEADER, self._session.id)
         return self.worker.send_answer(self.respond_to, self.action, self.job_id, data)
 
 
@@ -191,7 +205,8 @@ class Worker:
             return
         self.processed += 1
         handler = self.handlers.get(action)
-        context = Context(self, action, respond_to, job_id)
+        env = args[0] if action == jobs.HTTP_ACTION and args and isinstance(args[0], dict) else None
+        context = Context(self, action, respond_to, job_id, env)
         if handler is None:
             log.error("no handler for action %r (job %s)", action, job_id)
             self._answer_error(context, 501, "Not Implemented")
@@ -262,3 +277,25 @@ class Worker:
         if self._publisher is None:
             self._publisher = Publisher(self.redis)
         return self._publisher.publish(channel, data, event)
+
+
+def _with_header(answer, name, value):
+    """A url answer ``[status, headers, body]`` with one more header (headers as an object or
+    a list of pairs, or missing)."""
+    if not isinstance(answer, (list, tuple)) or not answer:
+        return answer  # not an answer the front accepts anyway: its 502 says why
+    answer = list(answer)
+    headers = answer[1] if len(answer) > 1 else None
+    if isinstance(headers, dict):
+        headers = {**headers, name: value}
+    elif isinstance(headers, list):
+        headers = [*headers, [name, value]]
+    elif headers is None:
+        headers = {name: value}
+    else:
+        return answer
+    if len(answer) > 1:
+        answer[1] = headers
+    else:
+        answer.append(headers)
+    return answer

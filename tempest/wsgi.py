@@ -76,6 +76,7 @@ def environ(env, context=None):
         result[key or "HTTP_" + name.upper().replace("-", "_")] = _latin1(value)
     if context is not None:
         result["tempest.context"] = context
+        result["tempest.session"] = context.session  # None without [front] session_cookie
     return result
 
 
