@@ -9,7 +9,7 @@ expired job is dropped and counted, not refused). Greetings are answered by ``Re
 import logging
 
 from tempest import __version__, jobs, resp
-from tempest.respserver import REDIS_VERSION, RespServer
+from tempest.respserver import REDIS_VERSION, RespServer, arity
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,29 @@ class AnswerServer(RespServer):
             self._to_websocket(job_id, payload)
         else:
             self._registry.answer(job_id, action, payload)
+        return resp.OK
+
+    # a streamed answer: stream <job_id> <[status, headers]>, chunk <job_id> <bytes>..., end <job_id>
+
+    def cmd_stream(self, session, args):
+        if len(args) != 2:
+            return arity("stream")
+        head = args[1]
+        if len(head) > self._max_answer:
+            head = b'"stream head over max_answer"'  # not a list: the request gets a 502
+        self._registry.start_stream(args[0].decode("utf-8", "replace"), jobs.HTTP_ACTION, head)
+        return resp.OK
+
+    def cmd_chunk(self, session, args):
+        if len(args) != 2:
+            return arity("chunk")
+        self._registry.chunk(args[0].decode("utf-8", "replace"), args[1], self._max_answer)
+        return resp.OK
+
+    def cmd_end(self, session, args):
+        if len(args) != 1:
+            return arity("end")
+        self._registry.chunk(args[0].decode("utf-8", "replace"), None, self._max_answer)
         return resp.OK
 
     def _to_websocket(self, socket_id, payload):

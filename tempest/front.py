@@ -372,18 +372,50 @@ class Connection:
             return False
         if not isinstance(outcome, bytes):
             return self._failed(outcome, request, route, job_id)
+        streamed = outcome.__class__ is outcomes.StreamHead
         try:
             status, reason, headers, body = jobs.decode_http_answer(outcome)
         except jobs.BadAnswer as exc:
             front.stats.bad_answers += 1
             log.warning("bad answer to url job %s (queue %s, %s %s): %s",
                         job_id, route.queue, request.method, url[:200], exc)
+            if streamed:
+                front.registry.abandon(pending)
             return self.error(502, request)
         if not any(name.lower() == b"content-type" for name, _ in headers):
             headers.append(DEFAULT_CONTENT_TYPE)
         if self.limits.session_cookie:
             headers = self._session_cookie(headers, new_session)
+        if streamed:
+            return self._stream(request, pending, status, reason, headers)
         return self.respond(request, status, reason, headers, body)
+
+    def _stream(self, request, pending, status, reason, headers):
+        """Send a streamed answer's head, then its chunks as they come (chunked encoding on
+        HTTP/1.1; on HTTP/1.0 the body ends when the connection closes)."""
+        keep_alive = self.respond(request, status, reason, headers, b"", stream=True)
+        if request.method == "HEAD" or status in (204, 304):
+            self.front.registry.abandon(pending)  # no body may follow: the chunks are dropped
+            return keep_alive
+        chunked = request.version != "1.0"
+        while True:
+            item = pending.take()
+            if item is None:
+                if self.sleep() and not self.read_ahead():  # woken by the socket: EOF?
+                    self.front.registry.abandon(pending)
+                    log.info("%s: client left during the stream of job %s", self.address[0], pending.job_id)
+                    return False
+            elif item.__class__ is bytes:
+                self.send(b"%x\r\n%s\r\n" % (len(item), item) if chunked else item)
+            elif item == outcomes.END:
+                if chunked:
+                    self.send(b"0\r\n\r\n")
+                return keep_alive
+            else:  # TIMEOUT or OVERFLOW: the body cannot be completed, the client must see it cut
+                if item == outcomes.TIMEOUT:
+                    log.warning("stream of job %s: no chunk within %ss: connection closed",
+                                pending.job_id, pending.timeout)
+                return False
 
     def _session_id(self, request):
         """(id, the id if it is new else None): the session of the request's cookie, or a new one."""
@@ -510,8 +542,10 @@ class Connection:
             request.keep_alive = keep_alive
         return self.respond(request, status, reason, headers, body)
 
-    def respond(self, request, status, reason, headers, body):
-        keep_alive = request.keep_alive and not self.front.closing
+    def respond(self, request, status, reason, headers, body, stream=False):
+        """Send a response; with ``stream``, only its head, framed for a body that follows
+        in chunks (HTTP/1.1) or until the connection closes (HTTP/1.0). True: keep-alive."""
+        keep_alive = request.keep_alive and not self.front.closing and not (stream and request.version == "1.0")
         line = STATUS_LINES.get((status, reason))
         if line is None:
             line = b"HTTP/1.1 %d %s\r\nServer: tempest\r\nDate: " % (status, reason.encode())
@@ -522,6 +556,9 @@ class Connection:
             head += (name, b": ", value, b"\r\n")
         if status in (204, 304):
             body = b""
+        elif stream:
+            if request.version != "1.0":
+                head.append(b"Transfer-Encoding: chunked\r\n")
         else:
             head += (b"Content-Length: ", b"%d" % len(body), b"\r\n")
         if not keep_alive:

@@ -90,6 +90,55 @@ class Context:
             data = _with_header(data, sessions.REGENERATED_HEADER, self._session.id)
         return self.worker.send_answer(self.respond_to, self.action, self.job_id, data)
 
+    def stream(self, status=200, headers=None):
+        """Begin a streamed answer to an HTTP request: its status and headers now, the body
+        in pieces with ``write()`` as they are ready, then ``close()`` (or use it in a
+        ``with`` block). Each piece is sent at once; the client gets them as they come
+        (chunked encoding). A stream left unclosed is cut by tempestd after the route's
+        timeout without a new piece.
+
+        Returns:
+            a ``Stream``; without ``respond_to`` its writes go nowhere.
+        """
+        head = [status, headers if headers is not None else {}]
+        if self._session is not None and self._session.regenerated:
+            head = _with_header(head, sessions.REGENERATED_HEADER, self._session.id)
+        self.answered += 1
+        self.worker.send_command(self.respond_to, ("stream", self.job_id, jobs.dumps(head)), flush=True)
+        return Stream(self)
+
+
+class Stream:
+    """The body of a streamed answer (``Context.stream``)."""
+
+    def __init__(self, context):
+        self.context = context
+        self.closed = False
+
+    def write(self, data):
+        """Send a piece of the body (bytes, or str sent as UTF-8)."""
+        if self.closed:
+            raise ValueError("write to a closed stream")
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if data:
+            context = self.context
+            context.worker.send_command(context.respond_to, ("chunk", context.job_id, bytes(data)), flush=True)
+
+    def close(self):
+        """End the body."""
+        if not self.closed:
+            self.closed = True
+            context = self.context
+            context.worker.send_command(context.respond_to, ("end", context.job_id), flush=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()  # after an error the stream stays unfinished: the client sees it cut
+
 
 class Worker:
     """Takes jobs from one or more queues and calls the handler of each job's action.
@@ -228,12 +277,18 @@ class Worker:
         """Queue an answer for ``respond_to``; sent by ``flush`` (at once without prefetch)."""
         if not respond_to:
             return False
-        if not isinstance(job_id, (str, bytes)):
-            job_id = str(job_id)  # a job pushed by hand may carry a number
-        self._outbox.setdefault(respond_to, []).append((action, job_id, jobs.dumps(data)))
+        return self.send_command(respond_to, (action, job_id, jobs.dumps(data)), flush=self.prefetch == 1)
+
+    def send_command(self, respond_to, command, flush=False):
+        """Queue one command for the answer endpoint ``respond_to``; False without one."""
+        if not respond_to:
+            return False
+        if not isinstance(command[1], (str, bytes)):
+            command = (command[0], str(command[1]), *command[2:])  # a job pushed by hand may carry a number
+        self._outbox.setdefault(respond_to, []).append(command)
         if self._outbox_since is None:
             self._outbox_since = time.monotonic()
-        if self.prefetch == 1:
+        if flush:
             self.flush()
         return True
 

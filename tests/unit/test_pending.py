@@ -1,0 +1,74 @@
+"""The registry of requests waiting for answers, streams included (in process, a fake clock)."""
+
+import gevent
+
+from tempest import pending as outcomes
+from tempest.pending import Registry
+from tempest.stats import Stats
+
+
+class Clock:
+    now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def setup():
+    stats, clock, woken = Stats(), Clock(), []
+    registry = Registry(stats, clock=clock)
+    pending = registry.add("job", "url", 5.0, lambda: woken.append(1))
+    return registry, stats, clock, pending, woken
+
+
+def drain(pending):
+    items = []
+    while (item := pending.take()) is not None:
+        items.append(item)
+    return items
+
+
+def test_a_stream_head_settles_the_request_and_keeps_the_job():
+    registry, stats, _, pending, woken = setup()
+    assert registry.start_stream("job", "url", b"[200, {}]")
+    assert pending.outcome == b"[200, {}]" and isinstance(pending.outcome, outcomes.StreamHead)
+    assert registry.chunk("job", b"a", 100) and registry.chunk("job", b"", 100) and registry.chunk("job", b"bc", 100)
+    assert registry.chunk("job", None, 100)  # the end
+    assert len(registry) == 0
+    assert drain(pending) == [b"a", b"bc", outcomes.END] and pending.buffered == 0
+    gevent.sleep(0)  # the callbacks run in the hub
+    assert woken == [1, 1, 1] and stats.answers == 1
+
+
+def test_each_chunk_pushes_the_deadline_back_and_silence_times_out():
+    registry, stats, clock, pending, _ = setup()
+    registry.start_stream("job", "url", b"[200]")
+    clock.now += 4
+    registry.chunk("job", b"a", 100)
+    clock.now += 4  # 8 s after the head, 4 after the chunk: still alive
+    registry.sweep()
+    assert len(registry) == 1
+    clock.now += 2
+    registry.sweep()
+    assert len(registry) == 0 and drain(pending) == [b"a", outcomes.TIMEOUT] and stats.timeouts == 1
+
+
+def test_more_queued_than_the_limit_ends_the_stream():
+    registry, stats, _, pending, _ = setup()
+    registry.start_stream("job", "url", b"[200]")
+    assert registry.chunk("job", b"x" * 60, 100)
+    assert not registry.chunk("job", b"y" * 60, 100)
+    assert drain(pending) == [b"x" * 60, outcomes.OVERFLOW] and stats.slow_clients_dropped == 1
+    assert not registry.chunk("job", b"z", 100) and stats.answers_dropped == 1  # gone
+
+
+def test_pieces_without_a_waiting_stream_are_dropped_and_counted():
+    registry, stats, _, pending, _ = setup()
+    assert not registry.chunk("job", b"a", 100)  # no head yet
+    assert not registry.start_stream("other", "url", b"[200]")
+    assert not registry.start_stream("job", "ws", b"[200]")  # another action's
+    registry.start_stream("job", "url", b"[200]")
+    assert not registry.start_stream("job", "url", b"[200]")  # a second head
+    registry.abandon(pending)  # the client left
+    assert not registry.chunk("job", b"a", 100)
+    assert stats.answers_dropped == 5 and stats.clients_gone == 1
