@@ -7,7 +7,12 @@ UTF-8, else as ``{"base64": ...}`` (images, compressed data). Run one with::
 
     python -m tempest.wsgi myproject.wsgi:application --queue tempest --prefetch 1
 
-or from code::
+A response without Content-Length that is not a list (a generator: Flask's
+``stream_with_context``, Django's ``StreamingHttpResponse``) is sent as a streamed answer, each
+block as it comes (PEP 3333: a server must not delay a block), as gunicorn does; any other is
+sent as one answer.
+
+Or from code::
 
     from tempest import Worker
     from tempest.wsgi import handler
@@ -93,18 +98,32 @@ def call(app, env, context=None):
 
     iterable = app(environ(env, context), start_response)
     try:
-        for chunk in iterable:
-            if chunk:
-                parts.append(chunk)
+        blocks = iter(iterable)
+        first = next(blocks, b"")  # a generator calls start_response when first asked
+        status, headers = _head(response)
+        if (context is not None and context.respond_to and not isinstance(iterable, (list, tuple))
+                and not any(name.lower() == "content-length" for name, _ in headers)):
+            # a streaming response (a generator without Content-Length): each block as it comes
+            with context.stream(status, headers) as out:
+                for block in (*parts, first):
+                    out.write(block)
+                for block in blocks:
+                    out.write(block)
+            return None
+        parts.append(first)
+        parts.extend(blocks)
     finally:
         close = getattr(iterable, "close", None)
         if close is not None:
             close()
+    return [status, headers, _answer_body(b"".join(parts))]
+
+
+def _head(response):
     if "status" not in response:
         raise RuntimeError("the WSGI application returned without calling start_response")
     status = int(str(response["status"]).split(None, 1)[0])
-    headers = [[name, value] for name, value in response["headers"]]
-    return [status, headers, _answer_body(b"".join(parts))]
+    return status, [[name, value] for name, value in response["headers"]]
 
 
 def handler(app):

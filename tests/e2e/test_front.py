@@ -372,5 +372,10 @@ def test_wsgi_application_behind_tempestd(tempestd_factory, redis_server, tmp_pa
         assert body == b"\x89PNG\r\n\x1a\n" + bytes(range(256))
         assert http("GET", daemon.base + "/boom")[0] == 500
         assert http("GET", daemon.base + "/missing")[0] == 404
+        # a generator without Content-Length is streamed; with one, sent whole
+        status, headers, body = http("GET", daemon.base + "/stream")
+        assert (status, body) == (200, "one tw\u00f6 three".encode()) and headers["transfer-encoding"] == "chunked"
+        status, headers, body = http("GET", daemon.base + "/sized")
+        assert (status, body) == (200, b"sized") and headers["content-length"] == "5"
     finally:
         stop_group(worker)

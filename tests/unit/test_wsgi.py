@@ -118,3 +118,7 @@ def test_load_names_module_and_attribute():
         wsgi.load("wsgiapp:nothing")
     with pytest.raises(TypeError):
         wsgi.load("wsgiapp:PNG")
+
+
+def test_a_generator_with_content_length_is_one_answer():
+    assert run(jobs.http_env("GET", "/sized", {"host": "h"}, b""))[2] == b"sized"

@@ -35,6 +35,9 @@ def app(environ, start_response):
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"written, ")
         return [b"then returned"]
+    if path == "/sized":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return Stream(path, [b"si", b"zed"])
     if path == "/missing":
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"no such page"]
