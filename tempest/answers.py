@@ -68,9 +68,14 @@ class AnswerServer(RespServer):
         return resp.OK
 
     def cmd_end(self, session, args):
-        if len(args) != 1:
+        """``end <job_id>``; ``end <job_id> abort``: the worker failed, the body is incomplete."""
+        if len(args) not in (1, 2):
             return arity("end")
-        self._registry.chunk(args[0].decode("utf-8", "replace"), None, self._max_answer)
+        job_id = args[0].decode("utf-8", "replace")
+        if len(args) == 2:
+            self._registry.abort_stream(job_id)
+        else:
+            self._registry.chunk(job_id, None, self._max_answer)
         return resp.OK
 
     def _to_websocket(self, socket_id, payload):

@@ -27,6 +27,7 @@ SWEEP_INTERVAL = 0.1  # seconds; a timeout fires at most this late
 # the end of a stream's chunks: how it ended
 END = "end"
 OVERFLOW = "overflow"  # the client reads slower than the worker writes: more than the limit queued
+ABORTED = "aborted"  # the worker failed in the middle
 
 
 class StreamHead(bytes):
@@ -45,7 +46,7 @@ class Pending:
         self.deadline = deadline
         self.outcome = None
         self.notify = notify
-        self.chunks = None  # a stream's body: bytes, then END, TIMEOUT or OVERFLOW
+        self.chunks = None  # a stream's body: bytes, then END, TIMEOUT, OVERFLOW or ABORTED
         self.buffered = 0  # bytes in chunks
 
     def take(self):
@@ -129,6 +130,15 @@ class Registry:
         if len(pending.chunks) == 1:  # the request may sleep: wake it (once per batch of chunks)
             self._loop.run_callback(pending.notify)
         return True
+
+    def abort_stream(self, job_id):
+        """The worker gave up on a stream: the client's connection is closed, its body cut."""
+        pending = self._jobs.get(job_id)
+        if pending is None or pending.chunks is None:
+            self._stats.answers_dropped += 1
+            return False
+        log.info("stream %s aborted by its worker", job_id)
+        return self._finish(pending, ABORTED)
 
     def _finish(self, pending, how):
         self._jobs.pop(pending.job_id, None)

@@ -60,6 +60,7 @@ class Context:
         self.job_id = job_id
         self.env = env  # a url job's env (None for other actions)
         self.answered = 0
+        self.open_stream = None  # the last Stream begun
         self._session = None
 
     @property
@@ -105,7 +106,8 @@ class Context:
             head = _with_header(head, sessions.REGENERATED_HEADER, self._session.id)
         self.answered += 1
         self.worker.send_command(self.respond_to, ("stream", self.job_id, jobs.dumps(head)), flush=True)
-        return Stream(self)
+        self.open_stream = Stream(self)
+        return self.open_stream
 
 
 class Stream:
@@ -135,9 +137,19 @@ class Stream:
     def __enter__(self):
         return self
 
+    def abort(self):
+        """Give up: tempestd closes the client's connection without ending the body, so the
+        client can tell it is incomplete."""
+        if not self.closed:
+            self.closed = True
+            context = self.context
+            context.worker.send_command(context.respond_to, ("end", context.job_id, "abort"), flush=True)
+
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
-            self.close()  # after an error the stream stays unfinished: the client sees it cut
+            self.close()
+        else:
+            self.abort()
 
 
 class Worker:
@@ -264,6 +276,8 @@ class Worker:
             result = handler(context, *args)
         except Exception:
             log.exception("handler of %r failed on job %s", action, job_id)
+            if context.open_stream is not None:
+                context.open_stream.abort()  # its head is gone: the client's body is cut
             self._answer_error(context, 500, "Internal Server Error")
             return
         if result is not None:

@@ -81,6 +81,16 @@ def test_a_stream_that_stops_is_cut_after_the_timeout(site):
     assert site.info()["timeouts"] >= 1
 
 
+def test_a_handler_failing_mid_stream_cuts_the_body_at_once(site):
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", site.port), timeout=10) as sock:
+        sock.sendall(b"GET /fails HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = read_until(sock, b"never there")
+    assert time.monotonic() - started < 1.5  # not the 2 s timeout: the worker said it gave up
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n") and got.endswith(b"\r\n\r\n1\r\nx\r\n")
+    assert site.info()["timeouts"] == 0
+
+
 def test_a_bad_stream_head_is_502(site):
     assert http("GET", site.base + "/badhead")[0] == 502
 

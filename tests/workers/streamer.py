@@ -30,6 +30,9 @@ def main():
                     out.write(bytes([i]) * 10_000)
         elif path == "/unfinished":
             context.stream(200).write("x")
+        elif path == "/fails":
+            context.stream(200).write("x")
+            raise RuntimeError("the handler failed in the middle of its stream")
         elif path == "/badhead":
             context.stream(99).close()
         else:
