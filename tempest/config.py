@@ -264,6 +264,12 @@ SETTINGS = (
     S("front", "graceful_timeout", to_seconds, "10",
       "On SIGTERM, seconds in-flight requests get to finish before connections are closed."),
     S("front", "access_log", to_bool, "no", "yes: log every request on the tempest.access logger."),
+    S("front", "redeliver_interval", to_seconds, "5",
+      "Seconds between two checks of the reliable workers' heartbeats; the jobs of a dead one "
+      "go back to their queue."),
+    S("front", "max_redeliveries", to_count, "3",
+      "Times a job is given back after its worker died; once more and it goes to the queue's "
+      "dead-letter list tempest:dead:{queue}."),
     S("front", "session_cookie", to_cookie_name, "",
       "Name of the session cookie; empty: no sessions. Requests without a valid one get a new "
       "session id (Set-Cookie on the response); workers find it in env.session."),

@@ -33,6 +33,7 @@ from tempest.front import Front
 from tempest.pending import Registry
 from tempest.pidfile import Pidfile
 from tempest.pusher import Pusher
+from tempest.redeliver import Redeliverer
 from tempest.relay import Relay
 from tempest.stats import Stats
 from tempest.supervise import Supervisor
@@ -153,8 +154,10 @@ class Daemon:
         self.front.websockets = websockets
         _listen(self.front.server, config.front.listen, "front")
         self.relay.start()
+        self.redeliverer = Redeliverer(config.redis.url, self.stats, config.front.redeliver_interval,
+                                       config.front.max_redeliveries)
         self.greenlets = [gevent.spawn(self.pusher.run), gevent.spawn(self.registry.run_sweeper),
-                          gevent.spawn(self.front.reap)]
+                          gevent.spawn(self.front.reap), gevent.spawn(self.redeliverer.run)]
         self.supervisor.env = self._worker_env(respond_to)
         for spec in config.programs:
             self.supervisor.add(spec)

@@ -19,3 +19,29 @@ def stream(channel):
 def session(session_id):
     """The hash of one session (2012 protocol): each field's value is the JSON list [value]."""
     return "session:" + session_id
+
+
+# reliable delivery: a reliable worker takes jobs into its own processing list and keeps a
+# heartbeat key alive; tempestd gives back the jobs of workers whose heartbeat expired. The
+# per-queue keys carry the queue as a hash tag, so that they share its Cluster slot.
+WORKERS = "tempest:workers"  # set of "<queue> <worker id>": the processing lists to watch
+
+
+def processing(queue, worker_id):
+    """The jobs a reliable worker took from ``queue`` and has not finished."""
+    return "tempest:processing:{" + queue + "}:" + worker_id
+
+
+def alive(worker_id):
+    """A reliable worker's heartbeat (a key with a TTL)."""
+    return "tempest:alive:" + worker_id
+
+
+def deliveries(queue):
+    """How many times each job of ``queue`` was given back after its worker died."""
+    return "tempest:deliveries:{" + queue + "}"
+
+
+def dead(queue):
+    """The jobs of ``queue`` given back too often: they kill their workers (dead letters)."""
+    return "tempest:dead:{" + queue + "}"

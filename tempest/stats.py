@@ -22,6 +22,8 @@ COUNTERS = (
     "bad_messages",  # pub/sub messages dropped (CR/LF in an event name, bad envelope)
     "relay_reconnects",  # times the subscription connection was re-established
     "ws_messages",  # WebSocket messages received and turned into jobs
+    "jobs_redelivered",  # jobs of dead reliable workers put back on their queue
+    "jobs_dead",  # jobs given back too often, moved to their queue's dead-letter list
     "static_files",  # static files served
 )
 

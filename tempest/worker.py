@@ -21,9 +21,11 @@ Example::
 
 import logging
 import os
+import secrets
 import signal
+import socket
+import threading
 import time
-
 import urllib.parse
 
 import hiredis
@@ -31,7 +33,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tempest import jobs, sessions
+from tempest import jobs, keys, sessions
 from tempest.publish import Publisher
 from tempest.redisconn import RawConnection, RedisError
 
@@ -41,6 +43,22 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 POLL_TIMEOUT = 1  # seconds a BLPOP blocks, so that a stop request is seen within it
 FLUSH_AFTER = 0.005  # seconds: answers held back for a batch are sent once they are this old
 RECONNECT_MAX = 5.0  # seconds between reconnection attempts, at most
+# reliable delivery: move up to ARGV[1] jobs from the queue to the processing list
+TAKE = """
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local job = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+  if not job then break end
+  out[#out + 1] = job
+end
+return out
+"""
+# everything left in a processing list back to the head of its queue, oldest first
+GIVE_BACK_ALL = """
+local n = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') do n = n + 1 end
+return n
+"""
 
 
 class Context:
@@ -163,9 +181,16 @@ class Worker:
         prefetch: jobs taken per round trip to Redis when several are waiting (``LPOP key
             count``), their answers sent together. 1 (the default) takes one job at a time; a
             higher value suits fast handlers, but prefetched jobs wait for the ones before them.
+        reliable: take jobs into a processing list of this worker (``LMOVE``/``BLMOVE``) and
+            keep a heartbeat: if the worker dies holding jobs, tempestd gives them back to
+            their queue (at least once delivery; see docs/protocol.md). Costs a few Redis
+            commands per batch. With several queues, the ones after the first are polled
+            every 0.1 s instead of blocking.
+        heartbeat: seconds without a heartbeat after which a reliable worker counts as dead.
     """
 
-    def __init__(self, queues="tempest", redis_url=None, answer_password=None, prefetch=1):
+    def __init__(self, queues="tempest", redis_url=None, answer_password=None, prefetch=1,
+                 reliable=False, heartbeat=15.0):
         self.queues = [queues] if isinstance(queues, str) else list(queues)
         self.redis_url = redis_url or os.environ.get("TEMPEST_REDIS_URL") or DEFAULT_REDIS_URL
         self.answer_password = answer_password or os.environ.get("TEMPEST_ANSWER_PASSWORD") or None
@@ -183,6 +208,11 @@ class Worker:
         self._publisher = None
         self._outbox = {}  # respond_to -> [(action, job_id, payload)] not sent yet
         self._outbox_since = None
+        self.reliable = reliable
+        self.heartbeat = float(heartbeat)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._registered = False
+        self._held = []  # reliable: (queue, raw job) taken and not yet released
 
     def on(self, action):
         """Decorator registering ``handler(context, *args)`` for ``action``.
@@ -202,11 +232,25 @@ class Worker:
             signal.signal(signal.SIGTERM, self._handle_stop)
             signal.signal(signal.SIGINT, self._handle_stop)
         log.info("worker on %s (%s): %s", ",".join(self.queues), self.redis_url, ", ".join(self.handlers))
+        beating = threading.Event()
+        if self.reliable:
+            threading.Thread(target=self._beat, args=(beating,), name="heartbeat", daemon=True).start()
+        try:
+            self._loop()
+        finally:
+            beating.set()
+            if self.reliable:
+                self._unregister()
+        log.info("worker stopped after %d jobs", self.processed)
+
+    def _loop(self):
         delay = 0.1
         busy = False
         while not self.stopping:
             try:
-                batch = self._take(busy)
+                if self.reliable and not self._registered:
+                    self._register()
+                batch = self._take_reliable() if self.reliable else self._take(busy)
                 delay = 0.1
             except RedisError as exc:
                 log.warning("Redis unreachable (%s); retrying in %.1fs", exc, delay)
@@ -223,7 +267,60 @@ class Worker:
                 if self._outbox_since is not None and time.monotonic() - self._outbox_since > FLUSH_AFTER:
                     self.flush()
             self.flush()
-        log.info("worker stopped after %d jobs", self.processed)
+            if self._held:
+                self._release()
+
+    # reliable delivery
+
+    def _register(self):
+        commands = [["SADD", keys.WORKERS, f"{queue} {self.worker_id}"] for queue in self.queues]
+        self._queue.execute(commands + [["SET", keys.alive(self.worker_id), "1", "PX", int(self.heartbeat * 1000)]])
+        self._registered = True
+
+    def _beat(self, stopped):
+        """The heartbeat thread: its own connection, so that a long handler does not stop it."""
+        connection = RawConnection(self.redis_url, timeout=5, connect_timeout=5)
+        while not stopped.wait(self.heartbeat / 3):
+            try:
+                connection.execute([["SET", keys.alive(self.worker_id), "1", "PX", int(self.heartbeat * 1000)]])
+            except RedisError as exc:
+                log.debug("heartbeat failed: %s", exc)
+        connection.close()
+
+    def _take_reliable(self):
+        """Like _take, moving each job into this worker's processing list of its queue."""
+        for queue in self.queues:
+            jobs = self._command("EVAL", TAKE, 2, queue, keys.processing(queue, self.worker_id), self.prefetch)
+            if jobs:
+                self._held = [(queue, raw) for raw in jobs]
+                return jobs
+        queue = self.queues[0]
+        processing = keys.processing(queue, self.worker_id)
+        job = self._command("BLMOVE", queue, processing, "LEFT", "RIGHT", POLL_TIMEOUT if len(self.queues) == 1 else 0.1)
+        if job is None:
+            return []
+        jobs = [job] + ((self._command("EVAL", TAKE, 2, queue, processing, self.prefetch - 1) or [])
+                        if self.prefetch > 1 else [])
+        self._held = [(queue, raw) for raw in jobs]
+        return jobs
+
+    def _release(self):
+        """The batch is answered: its jobs leave the processing list."""
+        held, self._held = self._held, []
+        try:
+            self._queue.execute([["LREM", keys.processing(queue, self.worker_id), 1, raw] for queue, raw in held])
+        except RedisError as exc:
+            log.warning("cannot release %d finished jobs (%s): they may be delivered again", len(held), exc)
+
+    def _unregister(self):
+        """A clean stop: jobs still held (none, normally) go back, the worker is forgotten."""
+        commands = [["EVAL", GIVE_BACK_ALL, 2, keys.processing(q, self.worker_id), q] for q in self.queues]
+        commands += [["SREM", keys.WORKERS, *[f"{q} {self.worker_id}" for q in self.queues]],
+                     ["DEL", keys.alive(self.worker_id)]]
+        try:
+            self._queue.execute(commands)
+        except RedisError as exc:
+            log.warning("cannot unregister from Redis (%s): tempestd will give back what is left", exc)
 
     def _take(self, busy):
         """The next jobs: when the last round found work, first take what is waiting without

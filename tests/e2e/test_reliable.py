@@ -1,0 +1,81 @@
+"""Reliable delivery end to end: a reliable worker killed with SIGKILL in the middle of a job,
+its job given back by tempestd to another worker; a job that kills every worker ends in the
+dead-letter list; a clean stop leaves nothing behind."""
+
+import json
+import os
+import signal
+
+from support import REPO, http, start_worker, stop_group, wait_until
+
+from tempest import keys
+
+APP = [os.path.join(REPO, "tests", "workers", "reliable.py")]
+
+
+def in_thread(function, *args):
+    import threading
+
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(value=function(*args)), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_the_job_of_a_killed_worker_is_answered_by_another(tempestd_factory, redis_server, tmp_path):
+    daemon = tempestd_factory(front={"queue": "rel", "timeout": "20", "redeliver_interval": "0.3"})
+    client = redis_server.client()
+    first = start_worker(APP + ["rel"], redis_server.url, tmp_path, "first")
+    try:
+        wait_until(lambda: client.scard(keys.WORKERS) == 1, timeout=10)
+        thread, result = in_thread(http, "GET", daemon.base + "/hold")
+        processing = keys.processing("rel", "*")
+        wait_until(lambda: any(client.llen(k) for k in client.keys(processing)), timeout=10)
+        second = start_worker(APP + ["rel"], redis_server.url, tmp_path, "second")
+        try:
+            wait_until(lambda: client.scard(keys.WORKERS) == 2, timeout=10)
+            os.killpg(first.pid, signal.SIGKILL)  # in the middle of the job
+            first.wait(10)
+            # the heartbeat expires (1 s), tempestd gives the job back, the second worker takes it
+            wait_until(lambda: daemon.info()["jobs_redelivered"] == 1, timeout=10)
+            client.rpush("gate:rel", 1)
+            thread.join(15)
+            status, _, body = result["value"]
+            assert (status, body) == (200, f"done by {second.pid}".encode())
+            assert client.scard(keys.WORKERS) == 1  # the dead one is forgotten
+        finally:
+            stop_group(second)
+    finally:
+        stop_group(first)
+
+
+def test_a_job_that_kills_its_workers_goes_to_the_dead_letters(tempestd_factory, redis_server, tmp_path):
+    daemon = tempestd_factory(front={"queue": "killer", "timeout": "2", "redeliver_interval": "0.3",
+                                     "max_redeliveries": "1"})
+    client = redis_server.client()
+    thread, result = in_thread(http, "GET", daemon.base + "/crash")
+    wait_until(lambda: client.llen("killer") == 1, timeout=10)
+    for attempt in range(2):  # the first delivery, then the one redelivery allowed
+        worker = start_worker(APP + ["killer"], redis_server.url, tmp_path, f"w{attempt}")
+        assert worker.wait(15) == 3  # os._exit(3) in the handler
+        wait_until(lambda: daemon.info()["jobs_redelivered"] + daemon.info()["jobs_dead"] == attempt + 1, timeout=10)
+    assert daemon.info()["jobs_redelivered"] == 1 and daemon.info()["jobs_dead"] == 1
+    [dead] = client.lrange(keys.dead("killer"), 0, -1)
+    assert json.loads(dead)[1][0]["url"] == "/crash"
+    assert client.llen("killer") == 0 and client.scard(keys.WORKERS) == 0
+    thread.join(10)
+    assert result["value"][0] == 504  # the client was answered in time, the job lived on
+
+
+def test_a_clean_stop_leaves_nothing_behind(tempestd_factory, redis_server, tmp_path):
+    tempestd_factory(front={"queue": "tidy"})
+    client = redis_server.client()
+    worker = start_worker(APP + ["tidy"], redis_server.url, tmp_path)
+    wait_until(lambda: client.scard(keys.WORKERS) == 1, timeout=10)
+    [entry] = client.smembers(keys.WORKERS)
+    worker_id = entry.decode().split(" ", 1)[1]
+    assert client.exists(keys.alive(worker_id))
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(10) == 0
+    assert client.scard(keys.WORKERS) == 0 and not client.exists(keys.alive(worker_id))
+    assert not client.keys(keys.processing("tidy", "*"))
