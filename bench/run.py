@@ -515,9 +515,9 @@ keepalive_timeout = {KEEPALIVE_TIMEOUT}
 """)
         self.proc = procs.start("tempestd", tempestd_command(args.python) + ["-c", ini], env=args.env)
         env = dict(args.env, TEMPEST_REDIS_URL=url)
+        hello = [args.python, "-m", "tempest.examples.hello", QUEUE] + (["--reliable"] if args.reliable else [])
         for i in range(args.workers):
-            self.workers.append(procs.start(f"worker{i}", [args.python, "-m", "tempest.examples.hello", QUEUE],
-                                            env=env))
+            self.workers.append(procs.start(f"worker{i}", hello, env=env))
         wait_until("tempestd (GET / answered 200 through a worker)",
                    lambda: http_get_status(self.port) == 200, deadline, procs)
         others = [p for p in listening_ports(self.proc.pid) if p != self.port]
@@ -1145,6 +1145,8 @@ def parse_args(argv):
                         help="before each target's measurements at each connection count, open N idle "
                              "keep-alive connections to it (bench/idle.py) and hold them through its "
                              "runs; prints the server's RSS per idle connection (default: 0)")
+    parser.add_argument("--reliable", action="store_true",
+                        help="the hello workers use reliable delivery (Worker(reliable=True))")
     parser.add_argument("--idle-compare", action="store_true",
                         help="with --idle: measure tempest both without and with the idle connections in every "
                              "round (the ceiling without), to compare the load's figures")

@@ -1,7 +1,7 @@
 """The seed's hello world: answers every request with a counter.
 
-Run: ``python -m tempest.examples.hello`` (Redis from TEMPEST_REDIS_URL, queue ``tempest``
-or the first command-line argument).
+Run: ``python -m tempest.examples.hello [queue] [--reliable]`` (Redis from TEMPEST_REDIS_URL,
+queue ``tempest`` unless given; ``--reliable``: reliable delivery, see the Worker class).
 """
 
 import logging
@@ -12,9 +12,11 @@ from tempest import Worker
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    reliable = "--reliable" in argv
+    argv = [a for a in argv if a != "--reliable"]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s hello: %(message)s")
     # a fast handler: take up to 32 waiting jobs per round trip and answer them together
-    worker = Worker(argv[0] if argv else "tempest", prefetch=32)
+    worker = Worker(argv[0] if argv else "tempest", prefetch=32, reliable=reliable)
     count = 0
 
     @worker.on("url")
