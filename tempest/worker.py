@@ -305,10 +305,11 @@ class Worker:
         return jobs
 
     def _release(self):
-        """The batch is answered: its jobs leave the processing list."""
+        """The batch is answered: its processing list, which holds that batch alone (a batch
+        comes from one queue, and is finished before the next is taken), is emptied."""
         held, self._held = self._held, []
         try:
-            self._queue.execute([["LREM", keys.processing(queue, self.worker_id), 1, raw] for queue, raw in held])
+            self._queue.execute([["DEL", keys.processing(queue, self.worker_id)] for queue in {q for q, _ in held}])
         except RedisError as exc:
             log.warning("cannot release %d finished jobs (%s): they may be delivered again", len(held), exc)
 
