@@ -98,6 +98,7 @@ def _publish(settings, args):
     import simplejson as json
 
     from tempest.events import BadMessage
+    from tempest import redisconn
     from tempest.publish import Publisher
 
     try:
@@ -106,7 +107,7 @@ def _publish(settings, args):
         print(f"tempest: --json data is not JSON: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     patterns = [(pattern, settings.pubsub.history) for pattern in settings.pubsub.durable]
-    publisher = Publisher(redis.Redis.from_url(settings.redis.url, socket_timeout=10), patterns)
+    publisher = Publisher(redisconn.client(settings.redis.url, socket_timeout=10), patterns)
     try:
         result = publisher.publish(args.channel, data, args.event)
     except BadMessage as exc:

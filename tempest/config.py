@@ -18,6 +18,7 @@ import urllib.parse
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+from tempest import redisurl
 from tempest.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -96,8 +97,14 @@ def to_optional_hostport(raw):
 def to_redis_url(raw):
     url = raw.strip()
     parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == redisurl.SENTINEL:
+        try:
+            redisurl.sentinel_parts(url)
+        except ValueError as exc:
+            raise ValueError(f"{exc}: {raw!r}") from None
+        return url
     if parsed.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"not a redis://, rediss:// or unix:// URL: {raw!r}")
+        raise ValueError(f"not a redis://, rediss://, unix:// or redis+sentinel:// URL: {raw!r}")
     if parsed.scheme != "unix" and not parsed.hostname:
         raise ValueError(f"no host in Redis URL: {raw!r}")
     try:
@@ -234,7 +241,8 @@ SETTINGS = (
     S("tempest", "log_file", to_str, "",
       "File to write tempestd's log to; empty writes to standard error."),
     S("redis", "url", to_redis_url, "redis://127.0.0.1:6379/0",
-      "The Redis that holds the queues (redis://[:password@]host:port/db, rediss://, unix://)."),
+      "The Redis that holds the queues (redis://[:password@]host:port/db, rediss://, unix://, or "
+      "redis+sentinel://host:port[,host:port...]/service[/db] to follow the master that Redis Sentinel names)."),
     S("redis", "embedded", to_bool, "no",
       "yes: tempestd starts its own redis-server on the host and port of url, stops it last."),
     S("redis", "data_dir", to_str, "data",

@@ -14,6 +14,7 @@ import logging
 import os
 import resource
 import signal
+import urllib.parse
 import sys
 import time
 
@@ -25,7 +26,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tempest import config as configuration
-from tempest import embedded, keys, systemd
+from tempest import embedded, keys, redisconn, systemd
 from tempest.answers import AnswerServer
 from tempest.control import ControlServer, socket_path
 from tempest.errors import ConfigError, ExitCode, StartupError
@@ -48,8 +49,8 @@ RESTART_ONLY = {"tempest": ("name", "run_dir", "log_file"), "redis": ("url", "em
 
 def redis_client(url, **options):
     """A client that never retries on its own: the caller decides what may be sent twice."""
-    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2,
-                                socket_keepalive=True, **options)
+    return redisconn.client(url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2,
+                            socket_keepalive=True, **options)
 
 
 class Daemon:
@@ -225,7 +226,10 @@ def _raise_open_file_limit():
 
 
 def _pooled_client(url):
-    """A client many greenlets share: the pool blocks (a gevent queue) instead of failing."""
+    """A client many greenlets share: the pool blocks (a gevent queue) instead of failing
+    (with Sentinel, redis-py's own pool for it, which does not block)."""
+    if urllib.parse.urlsplit(url).scheme == redisconn.SENTINEL:
+        return redisconn.client(url, socket_connect_timeout=2, socket_timeout=10, retry=Retry(NoBackoff(), 0))
     pool = redis.BlockingConnectionPool.from_url(url, max_connections=20, timeout=10,
                                                  queue_class=gevent.queue.LifoQueue,
                                                  socket_connect_timeout=2, socket_timeout=10)

@@ -4,7 +4,10 @@ redis-py checks a connection's health at every pool checkout and builds several 
 command; under gevent that cost a third of an RPUSH. This connection packs commands with
 ``resp.encode``, writes a whole batch in one send and reads the replies with one hiredis
 Reader. It never retries: after any error it is closed, and the next batch reconnects; a
-connection that Redis closed while it was idle is noticed before a batch and replaced.
+connection that Redis closed while it was idle is noticed before a batch and replaced (after a
+Sentinel failover the Sentinel closes the clients of the demoted master, and the new connection
+asks the Sentinels for the master). Also here: the redis+sentinel:// URL, for this connection
+and for redis-py clients.
 """
 
 import select
@@ -13,8 +16,11 @@ import ssl
 import urllib.parse
 
 import hiredis
+import redis
+from redis.sentinel import Sentinel
 
 from tempest import resp
+from tempest.redisurl import SENTINEL, sentinel_parts
 
 RECV_SIZE = 256 * 1024
 
@@ -65,8 +71,12 @@ class RawConnection:
         if url.password:
             password = urllib.parse.unquote(url.password)
             setup.append(["AUTH", urllib.parse.unquote(url.username), password] if url.username else ["AUTH", password])
-        database = (url.path or "/0").strip("/") if url.scheme != "unix" else dict(
-            urllib.parse.parse_qsl(url.query)).get("db", "0")
+        if url.scheme == SENTINEL:
+            database = str(sentinel_parts(url.geturl())[2])
+        elif url.scheme == "unix":
+            database = dict(urllib.parse.parse_qsl(url.query)).get("db", "0")
+        else:
+            database = (url.path or "/0").strip("/")
         if database and database != "0":
             setup.append(["SELECT", database])
         if setup:
@@ -85,15 +95,58 @@ class RawConnection:
         return reply
 
 
+def master_address(url, timeout):
+    """(host, port) of the master the Sentinels of ``url`` know now, asking them in turn.
+
+    Raises:
+        ConnectionError: no Sentinel answered with a master.
+    """
+    sentinels, service, _, _, _ = sentinel_parts(url)
+    problems = []
+    for host, port in sentinels:
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as sock:
+                sock.sendall(resp.encode(["SENTINEL", "get-master-addr-by-name", service]))
+                reader = hiredis.Reader()
+                while (reply := reader.gets()) is False:
+                    data = sock.recv(4096)
+                    if not data:
+                        raise ConnectionError("closed by the Sentinel")
+                    reader.feed(data)
+        except OSError as exc:
+            problems.append(f"{host}:{port}: {exc}")
+            continue
+        if isinstance(reply, list) and len(reply) == 2:
+            return reply[0].decode(), int(reply[1])
+        problems.append(f"{host}:{port}: no master named {service!r} ({reply})")
+    raise ConnectionError("no Sentinel gave a master: " + "; ".join(problems))
+
+
+def client(url, **options):
+    """A redis-py client of ``url``; for redis+sentinel, one that follows the master the
+    Sentinels name (redis-py's Sentinel support)."""
+    if urllib.parse.urlsplit(url).scheme != SENTINEL:
+        return redis.Redis.from_url(url, **options)
+    sentinels, service, db, username, password = sentinel_parts(url)
+    timeouts = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout") if k in options}
+    return Sentinel(sentinels, **timeouts).master_for(service, db=db, username=username, password=password,
+                                                      **options)
+
+
 def open_socket(url, connect_timeout):
-    """A socket connected to the Redis of ``url`` (parsed: unix, redis or rediss), with
+    """A socket connected to the Redis of ``url`` (parsed: unix, redis, rediss or
+    redis+sentinel, whose master is asked from the Sentinels at each connection), with
     TCP_NODELAY and keepalive on TCP, wrapped in TLS for rediss."""
     if url.scheme == "unix":
         sock = socket.socket(socket.AF_UNIX)
         sock.settimeout(connect_timeout)
         sock.connect(url.path)
         return sock
-    sock = socket.create_connection((url.hostname, url.port or 6379), timeout=connect_timeout)
+    if url.scheme == SENTINEL:
+        address = master_address(url.geturl(), connect_timeout)
+    else:
+        address = (url.hostname, url.port or 6379)
+    sock = socket.create_connection(address, timeout=connect_timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     if url.scheme == "rediss":

@@ -29,11 +29,10 @@ import time
 import urllib.parse
 
 import hiredis
-import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tempest import jobs, keys, sessions
+from tempest import jobs, keys, redisconn, sessions
 from tempest.publish import Publisher
 from tempest.redisconn import RawConnection, RedisError
 
@@ -199,8 +198,8 @@ class Worker:
         self.stopping = False
         self.processed = 0
         # for the handlers (and publish): no automatic retries, which could repeat a write
-        self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=10, socket_connect_timeout=5,
-                                          retry=Retry(NoBackoff(), 0))
+        self.redis = redisconn.client(self.redis_url, socket_timeout=10, socket_connect_timeout=5,
+                                      retry=Retry(NoBackoff(), 0))
         # a BLPOP blocks POLL_TIMEOUT: the socket timeout must be above it, and a timed-out
         # BLPOP must not be re-sent blindly: RawConnection never retries
         self._queue = RawConnection(self.redis_url, timeout=POLL_TIMEOUT + 10, connect_timeout=5)

@@ -66,9 +66,10 @@ def stop_group(proc, sig=signal.SIGTERM, timeout=10.0):
 class RedisServer:
     """A real redis-server on a free port, in a temporary directory."""
 
-    def __init__(self, directory, port=None):
+    def __init__(self, directory, port=None, extra=()):
         self.directory = str(directory)
         self.port = port or free_port()
+        self.extra = list(extra)  # more redis-server arguments (--replicaof ...)
         self.proc = None
 
     @property
@@ -80,7 +81,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", self.directory, "--save", "", "--appendonly", "no", "--logfile",
-             os.path.join(self.directory, "redis.log")],
+             os.path.join(self.directory, "redis.log"), *self.extra],
             stdin=subprocess.DEVNULL, start_new_session=True)
         wait_until(self.ping, 10, message=f"redis-server on port {self.port}")
         return self

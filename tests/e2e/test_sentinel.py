@@ -1,0 +1,91 @@
+"""Redis Sentinel end to end: tempestd, a worker and tempest publish on a redis+sentinel:// URL
+(a master, a replica and one Sentinel, all real redis-server processes), then a failover."""
+
+import os
+import subprocess
+
+import pytest
+
+from support import REPO, RedisServer, free_port, http, redis_server_binary, start_worker, stop_group, wait_until
+
+ECHO = [os.path.join(REPO, "tests", "workers", "echo.py")]
+
+
+class SentinelServer:
+    def __init__(self, directory, master_port):
+        self.directory = str(directory)
+        self.port = free_port()
+        os.makedirs(self.directory, exist_ok=True)
+        conf = os.path.join(self.directory, "sentinel.conf")
+        with open(conf, "w") as handle:
+            handle.write(f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                         f"sentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
+                         "sentinel down-after-milliseconds mymaster 2000\nsentinel failover-timeout mymaster 10000\n")
+        self.proc = subprocess.Popen([redis_server_binary(), conf, "--sentinel", "--logfile",
+                                      os.path.join(self.directory, "sentinel.log")],
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def client(self):
+        import redis
+
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+    def master(self):
+        try:
+            reply = self.client().execute_command("SENTINEL", "get-master-addr-by-name", "mymaster")
+        except OSError:
+            return None
+        except Exception:  # redis errors while it starts
+            return None
+        return int(reply[1]) if reply else None
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    master = RedisServer(tmp_path / "master").start()
+    replica = RedisServer(tmp_path / "replica", extra=["--replicaof", "127.0.0.1", str(master.port)]).start()
+    sentinel = SentinelServer(tmp_path / "sentinel", master.port)
+    try:
+        wait_until(lambda: sentinel.master() == master.port, timeout=10, message="the Sentinel")
+        wait_until(lambda: replica.client().info("replication")["master_link_status"] == "up", timeout=10,
+                   message="the replica")
+        # the Sentinel must know the replica before it can fail over to it
+        wait_until(lambda: sentinel.client().execute_command("SENTINEL", "replicas", "mymaster"), timeout=15,
+                   message="the Sentinel finding the replica")
+        yield master, replica, sentinel
+    finally:
+        stop_group(sentinel.proc)
+        replica.stop()
+        master.stop()
+
+
+def test_requests_through_sentinel_and_a_failover(cluster, tempestd_factory, tmp_path):
+    master, replica, sentinel = cluster
+    url = f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/0"
+    daemon = tempestd_factory(redis_url=url, front={"queue": "sentinel", "timeout": "10"})
+    worker = start_worker(ECHO + ["sentinel"], url, tmp_path)
+    try:
+        assert http("GET", daemon.base + "/before")[0] == 200
+        assert master.client().get("tempest:pubsub:durable") is not None  # tempestd wrote to the master
+        sentinel.client().execute_command("SENTINEL", "FAILOVER", "mymaster")
+        wait_until(lambda: sentinel.master() == replica.port, timeout=20, message="the failover")
+        wait_until(lambda: replica.client().info("replication")["role"] == "master", timeout=20)
+        wait_until(lambda: master.client().info("replication")["role"] == "slave", timeout=20,
+                   message="the old master turned replica")
+        # the old master is now a replica and the Sentinel closed its clients: tempestd's and the
+        # worker's connections are found closed and replaced by ones to the new master
+        for i in range(5):
+            status, _, body = http("GET", daemon.base + f"/after/{i}")
+            assert status == 200, body
+        assert daemon.info()["push_errors"] == 0
+    finally:
+        stop_group(worker)
+
+
+def test_a_bad_sentinel_url_is_a_config_error(tmp_path):
+    from tempest import config
+
+    path = tmp_path / "bad.ini"
+    path.write_text("[redis]\nurl = redis+sentinel://127.0.0.1:26379\n")
+    with pytest.raises(config.ConfigError, match="service"):
+        config.load(str(path))
