@@ -380,7 +380,7 @@ class Connection:
             log.warning("bad answer to url job %s (queue %s, %s %s): %s",
                         job_id, route.queue, request.method, url[:200], exc)
             if streamed:
-                front.registry.abandon(pending)
+                front.registry.forget(pending)
             return self.error(502, request)
         if not any(name.lower() == b"content-type" for name, _ in headers):
             headers.append(DEFAULT_CONTENT_TYPE)
@@ -395,7 +395,7 @@ class Connection:
         HTTP/1.1; on HTTP/1.0 the body ends when the connection closes)."""
         keep_alive = self.respond(request, status, reason, headers, b"", stream=True)
         if request.method == "HEAD" or status in (204, 304):
-            self.front.registry.abandon(pending)  # no body may follow: the chunks are dropped
+            self.front.registry.forget(pending)  # no body may follow: the chunks are dropped
             return keep_alive
         chunked = request.version != "1.0"
         while True:
@@ -411,7 +411,7 @@ class Connection:
                 if chunked:
                     self.send(b"0\r\n\r\n")
                 return keep_alive
-            else:  # TIMEOUT or OVERFLOW: the body cannot be completed, the client must see it cut
+            else:  # TIMEOUT, OVERFLOW or ABORTED: the body cannot be completed, the client must see it cut
                 if item == outcomes.TIMEOUT:
                     log.warning("stream of job %s: no chunk within %ss: connection closed",
                                 pending.job_id, pending.timeout)

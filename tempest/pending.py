@@ -146,6 +146,11 @@ class Registry:
         self._loop.run_callback(pending.notify)
         return how == END
 
+    def forget(self, pending):
+        """Stop waiting for more of ``pending`` (a stream whose body cannot be sent): what
+        comes later is dropped."""
+        self._jobs.pop(pending.job_id, None)
+
     def abandon(self, pending):
         """The client left: forget the job, so that a late answer is dropped."""
         if self._jobs.pop(pending.job_id, None) is not None:

@@ -93,6 +93,8 @@ def test_a_handler_failing_mid_stream_cuts_the_body_at_once(site):
 
 def test_a_bad_stream_head_is_502(site):
     assert http("GET", site.base + "/badhead")[0] == 502
+    wait_until(lambda: site.info()["answers_dropped"] >= 1, timeout=5)  # its end, after the 502
+    assert site.info()["clients_gone"] == 0 and site.info()["bad_answers"] == 1
 
 
 def test_pieces_after_the_client_left_are_dropped(site, redis_server):
