@@ -281,7 +281,7 @@ SETTINGS = (
     S("front", "session_cookie", to_cookie_name, "",
       "Name of the session cookie; empty: no sessions. Requests without a valid one get a new "
       "session id (Set-Cookie on the response); workers find it in env.session."),
-    S("front", "session_ttl", to_seconds, "1209600",
+    S("front", "session_ttl", to_seconds, "1209600",  # 14 days, as sessions.DEFAULT_TTL
       "Seconds a session lives after its last write (the TTL of its Redis hash), and the cookie's Max-Age."),
     S("front", "session_secure", to_bool, "no",
       "yes: the session cookie is marked Secure (HTTPS only; set it behind a proxy that takes TLS)."),

@@ -16,6 +16,7 @@ import redis
 
 from tempest import jobs, keys
 
+DEFAULT_TTL = 14 * 24 * 3600  # seconds: [front] session_ttl's default
 REGENERATED_HEADER = "X-Tempest-Session"  # answer header: the session's new id (the front sets the cookie)
 _ID = re.compile(r"[A-Za-z0-9_-]{22}\Z")  # 128 random bits, URL-safe base64
 

@@ -87,7 +87,7 @@ class Context:
         if self._session is None:
             info = (self.env or {}).get("session")
             if isinstance(info, dict) and sessions.valid_id(info.get("id")):
-                self._session = sessions.Session(self.worker.redis, info["id"], info.get("ttl") or 1209600)
+                self._session = sessions.Session(self.worker.redis, info["id"], info.get("ttl") or sessions.DEFAULT_TTL)
         return self._session
 
     def answer(self, data):
