@@ -51,7 +51,7 @@ class RawConnection:
                 self.close()
             if self._sock is None:
                 self._connect()
-            self._sock.sendall(b"".join(resp.encode([_arg(a) for a in c]) for c in commands))
+            self._sock.sendall(b"".join(map(resp.pack, commands)))
             return [self._read() for _ in commands]
         except (OSError, hiredis.ProtocolError) as exc:
             self.close()
@@ -80,7 +80,7 @@ class RawConnection:
         if database and database != "0":
             setup.append(["SELECT", database])
         if setup:
-            self._sock.sendall(b"".join(resp.encode(c) for c in setup))
+            self._sock.sendall(b"".join(map(resp.pack, setup)))
             for reply in [self._read() for _ in setup]:
                 if isinstance(reply, hiredis.ReplyError):
                     self.close()
@@ -158,7 +158,3 @@ def _readable(sock):
     """True if ``sock`` has something to read (an EOF, a reset, stray bytes), without waiting
     (gevent's select first polls without waiting, like the system's)."""
     return bool(select.select([sock], [], [], 0)[0])
-
-
-def _arg(value):
-    return str(value) if isinstance(value, int) else value

@@ -67,6 +67,20 @@ def test_a_job_that_kills_its_workers_goes_to_the_dead_letters(tempestd_factory,
     assert result["value"][0] == 504  # the client was answered in time, the job lived on
 
 
+def test_a_reliable_worker_serves_several_queues(tempestd_factory, redis_server, tmp_path):
+    daemon = tempestd_factory(front={"queue": "rela"}, **{"route:/b/": {"queue": "relb"}})
+    client = redis_server.client()
+    worker = start_worker(APP + ["rela,relb"], redis_server.url, tmp_path)
+    try:
+        client.rpush("gate:rela,relb", 1, 1)
+        for path in ("/b/second-queue", "/first-queue"):  # the second is polled, the first blocks
+            status, _, body = http("GET", daemon.base + path)
+            assert (status, body) == (200, f"done by {worker.pid}".encode())
+        assert client.scard(keys.WORKERS) == 2  # one member per queue
+    finally:
+        stop_group(worker)
+
+
 def test_a_clean_stop_leaves_nothing_behind(tempestd_factory, redis_server, tmp_path):
     tempestd_factory(front={"queue": "tidy"})
     client = redis_server.client()

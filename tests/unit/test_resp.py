@@ -272,3 +272,12 @@ def test_empty_array_is_ignored():
 def test_null_array_is_ignored_as_redis_does():
     reader = resp.CommandReader()
     assert reader.feed(b"*-1\r\n*1\r\n$4\r\nPING\r\n") == [[b"PING"]]
+
+
+def test_pack_is_a_command_of_bulk_strings():
+    assert resp.pack(["RPUSH", b"q", "h\u00e9", 17, 0.5]) == (
+        b"*5\r\n$5\r\nRPUSH\r\n$1\r\nq\r\n$3\r\nh\xc3\xa9\r\n$2\r\n17\r\n$3\r\n0.5\r\n")
+    command = ["url", "AbCd", b'[200, {}, "x"]']
+    assert resp.pack(command) == resp.encode(command)
+    reader = resp.CommandReader()
+    assert reader.feed(resp.pack(["SET", "k", 1])) == [[b"SET", b"k", b"1"]]

@@ -1,4 +1,4 @@
-"""A reliable worker for the tests: python reliable.py <queue>.
+"""A reliable worker for the tests: python reliable.py <queue>[,<queue>...].
 
 /hold waits (up to 8 s) for an item on the Redis list gate:<queue>, then answers with its pid;
 /crash kills the process at once (a job that kills its workers)."""
@@ -13,7 +13,7 @@ from tempest import Worker
 def main():
     logging.basicConfig(level=logging.INFO)
     queue = sys.argv[1]
-    worker = Worker(queue, reliable=True, heartbeat=1.0)
+    worker = Worker(queue.split(","), reliable=True, heartbeat=1.0)  # "a,b": two queues
 
     @worker.on("url")
     def handle(context, env):
