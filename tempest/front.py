@@ -22,7 +22,7 @@ import httptools
 from gevent import getcurrent
 from gevent.server import StreamServer
 
-from tempest import jobs, sessions, sse, static, websocket
+from tempest import jobs, memory, sessions, sse, static, websocket
 from tempest import pending as outcomes
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,14 @@ class Front:
         """Wake the reads that waited too long (keep-alive, slow heads and bodies); one pass
         over the connections every REAP_INTERVAL instead of a timer per read."""
         loop = gevent.get_hub().loop
+        trimmer = memory.Trimmer()
         while True:
             gevent.sleep(REAP_INTERVAL)
             now = time.monotonic()
             for conn in list(self.connections):
                 if conn.read_deadline is not None and now >= conn.read_deadline:
                     loop.run_callback(conn.expire)
+            trimmer.observe(len(self.connections))
 
     def stop_accepting(self):
         """Stop accepting; idle keep-alive connections close, busy ones after their response."""
