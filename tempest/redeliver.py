@@ -73,13 +73,13 @@ class Redeliverer:
     def _give_back(self, entry):
         queue, worker_id = entry.split(" ", 1)
         command = [keys.processing(queue, worker_id), queue, keys.deliveries(queue), keys.dead(queue)]
-        reply, _ = self.connection.execute([["EVALSHA", GIVE_BACK_SHA, 4, *command, self.max_redeliveries],
-                                            ["SREM", keys.WORKERS, entry]])
+        [reply] = self.connection.execute([["EVALSHA", GIVE_BACK_SHA, 4, *command, self.max_redeliveries]])
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
             [reply] = self.connection.execute([["EVAL", GIVE_BACK, 4, *command, self.max_redeliveries]])
-        if isinstance(reply, hiredis.ReplyError):
+        if isinstance(reply, hiredis.ReplyError):  # the worker stays registered: tried again next time
             log.error("cannot give back the jobs of worker %s on %s: %s", worker_id, queue, reply)
             return
+        self.connection.execute([["SREM", keys.WORKERS, entry]])
         moved, dead = reply
         self.stats.jobs_redelivered += moved
         self.stats.jobs_dead += dead

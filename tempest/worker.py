@@ -232,13 +232,15 @@ class Worker:
             signal.signal(signal.SIGINT, self._handle_stop)
         log.info("worker on %s (%s): %s", ",".join(self.queues), self.redis_url, ", ".join(self.handlers))
         beating = threading.Event()
+        heart = threading.Thread(target=self._beat, args=(beating,), name="heartbeat", daemon=True)
         if self.reliable:
-            threading.Thread(target=self._beat, args=(beating,), name="heartbeat", daemon=True).start()
+            heart.start()
         try:
             self._loop()
         finally:
             beating.set()
             if self.reliable:
+                heart.join(10)  # no beat (which registers) after the unregistering
                 self._unregister()
         log.info("worker stopped after %d jobs", self.processed)
 
@@ -271,17 +273,25 @@ class Worker:
 
     # reliable delivery
 
+    def _beat_commands(self):
+        """The heartbeat, then the registration (in this order: tempestd must never see this
+        worker registered without a heartbeat). Repeated with every beat, so that a worker
+        taken for dead after a long pause registers again."""
+        return [["SET", keys.alive(self.worker_id), "1", "PX", int(self.heartbeat * 1000)],
+                ["SADD", keys.WORKERS, *[f"{queue} {self.worker_id}" for queue in self.queues]]]
+
     def _register(self):
-        commands = [["SADD", keys.WORKERS, f"{queue} {self.worker_id}"] for queue in self.queues]
-        self._queue.execute(commands + [["SET", keys.alive(self.worker_id), "1", "PX", int(self.heartbeat * 1000)]])
+        self._queue.execute(self._beat_commands())
         self._registered = True
 
     def _beat(self, stopped):
         """The heartbeat thread: its own connection, so that a long handler does not stop it."""
         connection = RawConnection(self.redis_url, timeout=5, connect_timeout=5)
         while not stopped.wait(self.heartbeat / 3):
+            if not self._registered:
+                continue
             try:
-                connection.execute([["SET", keys.alive(self.worker_id), "1", "PX", int(self.heartbeat * 1000)]])
+                connection.execute(self._beat_commands())
             except RedisError as exc:
                 log.debug("heartbeat failed: %s", exc)
         connection.close()

@@ -81,6 +81,22 @@ def test_a_reliable_worker_serves_several_queues(tempestd_factory, redis_server,
         stop_group(worker)
 
 
+def test_a_worker_taken_for_dead_registers_again(tempestd_factory, redis_server, tmp_path):
+    daemon = tempestd_factory(front={"queue": "frozen", "redeliver_interval": "0.3"})
+    client = redis_server.client()
+    worker = start_worker(APP + ["frozen"], redis_server.url, tmp_path)
+    try:
+        wait_until(lambda: client.scard(keys.WORKERS) == 1, timeout=10)
+        os.killpg(worker.pid, signal.SIGSTOP)  # frozen past its 1 s heartbeat
+        wait_until(lambda: client.scard(keys.WORKERS) == 0, timeout=10)  # tempestd gave it up
+        os.killpg(worker.pid, signal.SIGCONT)
+        wait_until(lambda: client.scard(keys.WORKERS) == 1, timeout=5)  # its next beat registers it
+        client.rpush("gate:frozen", 1)
+        assert http("GET", daemon.base + "/x")[0] == 200
+    finally:
+        stop_group(worker)
+
+
 def test_a_clean_stop_leaves_nothing_behind(tempestd_factory, redis_server, tmp_path):
     tempestd_factory(front={"queue": "tidy"})
     client = redis_server.client()
