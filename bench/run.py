@@ -28,6 +28,7 @@ results); everything it started is stopped by process group on the way out.
 """
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -755,9 +756,9 @@ class IdleConnections:
     runs. idle.py has its own deadline too: the connecting time plus ``hold_seconds`` and a
     margin."""
 
-    def __init__(self, procs, args, target, tag, hold_seconds):
+    def __init__(self, procs, args, target, tag, hold_seconds, count):
         self.procs, self.args, self.target, self.tag = procs, args, target, tag
-        self.count = args.idle
+        self.count = count
         self.connect_budget = 60 + self.count / 100  # seconds to open them all
         self.deadline = self.connect_budget + hold_seconds + 60  # idle.py's own, from its start
         self.proc = None
@@ -841,20 +842,26 @@ def measure(target, procs, args, connections, with_idle=True):
     tag = f"{target.name}-c{connections}" + ("" if with_idle or not args.idle else "-noidle")
     idle_count = args.idle if with_idle else 0
     result = {"target": target.name, "connections": connections, "idle_connections": idle_count}
-    idle = None
-    if idle_count:
-        hold = args.warmup + 2 * args.duration + args.wrk_timeout + args.client_timeout + 3 * 15 + 2 * 30
-        idle = IdleConnections(procs, args, target, tag + "-idle", hold)
-    try:
-        if idle:
-            result["idle"] = idle.open()
-        _measure(target, procs, args, connections, tag, result, idle.pids() if idle else None)
-        if idle:
-            idle.close()
-    finally:
-        if idle:
-            idle.stop()
+    hold = args.warmup + 2 * args.duration + args.wrk_timeout + args.client_timeout + 3 * 15 + 2 * 30
+    with idle_held(procs, args, target, tag, idle_count, hold, result) as extra_pids:
+        _measure(target, procs, args, connections, tag, result, extra_pids)
     return result
+
+
+@contextlib.contextmanager
+def idle_held(procs, args, target, tag, count, hold_seconds, result):
+    """With ``count`` > 0, bench/idle.py's connections to ``target``, held through the block
+    (which gets idle.py's pids, for the CPU figures); their report goes to ``result["idle"]``."""
+    if not count:
+        yield None
+        return
+    idle = IdleConnections(procs, args, target, tag + "-idle", hold_seconds, count)
+    try:
+        result["idle"] = idle.open()
+        yield idle.pids()
+        idle.close()
+    finally:
+        idle.stop()
 
 
 def _measure(target, procs, args, connections, tag, result, extra_pids):
@@ -892,25 +899,15 @@ def soak(target, procs, args, connections):
     tag = f"{target.name}-c{connections}-soak"
     result = {"target": target.name, "connections": connections, "duration_s": args.soak,
               "idle_connections": args.idle}
-    idle = None
-    if args.idle:
-        idle = IdleConnections(procs, args, target, tag + "-idle", args.soak + args.wrk_timeout + 15 + 60)
-    try:
-        if idle:
-            result["idle"] = idle.open()
+    with idle_held(procs, args, target, tag, args.idle, args.soak + args.wrk_timeout + 15 + 60, result) as extra_pids:
         stats = [target.stats()]
         result["throughput"], result["cpu_percent"], result["rss_during_throughput"] = throughput_run(
-            target, procs, args, connections, args.soak, tag, idle.pids() if idle else None)
+            target, procs, args, connections, args.soak, tag, extra_pids)
         result["settled"] = target.settle()
         stats.append(target.stats())
         if stats[0]:
             result["server_stats_delta"] = stats_delta(stats[0], stats[1])
         result["rss_kib"] = target.rss()
-        if idle:
-            idle.close()
-    finally:
-        if idle:
-            idle.stop()
     return result
 
 

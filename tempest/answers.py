@@ -40,10 +40,7 @@ class AnswerServer(RespServer):
 
     def answer(self, action, args):
         job_id = args[0].decode("utf-8", "replace")
-        payload = args[1]
-        if len(payload) > self._max_answer:
-            log.warning("answer to %s %s is %d bytes, over max_answer", action, job_id, len(payload))
-            payload = b'"answer over max_answer"'  # not a list: the request gets a 502
+        payload = self._bounded(action, job_id, args[1])
         if action == "ws":
             self._to_websocket(job_id, payload)
         else:
@@ -55,11 +52,16 @@ class AnswerServer(RespServer):
     def cmd_stream(self, session, args):
         if len(args) != 2:
             return arity("stream")
-        head = args[1]
-        if len(head) > self._max_answer:
-            head = b'"stream head over max_answer"'  # not a list: the request gets a 502
-        self._registry.start_stream(args[0].decode("utf-8", "replace"), jobs.HTTP_ACTION, head)
+        job_id = args[0].decode("utf-8", "replace")
+        self._registry.start_stream(job_id, jobs.HTTP_ACTION, self._bounded("stream", job_id, args[1]))
         return resp.OK
+
+    def _bounded(self, action, job_id, payload):
+        """``payload``, or, above max_answer, a JSON string (not a list: the request gets a 502)."""
+        if len(payload) <= self._max_answer:
+            return payload
+        log.warning("answer to %s %s is %d bytes, over max_answer", action, job_id, len(payload))
+        return b'"answer over max_answer"'
 
     def cmd_chunk(self, session, args):
         if len(args) != 2:

@@ -9,7 +9,6 @@ is what kills its workers. Delivery is at least once: a worker that was only fro
 answer a job another worker got too (the second answer is dropped by the front).
 """
 
-import hashlib
 import logging
 
 import gevent
@@ -41,7 +40,6 @@ end
 redis.call('EXPIRE', KEYS[3], 86400)
 return {moved, dead}
 """
-GIVE_BACK_SHA = hashlib.sha1(GIVE_BACK.encode()).hexdigest()
 
 
 class Redeliverer:
@@ -64,18 +62,17 @@ class Redeliverer:
         [entries] = self.connection.execute([["SMEMBERS", keys.WORKERS]])
         if not entries or isinstance(entries, hiredis.ReplyError):
             return
-        entries = [e.decode("utf-8", "replace") for e in entries]
-        living = self.connection.execute([["EXISTS", keys.alive(e.split(" ", 1)[1])] for e in entries if " " in e])
-        for entry, alive in zip([e for e in entries if " " in e], living):
+        entries = [e for e in (e.decode("utf-8", "replace") for e in entries) if " " in e]
+        living = self.connection.execute([["EXISTS", keys.alive(e.split(" ", 1)[1])] for e in entries])
+        for entry, alive in zip(entries, living):
             if alive == 0:
                 self._give_back(entry)
 
     def _give_back(self, entry):
         queue, worker_id = entry.split(" ", 1)
         command = [keys.processing(queue, worker_id), queue, keys.deliveries(queue), keys.dead(queue)]
-        [reply] = self.connection.execute([["EVALSHA", GIVE_BACK_SHA, 4, *command, self.max_redeliveries]])
-        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
-            [reply] = self.connection.execute([["EVAL", GIVE_BACK, 4, *command, self.max_redeliveries]])
+        # EVAL, not EVALSHA: it runs only when a worker died, so the script's text costs nothing
+        [reply] = self.connection.execute([["EVAL", GIVE_BACK, 4, *command, self.max_redeliveries]])
         if isinstance(reply, hiredis.ReplyError):  # the worker stays registered: tried again next time
             log.error("cannot give back the jobs of worker %s on %s: %s", worker_id, queue, reply)
             return

@@ -1,8 +1,8 @@
-"""A lean pipelined Redis connection for the hot path (the pusher).
+"""A lean pipelined Redis connection: the pusher, the workers' jobs and answers, the redeliverer.
 
 redis-py checks a connection's health at every pool checkout and builds several objects per
 command; under gevent that cost a third of an RPUSH. This connection packs commands with
-``resp.encode``, writes a whole batch in one send and reads the replies with one hiredis
+``resp.pack``, writes a whole batch in one send and reads the replies with one hiredis
 Reader. It never retries: after any error it is closed, and the next batch reconnects; a
 connection that Redis closed while it was idle is noticed before a batch and replaced (after a
 Sentinel failover the Sentinel closes the clients of the demoted master, and the new connection
@@ -87,12 +87,22 @@ class RawConnection:
                     raise RedisError(f"Redis refused the connection set-up: {reply}")
 
     def _read(self):
-        while (reply := self._reader.gets()) is False:
-            data = self._sock.recv(RECV_SIZE)
-            if not data:
-                raise ConnectionError("connection closed by Redis")
-            self._reader.feed(data)
-        return reply
+        return read_reply(self._sock, self._reader)
+
+
+def read_reply(sock, reader):
+    """The next reply on ``sock``, read through ``reader`` (a hiredis.Reader that may hold
+    replies already).
+
+    Raises:
+        ConnectionError: the peer closed the connection first.
+    """
+    while (reply := reader.gets()) is False:
+        data = sock.recv(RECV_SIZE)
+        if not data:
+            raise ConnectionError("connection closed by Redis")
+        reader.feed(data)
+    return reply
 
 
 def master_address(url, timeout):
@@ -106,13 +116,8 @@ def master_address(url, timeout):
     for host, port in sentinels:
         try:
             with socket.create_connection((host, port), timeout=timeout) as sock:
-                sock.sendall(resp.encode(["SENTINEL", "get-master-addr-by-name", service]))
-                reader = hiredis.Reader()
-                while (reply := reader.gets()) is False:
-                    data = sock.recv(4096)
-                    if not data:
-                        raise ConnectionError("closed by the Sentinel")
-                    reader.feed(data)
+                sock.sendall(resp.pack(["SENTINEL", "get-master-addr-by-name", service]))
+                reply = read_reply(sock, hiredis.Reader())
         except OSError as exc:
             problems.append(f"{host}:{port}: {exc}")
             continue

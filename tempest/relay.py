@@ -186,7 +186,7 @@ class Relay:
         sock = self._sock
         if sock is None:
             return  # not connected: _connect subscribes every channel
-        data = resp.encode([str(part) for part in command])
+        data = resp.pack(command)
         try:
             with self._write:
                 sock.sendall(data)
@@ -214,8 +214,8 @@ class Relay:
         reader = hiredis.Reader()
         if url.password:
             auth = [url.username, url.password] if url.username else [url.password]
-            sock.sendall(resp.encode(["AUTH", *[urllib.parse.unquote(a) for a in auth]]))
-            reply = _read_one(sock, reader)
+            sock.sendall(resp.pack(["AUTH", *[urllib.parse.unquote(a) for a in auth]]))
+            reply = redisconn.read_reply(sock, reader)
             if isinstance(reply, hiredis.ReplyError):
                 raise ConnectionError(f"AUTH refused: {reply}")
         self._reader = reader
@@ -316,12 +316,3 @@ class Relay:
             gevent.sleep(self.settings.heartbeat)
             for subscriber in list(self.subscribers):
                 subscriber.push(HEARTBEAT)
-
-
-def _read_one(sock, reader):
-    while (reply := reader.gets()) is False:
-        data = sock.recv(4096)
-        if not data:
-            raise ConnectionError("closed by Redis")
-        reader.feed(data)
-    return reply

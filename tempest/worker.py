@@ -146,10 +146,7 @@ class Stream:
 
     def close(self):
         """End the body."""
-        if not self.closed:
-            self.closed = True
-            context = self.context
-            context.worker.send_command(context.respond_to, ("end", context.job_id), flush=True)
+        self._end()
 
     def __enter__(self):
         return self
@@ -157,10 +154,13 @@ class Stream:
     def abort(self):
         """Give up: tempestd closes the client's connection without ending the body, so the
         client can tell it is incomplete."""
+        self._end("abort")
+
+    def _end(self, *how):
         if not self.closed:
             self.closed = True
             context = self.context
-            context.worker.send_command(context.respond_to, ("end", context.job_id, "abort"), flush=True)
+            context.worker.send_command(context.respond_to, ("end", context.job_id, *how), flush=True)
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
@@ -211,7 +211,7 @@ class Worker:
         self.heartbeat = float(heartbeat)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._registered = False
-        self._held = []  # reliable: (queue, raw job) taken and not yet released
+        self._holding = None  # reliable: the queue whose processing list holds the batch in hand
 
     def on(self, action):
         """Decorator registering ``handler(context, *args)`` for ``action``.
@@ -268,7 +268,7 @@ class Worker:
                 if self._outbox_since is not None and time.monotonic() - self._outbox_since > FLUSH_AFTER:
                     self.flush()
             self.flush()
-            if self._held:
+            if self._holding is not None:
                 self._release()
 
     # reliable delivery
@@ -301,7 +301,7 @@ class Worker:
         for queue in self.queues:
             jobs = self._command("EVAL", TAKE, 2, queue, keys.processing(queue, self.worker_id), self.prefetch)
             if jobs:
-                self._held = [(queue, raw) for raw in jobs]
+                self._holding = queue
                 return jobs
         queue = self.queues[0]
         processing = keys.processing(queue, self.worker_id)
@@ -310,17 +310,17 @@ class Worker:
             return []
         jobs = [job] + ((self._command("EVAL", TAKE, 2, queue, processing, self.prefetch - 1) or [])
                         if self.prefetch > 1 else [])
-        self._held = [(queue, raw) for raw in jobs]
+        self._holding = queue
         return jobs
 
     def _release(self):
         """The batch is answered: its processing list, which holds that batch alone (a batch
         comes from one queue, and is finished before the next is taken), is emptied."""
-        held, self._held = self._held, []
+        queue, self._holding = self._holding, None
         try:
-            self._queue.execute([["DEL", keys.processing(queue, self.worker_id)] for queue in {q for q, _ in held}])
+            self._queue.execute([["DEL", keys.processing(queue, self.worker_id)]])
         except RedisError as exc:
-            log.warning("cannot release %d finished jobs (%s): they may be delivered again", len(held), exc)
+            log.warning("cannot release the finished jobs of %s (%s): they may be delivered again", queue, exc)
 
     def _unregister(self):
         """A clean stop: jobs still held (none, normally) go back, the worker is forgotten."""

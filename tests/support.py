@@ -253,3 +253,20 @@ def raw_exchange(port, data, timeout=5.0, until_close=True):
         except socket.timeout:
             pass
         return b"".join(chunks)
+
+
+def in_thread(function, *args, **kwargs):
+    """Run ``function`` in a daemon thread: (thread, result dict with "value" or "error")."""
+    import threading
+
+    result = {}
+
+    def run():
+        try:
+            result["value"] = function(*args, **kwargs)
+        except Exception as exc:  # the test thread reports it
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result

@@ -3,13 +3,12 @@
 import json
 import os
 import socket
-import threading
 import time
 
 import pytest
 import redis
 
-from support import REPO, http, raw_exchange, start_worker, stop_group, wait_until
+from support import REPO, http, in_thread, raw_exchange, start_worker, stop_group, wait_until
 
 ECHO = [os.path.join(REPO, "tests", "workers", "echo.py")]
 
@@ -29,20 +28,6 @@ def take_job(client, queue, timeout=10):
     job = json.loads(item[1])
     assert len(job) == 4
     return job
-
-
-def in_thread(function, *args, **kwargs):
-    result = {}
-
-    def run():
-        try:
-            result["value"] = function(*args, **kwargs)
-        except Exception as exc:  # the test thread reports it
-            result["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, result
 
 
 def test_get_through_library_worker(echo_daemon):

@@ -6,20 +6,11 @@ import json
 import os
 import signal
 
-from support import REPO, http, start_worker, stop_group, wait_until
+from support import REPO, http, in_thread, start_worker, stop_group, wait_until
 
 from tempest import keys
 
 APP = [os.path.join(REPO, "tests", "workers", "reliable.py")]
-
-
-def in_thread(function, *args):
-    import threading
-
-    result = {}
-    thread = threading.Thread(target=lambda: result.update(value=function(*args)), daemon=True)
-    thread.start()
-    return thread, result
 
 
 def test_the_job_of_a_killed_worker_is_answered_by_another(tempestd_factory, redis_server, tmp_path):
