@@ -32,6 +32,12 @@ import socket
 import sys
 import time
 
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.select
+from gevent import socket as gsocket
+
 import loadgen  # bench/: the response reader shared with the closed-loop client
 
 HOST = "127.0.0.1"
@@ -83,71 +89,77 @@ def check(sock):
     return "closed_by_server" if not data else "unexpected_data"
 
 
-def run(args):
-    import gevent
-    import gevent.event
-    import gevent.lock
-    import gevent.select
-    from gevent import socket as gsocket
+class Holder:
+    """Opens the connections, holds them, reports on them: the state shared by the greenlets."""
 
-    started = time.monotonic()
-    deadline = started + args.deadline
-    nofile = raise_nofile()
-    request = f"GET / HTTP/1.1\r\nHost: {HOST}:{args.port}\r\nUser-Agent: tempest-bench-idle\r\n\r\n".encode()
-    handshakes = gevent.lock.BoundedSemaphore(args.connect_concurrency)
-    held = []  # sockets of the opened connections
-    errors = {}
-    stop = gevent.event.Event()
-    stopped_by = []
+    def __init__(self, args):
+        self.args = args
+        self.started = time.monotonic()
+        self.deadline = self.started + args.deadline
+        self.nofile = raise_nofile()
+        self.request = f"GET / HTTP/1.1\r\nHost: {HOST}:{args.port}\r\nUser-Agent: tempest-bench-idle\r\n\r\n".encode()
+        self.handshakes = gevent.lock.BoundedSemaphore(args.connect_concurrency)
+        self.held = []  # sockets of the opened connections
+        self.errors = {}
+        self.stop = gevent.event.Event()
+        self.stopped_by = None  # the first reason to stop
+        self.pending = args.connections  # connections not tried to the end yet
+        self.all_tried = gevent.event.Event()
+        self.opened_at = None
 
-    def stop_on(reason):
-        if not stopped_by:
-            stopped_by.append(reason)
-        stop.set()
+    def stop_on(self, reason):
+        if self.stopped_by is None:
+            self.stopped_by = reason
+        self.stop.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(signum, stop_on, "signal")
+    def count_error(self, kind):
+        self.errors[kind] = self.errors.get(kind, 0) + 1
 
-    def count_error(kind):
-        errors[kind] = errors.get(kind, 0) + 1
-
-    pending = [args.connections]
-    all_tried = gevent.event.Event()
-
-    def one():
+    def open_one(self):
+        """One connection (a greenlet): at most ``--connect-concurrency`` handshakes at a time."""
         try:
-            with handshakes:
-                if stop.is_set():
-                    count_error("stopped before connecting")
-                    return
-                timeout = min(args.timeout, deadline - time.monotonic())
-                if timeout <= 0:
-                    count_error("deadline passed before connecting")
-                    return
-                sock = gsocket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                try:
-                    sock.settimeout(timeout)
-                    sock.connect((HOST, args.port))
-                    sock.sendall(request)
-                    read_response(sock)
-                except TimeoutError:  # socket.timeout
-                    count_error("timeout (connect or response)")
-                except Refused as exc:
-                    count_error(str(exc))
-                except OSError as exc:
-                    count_error(f"{type(exc).__name__}: {exc.strerror or exc}")
-                else:
-                    held.append(sock)
-                    sock = None
-                finally:
-                    if sock is not None:
-                        sock.close()
+            with self.handshakes:
+                timeout = self._connect_timeout()
+                if timeout is not None:
+                    self._handshake(timeout)
         finally:
-            pending[0] -= 1
-            if pending[0] == 0:
-                all_tried.set()
+            self.pending -= 1
+            if self.pending == 0:
+                self.all_tried.set()
 
-    def watch_stdin():
+    def _connect_timeout(self):
+        """The time one handshake may take, None (an error counted) if it is not to start."""
+        if self.stop.is_set():
+            self.count_error("stopped before connecting")
+            return None
+        timeout = min(self.args.timeout, self.deadline - time.monotonic())
+        if timeout <= 0:
+            self.count_error("deadline passed before connecting")
+            return None
+        return timeout
+
+    def _handshake(self, timeout):
+        """Connect, send one GET / and read its response: held if a 2xx keep-alive one."""
+        sock = gsocket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect((HOST, self.args.port))
+            sock.sendall(self.request)
+            read_response(sock)
+        except TimeoutError:  # socket.timeout
+            self.count_error("timeout (connect or response)")
+        except Refused as exc:
+            self.count_error(str(exc))
+        except OSError as exc:
+            self.count_error(f"{type(exc).__name__}: {exc.strerror or exc}")
+        else:
+            self.held.append(sock)
+            sock = None
+        finally:
+            if sock is not None:
+                sock.close()
+
+    def watch_stdin(self):
         fd = sys.stdin.fileno()
         while True:
             readable, _, _ = gevent.select.select([fd], [], [], 1.0)
@@ -157,33 +169,54 @@ def run(args):
                 except OSError:
                     line = b""
                 if not line or b"stop" in line:
-                    stop_on("stdin")
+                    self.stop_on("stdin")
                     return
 
-    watcher = gevent.spawn(watch_stdin)  # also while connecting: the harness may give up early
-    greenlets = [gevent.spawn(one) for _ in range(args.connections)]
-    gevent.wait([all_tried, stop], timeout=max(0.0, deadline - time.monotonic()), count=1)
-    unfinished = sum(1 for g in greenlets if not g.ready())
-    gevent.killall(greenlets, block=True, timeout=5)
-    if unfinished:
-        errors["unfinished (stopped or deadline)"] = unfinished
-    opened_at = time.monotonic()
-    emit({"ready": {"opened": len(held), "failed": args.connections - len(held), "errors": errors,
-                    "seconds": round(opened_at - started, 3), "nofile": nofile}})
-    if not stop.wait(max(0.0, deadline - time.monotonic())):
-        stop_on("deadline")
+    def open_all(self):
+        """Open every connection (or give up at the deadline, or when told to stop)."""
+        greenlets = [gevent.spawn(self.open_one) for _ in range(self.args.connections)]
+        gevent.wait([self.all_tried, self.stop], timeout=max(0.0, self.deadline - time.monotonic()), count=1)
+        unfinished = sum(1 for g in greenlets if not g.ready())
+        gevent.killall(greenlets, block=True, timeout=5)
+        if unfinished:
+            self.errors["unfinished (stopped or deadline)"] = unfinished
+        self.opened_at = time.monotonic()
+
+    def ready(self):
+        return {"opened": len(self.held), "failed": self.args.connections - len(self.held), "errors": self.errors,
+                "seconds": round(self.opened_at - self.started, 3), "nofile": self.nofile}
+
+    def hold(self):
+        """Until told to stop, or the deadline."""
+        if not self.stop.wait(max(0.0, self.deadline - time.monotonic())):
+            self.stop_on("deadline")
+
+    def result(self):
+        """How many are still open (checked without blocking), and how the others ended."""
+        held_seconds = time.monotonic() - self.opened_at
+        states = {"open": 0, "closed_by_server": 0, "reset": 0, "unexpected_data": 0}
+        for sock in self.held:
+            states[check(sock)] += 1
+        requested = self.args.connections
+        return {"requested": requested, "opened": len(self.held), "open_at_end": states["open"],
+                "closed_by_server": states["closed_by_server"], "reset": states["reset"],
+                "unexpected_data": states["unexpected_data"], "failed": requested - len(self.held),
+                "errors": self.errors, "connect_seconds": round(self.opened_at - self.started, 3),
+                "held_seconds": round(held_seconds, 3), "stopped_by": self.stopped_by,
+                "nofile": self.nofile}
+
+
+def run(args):
+    holder = Holder(args)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, holder.stop_on, "signal")
+    watcher = gevent.spawn(holder.watch_stdin)  # also while connecting: the harness may give up early
+    holder.open_all()
+    emit({"ready": holder.ready()})
+    holder.hold()
     watcher.kill(block=False)
-    held_seconds = time.monotonic() - opened_at
-    states = {"open": 0, "closed_by_server": 0, "reset": 0, "unexpected_data": 0}
-    for sock in held:
-        states[check(sock)] += 1
-    emit({"result": {"requested": args.connections, "opened": len(held), "open_at_end": states["open"],
-                     "closed_by_server": states["closed_by_server"], "reset": states["reset"],
-                     "unexpected_data": states["unexpected_data"], "failed": args.connections - len(held),
-                     "errors": errors, "connect_seconds": round(opened_at - started, 3),
-                     "held_seconds": round(held_seconds, 3), "stopped_by": stopped_by[0],
-                     "nofile": nofile}})
-    for sock in held:
+    emit({"result": holder.result()})
+    for sock in holder.held:
         sock.close()
     return 0
 

@@ -17,10 +17,9 @@ log = logging.getLogger(__name__)
 class AnswerServer(RespServer):
     what = "answer endpoint"
 
-    def __init__(self, address, registry, stats, password="", max_answer=64 << 20, backlog=1024,
-                 websockets=None):
+    def __init__(self, address, registry, stats, sockets, password="", max_answer=64 << 20, backlog=1024):
         super().__init__(address, password, backlog)
-        self._websockets = websockets if websockets is not None else {}
+        self._sockets = sockets  # the open WebSockets (tempest.http.websocket.Sockets)
         self._registry = registry
         self._stats = stats
         self._max_answer = max_answer
@@ -83,17 +82,15 @@ class AnswerServer(RespServer):
     def _to_websocket(self, socket_id, payload):
         """``ws <socket_id> <json>``: a text frame for one WebSocket (a JSON string is sent as
         its text, any other JSON value as JSON)."""
-        session = self._websockets.get(socket_id)
-        if session is None:
-            self._stats.answers_dropped += 1
-            log.debug("dropped ws answer for %s: no such socket", socket_id)
-            return
         try:
             value = jobs.loads(payload)
         except (ValueError, RecursionError):
             value = payload.decode("utf-8", "replace")
-        self._stats.answers += 1
-        session.push(value if isinstance(value, str) else jobs.dumps(value).decode("utf-8"))
+        if self._sockets.push(socket_id, value if isinstance(value, str) else jobs.dumps(value).decode("utf-8")):
+            self._stats.answers += 1
+        else:
+            self._stats.answers_dropped += 1
+            log.debug("dropped ws answer for %s: no such socket", socket_id)
 
     def cmd_info(self, session, args):
         lines = ["# Server", f"redis_version:{REDIS_VERSION}", f"tempest_version:{__version__}",

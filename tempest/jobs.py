@@ -6,7 +6,6 @@ Both sides of the protocol use these functions; they import neither gevent nor r
 """
 
 import base64
-import http
 import os
 import re
 
@@ -17,7 +16,6 @@ HTTP_ACTION = "url"
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE = re.compile(rb"[\r\n\x00]")
 # the front frames every response itself; a worker's framing headers are dropped
-_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 HOP_BY_HOP = frozenset(
     (b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade")
 )
@@ -131,7 +129,7 @@ def decode_http_answer(data):
     """Decode and check ``[status, headers, body]``.
 
     Returns:
-        (status, reason, headers, body): headers a list of (name, value) bytes pairs without
+        (status, headers, body): headers a list of (name, value) bytes pairs without
         framing headers, body bytes.
 
     Raises:
@@ -148,7 +146,7 @@ def decode_http_answer(data):
     status = _status(answer[0])
     headers = _headers(answer[1] if len(answer) > 1 else None)
     body = _body(answer[2] if len(answer) > 2 else None)
-    return status, _REASONS.get(status, "Unknown"), headers, body
+    return status, headers, body
 
 
 def _status(value):

@@ -12,7 +12,7 @@ import gevent
 import gevent.event
 import hiredis
 
-from tempest import pending as outcomes
+from tempest.waiting import Outcome
 from tempest.redisconn import RawConnection, RedisError
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,10 @@ class Pusher:
         self._batch = []
         self._wake = gevent.event.Event()
         self._failing = False
+
+    def apply(self, config):
+        """Take a (re)loaded configuration: the queues' bound."""
+        self.max_queue_length = config.front.max_queue_length
 
     def submit(self, queue, job, pending):
         """Queue ``job`` for the next push; ``pending`` (or None: nobody waits) is settled
@@ -92,7 +96,7 @@ class Pusher:
             self._failing = True
             for pending in waiting:
                 if pending is not None:
-                    self._registry.settle(pending, outcomes.UNAVAILABLE)
+                    self._registry.settle(pending, Outcome.UNAVAILABLE)
             return
         if self._failing:
             log.warning("pushing to Redis again")
@@ -105,7 +109,7 @@ class Pusher:
         for pending in waiting[pushed:]:
             self._stats.queue_full += 1
             if pending is not None:
-                self._registry.settle(pending, outcomes.QUEUE_FULL)
+                self._registry.settle(pending, Outcome.QUEUE_FULL)
 
 
 def _noscript(reply):

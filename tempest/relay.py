@@ -106,6 +106,10 @@ class Relay:
         self._write = gevent.lock.Semaphore()
         self._greenlets = []
 
+    def apply(self, config):
+        """Take a (re)loaded configuration: heartbeat, history and durable channels."""
+        self.settings = config.pubsub
+
     # subscribers
 
     def durable(self, channel):

@@ -1,91 +1,109 @@
-"""Requests waiting for their answer: the registry by job id and the timeout sweeper.
+"""The registry of requests waiting for their answer, and the timeout sweeper.
 
 A request registers a ``Pending``; whoever settles it (the answer endpoint, the pusher on a
-Redis error, the sweeper on timeout) stores the outcome and calls its ``notify`` callback from
-the hub. One sweeper greenlet handles every timeout, instead of a timer per request: it scans
-the jobs in flight a few times a second, which costs little since only unanswered jobs are kept
-(settled ones are forgotten at once, so memory follows the number in flight).
+Redis error, the sweeper on timeout) stores an ``Outcome`` and calls its ``notify`` callback
+from the hub. One sweeper greenlet handles every timeout, instead of a timer per request: it
+scans the jobs in flight a few times a second, which costs little since only unanswered jobs
+are kept (settled ones are forgotten at once, so memory follows the number in flight).
 
-A streamed answer (``stream`` head, ``chunk``s, ``end``) settles its request with a
-``StreamHead`` and keeps the job registered until its end: the chunks queue on the ``Pending``
-and each one pushes the deadline back by the route's timeout (an idle timeout between chunks).
+A streamed answer (``stream`` head, ``chunk``s, ``end``) settles its request with
+``Outcome.STREAM`` and keeps the job registered until its end: the chunks queue on the
+``Pending``, ended by a ``StreamEnd``, and each one pushes the deadline back by the route's
+timeout (an idle timeout between chunks).
 """
 
+from __future__ import annotations
+
 import collections
+import enum
 import logging
 import time
+from typing import Callable
 
 import gevent
 
+from tempest.stats import Stats
+
 log = logging.getLogger(__name__)
 
-# outcomes besides an answer's payload (bytes)
-TIMEOUT = "timeout"
-QUEUE_FULL = "queue_full"
-UNAVAILABLE = "unavailable"
 SWEEP_INTERVAL = 0.1  # seconds; a timeout fires at most this late
-# the end of a stream's chunks: how it ended
-END = "end"
-OVERFLOW = "overflow"  # the client reads slower than the worker writes: more than the limit queued
-ABORTED = "aborted"  # the worker failed in the middle
 
 
-class StreamHead(bytes):
-    """The outcome of a streamed answer: its head, the JSON ``[status, headers]``."""
+class Outcome(enum.Enum):
+    """What a waiting request receives."""
+
+    ANSWER = "answer"  # the worker's answer: ``Pending.payload``
+    STREAM = "stream"  # a streamed answer's head (``payload``); its chunks follow
+    TIMEOUT = "timeout"  # no answer within the route's timeout: 504
+    QUEUE_FULL = "queue_full"  # the queue was at max_queue_length: 503
+    UNAVAILABLE = "unavailable"  # the job could not be pushed (Redis error): 503
+
+
+class StreamEnd(enum.Enum):
+    """How a stream's chunks ended: the last item of ``Pending.chunks``."""
+
+    END = "end"  # the worker ended the body
+    TIMEOUT = "timeout"  # no chunk within the route's timeout
+    OVERFLOW = "overflow"  # the client reads slower than the worker writes: over the limit queued
+    ABORTED = "aborted"  # the worker failed in the middle
 
 
 class Pending:
     """One job waiting for its answer."""
 
-    __slots__ = ("job_id", "action", "deadline", "timeout", "outcome", "notify", "chunks", "buffered")
+    __slots__ = ("job_id", "action", "deadline", "timeout", "outcome", "payload", "notify", "chunks",
+                 "buffered")
 
-    def __init__(self, job_id, action, timeout, deadline, notify):
+    def __init__(self, job_id: str, action: str, timeout: float, deadline: float,
+                 notify: Callable[[], None]) -> None:
         self.job_id = job_id
         self.action = action
         self.timeout = timeout
         self.deadline = deadline
-        self.outcome = None
+        self.outcome: Outcome | None = None
+        self.payload = b""  # the answer's JSON (ANSWER), or the stream's head (STREAM)
         self.notify = notify
-        self.chunks = None  # a stream's body: bytes, then END, TIMEOUT, OVERFLOW or ABORTED
+        self.chunks: collections.deque[bytes | StreamEnd] | None = None  # a stream's body
         self.buffered = 0  # bytes in chunks
 
-    def take(self):
+    def take(self) -> bytes | StreamEnd | None:
         """The next item of a stream (bytes or how it ended), or None when none is queued."""
         if not self.chunks:
             return None
         item = self.chunks.popleft()
-        if isinstance(item, bytes):
+        if not isinstance(item, StreamEnd):
             self.buffered -= len(item)
         return item
 
 
 class Registry:
-    def __init__(self, stats, clock=time.monotonic):
-        self._jobs = {}
+    def __init__(self, stats: Stats, clock: Callable[[], float] = time.monotonic) -> None:
+        self._jobs: dict[str, Pending] = {}
         self._stats = stats
         self._clock = clock
         self._loop = gevent.get_hub().loop
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._jobs)
 
-    def add(self, job_id, action, timeout, notify):
+    def add(self, job_id: str, action: str, timeout: float, notify: Callable[[], None]) -> Pending:
         pending = Pending(job_id, action, timeout, self._clock() + timeout, notify)
         self._jobs[job_id] = pending
         return pending
 
-    def waiting(self, pending):
+    def waiting(self, pending: Pending) -> bool:
         return self._jobs.get(pending.job_id) is pending
 
-    def settle(self, pending, outcome):
+    def settle(self, pending: Pending, outcome: Outcome, payload: bytes = b"") -> bool:
         """Give ``pending`` its outcome and wake its request; False if already settled."""
         if self._jobs.pop(pending.job_id, None) is None:
             return False
+        pending.payload = payload
         pending.outcome = outcome
         self._loop.run_callback(pending.notify)
         return True
 
-    def answer(self, job_id, action, payload):
+    def answer(self, job_id: str, action: str, payload: bytes) -> bool:
         """An answer arrived; False when nobody waits for it (it is dropped and counted)."""
         pending = self._jobs.get(job_id)
         if pending is None or pending.action != action:
@@ -93,9 +111,9 @@ class Registry:
             log.debug("dropped answer %s %s: no request waits for it", action, job_id)
             return False
         self._stats.answers += 1
-        return self.settle(pending, payload)
+        return self.settle(pending, Outcome.ANSWER, payload)
 
-    def start_stream(self, job_id, action, head):
+    def start_stream(self, job_id: str, action: str, head: bytes) -> bool:
         """A streamed answer begins; False when nobody waits for it (dropped and counted)."""
         pending = self._jobs.get(job_id)
         if pending is None or pending.action != action or pending.chunks is not None:
@@ -104,12 +122,13 @@ class Registry:
             return False
         self._stats.answers += 1
         pending.chunks = collections.deque()
-        pending.outcome = StreamHead(head)
+        pending.payload = head
+        pending.outcome = Outcome.STREAM
         pending.deadline = self._clock() + pending.timeout
         self._loop.run_callback(pending.notify)
         return True
 
-    def chunk(self, job_id, data, limit):
+    def chunk(self, job_id: str, data: bytes | None, limit: int) -> bool:
         """A piece of a stream's body (``data`` None: its end); False when dropped."""
         pending = self._jobs.get(job_id)
         if pending is None or pending.chunks is None:
@@ -117,13 +136,13 @@ class Registry:
             log.debug("dropped stream chunk for %s: no stream waits for it", job_id)
             return False
         if data is None:
-            return self._finish(pending, END)
+            return self._finish(pending, StreamEnd.END)
         if not data:
             return True
         if pending.buffered + len(data) > limit:
             log.warning("stream %s: client too slow, over %d bytes queued: closed", job_id, limit)
             self._stats.slow_clients_dropped += 1
-            return self._finish(pending, OVERFLOW)
+            return self._finish(pending, StreamEnd.OVERFLOW)
         pending.chunks.append(data)
         pending.buffered += len(data)
         pending.deadline = self._clock() + pending.timeout
@@ -131,43 +150,44 @@ class Registry:
             self._loop.run_callback(pending.notify)
         return True
 
-    def abort_stream(self, job_id):
+    def abort_stream(self, job_id: str) -> bool:
         """The worker gave up on a stream: the client's connection is closed, its body cut."""
         pending = self._jobs.get(job_id)
         if pending is None or pending.chunks is None:
             self._stats.answers_dropped += 1
             return False
         log.info("stream %s aborted by its worker", job_id)
-        return self._finish(pending, ABORTED)
+        return self._finish(pending, StreamEnd.ABORTED)
 
-    def _finish(self, pending, how):
+    def _finish(self, pending: Pending, how: StreamEnd) -> bool:
+        assert pending.chunks is not None
         self._jobs.pop(pending.job_id, None)
         pending.chunks.append(how)
         self._loop.run_callback(pending.notify)
-        return how == END
+        return how is StreamEnd.END
 
-    def forget(self, pending):
+    def forget(self, pending: Pending) -> None:
         """Stop waiting for more of ``pending`` (a stream whose body cannot be sent): what
         comes later is dropped."""
         self._jobs.pop(pending.job_id, None)
 
-    def abandon(self, pending):
+    def abandon(self, pending: Pending) -> None:
         """The client left: forget the job, so that a late answer is dropped."""
         if self._jobs.pop(pending.job_id, None) is not None:
             self._stats.clients_gone += 1
 
-    def sweep(self):
+    def sweep(self) -> None:
         """Settle every pending job whose deadline has passed."""
         now = self._clock()
         expired = [p for p in self._jobs.values() if p.deadline <= now]
         for pending in expired:
             if pending.chunks is not None:  # a stream that stopped coming
                 self._stats.timeouts += 1
-                self._finish(pending, TIMEOUT)
-            elif self.settle(pending, TIMEOUT):
+                self._finish(pending, StreamEnd.TIMEOUT)
+            elif self.settle(pending, Outcome.TIMEOUT):
                 self._stats.timeouts += 1
 
-    def run_sweeper(self):
+    def run_sweeper(self) -> None:
         while True:
             gevent.sleep(SWEEP_INTERVAL)
             self.sweep()

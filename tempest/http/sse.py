@@ -7,20 +7,32 @@ the live feed: the subscription is made before the replay is read, and live mess
 replayed are skipped, so there is neither a hole nor a duplicate between the two.
 """
 
+from __future__ import annotations
+
 import logging
 import re
 import urllib.parse
+from typing import TYPE_CHECKING, Any, Callable
 
 from tempest import events
-from tempest.relay import HEARTBEAT, Subscriber
+from tempest.http.connection import Connection
+from tempest.http.request import Request
+from tempest.http.response import Framing
+from tempest.relay import HEARTBEAT, Relay, Subscriber
+
+if TYPE_CHECKING:
+    from tempest.config import Config
+    from tempest.stats import Stats
 
 log = logging.getLogger(__name__)
 
 _CHANNEL = re.compile(r"^[^\x00-\x20,\x7f]+$")
 HEARTBEAT_FRAME = b": heartbeat\n\n"
+HEAD = [(b"Content-Type", b"text/event-stream; charset=utf-8"), (b"Cache-Control", b"no-cache"),
+        (b"X-Accel-Buffering", b"no")]
 
 
-def channels_of(path, prefix, limit):
+def channels_of(path: str, prefix: str, limit: int) -> list[str] | None:
     """The channels named in the path after ``prefix``, or None if malformed."""
     names = urllib.parse.unquote(path[len(prefix):]).split(",")
     if not names or len(names) > limit or not all(_CHANNEL.match(n) for n in names):
@@ -28,48 +40,56 @@ def channels_of(path, prefix, limit):
     return list(dict.fromkeys(names))
 
 
-def cors_headers(request, allowed):
+def cors_headers(request: Request, allowed: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
     origin = request.header("origin")
     if origin and ("*" in allowed or origin in allowed):
         return [(b"Access-Control-Allow-Origin", origin.encode("latin-1")), (b"Vary", b"Origin")]
     return []
 
 
-def serve(conn, request, path):
-    settings = conn.front.config.pubsub
-    relay = conn.front.relay
-    channels = channels_of(path, settings.sub_prefix, settings.max_channels)
-    if channels is None:
-        return conn.error(400, request)
-    last_event_id = request.header("last-event-id") or _query(request, "lastEventId")
-    durable = [c for c in channels if relay.durable(c)]
-    subscriber = Subscriber(channels, settings.client_buffer, conn.notify, conn.abort)
-    relay.subscribe(subscriber)
-    try:
-        head = (b"HTTP/1.1 200 OK\r\nServer: tempest\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-                b"Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n")
-        head += b"".join(b"%s: %s\r\n" % pair for pair in cors_headers(request, settings.allow_origins))
-        conn.sock.sendall(head + b"\r\n: ok\n\n")
-        if request.method == "HEAD":
-            return False
-        positions = {}
-        if last_event_id and durable:
-            _replay(conn, relay, subscriber, durable, last_event_id, positions)
-        _stream(conn, subscriber, durable, positions)
-    except OSError as exc:
-        log.debug("%s: SSE client gone: %s", conn.address[0], exc)
-    finally:
-        relay.unsubscribe(subscriber)
-    return False
+class EventStreams:
+    """The handler of ``GET <sub_prefix><channels>``."""
+
+    def __init__(self, relay: Relay, stats: Stats) -> None:
+        self.relay = relay
+        self.stats = stats
+
+    def apply(self, config: Config) -> None:
+        self.settings = config.pubsub
+
+    def serve(self, conn: Connection, request: Request, path: str) -> bool:
+        settings, relay = self.settings, self.relay
+        channels = channels_of(path, settings.sub_prefix, settings.max_channels)
+        if channels is None:
+            return conn.error(400, request)
+        last_event_id = request.header("last-event-id") or _query(request, "lastEventId")
+        durable = [c for c in channels if relay.durable(c)]
+        subscriber = Subscriber(channels, settings.client_buffer, conn.notify, conn.abort)
+        relay.subscribe(subscriber)
+        try:
+            conn.respond_head(request, 200, HEAD + cors_headers(request, settings.allow_origins),
+                              Framing.UNTIL_CLOSE, b"" if request.method == "HEAD" else b": ok\n\n")
+            if request.method == "HEAD":
+                return False
+            conn.begin_stream()
+            positions: dict[str, str] = {}
+            if last_event_id and durable:
+                _replay(conn, relay, subscriber, durable, last_event_id, positions)
+            _stream(conn, subscriber, durable, positions)
+        except OSError as exc:
+            log.debug("%s: SSE client gone: %s", conn.peer, exc)
+        finally:
+            relay.unsubscribe(subscriber)
+        return False
 
 
-def _query(request, name):
-    query = request.url.decode("latin-1").partition("?")[2]
-    values = urllib.parse.parse_qs(query).get(name)
+def _query(request: Request, name: str) -> str:
+    values = urllib.parse.parse_qs(request.query()).get(name)
     return values[0] if values else ""
 
 
-def _replay(conn, relay, subscriber, durable, last_event_id, positions):
+def _replay(conn: Connection, relay: Relay, subscriber: Subscriber, durable: list[str], last_event_id: str,
+            positions: dict[str, str]) -> None:
     wanted = _positions(last_event_id, durable)
     frames = []
     for channel in durable:
@@ -84,10 +104,10 @@ def _replay(conn, relay, subscriber, durable, last_event_id, positions):
         elif channel in wanted:
             positions[channel] = wanted[channel]
     if frames:
-        conn.sock.sendall(b"".join(frames))
+        conn.send(b"".join(frames))
 
 
-def _positions(last_event_id, durable):
+def _positions(last_event_id: str, durable: list[str]) -> dict[str, str]:
     """Last-Event-ID as {channel: stream id}: a bare id (one durable channel) or
     ``channel=id,channel=id`` (several)."""
     if "=" not in last_event_id:
@@ -99,7 +119,7 @@ def _positions(last_event_id, durable):
     return found
 
 
-def _event_id(message, durable, positions):
+def _event_id(message: Any, durable: list[str], positions: dict[str, str]) -> str | None:
     """The SSE id: the stream id, or every durable channel's position when there are several."""
     if message.id is None or len(durable) < 2:
         return None
@@ -107,8 +127,7 @@ def _event_id(message, durable, positions):
     return ",".join(f"{c}={positions[c]}" for c in durable if c in positions)
 
 
-def _stream(conn, subscriber, durable, positions):
-    conn.idle = True  # a stream has no end to wait for at shutdown
+def _stream(conn: Connection, subscriber: Subscriber, durable: list[str], positions: dict[str, str]) -> None:
     direct = _direct_writer(conn, subscriber) if len(durable) < 2 else None
     while True:
         frames = []
@@ -121,31 +140,28 @@ def _stream(conn, subscriber, durable, positions):
                 continue
             frames.append(item.sse(_event_id(item, durable, positions)))
             if item.end:
-                conn.sock.sendall(b"".join(frames))
+                conn.send(b"".join(frames))
                 return
         if frames:
-            conn.sock.sendall(b"".join(frames))
+            conn.send(b"".join(frames))
         if subscriber.overflow:
-            log.info("%s: slow SSE client disconnected (buffer over %d bytes)", conn.address[0], subscriber.limit)
+            log.info("%s: slow SSE client disconnected (buffer over %d bytes)", conn.peer, subscriber.limit)
             return
         if subscriber.items:
             continue  # pushed while we were writing: its wake-up found nobody asleep
         subscriber.direct = direct
         try:
-            readable = conn.sleep(stream=True)
+            if not conn.wait():
+                return
         finally:
             subscriber.direct = None
-        if readable and not conn.read_ahead(feed=False):
-            return
-        conn.extra.clear()  # whatever an SSE client sends is ignored
+        conn.take_received()  # whatever an SSE client sends is ignored
 
 
-def _direct_writer(conn, subscriber):
+def _direct_writer(conn: Connection, subscriber: Subscriber) -> Callable[[Any], bool]:
     """Write a message straight from the relay's fan-out while the stream's greenlet sleeps
     (one frame per message, shared by every client), or return False to queue it."""
-    raw = conn.sock._sock
-
-    def direct(item):
+    def direct(item: Any) -> bool:
         if item is HEARTBEAT:
             frame = HEARTBEAT_FRAME
         elif item.end:
@@ -157,9 +173,8 @@ def _direct_writer(conn, subscriber):
                     return True  # already replayed
                 del subscriber.skip[item.channel]
             frame = item.sse()
-        try:
-            sent = raw.send(frame)
-        except OSError:  # would block, or the client is gone: the greenlet deals with it
+        sent = conn.send_nowait(frame)
+        if sent is None:  # would block, or the client is gone: the greenlet deals with it
             return False
         if sent < len(frame):
             subscriber.items.append(frame[sent:])

@@ -11,18 +11,28 @@ ping and the next is taken for gone and disconnected: a dead peer is found withi
 heartbeats, not after the system's TCP keepalive (hours).
 """
 
+from __future__ import annotations
+
 import base64
 import logging
 import time
 import urllib.parse
+from typing import TYPE_CHECKING, Any
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Message, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from tempest import jobs
-from tempest.relay import HEARTBEAT, Subscriber
-from tempest.sse import channels_of
+from tempest.http.connection import Connection
+from tempest.http.request import Request
+from tempest.http.sse import channels_of
+from tempest.relay import HEARTBEAT, Relay, Subscriber
+
+if TYPE_CHECKING:
+    from tempest.config import Config
+    from tempest.pusher import Pusher
+    from tempest.stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +41,7 @@ MESSAGE_TOO_BIG = 1009
 GOING_AWAY = 1001
 
 
-def origin_allowed(request, allowed):
+def origin_allowed(request: Request, allowed: tuple[str, ...]) -> bool:
     origin = request.header("origin")
     if "*" in allowed:
         return True
@@ -47,85 +57,131 @@ class Direct:
 
     __slots__ = ("text",)
 
-    def __init__(self, text):
+    def __init__(self, text: str) -> None:
         self.text = text
 
 
-def serve(conn, request, path):
-    front = conn.front
-    settings = front.config.pubsub
-    if not request.upgrade or request.header("upgrade").lower() != "websocket":
-        return conn.error(400, request)
-    channels = channels_of(path, settings.ws_prefix, settings.max_channels)
-    if channels is None:
-        return conn.error(400, request)
-    if not origin_allowed(request, settings.allow_origins):
-        log.warning("%s: WebSocket from origin %r refused", conn.address[0], request.header("origin"))
-        return conn.error(403, request)
-    ws = WSConnection(ConnectionType.SERVER)
-    try:
-        ws.initiate_upgrade_connection([(n.encode("latin-1"), v.encode("latin-1")) for n, v in request.headers.items()],
-                                       request.url)
-        next(ws.events())  # the Request
-        conn.sock.sendall(ws.send(AcceptConnection()))
-    except (LocalProtocolError, RemoteProtocolError, StopIteration) as exc:
-        log.info("%s: bad WebSocket handshake: %s", conn.address[0], exc)
-        return conn.error(400, request)
-    session = Session(conn, ws, channels, settings)
-    front.websockets[session.id] = session
-    front.relay.subscribe(session.subscriber)
-    try:
-        session.run()
-    except OSError as exc:
-        log.debug("%s: WebSocket client gone: %s", conn.address[0], exc)
-    finally:
-        front.relay.unsubscribe(session.subscriber)
-        front.websockets.pop(session.id, None)
-    return False
+class Sockets:
+    """The open WebSockets by id, for the answer endpoint's ``ws <socket_id> <json>``."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, WebSocket] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, socket: WebSocket) -> None:
+        self._open[socket.id] = socket
+
+    def remove(self, socket: WebSocket) -> None:
+        self._open.pop(socket.id, None)
+
+    def push(self, socket_id: str, text: str) -> bool:
+        """Queue a text frame for one socket; False when no such socket is open."""
+        socket = self._open.get(socket_id)
+        if socket is None:
+            return False
+        socket.push(text)
+        return True
 
 
-class Session:
+class WebSockets:
+    """The handler of ``<ws_prefix><channel>``: the upgrade, then one ``WebSocket``."""
+
+    def __init__(self, relay: Relay, pusher: Pusher, stats: Stats, respond_to: str, sockets: Sockets) -> None:
+        self.relay = relay
+        self.pusher = pusher
+        self.stats = stats
+        self.respond_to = respond_to
+        self.sockets = sockets
+
+    def apply(self, config: Config) -> None:
+        self.settings = config.pubsub
+
+    def serve(self, conn: Connection, request: Request, path: str) -> bool:
+        settings = self.settings
+        if not request.upgrade or request.header("upgrade").lower() != "websocket":
+            return conn.error(400, request)
+        channels = channels_of(path, settings.ws_prefix, settings.max_channels)
+        if channels is None:
+            return conn.error(400, request)
+        if not origin_allowed(request, settings.allow_origins):
+            log.warning("%s: WebSocket from origin %r refused", conn.peer, request.header("origin"))
+            return conn.error(403, request)
+        ws = WSConnection(ConnectionType.SERVER)
+        try:
+            ws.initiate_upgrade_connection(
+                [(n.encode("latin-1"), v.encode("latin-1")) for n, v in request.headers.items()], request.url)
+            next(ws.events())  # the Request
+            conn.send(ws.send(AcceptConnection()))
+        except (LocalProtocolError, RemoteProtocolError, StopIteration) as exc:
+            log.info("%s: bad WebSocket handshake: %s", conn.peer, exc)
+            return conn.error(400, request)
+        socket = WebSocket(self, conn, ws, channels)
+        self.sockets.add(socket)
+        self.relay.subscribe(socket.subscriber)
+        try:
+            socket.run()
+        except OSError as exc:
+            log.debug("%s: WebSocket client gone: %s", conn.peer, exc)
+        finally:
+            self.relay.unsubscribe(socket.subscriber)
+            self.sockets.remove(socket)
+        return False
+
+    def job(self, socket: WebSocket, data: str | bytes) -> None:
+        """A browser's message becomes a ``ws`` job."""
+        args: dict[str, Any] = {"channel": socket.channels[0], "socket": socket.id}
+        if isinstance(data, str):
+            args["data"] = data
+        else:
+            args["data_base64"] = base64.b64encode(data).decode("ascii")
+        self.stats.ws_messages += 1
+        self.pusher.submit(self.settings.ws_queue, jobs.encode_job(WS_ACTION, [args], self.respond_to, socket.id), None)
+
+
+class WebSocket:
     """One open WebSocket."""
 
-    def __init__(self, conn, ws, channels, settings):
+    def __init__(self, handler: WebSockets, conn: Connection, ws: WSConnection, channels: list[str]) -> None:
+        self.handler = handler
         self.conn = conn
         self.ws = ws
         self.channels = channels
-        self.settings = settings
+        self.settings = settings = handler.settings
         self.id = jobs.new_job_id()
         self.subscriber = Subscriber(channels, settings.client_buffer, conn.notify, conn.abort)
-        self._partial = []
+        self._partial: list[Any] = []
         self._partial_size = 0
         self.closed = False
         self.last_heard = time.monotonic()  # when the client last sent anything (a pong counts)
-        self.ping_sent = None  # when the last heartbeat ping went out
+        self.ping_sent: float | None = None  # when the last heartbeat ping went out
 
-    def push(self, text):
+    def push(self, text: str) -> bool:
         """Queue a text frame for this socket (from the answer endpoint)."""
         return self.subscriber.push(Direct(text), len(text))
 
-    def run(self):
+    def run(self) -> None:
         conn = self.conn
-        conn.idle = True  # a stream has no end to wait for at shutdown
-        if conn.extra:
-            self._received(b"".join(conn.extra))
-            conn.extra.clear()
+        conn.begin_stream()
+        data = conn.take_received()  # what came right after the upgrade request
+        if data:
+            self._received(data)
         while not self.closed:
             self._flush()
             if self.closed or self.subscriber.items:
                 continue
             if self.subscriber.overflow:
-                log.info("%s: slow WebSocket client disconnected", conn.address[0])
+                log.info("%s: slow WebSocket client disconnected", conn.peer)
                 self._close(GOING_AWAY, "too slow")
                 return
-            if conn.sleep(stream=True):
-                if not conn.read_ahead(feed=False):
-                    return
-                data = b"".join(conn.extra)
-                conn.extra.clear()
+            if not conn.wait():
+                return
+            data = conn.take_received()
+            if data:
                 self._received(data)
 
-    def _flush(self):
+    def _flush(self) -> None:
         out = []
         for item in self.subscriber.take():
             if item is HEARTBEAT:
@@ -143,16 +199,16 @@ class Session:
             else:
                 out.append(self.ws.send(Message(data=item.text())))
         if out:
-            self.conn.sock.sendall(b"".join(out))
+            self.conn.send(b"".join(out))
 
-    def _gone(self):
+    def _gone(self) -> None:
         """No pong, nor anything else, since the last ping: the peer is dead or cut off."""
         log.info("%s: WebSocket client silent since the last ping (%ss): disconnected",
-                 self.conn.address[0], self.settings.heartbeat)
-        self.conn.front.stats.silent_clients_dropped += 1
+                 self.conn.peer, self.settings.heartbeat)
+        self.handler.stats.silent_clients_dropped += 1
         self.closed = True
 
-    def _received(self, data):
+    def _received(self, data: bytes) -> None:
         self.last_heard = time.monotonic()
         try:
             self.ws.receive_data(data)
@@ -161,44 +217,32 @@ class Session:
                 if self.closed:
                     return
         except RemoteProtocolError as exc:
-            log.info("%s: WebSocket protocol error: %s", self.conn.address[0], exc)
+            log.info("%s: WebSocket protocol error: %s", self.conn.peer, exc)
             self._close(1002, "protocol error")
 
-    def _event(self, event):
+    def _event(self, event: Any) -> None:
         if isinstance(event, (TextMessage, BytesMessage)):
             self._partial_size += len(event.data)
             if self._partial_size > self.settings.max_frame:
                 log.info("%s: WebSocket message over max_frame (%d bytes): closed",
-                         self.conn.address[0], self.settings.max_frame)
+                         self.conn.peer, self.settings.max_frame)
                 self._close(MESSAGE_TOO_BIG, "message too big")
                 return
             self._partial.append(event.data)
             if event.message_finished:
                 data = "".join(self._partial) if isinstance(event, TextMessage) else b"".join(self._partial)
                 self._partial, self._partial_size = [], 0
-                self._job(data)
+                self.handler.job(self, data)
         elif isinstance(event, Ping):
-            self.conn.sock.sendall(self.ws.send(event.response()))
+            self.conn.send(self.ws.send(event.response()))
         elif isinstance(event, CloseConnection):
             if self.ws.state.name not in ("CLOSED", "LOCAL_CLOSING"):
-                self.conn.sock.sendall(self.ws.send(event.response()))
+                self.conn.send(self.ws.send(event.response()))
             self.closed = True
 
-    def _close(self, code, reason):
+    def _close(self, code: int, reason: str) -> None:
         try:
-            self.conn.sock.sendall(self.ws.send(CloseConnection(code=code, reason=reason)))
+            self.conn.send(self.ws.send(CloseConnection(code=code, reason=reason)))
         except (OSError, LocalProtocolError):
             pass
         self.closed = True
-
-    def _job(self, data):
-        front = self.conn.front
-        args = {"channel": self.channels[0], "socket": self.id}
-        if isinstance(data, str):
-            args["data"] = data
-        else:
-            args["data_base64"] = base64.b64encode(data).decode("ascii")
-        front.stats.ws_messages += 1
-        job = jobs.encode_job(WS_ACTION, [args], front.respond_to, self.id)
-        front.pusher.submit(self.settings.ws_queue, job, None)
-

@@ -2,8 +2,8 @@
 
 import gevent
 
-from tempest import pending as outcomes
-from tempest.pending import Registry
+from tempest.waiting import Outcome, StreamEnd
+from tempest.waiting import Registry
 from tempest.stats import Stats
 
 
@@ -31,11 +31,11 @@ def drain(pending):
 def test_a_stream_head_settles_the_request_and_keeps_the_job():
     registry, stats, _, pending, woken = setup()
     assert registry.start_stream("job", "url", b"[200, {}]")
-    assert pending.outcome == b"[200, {}]" and isinstance(pending.outcome, outcomes.StreamHead)
+    assert pending.outcome is Outcome.STREAM and pending.payload == b"[200, {}]"
     assert registry.chunk("job", b"a", 100) and registry.chunk("job", b"", 100) and registry.chunk("job", b"bc", 100)
     assert registry.chunk("job", None, 100)  # the end
     assert len(registry) == 0
-    assert drain(pending) == [b"a", b"bc", outcomes.END] and pending.buffered == 0
+    assert drain(pending) == [b"a", b"bc", StreamEnd.END] and pending.buffered == 0
     gevent.sleep(0)  # the callbacks run in the hub
     assert woken == [1, 1, 1] and stats.answers == 1
 
@@ -50,7 +50,7 @@ def test_each_chunk_pushes_the_deadline_back_and_silence_times_out():
     assert len(registry) == 1
     clock.now += 2
     registry.sweep()
-    assert len(registry) == 0 and drain(pending) == [b"a", outcomes.TIMEOUT] and stats.timeouts == 1
+    assert len(registry) == 0 and drain(pending) == [b"a", StreamEnd.TIMEOUT] and stats.timeouts == 1
 
 
 def test_more_queued_than_the_limit_ends_the_stream():
@@ -58,7 +58,7 @@ def test_more_queued_than_the_limit_ends_the_stream():
     registry.start_stream("job", "url", b"[200]")
     assert registry.chunk("job", b"x" * 60, 100)
     assert not registry.chunk("job", b"y" * 60, 100)
-    assert drain(pending) == [b"x" * 60, outcomes.OVERFLOW] and stats.slow_clients_dropped == 1
+    assert drain(pending) == [b"x" * 60, StreamEnd.OVERFLOW] and stats.slow_clients_dropped == 1
     assert not registry.chunk("job", b"z", 100) and stats.answers_dropped == 1  # gone
 
 
@@ -72,3 +72,18 @@ def test_pieces_without_a_waiting_stream_are_dropped_and_counted():
     registry.abandon(pending)  # the client left
     assert not registry.chunk("job", b"a", 100)
     assert stats.answers_dropped == 5 and stats.clients_gone == 1
+
+
+def test_an_answer_settles_once_with_its_payload():
+    registry, stats, _, pending, woken = setup()
+    assert registry.answer("job", "url", b'[200, {}, "hi"]')
+    assert pending.outcome is Outcome.ANSWER and pending.payload == b'[200, {}, "hi"]'
+    assert not registry.answer("job", "url", b"[500]")  # a second answer is dropped
+    assert pending.payload == b'[200, {}, "hi"]' and stats.answers == 1 and stats.answers_dropped == 1
+
+
+def test_an_unanswered_job_times_out():
+    registry, stats, clock, pending, _ = setup()
+    clock.now += 5
+    registry.sweep()
+    assert pending.outcome is Outcome.TIMEOUT and stats.timeouts == 1 and len(registry) == 0

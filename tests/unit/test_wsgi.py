@@ -20,7 +20,7 @@ def run(env):
         warnings.simplefilter("error")  # the validator warns about what PEP 3333 discourages
         answer = wsgi.call(wsgiapp.application, env)
     # what the front will make of it
-    status, _, headers, body = jobs.decode_http_answer(jobs.dumps(answer))
+    status, headers, body = jobs.decode_http_answer(jobs.dumps(answer))
     return status, headers, body
 
 

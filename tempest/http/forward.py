@@ -1,0 +1,150 @@
+"""Forwarding a request to the workers: the job pushed, the answer awaited and relayed.
+
+The job is pushed by the shared ``Pusher`` (one RPUSH per queue per turn of the event loop)
+and the answer arrives through the ``Registry`` of waiting requests, whose single sweeper
+times it out. An answer is relayed once, a streamed answer piece by piece as it comes
+(chunked, or until the connection closes for HTTP/1.0). With ``[front] session_cookie``,
+each request carries its session id to the worker and a new or regenerated id back to the
+client as the cookie.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from tempest import jobs, sessions
+from tempest.http.connection import Connection
+from tempest.http.request import Request
+from tempest.http.response import Framing
+from tempest.waiting import Outcome, Pending, Registry, StreamEnd
+
+if TYPE_CHECKING:
+    from tempest.config import Config, Route
+    from tempest.pusher import Pusher
+    from tempest.stats import Stats
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTENT_TYPE = (b"Content-Type", b"text/html; charset=utf-8")
+REGENERATED = sessions.REGENERATED_HEADER.lower().encode()
+Headers = list[tuple[bytes, bytes]]
+
+
+class Forwarder:
+    def __init__(self, registry: Registry, pusher: Pusher, stats: Stats, respond_to: str) -> None:
+        self.registry = registry
+        self.pusher = pusher
+        self.stats = stats
+        self.respond_to = respond_to
+
+    def apply(self, config: Config) -> None:
+        self.config = config
+        self.cookie = config.front.session_cookie
+        self.session_ttl = config.front.session_ttl
+        self.session_secure = config.front.session_secure
+
+    def serve(self, conn: Connection, request: Request, path: str) -> bool:
+        url = request.target
+        route = self.config.route_for(path)
+        env = jobs.http_env(request.method, url, request.headers, b"".join(request.body), conn.remote_addr)
+        new_session = None
+        if self.cookie:
+            session_id, new_session = self._session_id(request)
+            env["session"] = {"id": session_id, "ttl": int(self.session_ttl)}
+        job_id = jobs.new_job_id()
+        pending = self.registry.add(job_id, jobs.HTTP_ACTION, route.timeout, conn.notify)
+        self.stats.requests += 1
+        self.pusher.submit(route.queue, jobs.encode_http_job(env, self.respond_to, job_id), pending)
+        outcome = self._wait(conn, pending)
+        if outcome is None:
+            self.registry.abandon(pending)
+            log.info("%s: client left while job %s on queue %s was pending", conn.peer, job_id, route.queue)
+            return False
+        if outcome is not Outcome.ANSWER and outcome is not Outcome.STREAM:
+            return self._failed(conn, outcome, request, route, job_id)
+        try:
+            status, headers, body = jobs.decode_http_answer(pending.payload)
+        except jobs.BadAnswer as exc:
+            self.stats.bad_answers += 1
+            log.warning("bad answer to url job %s (queue %s, %s %s): %s",
+                        job_id, route.queue, request.method, url[:200], exc)
+            if outcome is Outcome.STREAM:
+                self.registry.forget(pending)
+            return conn.error(502, request)
+        if not any(name.lower() == b"content-type" for name, _ in headers):
+            headers.append(DEFAULT_CONTENT_TYPE)
+        if self.cookie:
+            headers = self._session_cookie(headers, new_session)
+        if outcome is Outcome.STREAM:
+            return self._stream(conn, request, pending, status, headers)
+        return conn.respond(request, status, headers, body)
+
+    def _wait(self, conn: Connection, pending: Pending) -> Outcome | None:
+        """Wait for ``pending``'s outcome while watching the socket; None if the client left."""
+        while pending.outcome is None:
+            if not conn.wait() and pending.outcome is None:
+                return None
+        return pending.outcome
+
+    def _stream(self, conn: Connection, request: Request, pending: Pending, status: int, headers: Headers) -> bool:
+        """Send a streamed answer's head, then its chunks as they come."""
+        chunked = request.version != "1.0"
+        keep_alive = conn.respond_head(request, status, headers, Framing.CHUNKED if chunked else Framing.UNTIL_CLOSE)
+        if request.method == "HEAD" or status in (204, 304):
+            self.registry.forget(pending)  # no body may follow: the chunks are dropped
+            return keep_alive
+        while True:
+            item = pending.take()
+            if item is None:
+                if not conn.wait():
+                    self.registry.abandon(pending)
+                    log.info("%s: client left during the stream of job %s", conn.peer, pending.job_id)
+                    return False
+            elif not isinstance(item, StreamEnd):
+                conn.send(b"%x\r\n%s\r\n" % (len(item), item) if chunked else item)
+            elif item is StreamEnd.END:
+                if chunked:
+                    conn.send(b"0\r\n\r\n")
+                return keep_alive
+            else:  # TIMEOUT, OVERFLOW or ABORTED: the body cannot be completed, the client must see it cut
+                if item is StreamEnd.TIMEOUT:
+                    log.warning("stream of job %s: no chunk within %ss: connection closed",
+                                pending.job_id, pending.timeout)
+                return False
+
+    def _failed(self, conn: Connection, outcome: Outcome, request: Request, route: Route, job_id: str) -> bool:
+        if outcome is Outcome.TIMEOUT:
+            log.warning("no answer to url job %s on queue %s within %ss: 504", job_id, route.queue, route.timeout)
+            return conn.error(504, request)
+        if outcome is Outcome.QUEUE_FULL:
+            log.info("queue %s full: 503 for url job %s", route.queue, job_id)
+        else:
+            log.info("cannot push to queue %s: 503 for url job %s", route.queue, job_id)
+        return conn.error(503, request)
+
+    def _session_id(self, request: Request) -> tuple[str, str | None]:
+        """(id, the id if it is new else None): the session of the request's cookie, or a new one."""
+        found = sessions.id_from_cookies(request.header("cookie"), self.cookie)
+        if found is not None:
+            return found, None
+        session_id = sessions.new_id()
+        return session_id, session_id
+
+    def _session_cookie(self, headers: Headers, new_session: str | None) -> Headers:
+        """The answer's headers with the session cookie to set, if any: a new session's, or
+        the id a worker regenerated (its X-Tempest-Session header, never sent to the client).
+        A worker that sets the cookie itself is left alone."""
+        regenerated = [v for n, v in headers if n.lower() == REGENERATED]
+        if regenerated:
+            headers = [(n, v) for n, v in headers if n.lower() != REGENERATED]
+            value = regenerated[-1].decode("latin-1")
+            if sessions.valid_id(value):
+                new_session = value
+            else:
+                log.warning("ignored %s %r from a worker: not a session id", sessions.REGENERATED_HEADER, value[:64])
+        prefix = self.cookie.encode() + b"="
+        if new_session and not any(n.lower() == b"set-cookie" and v.startswith(prefix) for n, v in headers):
+            cookie = sessions.set_cookie(self.cookie, new_session, self.session_ttl, self.session_secure)
+            headers.append((b"Set-Cookie", cookie.encode("latin-1")))
+        return headers
