@@ -23,7 +23,6 @@ sockets, so the latencies include its own time to get round to each socket.
 """
 
 import argparse
-import gc
 import json
 import os
 import resource
@@ -34,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from processes import LineReader
 
 HOST = "127.0.0.1"
 CHANNEL = "bench"
@@ -60,19 +61,9 @@ def raise_nofile():
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
-def percentile(values, fraction):
-    """Nearest-rank percentile of sorted ``values``."""
-    if not values:
-        return None
-    index = min(len(values) - 1, max(0, int(round(fraction * len(values) + 0.5)) - 1))
-    return values[index]
 
-
-def summarize(latencies):
-    latencies = sorted(latencies)
-    return {"count": len(latencies), "min": latencies[0] if latencies else None,
-            "p50": percentile(latencies, 0.50), "p99": percentile(latencies, 0.99),
-            "max": latencies[-1] if latencies else None}
+def ms(seconds):
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,143 +71,12 @@ def summarize(latencies):
 
 
 def subscriber_process(args):
-    """Open N SSE streams, say when they are connected, record every message's arrival.
-
-    Protocol on stdout (one JSON object a line): {"connected": ...} when every connection has
-    either read ``: ok`` or failed, then {"result": ...} when every connected stream got
-    ``messages`` messages, or ``stop`` was read on stdin, or the deadline passed.
-    """
-    import gevent
-    import gevent.event
-    import gevent.lock
-    import gevent.select
-    from gevent import socket as gsocket
-
+    """Open N SSE streams, say when they are connected, record every message's arrival
+    (bench/sse_subscribers.py: gevent is imported in that process only)."""
     limits = raise_nofile()
-    deadline = time.monotonic() + args.deadline
-    request = (f"GET /sub/{CHANNEL} HTTP/1.1\r\nHost: {HOST}:{args.port}\r\n"
-               "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n").encode()
-    handshakes = gevent.lock.BoundedSemaphore(args.connect_concurrency)
-    connected = []  # indexes of the streams that read ': ok'
-    errors = {}  # kind -> count
-    received = {}  # seq -> [latency, ...]
-    complete = [0]  # subscribers that received every message
-    closed_early = [0]
-    keep = []  # sockets of finished streams, closed at exit so that no stream ends early
-    done = gevent.event.Event()
-    connect_done = gevent.event.Event()
-    pending = [args.subscribers]
+    from sse_subscribers import Subscribers
 
-    def count_error(kind):
-        errors[kind] = errors.get(kind, 0) + 1
-
-    def handshake_finished():
-        pending[0] -= 1
-        if pending[0] == 0:
-            connect_done.set()
-
-    def one(index):
-        sock = None
-        handshakes.acquire()
-        released = False
-        try:
-            try:
-                sock = gsocket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.settimeout(args.connect_timeout)
-                sock.connect((HOST, args.port))
-                sock.sendall(request)
-                data = b""
-                while b"\r\n\r\n" not in data or b": ok\n\n" not in data.split(b"\r\n\r\n", 1)[1]:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        raise ConnectionError("closed before ': ok'")
-                    data += chunk
-                head, rest = data.split(b"\r\n\r\n", 1)
-                if not head.startswith(b"HTTP/1.1 200"):
-                    raise ConnectionError("status " + head.split(b"\r\n", 1)[0].decode("latin-1"))
-                buffer = rest.split(b": ok\n\n", 1)[1]
-            except socket.timeout:
-                count_error("connect/head timeout")
-                return
-            except OSError as exc:
-                count_error(f"{type(exc).__name__}: {exc.strerror or exc}")
-                return
-            connected.append(index)
-            handshakes.release()
-            released = True
-            handshake_finished()
-            seen = 0
-            sock.settimeout(None)
-            while True:
-                while b"\n\n" in buffer:
-                    event, buffer = buffer.split(b"\n\n", 1)
-                    arrived = time.time()
-                    for line in event.split(b"\n"):
-                        if line.startswith(b"data: "):
-                            message = json.loads(line[6:])
-                            received.setdefault(message["seq"], []).append(arrived - message["t"])
-                            seen += 1
-                    if seen >= args.messages:
-                        complete[0] += 1
-                        if complete[0] == len(connected) and connect_done.is_set():
-                            done.set()
-                        return
-                try:
-                    chunk = sock.recv(65536)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    closed_early[0] += 1
-                    return
-                buffer += chunk
-        finally:
-            if not released:
-                handshakes.release()
-                handshake_finished()
-            if sock is not None:
-                keep.append(sock)
-
-    started = time.monotonic()
-    greenlets = [gevent.spawn(one, i) for i in range(args.subscribers)]
-    while not connect_done.wait(0.5):
-        if time.monotonic() > deadline:
-            break
-    gc.collect()
-    gc.freeze()  # the streams' objects live to the end: no collection walks them again
-    emit({"connected": len(connected), "failed": sum(errors.values()), "errors": errors,
-          "seconds": round(time.monotonic() - started, 3), "nofile": list(limits)})
-
-    finished = gevent.event.Event()  # "exit" (or EOF) on stdin: the harness measured all
-
-    def watch_stdin():
-        while True:
-            readable, _, _ = gevent.select.select([sys.stdin.fileno()], [], [], 1.0)
-            if readable:
-                line = os.read(sys.stdin.fileno(), 1024)
-                if not line or b"stop" in line:
-                    done.set()
-                if not line or b"exit" in line:
-                    done.set()
-                    finished.set()
-                    return
-
-    gevent.spawn(watch_stdin)
-    if connected and complete[0] == len(connected):
-        done.set()
-    done.wait(max(0.0, deadline - time.monotonic()))
-    done.set()
-    per_message = {str(seq): summarize(values) for seq, values in sorted(received.items())}
-    emit({"result": {"per_message": per_message,
-                     "overall": summarize([v for values in received.values() for v in values]),
-                     "complete": complete[0], "closed_early": closed_early[0]}})
-    finished.wait(max(0.0, deadline - time.monotonic()))  # the streams stay open until then
-    gevent.killall(greenlets, block=False)
-    return 0
-
-
-def emit(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+    return Subscribers(args, limits).run()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,30 +192,12 @@ def open_fds(pid):
         return None
 
 
-def read_line(proc, timeout):
-    """One line of ``proc``'s stdout within ``timeout`` seconds, or None."""
-    import select
 
-    end = time.monotonic() + timeout
-    buffer = read_line.buffers.setdefault(proc.pid, b"")
-    while b"\n" not in buffer:
-        left = end - time.monotonic()
-        if left <= 0:
-            read_line.buffers[proc.pid] = buffer
-            return None
-        ready, _, _ = select.select([proc.stdout], [], [], min(left, 1.0))
-        if ready:
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            if not chunk:
-                read_line.buffers[proc.pid] = buffer
-                return None
-            buffer += chunk
-    line, buffer = buffer.split(b"\n", 1)
-    read_line.buffers[proc.pid] = buffer
-    return json.loads(line)
-
-
-read_line.buffers = {}
+def read_json(lines, timeout):
+    """The next line (a JSON object) a child wrote (``lines``: a LineReader on its stdout) within
+    ``timeout`` seconds, or None."""
+    line = lines.read_line(timeout)
+    return None if line is None else json.loads(line)
 
 
 def child_nofile(limit):
@@ -371,32 +213,188 @@ def child_nofile(limit):
     return preexec
 
 
-def run(args, children, log_dir):
-    import redis
 
-    deadline = time.monotonic() + args.deadline
-    ms = lambda seconds: "-" if seconds is None else f"{seconds * 1000:.1f} ms"  # noqa: E731
+class Harness:
+    """One run: redis-server, tempestd, the subscriber process, the messages, the figures."""
 
-    def left():
-        remaining = deadline - time.monotonic()
+    def __init__(self, args, children, log_dir):
+        self.args, self.children, self.log_dir = args, children, log_dir
+        self.deadline = time.monotonic() + args.deadline
+        self.client = None  # redis.Redis, to the redis-server started
+        self.tempestd = None
+        self.subscriber = None  # the subscriber process, and a LineReader on its stdout:
+        self.lines = None
+        self.connected = 0
+
+    def left(self):
+        remaining = self.deadline - time.monotonic()
         if remaining <= 0:
-            raise Deadline(f"global deadline of {args.deadline:.0f}s passed")
+            raise Deadline(f"global deadline of {self.args.deadline:.0f}s passed")
         return remaining
 
-    redis_port, front_port = free_port(), free_port()
-    children.start("redis", [redis_server_binary(), "--port", str(redis_port), "--bind", HOST, "--dir", log_dir,
-                             "--save", "", "--appendonly", "no"])
-    client = redis.Redis(host=HOST, port=redis_port, socket_timeout=10)
+    def run(self):
+        """Everything, in order; return the exit code (0: every stream got every message)."""
+        redis_port, front_port = free_port(), free_port()
+        self.start_redis(redis_port)
+        rss_before = self.start_tempestd(redis_port, front_port)
+        report, rss_after, info_connected = self.open_subscribers(front_port)
+        published, cpu_used, result = self.publish()
+        rss_end = rss_kb(self.tempestd.pid)
+        clients_info = self.client.info("clients")
+        tempest_info = tempest_counters(self.children)
+        self.print_deliveries(published, result, cpu_used)
+        print(f"Redis connected_clients: {clients_info.get('connected_clients')} "
+              f"(this harness holds 1; blocked_clients {clients_info.get('blocked_clients')})")
+        self.print_rss(rss_before, rss_after, rss_end)
+        self.release_subscribers()
+        print_tempestd(info_connected, tempest_info, self.children.log("tempestd"))
+        if self.args.json:
+            write_json(self.args.json, {
+                "subscribers": self.args.subscribers, "connect": report, "published_receivers": published,
+                "result": result, "redis_clients": clients_info, "tempest_info": tempest_info,
+                "tempest_info_connected": info_connected,
+                "rss_kb": {"before": rss_before, "with_subscribers": rss_after, "end": rss_end},
+                "tempestd_cpu_seconds_publishing": cpu_used})
+        ok = self.connected == self.args.subscribers and all(
+            result["per_message"].get(str(seq), {}).get("count") == self.connected
+            for seq in range(self.args.messages))
+        return 0 if ok else 1
 
-    def redis_up():
+    def start_redis(self, redis_port):
+        import redis
+
+        self.children.start("redis", [redis_server_binary(), "--port", str(redis_port), "--bind", HOST,
+                                      "--dir", self.log_dir, "--save", "", "--appendonly", "no"])
+        self.client = redis.Redis(host=HOST, port=redis_port, socket_timeout=10)
+
+        def redis_up():
+            try:
+                return self.client.ping()
+            except redis.RedisError:
+                return False
+
+        wait_for(redis_up, min(self.left(), 15), "redis-server", self.children)
+
+    def start_tempestd(self, redis_port, front_port):
+        """tempestd on a temporary INI file, ready; return its RSS before the subscribers."""
+        args, children = self.args, self.children
+        ini = write_ini(os.path.join(self.log_dir, "tempest.ini"), args, redis_port, front_port)
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.tempestd = tempestd = children.start("tempestd", [sys.executable, "-m", "tempest", "-c", ini], env=env,
+                                                  preexec_fn=child_nofile(args.tempestd_nofile))
+        wait_for(lambda: "tempestd ready:" in children.log("tempestd"), min(self.left(), 30), "tempestd ready",
+                 children)
+        time.sleep(1.0)  # let it settle before the first RSS reading
+        rss_before = rss_kb(tempestd.pid)
+        print(f"tempestd pid {tempestd.pid}: open files limit {proc_limit(tempestd.pid)}, RSS {rss_before} KB, "
+              f"backlog {args.backlog}", flush=True)
+        return rss_before
+
+    def open_subscribers(self, front_port):
+        """Start the subscriber process and wait until its streams are connected; return its
+        report, tempestd's RSS with them and its counters."""
+        args = self.args
+        self.subscriber = self.children.start(
+            "subscribers",
+            [sys.executable, os.path.abspath(__file__), "--subscriber-process", "--port", str(front_port),
+             "--subscribers", str(args.subscribers), "--messages", str(args.messages),
+             "--connect-concurrency", str(args.connect_concurrency), "--connect-timeout", str(args.connect_timeout),
+             "--deadline", str(max(1.0, self.left() - 5))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.lines = LineReader(self.subscriber)
+        print(f"opening {args.subscribers} SSE streams on /sub/{CHANNEL} "
+              f"(at most {args.connect_concurrency} handshakes at a time)...", flush=True)
+        report = self.read_connected()
+        time.sleep(1.0)
+        rss_after = rss_kb(self.tempestd.pid)
+        numsub = self.client.pubsub_numsub(CHANNEL)[0][1]
+        print(f"subscribers connected: {self.connected} of {args.subscribers} in {report['seconds']:.1f}s "
+              f"(subscriber process open files limit {report['nofile'][0]}); failed: {report['failed']} "
+              f"{report['errors'] or ''}", flush=True)
+        info_connected = tempest_counters(self.children)
+        print(f"tempestd: RSS {rss_after} KB, open descriptors {open_fds(self.tempestd.pid)}; "
+              f"Redis subscribers of '{CHANNEL}' (PUBSUB NUMSUB): {numsub}", flush=True)
+        return report, rss_after, info_connected
+
+    def read_connected(self):
+        """The subscriber process' first report: every stream connected or failed."""
+        report = read_json(self.lines, self.left())
+        if report is None:
+            self.children.check_alive()
+            raise BenchError("the subscriber process said nothing before the deadline")
+        self.connected = connected = report["connected"]
+        if connected + report["failed"] < self.args.subscribers:
+            raise BenchError(f"the deadline passed while connecting: {connected} connected, {report['failed']} "
+                             f"failed, {self.args.subscribers - connected - report['failed']} still waiting for "
+                             f"their head")
+        return report
+
+    def publish(self):
+        """Publish the messages, one every --interval seconds; return PUBLISH's receivers,
+        tempestd's CPU seconds meanwhile and the subscribers' result."""
+        args = self.args
+        published = []
+        cpu_start = cpu_seconds(self.tempestd.pid)
+        for seq in range(args.messages):
+            if seq:
+                time.sleep(min(args.interval, self.left()))
+            self.children.check_alive()
+            stamp = time.time()
+            receivers = self.client.publish(CHANNEL, json.dumps([{"seq": seq, "t": stamp}]))
+            published.append(receivers)
+        result = self.read_result()
+        return published, cpu_seconds(self.tempestd.pid) - cpu_start, result
+
+    def read_result(self):
+        """The subscriber process' result: once every stream got everything, else after --drain."""
+        subscriber_result = read_json(self.lines, min(self.left(), self.args.drain))
+        if subscriber_result is None:  # not everyone got everything within the drain time
+            self.tell_subscribers(b"stop\n")
+            subscriber_result = read_json(self.lines, min(self.left(), 30))
+        if subscriber_result is None:
+            raise BenchError("the subscriber process gave no result:\n" + self.children.log("subscribers")[-2000:])
+        return subscriber_result["result"]
+
+    def tell_subscribers(self, line):
         try:
-            return client.ping()
-        except redis.RedisError:
-            return False
+            self.subscriber.stdin.write(line)
+            self.subscriber.stdin.flush()
+        except OSError:
+            pass
 
-    wait_for(redis_up, min(left(), 15), "redis-server", children)
-    ini = os.path.join(log_dir, "tempest.ini")
-    with open(ini, "w") as handle:
+    def release_subscribers(self):
+        """The figures are taken: the subscriber process may close its streams and exit."""
+        self.tell_subscribers(b"exit\n")
+
+    def print_deliveries(self, published, result, cpu_used):
+        """Per message and overall: how many got it and the delivery latency; tempestd's CPU."""
+        args, connected = self.args, self.connected
+        print()
+        print(f"messages: {args.messages}, one every {args.interval}s; PUBLISH receivers (Redis): {published}")
+        print("message     received         min         p50         p99         max")
+        for seq in range(args.messages):
+            row = result["per_message"].get(str(seq), {"count": 0, **dict.fromkeys(("min", "p50", "p99", "max"))})
+            print(f"{seq:>7}  {row['count']:>6}/{connected:<6} " + "  ".join(
+                f"{ms(row[key]):>10}" for key in ("min", "p50", "p99", "max")))
+        overall = result["overall"]
+        print(f"overall  {overall['count']} deliveries: min {ms(overall['min'])}, p50 {ms(overall['p50'])}, "
+              f"p99 {ms(overall['p99'])}, max {ms(overall['max'])}")
+        print(f"subscribers that got every message: {result['complete']}; streams closed early: {result['closed_early']}")
+        deliveries = result["overall"]["count"]
+        print(f"tempestd CPU while publishing: {cpu_used:.2f}s"
+              + (f" ({cpu_used / deliveries * 1e6:.0f} us per delivery, heartbeats included)" if deliveries else ""))
+
+    def print_rss(self, rss_before, rss_after, rss_end):
+        connected = self.connected
+        per = (rss_after - rss_before) / connected if connected else None
+        print(f"tempestd RSS: before subscribers {rss_before} KB, with {connected} subscribers {rss_after} KB, "
+              f"after the messages {rss_end} KB; per subscriber {per:.1f} KB" if per is not None else
+              f"tempestd RSS: before {rss_before} KB, after {rss_after} KB")
+
+
+def write_ini(path, args, redis_port, front_port):
+    """tempestd's temporary INI file (no embedded Redis, no workers); return its path."""
+    with open(path, "w") as handle:
         handle.write(f"""[tempest]
 run_dir = run
 log_level = {args.log_level}
@@ -413,115 +411,29 @@ backlog = {args.backlog}
 [pubsub]
 heartbeat = {args.heartbeat}
 """)
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    tempestd = children.start("tempestd", [sys.executable, "-m", "tempest", "-c", ini], env=env,
-                              preexec_fn=child_nofile(args.tempestd_nofile))
-    wait_for(lambda: "tempestd ready:" in children.log("tempestd"), min(left(), 30), "tempestd ready", children)
-    time.sleep(1.0)  # let it settle before the first RSS reading
-    rss_before = rss_kb(tempestd.pid)
-    print(f"tempestd pid {tempestd.pid}: open files limit {proc_limit(tempestd.pid)}, RSS {rss_before} KB, "
-          f"backlog {args.backlog}", flush=True)
+    return path
 
-    subscriber = children.start(
-        "subscribers",
-        [sys.executable, os.path.abspath(__file__), "--subscriber-process", "--port", str(front_port),
-         "--subscribers", str(args.subscribers), "--messages", str(args.messages),
-         "--connect-concurrency", str(args.connect_concurrency), "--connect-timeout", str(args.connect_timeout),
-         "--deadline", str(max(1.0, left() - 5))],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    print(f"opening {args.subscribers} SSE streams on /sub/{CHANNEL} "
-          f"(at most {args.connect_concurrency} handshakes at a time)...", flush=True)
-    report = read_line(subscriber, left())
-    if report is None:
-        children.check_alive()
-        raise BenchError("the subscriber process said nothing before the deadline")
-    connected = report["connected"]
-    if connected + report["failed"] < args.subscribers:
-        raise BenchError(f"the deadline passed while connecting: {connected} connected, {report['failed']} failed, "
-                         f"{args.subscribers - connected - report['failed']} still waiting for their head")
-    time.sleep(1.0)
-    rss_after = rss_kb(tempestd.pid)
-    numsub = client.pubsub_numsub(CHANNEL)[0][1]
-    print(f"subscribers connected: {connected} of {args.subscribers} in {report['seconds']:.1f}s "
-          f"(subscriber process open files limit {report['nofile'][0]}); failed: {report['failed']} "
-          f"{report['errors'] or ''}", flush=True)
-    info_connected = tempest_counters(children)
-    print(f"tempestd: RSS {rss_after} KB, open descriptors {open_fds(tempestd.pid)}; "
-          f"Redis subscribers of '{CHANNEL}' (PUBSUB NUMSUB): {numsub}", flush=True)
 
-    published = []
-    cpu_start = cpu_seconds(tempestd.pid)
-    for seq in range(args.messages):
-        if seq:
-            time.sleep(min(args.interval, left()))
-        children.check_alive()
-        stamp = time.time()
-        receivers = client.publish(CHANNEL, json.dumps([{"seq": seq, "t": stamp}]))
-        published.append(receivers)
-    subscriber_result = read_line(subscriber, min(left(), args.drain))
-    if subscriber_result is None:  # not everyone got everything within the drain time
-        try:
-            subscriber.stdin.write(b"stop\n")
-            subscriber.stdin.flush()
-        except OSError:
-            pass
-        subscriber_result = read_line(subscriber, min(left(), 30))
-    if subscriber_result is None:
-        raise BenchError("the subscriber process gave no result:\n" + children.log("subscribers")[-2000:])
-    result = subscriber_result["result"]
-    cpu_used = cpu_seconds(tempestd.pid) - cpu_start
-    rss_end = rss_kb(tempestd.pid)
-    clients_info = client.info("clients")
-    tempest_info = tempest_counters(children)
-    print()
-    print(f"messages: {args.messages}, one every {args.interval}s; PUBLISH receivers (Redis): {published}")
-    print("message     received         min         p50         p99         max")
-    for seq in range(args.messages):
-        row = result["per_message"].get(str(seq), {"count": 0, **dict.fromkeys(("min", "p50", "p99", "max"))})
-        print(f"{seq:>7}  {row['count']:>6}/{connected:<6} " + "  ".join(
-            f"{ms(row[key]):>10}" for key in ("min", "p50", "p99", "max")))
-    overall = result["overall"]
-    print(f"overall  {overall['count']} deliveries: min {ms(overall['min'])}, p50 {ms(overall['p50'])}, "
-          f"p99 {ms(overall['p99'])}, max {ms(overall['max'])}")
-    print(f"subscribers that got every message: {result['complete']}; streams closed early: {result['closed_early']}")
-    deliveries = result["overall"]["count"]
-    print(f"tempestd CPU while publishing: {cpu_used:.2f}s"
-          + (f" ({cpu_used / deliveries * 1e6:.0f} us per delivery, heartbeats included)" if deliveries else ""))
-    print(f"Redis connected_clients: {clients_info.get('connected_clients')} "
-          f"(this harness holds 1; blocked_clients {clients_info.get('blocked_clients')})")
-    per = (rss_after - rss_before) / connected if connected else None
-    print(f"tempestd RSS: before subscribers {rss_before} KB, with {connected} subscribers {rss_after} KB, "
-          f"after the messages {rss_end} KB; per subscriber {per:.1f} KB" if per is not None else
-          f"tempestd RSS: before {rss_before} KB, after {rss_after} KB")
-    try:
-        subscriber.stdin.write(b"exit\n")
-        subscriber.stdin.flush()
-    except OSError:
-        pass
+def print_tempestd(info_connected, tempest_info, log):
+    """tempestd's counters with the subscribers and after the messages, and its log's problems."""
     print("tempestd INFO with the subscribers: " + describe_counters(info_connected))
     print("tempestd INFO after the messages:   " + describe_counters(tempest_info))
-    problems = log_problems(children.log("tempestd"))
+    problems = log_problems(log)
     if problems:
         print(f"tempestd log: {sum(problems.values())} warnings, errors and exceptions:")
         for line, count in problems.most_common(10):
             print(f"  {count:>5} x {line}")
     else:
         print("tempestd log: no warning, error or exception")
-    if args.json:
-        data = {"subscribers": args.subscribers, "connect": report, "published_receivers": published,
-                "result": result, "redis_clients": clients_info, "tempest_info": tempest_info,
-                "tempest_info_connected": info_connected,
-                "rss_kb": {"before": rss_before, "with_subscribers": rss_after, "end": rss_end},
-                "tempestd_cpu_seconds_publishing": cpu_used}
-        if args.json == "-":
-            json.dump(data, sys.stdout, indent=2, default=str)
-            print()
-        else:
-            with open(args.json, "w") as out:
-                json.dump(data, out, indent=2, default=str)
-    ok = connected == args.subscribers and all(
-        result["per_message"].get(str(seq), {}).get("count") == connected for seq in range(args.messages))
-    return 0 if ok else 1
+
+
+def write_json(path, data):
+    if path == "-":
+        json.dump(data, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        with open(path, "w") as out:
+            json.dump(data, out, indent=2, default=str)
 
 
 def tempest_counters(children):
@@ -574,7 +486,8 @@ def _answer_port(log):
     return None
 
 
-def main(argv=None):
+
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subscribers", "-n", type=int, default=10000, help="concurrent SSE streams (10000)")
     parser.add_argument("--messages", "-m", type=int, default=5, help="messages published (5)")
@@ -594,24 +507,36 @@ def main(argv=None):
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory")
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--subscriber-process", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def on_signal(signum, frame):
+    raise Deadline(f"signal {signum}")
+
+
+def stop_on_signals(deadline):
+    """SIGTERM and SIGINT raise Deadline, and so does an alarm after the global deadline."""
+
+    def on_alarm(signum, frame):
+        raise Deadline(f"global deadline of {deadline:.0f}s passed")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(int(deadline) + 30)  # a last resort: the loops check the deadline themselves
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     if args.subscriber_process:
         return subscriber_process(args)
 
     log_dir = tempfile.mkdtemp(prefix="tempest-bench-sse-")
     children = Children(log_dir)
-
-    def on_signal(signum, frame):
-        raise Deadline(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGALRM, lambda signum, frame: (_ for _ in ()).throw(
-        Deadline(f"global deadline of {args.deadline:.0f}s passed")))
-    signal.alarm(int(args.deadline) + 30)  # a last resort: the loops check the deadline themselves
+    stop_on_signals(args.deadline)
     code = 1
     try:
-        code = run(args, children, log_dir)
+        code = Harness(args, children, log_dir).run()
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
     except Deadline as exc:
