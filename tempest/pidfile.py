@@ -3,7 +3,7 @@
 import os
 
 from tempest.errors import StartupError
-from tempest.process import alive
+from tempest.supervisor.process import alive
 
 
 class Pidfile:

@@ -1,4 +1,4 @@
-"""Unit tests of tempest.output: lines for tempestd's log, size-rotated files, and the drain
+"""Unit tests of tempest.supervisor.output: lines for tempestd's log, size-rotated files, and the drain
 greenlet that reads a child's pipe until EOF. Real pipes and files in a temporary directory."""
 
 import errno
@@ -10,8 +10,8 @@ import gevent
 import gevent.os
 import pytest
 
-from tempest import output
-from tempest.output import MAX_LINE, LogLines, RotatingFile, drain, spawn_drain
+from tempest.supervisor import output
+from tempest.supervisor.output import MAX_LINE, LogLines, RotatingFile, drain, spawn_drain
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -8,25 +8,32 @@ MAX_LINE bytes.
 
 import logging
 import os
+from typing import Protocol
 
-import gevent
-import gevent.os
+import gevent  # type: ignore[import-untyped]
+import gevent.os  # type: ignore[import-untyped]
 
 READ_SIZE = 64 * 1024
 MAX_LINE = 8 * 1024
 
-log = logging.getLogger("tempest.child")
+log = logging.getLogger("tempest.child")  # the children's own output, not tempestd's words
+
+
+class Sink(Protocol):
+    """Where one stream of a child's output is written."""
+
+    def write(self, data: bytes) -> object: ...
 
 
 class LogLines:
     """Writes a child's output to tempestd's log, one record per line, prefixed [NAME:INDEX]."""
 
-    def __init__(self, prefix, logger=log):
+    def __init__(self, prefix: str, logger: logging.Logger = log) -> None:
         self.prefix = prefix
         self.logger = logger
         self._partial = b""
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         *lines, self._partial = (self._partial + data).split(b"\n")
         while len(self._partial) > MAX_LINE:
             lines.append(self._partial[:MAX_LINE])
@@ -36,7 +43,7 @@ class LogLines:
                 text = line[start:start + MAX_LINE].rstrip(b"\r").decode("utf-8", "replace")
                 self.logger.info("[%s] %s", self.prefix, text)
 
-    def close(self):
+    def close(self) -> None:
         if self._partial:
             self.write(b"\n")
 
@@ -45,7 +52,7 @@ class RotatingFile:
     """Appends bytes to ``path``; past ``maxbytes`` renames it to path.1 (path.1 to path.2...)
     and keeps ``backups`` of them. Shared by every child writing to the same path."""
 
-    def __init__(self, path, maxbytes, backups):
+    def __init__(self, path: str, maxbytes: int, backups: int) -> None:
         self.path = path
         self.maxbytes = maxbytes
         self.backups = backups
@@ -53,13 +60,13 @@ class RotatingFile:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = os.fstat(self._fd).st_size
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         if self.maxbytes and self._size + len(data) > self.maxbytes and self._size:
             self._rotate()
         os.write(self._fd, data)
         self._size += len(data)
 
-    def _rotate(self):
+    def _rotate(self) -> None:
         """Rename the files, then reopen; the old descriptor stays valid until the new one is
         open, so a failure (disk full, permissions) never leaves a closed number behind."""
         if self.backups:
@@ -75,11 +82,11 @@ class RotatingFile:
         self._fd = new
         self._size = 0
 
-    def close(self):
+    def close(self) -> None:
         os.close(self._fd)
 
 
-def drain(fd, sink):
+def drain(fd: int, sink: Sink) -> None:
     """Read ``fd`` until EOF (the child and all it forked closed it), writing to ``sink``."""
     gevent.os.make_nonblocking(fd)
     failing = False
@@ -103,5 +110,6 @@ def drain(fd, sink):
             sink.close()
 
 
-def spawn_drain(fd, sink):
+def spawn_drain(fd: int, sink: Sink) -> gevent.Greenlet:
+    """Drain ``fd`` into ``sink`` in a greenlet of its own."""
     return gevent.spawn(drain, fd, sink)

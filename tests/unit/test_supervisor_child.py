@@ -1,257 +1,22 @@
-"""Unit tests of tempest.supervise: the state machine of Supervisor > Program > Child, driven
-by a fake operating system (FakeSystem) so that nothing forks. Time is real but short: the
-tests shrink startsecs, stopwaitsecs and the backoff tunables, and wait with deadlines.
-The real System is exercised end to end in tests/e2e/test_angels.py.
+"""Unit tests of tempest.supervisor's Child: the states it walks (STARTING, RUNNING, BACKOFF,
+FATAL, EXITED, STOPPING, STOPPED), its restarts and their backoff, driven by the fake operating
+system of supervisor_fakes so that nothing forks. The real System is exercised end to end in
+tests/e2e/test_angels.py.
 """
 
-import logging
-import os
 import signal
 import time
 
 import gevent
-import gevent.event
 import pytest
+from supervisor_fakes import (  # noqa: F401  (fixtures, found by pytest among the module's names)
+    JITTER, _kill_watchers, assert_jittered, backoffs, child_of, exits_after, fast_backoff, gaps, logs, messages,
+    script, spec, sup, system, transitions, wait_until, watch_states, written)
 
-from tempest import supervise
-from tempest.config import ProgramSpec
-from tempest.output import RotatingFile
-from tempest.supervise import BACKOFF_CAP, STABLE_SECS, State, Supervisor, backoff_delay, describe
+from tempest.supervisor import State, backoff, backoff_delay, describe
+from tempest.supervisor.backoff import BACKOFF_CAP, STABLE_SECS
 
 pytestmark = pytest.mark.timeout(30)
-
-JITTER = (0.8, 1.2)  # backoff_delay multiplies by uniform(0.8, 1.2)
-
-
-# the fake operating system
-
-
-class FakeProc:
-    """A process that exits when the test (or a signal) says so; quacks like a Popen."""
-
-    def __init__(self, number, argv, env, cwd, user):
-        self.number = number  # 1 for the first spawn of the system, 2 for the next...
-        self.pid = 1000 + number
-        self.argv, self.env, self.cwd, self.user = argv, env, cwd, user
-        self.returncode = None
-        self.spawned_at = time.monotonic()
-        self.exited_at = None
-        self.signals = []  # (signal, monotonic time)
-        self.ignore = set()  # signals it survives (SIGKILL is never ignored)
-        self._exit = gevent.event.AsyncResult()
-
-    def exit(self, returncode):
-        if self.returncode is None:
-            self.returncode = returncode
-            self.exited_at = time.monotonic()
-            self._exit.set(returncode)
-
-    def receive(self, sig):
-        self.signals.append((sig, time.monotonic()))
-        if sig == signal.SIGKILL or sig not in self.ignore:
-            gevent.spawn(self.exit, -sig)  # dies soon after, as a real one would
-
-
-class FakeSystem:
-    """Same interface as supervise.System: clock, spawn, signal, wait."""
-
-    def __init__(self):
-        self.procs = []
-        self.attempts = []  # every spawn call, including those that raised
-        self.spawn_error = None  # an OSError to raise from spawn
-        self.behave = None  # called with each new FakeProc: schedule its exit, set .ignore...
-        self.output = (b"", b"")  # what each process writes on stdout and stderr, then EOF
-        self.offset = 0.0
-        self._timers = []
-
-    def clock(self):
-        return time.monotonic() + self.offset
-
-    def advance(self, seconds):
-        self.offset += seconds
-
-    def later(self, seconds, func, *args):
-        self._timers.append(gevent.spawn_later(seconds, func, *args))
-
-    def spawn(self, argv, env, cwd, user):
-        self.attempts.append(list(argv))
-        if self.spawn_error is not None:
-            raise self.spawn_error
-        proc = FakeProc(len(self.procs) + 1, list(argv), dict(env), cwd, user)
-        self.procs.append(proc)
-        fds = []
-        for data in self.output:
-            read_end, write_end = os.pipe()
-            os.write(write_end, data)
-            os.close(write_end)  # the drain greenlet sees EOF after the data
-            fds.append(read_end)
-        if self.behave is not None:
-            self.behave(proc)
-        return proc, fds[0], fds[1]
-
-    def signal(self, proc, sig):
-        proc.receive(sig)
-
-    def wait(self, proc, timeout=None):
-        try:
-            return proc._exit.get(timeout=timeout)
-        except gevent.Timeout:
-            return None
-
-    def close(self):
-        gevent.killall(self._timers)
-
-
-# behaviours of fake processes, per spawn
-
-
-def exits_after(system, seconds, code=1):
-    """Every process exits ``seconds`` after its spawn with ``code``."""
-    return lambda proc: system.later(seconds, proc.exit, code)
-
-
-def script(*behaviours):
-    """Spawn N behaves as behaviours[N-1]; the last one repeats. None: runs until signalled."""
-
-    def behave(proc):
-        chosen = behaviours[min(proc.number, len(behaviours)) - 1]
-        if chosen is not None:
-            chosen(proc)
-
-    return behave
-
-
-# fixtures and helpers
-
-
-class Sink:
-    def __init__(self, store, child, stream):
-        self.store, self.key = store, (child.name, stream)
-
-    def write(self, data):
-        self.store[self.key] = self.store.get(self.key, b"") + data
-
-
-class Recording(Supervisor):
-    """A Supervisor that remembers every Program it made, so teardown can close them all."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.made = []
-
-    def add(self, spec, start=None):
-        program = super().add(spec, start)
-        self.made.append(program)
-        return program
-
-
-@pytest.fixture
-def system():
-    fake = FakeSystem()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def written():
-    return {}
-
-
-@pytest.fixture
-def sup(system, written):
-    sinks = (lambda child: Sink(written, child, "stdout"), lambda child: Sink(written, child, "stderr"))
-    supervisor = Recording(env={"BASE": "1"}, system=system, log_sinks=sinks)
-    yield supervisor
-    for program in supervisor.made:
-        program.close()
-    gevent.sleep(0)
-
-
-@pytest.fixture
-def logs(caplog):
-    caplog.set_level(logging.INFO, logger="tempest.supervise")
-    return caplog
-
-
-@pytest.fixture
-def fast_backoff(monkeypatch):
-    """BACKOFF_BASE 0.05s, BACKOFF_CAP 0.2s: delays 0, .05, .1, .2, .2..."""
-    monkeypatch.setattr(supervise, "BACKOFF_BASE", 0.05)
-    monkeypatch.setattr(supervise, "BACKOFF_CAP", 0.2)
-
-
-def spec(name="hello", **overrides):
-    values = dict(name=name, command=("worker", "--index=%(process_num)d", "%(program_name)s"), numprocs=1,
-                  directory="/srv/app", environment=(), user="", autostart=True, autorestart=True,
-                  exitcodes=frozenset([0]), startsecs=0.05, startretries=3, stopsignal=signal.SIGTERM,
-                  stopwaitsecs=0.5, stdout_logfile="", stderr_logfile="", logfile_maxbytes=1024 * 1024,
-                  logfile_backups=2)
-    values.update(overrides)
-    return ProgramSpec(**values)
-
-
-def wait_until(predicate, timeout=3.0, message="condition"):
-    """Poll ``predicate`` while letting the greenlets run; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        gevent.sleep(0.002)
-
-
-def child_of(sup, target="hello:0"):
-    (child,) = sup.children(target)
-    return child
-
-
-watchers = []  # the sampling greenlets of watch_states, killed after each test
-
-
-def watch_states(child):
-    """Sample child.state every millisecond; returns a function that gives the distinct states
-    seen so far, in order (the current one included)."""
-    seen = [child.state]
-
-    def sample():
-        if child.state != seen[-1]:
-            seen.append(child.state)
-        return seen
-
-    def loop():
-        while True:
-            sample()
-            gevent.sleep(0.001)
-
-    watchers.append(gevent.spawn(loop))
-    return sample
-
-
-@pytest.fixture(autouse=True)
-def _kill_watchers():
-    yield
-    gevent.killall(watchers)
-    watchers.clear()
-
-
-def messages(logs, word):
-    return [r.getMessage() for r in logs.records if r.name == "tempest.supervise" and r.getMessage().startswith(word)]
-
-
-def backoffs(logs):
-    """(delay, failures in a row) of each 'backoff:' line."""
-    return [(r.args[1], r.args[2]) for r in logs.records if r.getMessage().startswith("backoff:")]
-
-
-def assert_jittered(delay, nominal):
-    assert JITTER[0] * nominal - 1e-9 <= delay <= JITTER[1] * nominal + 1e-9, (delay, nominal)
-
-
-def gaps(procs):
-    """Seconds between each process' exit and the next spawn."""
-    return [later.spawned_at - earlier.exited_at for earlier, later in zip(procs, procs[1:])]
 
 
 # STOPPED -> STARTING -> RUNNING
@@ -298,6 +63,7 @@ def test_wait_spawned_returns_once_every_wanted_child_was_spawned(sup, system):
     assert sup.wait_spawned(2)
     assert len(system.procs) == 3
     assert {c.state for c in sup.programs["hello"].children} == {State.STARTING}
+
 
 
 # failed starts: BACKOFF, then FATAL
@@ -556,7 +322,7 @@ def test_no_sigkill_when_the_process_stops_in_time(sup, system):
 
 
 def test_stop_during_backoff_goes_to_stopped_without_spawning(sup, system, logs, monkeypatch):
-    monkeypatch.setattr(supervise, "BACKOFF_BASE", 0.4)
+    monkeypatch.setattr(backoff, "BACKOFF_BASE", 0.4)
     system.behave = exits_after(system, 0.005, 1)
     sup.add(spec(startsecs=0.05))
     child = child_of(sup)
@@ -630,7 +396,7 @@ def test_backoff_delay_is_zero_for_the_first_retry():
 
 def test_backoff_delay_doubles_and_is_capped():
     plain = [backoff_delay(n, rand=lambda a, b: 1.0) for n in range(2, 12)]
-    base = supervise.BACKOFF_BASE
+    base = backoff.BACKOFF_BASE
     expected = [min(BACKOFF_CAP, base * 2 ** k) for k in range(10)]
     assert plain == pytest.approx(expected)
     assert plain[0] == base and plain[1] == 2 * base and plain[2] == 4 * base
@@ -639,8 +405,8 @@ def test_backoff_delay_doubles_and_is_capped():
 
 
 def test_backoff_delay_follows_the_monkeypatched_tunables(monkeypatch):
-    monkeypatch.setattr(supervise, "BACKOFF_BASE", 0.01)
-    monkeypatch.setattr(supervise, "BACKOFF_CAP", 0.05)
+    monkeypatch.setattr(backoff, "BACKOFF_BASE", 0.01)
+    monkeypatch.setattr(backoff, "BACKOFF_CAP", 0.05)
     assert [backoff_delay(n, rand=lambda a, b: 1.0) for n in range(2, 7)] == pytest.approx(
         [0.01, 0.02, 0.04, 0.05, 0.05])
 
@@ -652,7 +418,7 @@ def test_backoff_delay_jitter_is_within_20_percent():
         asked.append((low, high))
         return high
 
-    assert backoff_delay(3, rand=rand) == pytest.approx(2 * supervise.BACKOFF_BASE * 1.2)
+    assert backoff_delay(3, rand=rand) == pytest.approx(2 * backoff.BACKOFF_BASE * 1.2)
     assert asked == [(0.8, 1.2)]
     for failures in (2, 4, 30):
         nominal = backoff_delay(failures, rand=lambda a, b: 1.0)
@@ -666,8 +432,8 @@ def test_backoff_delay_does_not_overflow_after_many_failures():
 
 
 def test_a_crash_loop_goes_on_forever(sup, system, monkeypatch):
-    monkeypatch.setattr(supervise, "BACKOFF_BASE", 1e-6)
-    monkeypatch.setattr(supervise, "BACKOFF_CAP", 1e-6)
+    monkeypatch.setattr(backoff, "BACKOFF_BASE", 1e-6)
+    monkeypatch.setattr(backoff, "BACKOFF_CAP", 1e-6)
     system.behave = lambda proc: proc.exit(1)  # crashes as soon as it is RUNNING
     sup.add(spec(startsecs=0))
     last, changed = 0, time.monotonic()
@@ -691,200 +457,3 @@ def test_a_crash_loop_goes_on_forever(sup, system, monkeypatch):
 def test_describe(returncode, text):
     assert describe(returncode) == text
 
-
-# Supervisor: targets, status, reload
-
-
-def test_children_targets(sup):
-    sup.add(spec("a", numprocs=2, autostart=False))
-    sup.add(spec("b", autostart=False))
-    names = lambda target: [c.name for c in sup.children(target)]  # noqa: E731
-    assert names(None) == names("all") == ["a:0", "a:1", "b:0"]
-    assert names("a") == ["a:0", "a:1"]
-    assert names("a:1") == ["a:1"]
-    assert names("b:0") == ["b:0"]
-    for unknown in ("c", "c:0", "a:2", "a:x", "a:-1", "A", ""):
-        with pytest.raises(KeyError):
-            sup.children(unknown)
-
-
-def test_start_and_stop_by_target(sup, system):
-    sup.add(spec("a", numprocs=2, startsecs=0))
-    wait_until(lambda: len(system.procs) == 2)
-    sup.stop("a:1")
-    assert [c.state for c in sup.children("a")] == [State.RUNNING, State.STOPPED]
-    sup.start("a:1")
-    wait_until(lambda: child_of(sup, "a:1").state == State.RUNNING)
-    assert len(system.procs) == 3
-    with pytest.raises(KeyError):
-        sup.start("nope")
-
-
-def test_status_rows(sup, system):
-    def behave(proc):  # hello:0 crashes once, after RUNNING
-        if proc.env["TEMPEST_WORKER"] == "hello:0" and not any(
-                p.env["TEMPEST_WORKER"] == "hello:0" for p in system.procs[:-1]):
-            system.later(0.03, proc.exit, 4)
-
-    system.behave = behave
-    sup.add(spec(numprocs=2, startsecs=0.01))
-    sup.add(spec("idle", autostart=False))
-    wait_until(lambda: len(system.procs) == 3 and all(c.state == State.RUNNING for c in sup.children("hello")))
-    system.advance(42)
-    rows = sup.status()
-    assert [r["name"] for r in rows] == ["hello:0", "hello:1", "idle:0"]
-    for row in rows:
-        assert set(row) == {"name", "state", "pid", "uptime", "restarts", "last_exit"}
-    by_name = {r["name"]: r for r in rows}
-    pids = {c.name: c.pid for c in sup.children("hello")}
-    assert by_name["hello:0"] == {"name": "hello:0", "state": "RUNNING", "pid": pids["hello:0"], "uptime": 42,
-                                  "restarts": 1, "last_exit": "exit status 4"}
-    assert by_name["hello:1"] == {"name": "hello:1", "state": "RUNNING", "pid": pids["hello:1"], "uptime": 42,
-                                  "restarts": 0, "last_exit": ""}
-    assert by_name["idle:0"] == {"name": "idle:0", "state": "STOPPED", "pid": 0, "uptime": 0,
-                                 "restarts": 0, "last_exit": ""}
-
-
-def test_reload_adds_removes_changes_and_leaves_the_rest(sup, system):
-    for name in ("same", "changed", "gone"):
-        sup.add(spec(name, startsecs=0))
-    wait_until(lambda: len(system.procs) == 3)
-    same = sup.programs["same"]
-    same_child, same_proc = same.children[0], same.children[0].proc
-    old_changed, old_gone = child_of(sup, "changed:0").proc, child_of(sup, "gone:0").proc
-    result = sup.reload([spec("same", startsecs=0), spec("changed", startsecs=0, numprocs=2),
-                         spec("new", startsecs=0)])
-    assert result == (["new"], ["gone"], ["changed"])
-    assert set(sup.programs) == {"same", "changed", "new"}
-    # unchanged: the same Program, Child and process, never signalled
-    assert sup.programs["same"] is same and same.children[0] is same_child
-    assert same_child.proc is same_proc and not same_proc.signals and same_child.state == State.RUNNING
-    # changed and removed: stopped
-    assert [s for s, _ in old_changed.signals] == [signal.SIGTERM] and old_changed.returncode is not None
-    assert [s for s, _ in old_gone.signals] == [signal.SIGTERM] and old_gone.returncode is not None
-    # changed and added: started with the new spec
-    wait_until(lambda: all(c.state == State.RUNNING for c in sup.children("changed") + sup.children("new")))
-    assert [c.name for c in sup.children("changed")] == ["changed:0", "changed:1"]
-    assert len(system.procs) == 3 + 2 + 1
-    with pytest.raises(KeyError):
-        sup.children("gone")
-
-
-def test_reload_leaves_kept_programs_alone(sup, system):
-    sup.add(spec("redis", startsecs=0))
-    sup.add(spec("worker", startsecs=0))
-    wait_until(lambda: len(system.procs) == 2)
-    redis_child = child_of(sup, "redis:0")
-    redis_proc = redis_child.proc
-    assert sup.reload([spec("worker", startsecs=0)], keep=("redis",)) == ([], [], [])
-    assert sup.programs["redis"].children[0] is redis_child and redis_child.proc is redis_proc
-    assert not redis_proc.signals and redis_child.state == State.RUNNING
-    assert sup.reload([], keep=("redis",)) == ([], ["worker"], [])
-    assert set(sup.programs) == {"redis"} and not redis_proc.signals
-
-
-def test_reload_does_not_touch_a_kept_program_even_if_specs_name_it(sup, system):
-    # tempest.daemon passes keep=('redis',) on every reload, also when [redis] embedded = no, and then
-    # a [worker:redis] section is allowed
-    sup.add(spec("redis", startsecs=0))
-    wait_until(lambda: len(system.procs) == 1)
-    old = child_of(sup, "redis:0").proc
-    sup.reload([spec("redis", startsecs=0)], keep=("redis",))
-    gevent.sleep(0.05)
-    running = [p for p in system.procs if p.returncode is None]
-    assert running == [old]  # the bug: two processes run, the old one no longer supervised
-    assert child_of(sup, "redis:0").proc is old
-
-
-# what each child is given
-
-
-def test_each_child_gets_its_name_and_expanded_argv(sup, system):
-    sup.add(spec("thumbs", numprocs=3, startsecs=0, environment=(("EXTRA", "a b"),), user="nobody"))
-    wait_until(lambda: len(system.procs) == 3)
-    by_worker = {p.env["TEMPEST_WORKER"]: p for p in system.procs}
-    assert set(by_worker) == {"thumbs:0", "thumbs:1", "thumbs:2"}
-    for index in range(3):
-        proc = by_worker[f"thumbs:{index}"]
-        assert proc.argv == ["worker", f"--index={index}", "thumbs"]
-        assert proc.env == {"BASE": "1", "EXTRA": "a b", "TEMPEST_WORKER": f"thumbs:{index}"}
-        assert proc.cwd == "/srv/app" and proc.user == "nobody"
-
-
-def test_environment_naming_tempest_worker_does_not_crash(sup, system):
-    sup.add(spec(startsecs=0, environment=(("TEMPEST_WORKER", "mine"),)))
-    wait_until(lambda: system.procs)
-    assert system.procs[0].env["TEMPEST_WORKER"] == "hello:0"
-
-
-def test_output_reaches_the_sinks_made_for_that_child(sup, system, written):
-    system.output = (b"to stdout\n", b"to stderr\n")
-    sup.add(spec(numprocs=2, startsecs=0))
-    wait_until(lambda: len(written) == 4)
-    assert written == {("hello:0", "stdout"): b"to stdout\n", ("hello:0", "stderr"): b"to stderr\n",
-                       ("hello:1", "stdout"): b"to stdout\n", ("hello:1", "stderr"): b"to stderr\n"}
-
-
-def test_default_sinks_files_per_process_and_shared(tmp_path, system):
-    system.output = (b"out\n", b"err\n")
-    sup = Recording(env={}, system=system)
-    try:
-        sup.add(spec(numprocs=2, startsecs=0, stdout_logfile=str(tmp_path / "%(program_name)s-%(process_num)d.log"),
-                     stderr_logfile=str(tmp_path / "errors.log")))
-        paths = [tmp_path / "hello-0.log", tmp_path / "hello-1.log"]
-        wait_until(lambda: all(p.exists() and p.read_bytes() == b"out\n" for p in paths)
-                   and (tmp_path / "errors.log").exists() and (tmp_path / "errors.log").read_bytes() == b"err\n" * 2)
-        assert len(sup._files) == 3  # one RotatingFile per path, shared by the children writing to it
-        assert all(isinstance(f, RotatingFile) for f in sup._files.values())
-    finally:
-        for program in sup.made:
-            program.close()
-        for rotating in sup._files.values():
-            rotating.close()
-
-
-def test_a_log_file_that_cannot_be_opened_is_a_failed_start(tmp_path, system, monkeypatch):
-    monkeypatch.setattr(supervise, "BACKOFF_BASE", 0.01)
-    (tmp_path / "file").write_text("not a directory")
-    sup = Recording(env={}, system=system)
-    try:
-        sup.add(spec(startsecs=0, startretries=1, stdout_logfile=str(tmp_path / "file" / "out.log")))
-        child = child_of(sup)
-        wait_until(lambda: child.state == State.FATAL, timeout=1, message="FATAL")
-        assert all(proc.returncode is not None for proc in system.procs)  # none left unsupervised
-    finally:
-        for program in sup.made:
-            program.close()
-
-
-def test_reload_applies_new_logfile_settings(tmp_path, system):
-    system.output = (b"0123456789abcdef\n", b"")
-    path = tmp_path / "out.log"
-    sup = Recording(env={}, system=system)
-    try:
-        sup.add(spec(startsecs=0, stdout_logfile=str(path), logfile_maxbytes=1024 * 1024))
-        wait_until(lambda: path.exists() and path.stat().st_size == 17)
-        sup.reload([spec(startsecs=0, stdout_logfile=str(path), logfile_maxbytes=20, logfile_backups=1)])
-        wait_until(lambda: len(system.procs) == 2)
-        gevent.sleep(0.05)  # the new process' output is drained
-        assert (tmp_path / "out.log.1").exists()  # 17 + 17 bytes > 20: rotated
-    finally:
-        for program in sup.made:
-            program.close()
-        for rotating in sup._files.values():
-            rotating.close()
-
-
-def test_default_sinks_without_logfile_log_lines(system, caplog):
-    caplog.set_level(logging.INFO, logger="tempest.child")
-    system.output = (b"hello\npartial", b"")
-    sup = Recording(env={}, system=system)
-    try:
-        sup.add(spec(startsecs=0))
-        wait_until(lambda: len([r for r in caplog.records if r.name == "tempest.child"]) == 2)
-        assert [r.getMessage() for r in caplog.records if r.name == "tempest.child"] == [
-            "[hello:0] hello", "[hello:0] partial"]
-        assert not sup._files  # no RotatingFile without a logfile
-    finally:
-        for program in sup.made:
-            program.close()
