@@ -4,14 +4,25 @@ A worker connects to the ``respond_to`` address of a job as to a Redis server an
 ``<action> <job_id> <json>``; the endpoint hands the JSON to the request waiting for that job
 and always replies ``+OK`` (the 2012 workers exit on an error, so an answer for an unknown or
 expired job is dropped and counted, not refused). Greetings are answered by ``RespServer``.
+
+An answer is a command named after its job's action: ``url`` and ``ws`` are tempestd's own,
+and a worker that answers jobs of other actions (jobs passed between workers) declares them
+first with ``ACTIONS <action> [<action> ...]``. Any other command gets Redis' own reply to an
+unknown command, so that a typo in a worker's command is an error, not an answer dropped
+silently.
 """
 
 import logging
+import re
 
 from tempest import __version__, jobs, resp
 from tempest.respserver import REDIS_VERSION, RespServer, arity
 
 log = logging.getLogger(__name__)
+
+BUILTIN_ACTIONS = frozenset((jobs.HTTP_ACTION, "ws"))
+MAX_ACTIONS = 256  # declared actions kept (a bound: they are never forgotten)
+_ACTION = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 class AnswerServer(RespServer):
@@ -23,19 +34,34 @@ class AnswerServer(RespServer):
         self._registry = registry
         self._stats = stats
         self._max_answer = max_answer
+        self._actions = set(BUILTIN_ACTIONS)
 
     def connected(self):
         self._stats.answer_connections += 1
 
-    def execute(self, session, command):
-        if command[0] == b"url" and len(command) == 3 and session.authenticated:  # most commands
+    def execute(self, client, command):
+        if command[0] == b"url" and len(command) == 3 and client.authenticated:  # most commands
             return self.answer("url", command[1:])
-        return super().execute(session, command)
+        return super().execute(client, command)
 
-    def unknown(self, session, name, args):
-        if len(args) == 2:  # <action> <job_id> <json>
+    def unknown(self, client, name, args):
+        if len(args) == 2 and name in self._actions:  # <action> <job_id> <json>
             return self.answer(name, args)
-        return super().unknown(session, name, args)
+        return super().unknown(client, name, args)
+
+    def cmd_actions(self, client, args):
+        """``ACTIONS <action>...``: answers named so are answers, not unknown commands."""
+        if not args:
+            return arity("actions")
+        names = [a.decode("utf-8", "replace").lower() for a in args]
+        bad = next((n for n in names if not _ACTION.match(n) or hasattr(self, "cmd_" + n)), None)
+        if bad is not None:
+            return resp.error(f"ERR not an action name: '{bad[:64]}'")
+        new = set(names) - self._actions
+        if len(self._actions) + len(new) > MAX_ACTIONS + len(BUILTIN_ACTIONS):
+            return resp.error(f"ERR too many actions (at most {MAX_ACTIONS} may be declared)")
+        self._actions |= new
+        return resp.OK
 
     def answer(self, action, args):
         job_id = args[0].decode("utf-8", "replace")
@@ -48,7 +74,7 @@ class AnswerServer(RespServer):
 
     # a streamed answer: stream <job_id> <[status, headers]>, chunk <job_id> <bytes>..., end <job_id>
 
-    def cmd_stream(self, session, args):
+    def cmd_stream(self, client, args):
         if len(args) != 2:
             return arity("stream")
         job_id = args[0].decode("utf-8", "replace")
@@ -62,13 +88,13 @@ class AnswerServer(RespServer):
         log.warning("answer to %s %s is %d bytes, over max_answer", action, job_id, len(payload))
         return b'"answer over max_answer"'
 
-    def cmd_chunk(self, session, args):
+    def cmd_chunk(self, client, args):
         if len(args) != 2:
             return arity("chunk")
         self._registry.chunk(args[0].decode("utf-8", "replace"), args[1], self._max_answer)
         return resp.OK
 
-    def cmd_end(self, session, args):
+    def cmd_end(self, client, args):
         """``end <job_id>``; ``end <job_id> abort``: the worker failed, the body is incomplete."""
         if len(args) not in (1, 2):
             return arity("end")
@@ -92,7 +118,7 @@ class AnswerServer(RespServer):
             self._stats.answers_dropped += 1
             log.debug("dropped ws answer for %s: no such socket", socket_id)
 
-    def cmd_info(self, session, args):
+    def cmd_info(self, client, args):
         lines = ["# Server", f"redis_version:{REDIS_VERSION}", f"tempest_version:{__version__}",
                  "redis_mode:standalone", "", "# Tempest", f"pending_jobs:{len(self._registry)}"]
         lines += [f"{name}:{value}" for name, value in self._stats.as_dict().items()]

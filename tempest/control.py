@@ -65,9 +65,9 @@ class ControlServer(RespServer):
         except FileNotFoundError:
             pass
 
-    def cmd_status(self, session, args):
+    def cmd_status(self, client, args):
         rows = [[row[field] for field in STATUS_FIELDS] for row in self.daemon.supervisor.status()]
-        return resp.encode(rows, session.protocol)
+        return resp.encode(rows, client.protocol)
 
     def _each(self, args, verb):
         if len(args) != 1:
@@ -80,23 +80,23 @@ class ControlServer(RespServer):
         log.info("control: %s %s", verb, target)
         return resp.OK
 
-    def cmd_start(self, session, args):
+    def cmd_start(self, client, args):
         return self._each(args, "start")
 
-    def cmd_stop(self, session, args):
+    def cmd_stop(self, client, args):
         return self._each(args, "stop")
 
-    def cmd_restart(self, session, args):
+    def cmd_restart(self, client, args):
         return self._each(args, "restart")
 
-    def cmd_reload(self, session, args):
+    def cmd_reload(self, client, args):
         problem = self.daemon.reload()
         return resp.error(f"ERR reload refused: {problem}") if problem else resp.OK
 
-    def cmd_shutdown(self, session, args):
+    def cmd_shutdown(self, client, args):
         self.daemon.request_shutdown("control socket")
         return resp.OK
 
-    def cmd_info(self, session, args):
+    def cmd_info(self, client, args):
         lines = [f"{name}:{value}" for name, value in self.daemon.stats.as_dict().items()]
         return resp.bulk("# Tempest\r\n" + "\r\n".join(lines) + "\r\n")

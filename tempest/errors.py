@@ -1,4 +1,11 @@
-"""Exceptions and exit codes shared by every part of tempest; imports nothing of tempest."""
+"""Exit codes, and the exceptions that several parts of tempest raise or catch; imports
+nothing of tempest.
+
+An exception that one module raises for its own callers lives in that module, as a subclass
+of ``TempestError``: ``jobs.BadAnswer`` (a worker's answer that cannot become a response),
+``events.BadMessage`` (a published message that cannot be relayed) and
+``redisconn.ConnectionFailed`` (the lean Redis connection failed).
+"""
 
 import enum
 

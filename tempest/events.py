@@ -10,6 +10,8 @@ import re
 
 import simplejson as json
 
+from tempest.errors import TempestError
+
 END = object()  # the stream ends after this message
 _BAD_FIELD = re.compile(r"[\r\n\x00]")
 _STREAM_ID = re.compile(r"^(\d+)-(\d+)$")
@@ -55,7 +57,7 @@ class Message:
         return self._text
 
 
-class BadMessage(ValueError):
+class BadMessage(TempestError, ValueError):
     pass
 
 

@@ -12,6 +12,8 @@ import re
 import simplejson as json
 from simplejson.encoder import encode_basestring as _quote  # simplejson's C string escaper
 
+from tempest.errors import TempestError
+
 HTTP_ACTION = "url"
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE = re.compile(rb"[\r\n\x00]")
@@ -121,7 +123,7 @@ def http_env(method, url, headers, body, remote_addr=None):
     return env
 
 
-class BadAnswer(ValueError):
+class BadAnswer(TempestError, ValueError):
     """A worker's answer cannot become an HTTP response; the message says why."""
 
 

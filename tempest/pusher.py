@@ -13,7 +13,7 @@ import gevent.event
 import hiredis
 
 from tempest.waiting import Outcome
-from tempest.redisconn import RawConnection, RedisError
+from tempest.redisconn import RawConnection, ConnectionFailed
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Pusher:
                 again = iter(self.connection.execute(retry))
                 results = [next(again) if _noscript(r) else r for r in results]
             return results
-        except RedisError as exc:
+        except ConnectionFailed as exc:
             return [exc] * len(commands)
 
     def _settle(self, queue, waiting, result):

@@ -14,33 +14,10 @@ import logging
 import gevent
 import hiredis
 
-from tempest import keys
-from tempest.redisconn import RawConnection, RedisError
+from tempest import keys, reliable
+from tempest.redisconn import RawConnection, ConnectionFailed
 
 log = logging.getLogger(__name__)
-
-# KEYS: processing list, queue, deliveries hash, dead-letter list; ARGV: max redeliveries
-GIVE_BACK = """
-local moved, dead = 0, 0
-while true do
-  local job = redis.call('RPOP', KEYS[1])
-  if not job then break end
-  local ok, decoded = pcall(cjson.decode, job)
-  local id = job
-  if ok and type(decoded) == 'table' and decoded[4] ~= nil then id = tostring(decoded[4]) end
-  if redis.call('HINCRBY', KEYS[3], id, 1) > tonumber(ARGV[1]) then
-    redis.call('HDEL', KEYS[3], id)
-    redis.call('RPUSH', KEYS[4], job)
-    dead = dead + 1
-  else
-    redis.call('LPUSH', KEYS[2], job)
-    moved = moved + 1
-  end
-end
-redis.call('EXPIRE', KEYS[3], 86400)
-return {moved, dead}
-"""
-
 
 class Redeliverer:
     def __init__(self, url, stats, interval, max_redeliveries):
@@ -54,7 +31,7 @@ class Redeliverer:
             gevent.sleep(self.interval)
             try:
                 self.check()
-            except RedisError as exc:
+            except ConnectionFailed as exc:
                 log.debug("cannot check the reliable workers: %s", exc)
 
     def check(self):
@@ -62,17 +39,15 @@ class Redeliverer:
         [entries] = self.connection.execute([["SMEMBERS", keys.WORKERS]])
         if not entries or isinstance(entries, hiredis.ReplyError):
             return
-        entries = [e for e in (e.decode("utf-8", "replace") for e in entries) if " " in e]
-        living = self.connection.execute([["EXISTS", keys.alive(e.split(" ", 1)[1])] for e in entries])
-        for entry, alive in zip(entries, living):
+        found = [(e, reliable.parse_entry(e.decode("utf-8", "replace"))) for e in entries]
+        found = [(e, parsed) for e, parsed in found if parsed is not None]
+        living = self.connection.execute([["EXISTS", keys.alive(worker_id)] for _, (_, worker_id) in found])
+        for (entry, (queue, worker_id)), alive in zip(found, living):
             if alive == 0:
-                self._give_back(entry)
+                self._give_back(entry, queue, worker_id)
 
-    def _give_back(self, entry):
-        queue, worker_id = entry.split(" ", 1)
-        command = [keys.processing(queue, worker_id), queue, keys.deliveries(queue), keys.dead(queue)]
-        # EVAL, not EVALSHA: it runs only when a worker died, so the script's text costs nothing
-        [reply] = self.connection.execute([["EVAL", GIVE_BACK, 4, *command, self.max_redeliveries]])
+    def _give_back(self, entry, queue, worker_id):
+        [reply] = self.connection.execute([reliable.give_back(queue, worker_id, self.max_redeliveries)])
         if isinstance(reply, hiredis.ReplyError):  # the worker stays registered: tried again next time
             log.error("cannot give back the jobs of worker %s on %s: %s", worker_id, queue, reply)
             return

@@ -20,20 +20,26 @@ import redis
 from redis.sentinel import Sentinel
 
 from tempest import resp
+from tempest.errors import TempestError
 from tempest.redisurl import SENTINEL, sentinel_parts
 
 RECV_SIZE = 256 * 1024
 
 
-class RedisError(Exception):
-    """The connection failed (the batch's outcome is unknown) or Redis refused AUTH/SELECT."""
+class ConnectionFailed(TempestError):
+    """The lean connection failed (the batch's outcome is unknown) or Redis refused AUTH/SELECT."""
 
 
 class RawConnection:
-    def __init__(self, url, timeout=10.0, connect_timeout=2.0):
+    """A lean connection to the Redis (or RESP server) of ``url``; ``greeting`` commands are
+    sent after AUTH and SELECT on each (re)connection, their replies ignored (an answer
+    endpoint's ``ACTIONS``, which a Redis would refuse)."""
+
+    def __init__(self, url, timeout=10.0, connect_timeout=2.0, greeting=()):
         self.url = urllib.parse.urlparse(url)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.greeting = list(greeting)
         self._sock = None
         self._reader = None
 
@@ -42,7 +48,7 @@ class RawConnection:
         order (a hiredis.ReplyError for a command Redis refused).
 
         Raises:
-            RedisError: the connection failed; the connection is closed.
+            ConnectionFailed: the connection failed; the connection is closed.
         """
         try:
             if self._sock is not None and _readable(self._sock):
@@ -55,7 +61,7 @@ class RawConnection:
             return [self._read() for _ in commands]
         except (OSError, hiredis.ProtocolError) as exc:
             self.close()
-            raise RedisError(str(exc) or type(exc).__name__) from None
+            raise ConnectionFailed(str(exc) or type(exc).__name__) from None
 
     def close(self):
         sock, self._sock = self._sock, None
@@ -79,12 +85,13 @@ class RawConnection:
             database = (url.path or "/0").strip("/")
         if database and database != "0":
             setup.append(["SELECT", database])
-        if setup:
-            self._sock.sendall(b"".join(map(resp.pack, setup)))
-            for reply in [self._read() for _ in setup]:
+        if setup or self.greeting:
+            self._sock.sendall(b"".join(map(resp.pack, setup + self.greeting)))
+            replies = [self._read() for _ in setup + self.greeting]
+            for reply in replies[:len(setup)]:
                 if isinstance(reply, hiredis.ReplyError):
                     self.close()
-                    raise RedisError(f"Redis refused the connection set-up: {reply}")
+                    raise ConnectionFailed(f"Redis refused the connection set-up: {reply}")
 
     def _read(self):
         return read_reply(self._sock, self._reader)

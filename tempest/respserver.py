@@ -24,13 +24,13 @@ NOAUTH = resp.error("NOAUTH Authentication required.")
 WRONGPASS = resp.error("WRONGPASS invalid username-password pair or user is disabled.")
 
 
-class Session:
+class ClientState:
     """One client connection: its protocol version, name and authentication."""
 
     __slots__ = ("id", "protocol", "authenticated", "name", "quit")
 
-    def __init__(self, session_id, authenticated):
-        self.id = session_id
+    def __init__(self, client_id, authenticated):
+        self.id = client_id
         self.protocol = 2
         self.authenticated = authenticated
         self.name = None
@@ -42,7 +42,7 @@ class RespServer:
 
     def __init__(self, listener, password="", backlog=1024):
         self.password = password
-        self._sessions = 0
+        self._clients = 0
         if not isinstance(listener, tuple):  # a bound socket brings its own backlog
             backlog = None
         self.server = StreamServer(listener, self._handle, backlog=backlog)
@@ -64,12 +64,12 @@ class RespServer:
         if sock.family in (socket.AF_INET, socket.AF_INET6):  # replies go out at once (no Nagle)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connected()
-        self._sessions += 1
-        session = Session(self._sessions, authenticated=not self.password)
+        self._clients += 1
+        client = ClientState(self._clients, authenticated=not self.password)
         reader = resp.CommandReader()
         peer = address[0] if isinstance(address, tuple) else "unix socket"
         try:
-            while not session.quit:
+            while not client.quit:
                 data = sock.recv(RECV_SIZE)
                 if not data:
                     break
@@ -81,8 +81,8 @@ class RespServer:
                     break
                 replies = []
                 for command in commands:
-                    replies.append(self.execute(session, command))
-                    if session.quit:
+                    replies.append(self.execute(client, command))
+                    if client.quit:
                         break
                 if replies:
                     sock.sendall(b"".join(replies))
@@ -91,56 +91,56 @@ class RespServer:
         finally:
             sock.close()
 
-    def execute(self, session, command):
+    def execute(self, client, command):
         """Run one command; return its encoded reply."""
         name = command[0].decode("utf-8", "replace").lower()
         args = command[1:]
         handler = getattr(self, "cmd_" + name, None) if name.isidentifier() else None
         if handler is None:
-            if not session.authenticated:
+            if not client.authenticated:
                 return NOAUTH
-            return self.unknown(session, name, args)
-        if not session.authenticated and name not in ("auth", "hello", "quit"):
+            return self.unknown(client, name, args)
+        if not client.authenticated and name not in ("auth", "hello", "quit"):
             return NOAUTH
-        return handler(session, args)
+        return handler(client, args)
 
-    def unknown(self, session, name, args):
+    def unknown(self, client, name, args):
         shown = " ".join(f"'{a.decode('utf-8', 'replace')[:32]}'" for a in args[:3])
         return resp.error(f"ERR unknown command '{name[:64]}', with args beginning with: {shown}")
 
     # what Redis clients send on connect, answered as Redis would
 
-    def cmd_ping(self, session, args):
+    def cmd_ping(self, client, args):
         return resp.bulk(args[0]) if args else resp.PONG
 
-    def cmd_echo(self, session, args):
+    def cmd_echo(self, client, args):
         return resp.bulk(args[0]) if len(args) == 1 else arity("echo")
 
-    def cmd_quit(self, session, args):
-        session.quit = True
+    def cmd_quit(self, client, args):
+        client.quit = True
         return resp.OK
 
-    def cmd_select(self, session, args):
+    def cmd_select(self, client, args):
         return resp.OK if len(args) == 1 and args[0].isdigit() else resp.error("ERR invalid DB index")
 
-    def cmd_auth(self, session, args):
+    def cmd_auth(self, client, args):
         if len(args) not in (1, 2):
             return arity("auth")
-        return self._authenticate(session, args)
+        return self._authenticate(client, args)
 
-    def _authenticate(self, session, args):
+    def _authenticate(self, client, args):
         if not self.password:
-            session.authenticated = True
+            client.authenticated = True
             return resp.OK
         user, password = (b"default", args[0]) if len(args) == 1 else args
         if user == b"default" and password.decode("utf-8", "replace") == self.password:
-            session.authenticated = True
+            client.authenticated = True
             return resp.OK
-        log.warning("%s: wrong password (session %d)", self.what, session.id)
+        log.warning("%s: wrong password (client %d)", self.what, client.id)
         return WRONGPASS
 
-    def cmd_hello(self, session, args):
-        protocol = session.protocol
+    def cmd_hello(self, client, args):
+        protocol = client.protocol
         if args:
             if args[0] not in (b"2", b"3"):
                 return resp.error("NOPROTO unsupported protocol version")
@@ -149,40 +149,40 @@ class RespServer:
         while rest:
             option = rest.pop(0).lower()
             if option == b"auth" and len(rest) >= 2:
-                reply = self._authenticate(session, rest[:2])
+                reply = self._authenticate(client, rest[:2])
                 if reply != resp.OK:
                     return reply
                 del rest[:2]
             elif option == b"setname" and rest:
-                session.name = rest.pop(0)
+                client.name = rest.pop(0)
             else:
                 return resp.error(f"ERR Syntax error in HELLO option '{option.decode('utf-8', 'replace')}'")
-        if not session.authenticated:
+        if not client.authenticated:
             return resp.error("NOAUTH HELLO must be called with the client already authenticated, "
                               "otherwise the HELLO <proto> AUTH <user> <pass> option can be used")
-        session.protocol = protocol
+        client.protocol = protocol
         return resp.encode({"server": "redis", "version": REDIS_VERSION, "proto": protocol,
-                            "id": session.id, "mode": "standalone", "role": "master",
+                            "id": client.id, "mode": "standalone", "role": "master",
                             "modules": []}, protocol)
 
-    def cmd_client(self, session, args):
+    def cmd_client(self, client, args):
         sub = args[0].lower() if args else b""
         if sub in (b"setinfo", b"setname"):
             if sub == b"setname" and len(args) == 2:
-                session.name = args[1]
+                client.name = args[1]
             return resp.OK
         if sub == b"getname":
-            return resp.encode(session.name, session.protocol)
+            return resp.encode(client.name, client.protocol)
         if sub == b"id":
-            return resp.integer(session.id)
+            return resp.integer(client.id)
         return resp.error(f"ERR unknown subcommand '{sub.decode('utf-8', 'replace')}'")
 
-    def cmd_command(self, session, args):
-        return resp.encode([], session.protocol)
+    def cmd_command(self, client, args):
+        return resp.encode([], client.protocol)
 
-    def cmd_reset(self, session, args):
-        session.protocol = 2
-        session.authenticated = not self.password
+    def cmd_reset(self, client, args):
+        client.protocol = 2
+        client.authenticated = not self.password
         return resp.simple("RESET")
 
 

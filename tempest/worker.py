@@ -32,9 +32,9 @@ import hiredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tempest import jobs, keys, redisconn, sessions
+from tempest import jobs, redisconn, reliable, sessions
 from tempest.publish import Publisher
-from tempest.redisconn import RawConnection, RedisError
+from tempest.redisconn import RawConnection, ConnectionFailed
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +42,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 POLL_TIMEOUT = 1  # seconds a BLPOP blocks, so that a stop request is seen within it
 FLUSH_AFTER = 0.005  # seconds: answers held back for a batch are sent once they are this old
 RECONNECT_MAX = 5.0  # seconds between reconnection attempts, at most
-# reliable delivery: move up to ARGV[1] jobs from the queue to the processing list
-TAKE = """
-local out = {}
-for i = 1, tonumber(ARGV[1]) do
-  local job = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
-  if not job then break end
-  out[#out + 1] = job
-end
-return out
-"""
-# everything left in a processing list back to the head of its queue, oldest first
-GIVE_BACK_ALL = """
-local n = 0
-while redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') do n = n + 1 end
-return n
-"""
+ANSWER_ACTIONS = (jobs.HTTP_ACTION, "ws")  # the actions every answer endpoint knows
 
 
 class Context:
@@ -253,7 +238,7 @@ class Worker:
                     self._register()
                 batch = self._take_reliable() if self.reliable else self._take(busy)
                 delay = 0.1
-            except RedisError as exc:
+            except ConnectionFailed as exc:
                 log.warning("Redis unreachable (%s); retrying in %.1fs", exc, delay)
                 self._sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
@@ -273,15 +258,8 @@ class Worker:
 
     # reliable delivery
 
-    def _beat_commands(self):
-        """The heartbeat, then the registration (in this order: tempestd must never see this
-        worker registered without a heartbeat). Repeated with every beat, so that a worker
-        taken for dead after a long pause registers again."""
-        return [["SET", keys.alive(self.worker_id), "1", "PX", int(self.heartbeat * 1000)],
-                ["SADD", keys.WORKERS, *[f"{queue} {self.worker_id}" for queue in self.queues]]]
-
     def _register(self):
-        self._queue.execute(self._beat_commands())
+        self._queue.execute(reliable.beat(self.worker_id, self.queues, self.heartbeat))
         self._registered = True
 
     def _beat(self, stopped):
@@ -291,45 +269,41 @@ class Worker:
             if not self._registered:
                 continue
             try:
-                connection.execute(self._beat_commands())
-            except RedisError as exc:
+                connection.execute(reliable.beat(self.worker_id, self.queues, self.heartbeat))
+            except ConnectionFailed as exc:
                 log.debug("heartbeat failed: %s", exc)
         connection.close()
 
     def _take_reliable(self):
         """Like _take, moving each job into this worker's processing list of its queue."""
         for queue in self.queues:
-            jobs = self._command("EVAL", TAKE, 2, queue, keys.processing(queue, self.worker_id), self.prefetch)
+            jobs = self._command(*reliable.take(queue, self.worker_id, self.prefetch))
             if jobs:
                 self._holding = queue
                 return jobs
         queue = self.queues[0]
-        processing = keys.processing(queue, self.worker_id)
-        job = self._command("BLMOVE", queue, processing, "LEFT", "RIGHT", POLL_TIMEOUT if len(self.queues) == 1 else 0.1)
+        timeout = POLL_TIMEOUT if len(self.queues) == 1 else 0.1
+        job = self._command(*reliable.take_blocking(queue, self.worker_id, timeout))
         if job is None:
             return []
-        jobs = [job] + ((self._command("EVAL", TAKE, 2, queue, processing, self.prefetch - 1) or [])
+        jobs = [job] + ((self._command(*reliable.take(queue, self.worker_id, self.prefetch - 1)) or [])
                         if self.prefetch > 1 else [])
         self._holding = queue
         return jobs
 
     def _release(self):
-        """The batch is answered: its processing list, which holds that batch alone (a batch
-        comes from one queue, and is finished before the next is taken), is emptied."""
+        """The batch is answered: its processing list is emptied."""
         queue, self._holding = self._holding, None
         try:
-            self._queue.execute([["DEL", keys.processing(queue, self.worker_id)]])
-        except RedisError as exc:
+            self._queue.execute([reliable.release(queue, self.worker_id)])
+        except ConnectionFailed as exc:
             log.warning("cannot release the finished jobs of %s (%s): they may be delivered again", queue, exc)
 
     def _unregister(self):
         """A clean stop: jobs still held (none, normally) go back, the worker is forgotten."""
-        commands = [["EVAL", GIVE_BACK_ALL, 2, keys.processing(q, self.worker_id), q] for q in self.queues]
-        commands += [["SREM", keys.WORKERS, *[f"{q} {self.worker_id}" for q in self.queues]],
-                     ["DEL", keys.alive(self.worker_id)]]
         try:
-            self._queue.execute(commands)
-        except RedisError as exc:
+            self._queue.execute(reliable.unregister(self.worker_id, self.queues))
+        except ConnectionFailed as exc:
             log.warning("cannot unregister from Redis (%s): tempestd will give back what is left", exc)
 
     def _take(self, busy):
@@ -419,7 +393,7 @@ class Worker:
         for respond_to, answers in outbox.items():
             try:
                 replies = self._endpoint(respond_to).execute(answers)
-            except (RedisError, ValueError) as exc:
+            except (ConnectionFailed, ValueError) as exc:
                 log.warning("cannot send %d answers to %s: %s", len(answers), respond_to, exc)
                 self._endpoints.pop(respond_to, None)
                 continue
@@ -435,7 +409,9 @@ class Worker:
             netloc = f"[{host}]:{int(port)}" if ":" in host else f"{host}:{int(port)}"
             if self.answer_password:
                 netloc = ":" + urllib.parse.quote(self.answer_password, safe="") + "@" + netloc
-            connection = RawConnection("redis://" + netloc, timeout=10, connect_timeout=5)
+            declared = sorted(a for a in self.handlers if a not in ANSWER_ACTIONS)
+            greeting = [["ACTIONS", *declared]] if declared else []  # answers of other actions are answers
+            connection = RawConnection("redis://" + netloc, timeout=10, connect_timeout=5, greeting=greeting)
             self._endpoints[respond_to] = connection
         return connection
 

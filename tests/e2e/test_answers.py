@@ -53,6 +53,33 @@ def test_unknown_command_is_an_error_and_connection_survives(daemon):
     assert reply.endswith(b"+PONG\r\n")
 
 
+def test_a_mistyped_answer_command_is_an_error_not_a_dropped_answer(daemon):
+    reply = raw(daemon.answer_port, command("ulr", "17", '[200, {}, "Hi"]'))
+    assert reply.startswith(b"-ERR unknown command 'ulr', with args beginning with: '17'")
+    assert daemon.info()["answers_dropped"] == 0
+
+
+def test_declared_actions_are_answers_and_get_ok(daemon):
+    before = raw(daemon.answer_port, command("thumbnail", "17", "[1]"))
+    assert before.startswith(b"-ERR unknown command 'thumbnail'")
+    reply = raw(daemon.answer_port, command("ACTIONS", "thumbnail", "Resize") + command("thumbnail", "17", "[1]")
+                + command("resize", "18", "[2]"))
+    assert reply == b"+OK\r\n+OK\r\n+OK\r\n"  # no job waits for them: dropped and counted, never -ERR
+    assert daemon.info()["answers_dropped"] == 2
+
+
+@pytest.mark.parametrize("names", [[], ["ping"], ["has space"], ["x" * 65]])
+def test_bad_action_declarations_are_refused(daemon, names):
+    reply = raw(daemon.answer_port, command("ACTIONS", *names))
+    assert reply.startswith(b"-ERR")
+
+
+def test_declared_actions_are_bounded(daemon):
+    many = [f"a{i}" for i in range(300)]
+    reply = raw(daemon.answer_port, command("ACTIONS", *many[:200]) + command("ACTIONS", *many[200:]))
+    assert reply.startswith(b"+OK\r\n-ERR too many actions")
+
+
 def test_greetings_of_other_clients(daemon):
     commands = [[b"SELECT", b"0"], [b"CLIENT", b"SETNAME", b"ruby"], [b"CLIENT", b"SETINFO", b"lib-name", b"x"],
                 [b"HELLO", b"2"], [b"ECHO", b"hi"], [b"QUIT"], [b"PING"]]
@@ -97,3 +124,20 @@ def test_worker_library_answers_with_password(tempestd_factory, redis_server, tm
     finally:
         stop_group(worker)
     wait_until(lambda: worker.poll() is not None)
+
+
+def test_the_worker_library_declares_the_actions_it_answers(daemon, redis_server, caplog):
+    from tempest import Worker, jobs
+
+    worker = Worker("answers-thumbs", redis_url=redis_server.url)
+
+    @worker.on("thumbnail")
+    def thumbnail(context, size):
+        return {"size": size}
+
+    job = jobs.encode_job("thumbnail", [64], f"127.0.0.1:{daemon.answer_port}", "t1")
+    with caplog.at_level("WARNING", logger="tempest.worker"):
+        worker.process(job)
+        worker.flush()
+    assert "refused" not in caplog.text  # without ACTIONS: "refused 1 of 1 answers: ERR unknown command"
+    assert daemon.info()["answers_dropped"] == 1  # an answer, dropped since no request waits for it
