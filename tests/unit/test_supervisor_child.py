@@ -65,6 +65,30 @@ def test_wait_spawned_returns_once_every_wanted_child_was_spawned(sup, system):
     assert {c.state for c in sup.programs["hello"].children} == {State.STARTING}
 
 
+def test_a_spawn_under_way_is_starting_and_still_pending(sup, system):
+    seen = []
+    system.behave = lambda proc: seen.append((child.state, child.pid, child.spawn_pending()))
+    sup.add(spec(startsecs=1))
+    child = child_of(sup)
+    assert child.spawn_pending()  # wanted, not spawned yet
+    assert sup.wait_spawned(2)
+    assert seen == [(State.STARTING, None, True)]  # STARTING as the spawn is attempted, no pid yet
+    assert not child.spawn_pending() and child.pid == system.procs[0].pid
+
+
+def test_stop_while_being_spawned_stops_the_new_process(sup, system, logs):
+    # System.spawn yields to other greenlets (gevent's Popen waits for the exec): a stop() then
+    # finds no process to signal, and the one spawned must not be left running unwanted
+    sup.add(spec(startsecs=0, autostart=False))
+    child = child_of(sup)
+    system.behave = lambda proc: child.stop()
+    child.start()
+    assert child.wait_settled(1)
+    (proc,) = system.procs
+    assert [s for s, _ in proc.signals] == [signal.SIGTERM] and proc.returncode == -signal.SIGTERM
+    assert child.state == State.STOPPED and not messages(logs, "success:")
+    assert messages(logs, "stopped:") == ["stopped: hello:0 (terminated by SIGTERM)"]
+
 
 # failed starts: BACKOFF, then FATAL
 
