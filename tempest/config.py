@@ -594,6 +594,7 @@ def markdown():
         for s in SETTINGS:
             if s.section == section:
                 default = "(required)" if s.default is None else f"`{s.default}`" if s.default else "(empty)"
-                lines.append(f"| `{s.key}` | {default} | {s.help} |")
+                restart = " *Read at start only: a reload keeps the running value.*" if s.restart else ""
+                lines.append(f"| `{s.key}` | {default} | {s.help}{restart} |")
         lines.append("")
     return "\n".join(lines)
