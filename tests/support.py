@@ -270,3 +270,15 @@ def in_thread(function, *args, **kwargs):
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, result
+
+
+def missing_runtime(reason):
+    """A runtime a test needs (chromium, ruby, php, go, node...) is missing: on a developer's
+    machine the test is skipped with the reason printed; in CI (``CI`` set, as .ci/run runs)
+    it fails, since .ci/run must have installed it."""
+    import pytest
+
+    if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"missing in CI (.ci/run should have installed it): {reason}", pytrace=False)
+    print(f"skipped: {reason}")
+    pytest.skip(reason)

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from support import REPO
+from support import REPO, missing_runtime
 
 EXAMPLE = os.path.join(REPO, "examples", "pubsub")
 BROWSER_NAMES = ("chromium", "chromium-browser")
@@ -27,8 +27,7 @@ WAIT = 20  # seconds for anything the page has to show
 
 
 def skip(reason):
-    print(f"test_browser: skipped: {reason}")
-    pytest.skip(reason)
+    missing_runtime(f"test_browser: {reason}")
 
 
 def browser_paths():
