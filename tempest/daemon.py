@@ -65,6 +65,10 @@ class Daemon:
         self.front = None
         self.control = None
         self.relay = None
+        self.registry = None  # these are made by _start, in the order the services need them
+        self.pusher = None
+        self.client = None
+        self.redeliverer = None
         self.greenlets = []
         self._signals = gevent.queue.Queue()
         self._stopping = False
