@@ -379,7 +379,8 @@ class Harness:
         overall = result["overall"]
         print(f"overall  {overall['count']} deliveries: min {ms(overall['min'])}, p50 {ms(overall['p50'])}, "
               f"p99 {ms(overall['p99'])}, max {ms(overall['max'])}")
-        print(f"subscribers that got every message: {result['complete']}; streams closed early: {result['closed_early']}")
+        print(f"subscribers that got every message: {result['complete']}; "
+              f"streams closed early: {result['closed_early']}")
         deliveries = result["overall"]["count"]
         print(f"tempestd CPU while publishing: {cpu_used:.2f}s"
               + (f" ({cpu_used / deliveries * 1e6:.0f} us per delivery, heartbeats included)" if deliveries else ""))
