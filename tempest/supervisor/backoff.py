@@ -17,4 +17,4 @@ def backoff_delay(failures: int, rand: Callable[[float, float], float] = random.
     """Seconds to wait before attempt number ``failures`` + 1 (0 for the first retry)."""
     if failures <= 1:
         return 0.0
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(failures - 2, 32)) * rand(0.8, 1.2)
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(failures - 2, 32)) * rand(0.8, 1.2)

@@ -14,8 +14,8 @@ import logging
 import signal
 from collections.abc import Callable, Mapping
 
-import gevent  # type: ignore[import-untyped]
-import gevent.event  # type: ignore[import-untyped]
+import gevent
+import gevent.event
 
 from tempest.config import ProgramSpec, expand
 from tempest.supervisor import backoff, output

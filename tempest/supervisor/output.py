@@ -10,8 +10,8 @@ import logging
 import os
 from typing import Protocol
 
-import gevent  # type: ignore[import-untyped]
-import gevent.os  # type: ignore[import-untyped]
+import gevent
+import gevent.os
 
 READ_SIZE = 64 * 1024
 MAX_LINE = 8 * 1024
@@ -110,6 +110,6 @@ def drain(fd: int, sink: Sink) -> None:
             sink.close()
 
 
-def spawn_drain(fd: int, sink: Sink) -> gevent.Greenlet:
+def spawn_drain(fd: int, sink: Sink) -> "gevent.Greenlet[[int, Sink], None]":
     """Drain ``fd`` into ``sink`` in a greenlet of its own."""
     return gevent.spawn(drain, fd, sink)

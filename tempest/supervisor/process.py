@@ -14,16 +14,20 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from gevent import subprocess  # type: ignore[import-untyped]
+from gevent import subprocess
 
 PR_SET_PDEATHSIG = 1
 
 
 class Proc(Protocol):
-    """What the supervisor reads of a process that System.spawn returned (a Popen)."""
+    """What the supervisor uses of a process that System.spawn returned (a Popen)."""
 
     pid: int
     returncode: int | None
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 class System:
@@ -31,8 +35,7 @@ class System:
 
     clock = staticmethod(time.monotonic)
 
-    def spawn(self, argv: list[str], env: dict[str, str], cwd: str,
-              user: str) -> tuple[subprocess.Popen, int, int]:
+    def spawn(self, argv: list[str], env: dict[str, str], cwd: str, user: str) -> tuple[Proc, int, int]:
         """Start a process in its own session; returns (popen, stdout_fd, stderr_fd)."""
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -49,7 +52,7 @@ class System:
             os.close(err_w)
         return proc, out_r, err_r
 
-    def signal(self, proc: subprocess.Popen, sig: int) -> None:
+    def signal(self, proc: Proc, sig: int) -> None:
         """Signal the child's whole process group (what it forked goes too)."""
         try:
             os.killpg(proc.pid, sig)
@@ -58,7 +61,7 @@ class System:
         except PermissionError:
             proc.send_signal(sig)
 
-    def wait(self, proc: subprocess.Popen, timeout: float | None = None) -> int | None:
+    def wait(self, proc: Proc, timeout: float | None = None) -> int | None:
         """The child's return code, or None if it still runs after ``timeout`` seconds."""
         try:
             return proc.wait(timeout)

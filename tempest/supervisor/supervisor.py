@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 
-import gevent  # type: ignore[import-untyped]
+import gevent
 
 from tempest.config import ProgramSpec, expand
 from tempest.supervisor.child import Child, SinkFactory
