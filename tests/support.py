@@ -17,8 +17,9 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def wait_until(predicate, timeout=10.0, interval=0.02, message="condition"):
-    """Poll ``predicate`` until it returns a true value; fail after ``timeout`` seconds."""
+def wait_until(predicate, timeout=10.0, interval=0.02, message="condition", sleep=time.sleep):
+    """Poll ``predicate`` until it returns a true value; fail after ``timeout`` seconds.
+    ``sleep`` is gevent.sleep where greenlets must run meanwhile."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -26,7 +27,7 @@ def wait_until(predicate, timeout=10.0, interval=0.02, message="condition"):
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
+        sleep(interval)
 
 
 def redis_server_binary():

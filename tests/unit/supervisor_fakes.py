@@ -19,7 +19,8 @@ import gevent
 import gevent.event
 import pytest
 
-from tempest.config import ProgramSpec
+import support
+from tempest.config import program_spec
 from tempest.supervisor import Supervisor, TransitionError, backoff, child as child_module, states
 
 JITTER = (0.8, 1.2)  # backoff_delay multiplies by uniform(0.8, 1.2)
@@ -183,25 +184,16 @@ def fast_backoff(monkeypatch):
 
 
 def spec(name="hello", **overrides):
-    values = dict(name=name, command=("worker", "--index=%(process_num)d", "%(program_name)s"), numprocs=1,
-                  directory="/srv/app", environment=(), user="", autostart=True, autorestart=True,
-                  exitcodes=frozenset([0]), startsecs=0.05, startretries=3, stopsignal=signal.SIGTERM,
-                  stopwaitsecs=0.5, stdout_logfile="", stderr_logfile="", logfile_maxbytes=1024 * 1024,
-                  logfile_backups=2)
+    """A [worker:] section with the table's defaults, short times and a fake command."""
+    values = dict(command=("worker", "--index=%(process_num)d", "%(program_name)s"), directory="/srv/app",
+                  startsecs=0.05, stopwaitsecs=0.5, logfile_maxbytes=1024 * 1024, logfile_backups=2)
     values.update(overrides)
-    return ProgramSpec(**values)
+    return program_spec(name, **values)
 
 
 def wait_until(predicate, timeout=3.0, message="condition"):
     """Poll ``predicate`` while letting the greenlets run; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        gevent.sleep(0.002)
+    return support.wait_until(predicate, timeout, 0.002, message, sleep=gevent.sleep)
 
 
 def child_of(sup, target="hello:0"):
