@@ -17,6 +17,7 @@ import shlex
 import signal
 import urllib.parse
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -418,16 +419,18 @@ class Config:
         return self.default_route
 
 
-def load(path):
-    """Read and validate an INI file.
+class _Parser(configparser.ConfigParser):
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr  # keys keep their case
+
+
+def load(path: str) -> Config:
+    """Read and validate an INI file (the paths in it are relative to its directory).
 
     Raises:
         ConfigError: the file cannot be read, or a section, key or value is wrong.
     """
-    parser = configparser.ConfigParser(
-        interpolation=None, inline_comment_prefixes=(";", "#"), default_section="\0none"
-    )
-    parser.optionxform = str
+    parser = _Parser(interpolation=None, inline_comment_prefixes=(";", "#"), default_section="\0none")
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
@@ -452,7 +455,7 @@ def load(path):
     return config
 
 
-def _parse_error(exc):
+def _parse_error(exc: configparser.Error) -> str:
     if isinstance(exc, configparser.DuplicateSectionError):
         return f"line {exc.lineno}: duplicate section [{exc.section}]"
     if isinstance(exc, configparser.DuplicateOptionError):
@@ -465,7 +468,7 @@ def _parse_error(exc):
     return str(exc).splitlines()[0]
 
 
-def _unquote(text):
+def _unquote(text: str) -> str:
     """configparser hands the bad line over already repr()'d."""
     try:
         return ast.literal_eval(text)
@@ -473,7 +476,7 @@ def _unquote(text):
         return text
 
 
-def _section(path, name, raw):
+def _section(path: str, name: str, raw: Mapping[str, str]) -> dict[str, Any]:
     known = settings_of(name)
     if not known:
         hint = _suggest(name, [_TITLES.get(s, s) for s in _SECTIONS])
@@ -481,7 +484,7 @@ def _section(path, name, raw):
     for key in raw:
         if key not in known:
             raise ConfigError(f"unknown key{_suggest(key, known)}", path, name, key)
-    values = {}
+    values: dict[str, Any] = {}
     for key, setting in known.items():
         text = raw.get(key, setting.default)
         if text is None:
@@ -499,12 +502,12 @@ def _convert(setting: Setting, text: str) -> Any:
     return setting.convert(text)
 
 
-def _suggest(word, choices):
+def _suggest(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _route(path, name, values, sections):
+def _route(path: str, name: str, values: dict[str, Any], sections: dict[str, dict[str, Any]]) -> Any:
     prefix = name.split(":", 1)[1].strip()
     if not prefix.startswith("/"):
         raise ConfigError(f"a route prefix starts with '/': {prefix!r}", path, name)
@@ -514,7 +517,7 @@ def _route(path, name, values, sections):
     return Route(prefix=prefix, queue=values["queue"], timeout=timeout)
 
 
-def _static(path, section, values, base):
+def _static(path: str, section: str, values: dict[str, Any], base: str) -> Any:
     try:
         prefix = to_prefix(section.split(":", 1)[1])
     except ValueError as exc:
@@ -528,7 +531,7 @@ def _static(path, section, values, base):
 _PROGRAM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def _program(path, section, values, base):
+def _program(path: str, section: str, values: dict[str, Any], base: str) -> Any:
     name = section.split(":", 1)[1].strip()
     if not _PROGRAM_NAME.match(name):
         raise ConfigError(f"a worker name is letters, digits, '_', '.', '-': {name!r}", path, section)
@@ -547,23 +550,23 @@ def _program(path, section, values, base):
     return ProgramSpec(name=name, **values)
 
 
-def expand(text, program_name, process_num):
+def expand(text: str, program_name: str, process_num: int) -> str:
     """Replace %(program_name)s and %(process_num)d as supervisord does."""
     if "%(" not in text:
         return text
     return text % {"program_name": program_name, "process_num": process_num}
 
 
-def _current_user():
+def _current_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def _resolve(values, key, base):
+def _resolve(values: dict[str, Any], key: str, base: str) -> None:
     if values[key] and not os.path.isabs(values[key]):
         values[key] = os.path.normpath(os.path.join(base, values[key]))
 
 
-def _check(config):
+def _check(config: Config) -> None:
     """Checks that involve several keys."""
     if config.redis.embedded:
         scheme = urllib.parse.urlparse(config.redis.url).scheme
@@ -577,7 +580,7 @@ def _check(config):
     names = [program.name for program in config.programs]
     if config.redis.embedded and "redis" in names:
         raise ConfigError("the name 'redis' is taken by the embedded Redis", config.path, "worker:redis")
-    seen = {}
+    seen: dict[str, Any] = {}
     for route in config.routes:
         if route.prefix in seen:
             raise ConfigError(f"duplicate route prefix {route.prefix!r}", config.path,
@@ -585,9 +588,9 @@ def _check(config):
         seen[route.prefix] = route
 
 
-def markdown():
+def markdown() -> str:
     """The reference table of docs/configuration.md, generated from SETTINGS."""
-    lines = []
+    lines: list[str] = []
     for section in _SECTIONS:
         title = _TITLES.get(section, section)
         lines += [f"### [{title}]", "", "| key | default | meaning |", "|---|---|---|"]

@@ -7,6 +7,8 @@ of ``TempestError``: ``jobs.BadAnswer`` (a worker's answer that cannot become a 
 ``redisconn.ConnectionFailed`` (the lean Redis connection failed).
 """
 
+from __future__ import annotations
+
 import enum
 
 
@@ -23,11 +25,12 @@ class TempestError(Exception):
 class ConfigError(TempestError):
     """A configuration value is wrong; the message names file, section and key."""
 
-    def __init__(self, message, path=None, section=None, key=None):
+    def __init__(self, message: str, path: str | None = None, section: str | None = None,
+                 key: str | None = None) -> None:
         self.path, self.section, self.key = path, section, key
         super().__init__(message)
 
-    def __str__(self):
+    def __str__(self) -> str:
         where = [str(self.path)] if self.path else []
         if self.section:
             where.append(f"[{self.section}]")

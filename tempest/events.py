@@ -6,6 +6,8 @@ its raw text. Durable channels wrap the message as ``["$durable", stream_id, mes
 Encoding happens once per message, whatever the number of subscribers.
 """
 
+from __future__ import annotations
+
 import re
 
 import simplejson as json
@@ -22,16 +24,17 @@ class Message:
 
     __slots__ = ("channel", "id", "event", "data", "end", "_sse", "_text")
 
-    def __init__(self, channel, event, data, end=False, stream_id=None):
+    def __init__(self, channel: str, event: str | None, data: str, end: bool = False,
+                 stream_id: str | None = None) -> None:
         self.channel = channel
         self.event = event
         self.data = data
         self.end = end
         self.id = stream_id
-        self._sse = None
-        self._text = None
+        self._sse: bytes | None = None
+        self._text: str | None = None
 
-    def sse(self, event_id=None):
+    def sse(self, event_id: str | None = None) -> bytes:
         """The SSE frame; ``event_id`` overrides the stream id (several durable channels)."""
         if event_id is None and self._sse is not None:
             return self._sse
@@ -49,7 +52,7 @@ class Message:
             self._sse = frame
         return frame
 
-    def text(self):
+    def text(self) -> str:
         """The WebSocket text frame's content: the message as published (JSON list)."""
         if self._text is None:
             self._text = json.dumps([self.event, self.data] if self.event is not None else [self.data],
@@ -61,7 +64,7 @@ class BadMessage(TempestError, ValueError):
     pass
 
 
-def decode(channel, payload):
+def decode(channel: str, payload: bytes) -> Message:
     """A published payload (bytes) as a Message.
 
     Raises:
@@ -92,19 +95,19 @@ def decode(channel, payload):
     return Message(channel, event, _as_text(data))
 
 
-def _as_text(data):
+def _as_text(data: object) -> str:
     if isinstance(data, str):
         return data.replace("\r\n", "\n").replace("\r", "\n")
     return json.dumps(data, ensure_ascii=False)
 
 
-def parse_stream_id(text):
+def parse_stream_id(text: str | None) -> tuple[int, int] | None:
     """'1700000000000-3' as (1700000000000, 3), or None if it is not a stream id."""
     match = _STREAM_ID.match(text or "")
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def encode_message(data, event=None):
+def encode_message(data: object, event: str | None = None) -> str:
     """The legacy message for ``data`` (and an event name): what publishers send."""
     if event is not None and (not isinstance(event, str) or _BAD_FIELD.search(event)):
         raise BadMessage(f"bad event name {event!r}")

@@ -5,9 +5,13 @@ Python workers unpack four). An HTTP answer is the JSON list ``[status, headers,
 Both sides of the protocol use these functions; they import neither gevent nor redis.
 """
 
+from __future__ import annotations
+
 import base64
 import os
 import re
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import simplejson as json
 from simplejson.encoder import encode_basestring as _quote  # simplejson's C string escaper
@@ -24,11 +28,11 @@ HOP_BY_HOP = frozenset(
 
 
 _IDS_PER_DRAW = 256
-_ids = []  # ready job ids, drawn together: one getrandom call per _IDS_PER_DRAW ids
+_ids: list[str] = []  # ready job ids, drawn together: one getrandom call per _IDS_PER_DRAW ids
 os.register_at_fork(after_in_child=_ids.clear)  # a forked child must not reuse its parent's
 
 
-def new_job_id():
+def new_job_id() -> str:
     """An unguessable job id (96 random bits, URL-safe base64: 16 characters), a string as the
     Node workers need."""
     if not _ids:
@@ -43,7 +47,7 @@ def new_job_id():
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def dumps(value):
+def dumps(value: object) -> bytes:
     """JSON as compact UTF-8 bytes: the one codec of the protocol."""
     return _ENCODER.encode(value).encode("utf-8")
 
@@ -52,11 +56,11 @@ _DECODER = json.JSONDecoder()
 _scan = _DECODER.scan_once  # simplejson's C scanner, which json.loads reaches through two Python calls
 
 
-def loads(data):
+def loads(data: bytes | str) -> Any:
     """Decode JSON (bytes or str). A list or object with nothing around it (every answer a
     worker library sends) goes straight to the C scanner; the rest, errors included, through
     ``simplejson.loads``, whose result and errors are the same."""
-    if data[:1] in (b"[", b"{") and data[-1:] in (b"]", b"}"):
+    if not isinstance(data, str) and data[:1] in (b"[", b"{") and data[-1:] in (b"]", b"}"):
         text = data.decode("utf-8")
         value, end = _scan(text, 0)
         if end == len(text):
@@ -64,11 +68,11 @@ def loads(data):
     return json.loads(data)
 
 
-def encode_job(action, args, respond_to, job_id):
+def encode_job(action: str, args: list[Any], respond_to: str | None, job_id: str) -> bytes:
     return dumps([action, args, respond_to, job_id])
 
 
-def encode_http_job(env, respond_to, job_id):
+def encode_http_job(env: dict[str, Any], respond_to: str | None, job_id: str) -> bytes:
     """A ``url`` job written straight from its strings: the hot path. The same JSON as
     ``encode_job(HTTP_ACTION, [env], respond_to, job_id)`` (env's values are all strings) at
     a fraction of the cost: the generic encoder sets itself up again for every call."""
@@ -83,11 +87,12 @@ def encode_http_job(env, respond_to, job_id):
     return "".join(parts).encode("utf-8")
 
 
-def decode_job(data):
+def decode_job(data: bytes | str) -> tuple[str, list[Any], str | None, Any]:
     """Decode a job envelope.
 
     Returns:
-        (action, args, respond_to, job_id)
+        (action, args, respond_to, job_id): job_id as the job carries it (a string from
+        tempestd, any JSON value in a job pushed by hand)
 
     Raises:
         ValueError: not a four-element JSON list with a string action and a list of args.
@@ -106,13 +111,14 @@ def decode_job(data):
     return action, args, respond_to, job_id
 
 
-def http_env(method, url, headers, body, remote_addr=None):
+def http_env(method: str, url: str, headers: dict[str, str], body: bytes,
+             remote_addr: str | None = None) -> dict[str, Any]:
     """The ``env`` of a ``url`` job: method, url, lower-case headers, the client's address if
     known and the body if any.
 
     A body that is not UTF-8 travels base64-encoded in ``body_base64`` instead of ``body``.
     """
-    env = {"method": method, "url": url, "headers": headers}
+    env: dict[str, Any] = {"method": method, "url": url, "headers": headers}
     if remote_addr:
         env["remote_addr"] = remote_addr
     if body:
@@ -127,7 +133,7 @@ class BadAnswer(TempestError, ValueError):
     """A worker's answer cannot become an HTTP response; the message says why."""
 
 
-def decode_http_answer(data):
+def decode_http_answer(data: bytes | str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """Decode and check ``[status, headers, body]``.
 
     Returns:
@@ -151,7 +157,7 @@ def decode_http_answer(data):
     return status, headers, body
 
 
-def _status(value):
+def _status(value: object) -> int:
     if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 200 <= value <= 599:
@@ -159,9 +165,10 @@ def _status(value):
     return value
 
 
-def _headers(value):
+def _headers(value: object) -> list[tuple[bytes, bytes]]:
     if value is None:
         return []
+    pairs: Iterable[Sequence[Any]]
     if isinstance(value, dict):
         pairs = value.items()
     elif isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 for p in value):
@@ -175,7 +182,7 @@ def _headers(value):
     return [(n, v) for n, v in out if n.lower() not in HOP_BY_HOP]
 
 
-def _header(name, value):
+def _header(name: object, value: object) -> tuple[bytes, bytes]:
     if not isinstance(name, str) or not _TOKEN.match(name.encode("utf-8", "replace")):
         raise BadAnswer(f"bad header name {name!r}")
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -186,7 +193,7 @@ def _header(name, value):
     return name.encode("ascii"), encoded
 
 
-def _body(value):
+def _body(value: object) -> bytes:
     if value is None:
         return b""
     if isinstance(value, str):

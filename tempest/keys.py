@@ -11,12 +11,12 @@ Sessions keep the 2012 protocol's ``session:<id>`` hashes.
 DURABLE_CONFIG = "tempest:pubsub:durable"
 
 
-def stream(channel):
+def stream(channel: str) -> str:
     """The Redis Stream holding a durable channel's history (one hash slot per channel)."""
     return "tempest:stream:{" + channel + "}"
 
 
-def session(session_id):
+def session(session_id: str) -> str:
     """The hash of one session (2012 protocol): each field's value is the JSON list [value]."""
     return "session:" + session_id
 
@@ -27,21 +27,21 @@ def session(session_id):
 WORKERS = "tempest:workers"  # set of "<queue> <worker id>": the processing lists to watch
 
 
-def processing(queue, worker_id):
+def processing(queue: str, worker_id: str) -> str:
     """The jobs a reliable worker took from ``queue`` and has not finished."""
     return "tempest:processing:{" + queue + "}:" + worker_id
 
 
-def alive(worker_id):
+def alive(worker_id: str) -> str:
     """A reliable worker's heartbeat (a key with a TTL)."""
     return "tempest:alive:" + worker_id
 
 
-def deliveries(queue):
+def deliveries(queue: str) -> str:
     """How many times each job of ``queue`` was given back after its worker died."""
     return "tempest:deliveries:{" + queue + "}"
 
 
-def dead(queue):
+def dead(queue: str) -> str:
     """The jobs of ``queue`` given back too often: they kill their workers (dead letters)."""
     return "tempest:dead:{" + queue + "}"

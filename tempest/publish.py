@@ -7,12 +7,19 @@ history) and a ``PUBLISH`` of ``["$durable", stream_id, message]``, so that live
 learn the id they can resume from. Plain blocking redis-py: no gevent here.
 """
 
+from __future__ import annotations
+
 import fnmatch
 import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import simplejson as json
 
 from tempest import events, keys
+
+if TYPE_CHECKING:
+    import redis
 
 # XADD and PUBLISH in one step: no subscriber can see a message the stream does not hold
 PUBLISH_DURABLE = """
@@ -23,7 +30,10 @@ return id
 CACHE_SECONDS = 5.0  # how long a publisher trusts its copy of the durable patterns
 
 
-def durable_history(patterns, channel):
+Patterns = Sequence[tuple[str, int]]  # (channel pattern, history length) of [pubsub] durable
+
+
+def durable_history(patterns: Iterable[tuple[str, int]], channel: str) -> int | None:
     """The history length of ``channel`` if it is durable, else None."""
     for pattern, history in patterns:
         if fnmatch.fnmatchcase(channel, pattern):
@@ -34,13 +44,13 @@ def durable_history(patterns, channel):
 class Publisher:
     """Publishes legacy messages through ``client`` (a redis-py client)."""
 
-    def __init__(self, client, patterns=None):
+    def __init__(self, client: redis.Redis, patterns: Patterns | None = None) -> None:
         self.client = client
         self._patterns = patterns  # None: read them from Redis, cached
-        self._cached = (0.0, [])
+        self._cached: tuple[float, Patterns] = (0.0, [])
         self._script = client.register_script(PUBLISH_DURABLE)
 
-    def patterns(self):
+    def patterns(self) -> Patterns:
         if self._patterns is not None:
             return self._patterns
         stamp, patterns = self._cached
@@ -50,7 +60,7 @@ class Publisher:
             self._cached = (time.monotonic(), patterns)
         return patterns
 
-    def publish(self, channel, data, event=None):
+    def publish(self, channel: str, data: object, event: str | None = None) -> str | int:
         """Publish ``data`` (any JSON value) to ``channel``, as an event named ``event``.
 
         Returns:
@@ -63,6 +73,6 @@ class Publisher:
         stream_id = self._script(keys=[keys.stream(channel)], args=[message, history, channel])
         return stream_id.decode() if isinstance(stream_id, bytes) else stream_id
 
-    def end(self, channel):
+    def end(self, channel: str) -> int:
         """End every stream subscribed to ``channel`` (the ``["$unsubscribe"]`` message)."""
         return self.client.publish(channel, json.dumps(["$unsubscribe"]))

@@ -10,10 +10,14 @@ asks the Sentinels for the master). Also here: the redis+sentinel:// URL, for th
 and for redis-py clients.
 """
 
+from __future__ import annotations
+
 import select
 import socket
 import ssl
 import urllib.parse
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import hiredis
 import redis
@@ -35,15 +39,16 @@ class RawConnection:
     sent after AUTH and SELECT on each (re)connection, their replies ignored (an answer
     endpoint's ``ACTIONS``, which a Redis would refuse)."""
 
-    def __init__(self, url, timeout=10.0, connect_timeout=2.0, greeting=()):
+    def __init__(self, url: str, timeout: float = 10.0, connect_timeout: float = 2.0,
+                 greeting: Iterable[resp.Command] = ()) -> None:
         self.url = urllib.parse.urlparse(url)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.greeting = list(greeting)
-        self._sock = None
-        self._reader = None
+        self._sock: socket.socket | None = None
+        self._reader: hiredis.Reader | None = None
 
-    def execute(self, commands):
+    def execute(self, commands: Sequence[resp.Command]) -> list[Any]:
         """Send every command (a list of str/bytes/int) in one write; return their replies in
         order (a hiredis.ReplyError for a command Redis refused).
 
@@ -51,29 +56,32 @@ class RawConnection:
             ConnectionFailed: the connection failed; the connection is closed.
         """
         try:
-            if self._sock is not None and _readable(self._sock):
+            sock, reader = self._sock, self._reader
+            if sock is not None and _readable(sock):
                 # between two batches Redis sends nothing: a readable socket was closed (a
                 # Redis restart, an idle timeout) or is out of step; a new one, not a failed batch
                 self.close()
-            if self._sock is None:
-                self._connect()
-            self._sock.sendall(b"".join(map(resp.pack, commands)))
-            return [self._read() for _ in commands]
+                sock = None
+            if sock is None or reader is None:
+                sock, reader = self._connect()
+            sock.sendall(b"".join(map(resp.pack, commands)))
+            return [read_reply(sock, reader) for _ in commands]
         except (OSError, hiredis.ProtocolError) as exc:
             self.close()
             raise ConnectionFailed(str(exc) or type(exc).__name__) from None
 
-    def close(self):
+    def close(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
 
-    def _connect(self):
+    def _connect(self) -> tuple[socket.socket, hiredis.Reader]:
         url = self.url
         sock = open_socket(url, self.connect_timeout)
         sock.settimeout(self.timeout)
-        self._sock, self._reader = sock, hiredis.Reader()
-        setup = []
+        reader = hiredis.Reader()
+        self._sock, self._reader = sock, reader
+        setup: list[resp.Command] = []
         if url.password:
             password = urllib.parse.unquote(url.password)
             setup.append(["AUTH", urllib.parse.unquote(url.username), password] if url.username else ["AUTH", password])
@@ -86,18 +94,16 @@ class RawConnection:
         if database and database != "0":
             setup.append(["SELECT", database])
         if setup or self.greeting:
-            self._sock.sendall(b"".join(map(resp.pack, setup + self.greeting)))
-            replies = [self._read() for _ in setup + self.greeting]
+            sock.sendall(b"".join(map(resp.pack, setup + self.greeting)))
+            replies = [read_reply(sock, reader) for _ in setup + self.greeting]
             for reply in replies[:len(setup)]:
                 if isinstance(reply, hiredis.ReplyError):
                     self.close()
                     raise ConnectionFailed(f"Redis refused the connection set-up: {reply}")
-
-    def _read(self):
-        return read_reply(self._sock, self._reader)
+        return sock, reader
 
 
-def read_reply(sock, reader):
+def read_reply(sock: socket.socket, reader: hiredis.Reader) -> Any:
     """The next reply on ``sock``, read through ``reader`` (a hiredis.Reader that may hold
     replies already).
 
@@ -112,14 +118,14 @@ def read_reply(sock, reader):
     return reply
 
 
-def master_address(url, timeout):
+def master_address(url: str, timeout: float) -> tuple[str, int]:
     """(host, port) of the master the Sentinels of ``url`` know now, asking them in turn.
 
     Raises:
         ConnectionError: no Sentinel answered with a master.
     """
     sentinels, service, _, _, _ = sentinel_parts(url)
-    problems = []
+    problems: list[str] = []
     for host, port in sentinels:
         try:
             with socket.create_connection((host, port), timeout=timeout) as sock:
@@ -134,7 +140,7 @@ def master_address(url, timeout):
     raise ConnectionError("no Sentinel gave a master: " + "; ".join(problems))
 
 
-def client(url, **options):
+def client(url: str, **options: Any) -> redis.Redis:
     """A redis-py client of ``url``; for redis+sentinel, one that follows the master the
     Sentinels name (redis-py's Sentinel support)."""
     if urllib.parse.urlsplit(url).scheme != SENTINEL:
@@ -145,7 +151,7 @@ def client(url, **options):
                                                       **options)
 
 
-def open_socket(url, connect_timeout):
+def open_socket(url: urllib.parse.ParseResult, connect_timeout: float) -> socket.socket:
     """A socket connected to the Redis of ``url`` (parsed: unix, redis, rediss or
     redis+sentinel, whose master is asked from the Sentinels at each connection), with
     TCP_NODELAY and keepalive on TCP, wrapped in TLS for rediss."""
@@ -154,6 +160,7 @@ def open_socket(url, connect_timeout):
         sock.settimeout(connect_timeout)
         sock.connect(url.path)
         return sock
+    address: tuple[str | None, int]
     if url.scheme == SENTINEL:
         address = master_address(url.geturl(), connect_timeout)
     else:
@@ -166,7 +173,7 @@ def open_socket(url, connect_timeout):
     return sock
 
 
-def _readable(sock):
+def _readable(sock: socket.socket) -> bool:
     """True if ``sock`` has something to read (an EOF, a reset, stray bytes), without waiting
     (gevent's select first polls without waiting, like the system's)."""
     return bool(select.select([sock], [], [], 0)[0])

@@ -2,12 +2,16 @@
 so that the configuration can check a URL before gevent patches anything.
 """
 
+from __future__ import annotations
+
 import urllib.parse
 
 SENTINEL = "redis+sentinel"  # redis+sentinel://host:port[,host:port...]/service[/db]
+# (Sentinels as (host, port), service, db, username, password)
+SentinelParts = tuple[list[tuple[str, int]], str, int, str | None, str | None]
 
 
-def sentinel_parts(url):
+def sentinel_parts(url: str) -> SentinelParts:
     """``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``: the
     Sentinels, the service (master) name, the database and the master's credentials.
 

@@ -7,9 +7,16 @@ first ``*`` that starts a command; from then on the connection is RESP for good,
 cannot tell whether it sits between two commands or inside one.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
 import hiredis
 
 from tempest.errors import ProtocolError
+
+Arg = str | bytes | int | float  # an argument of a command sent by pack
+Command = Sequence[Arg]
 
 OK = b"+OK\r\n"
 PONG = b"+PONG\r\n"
@@ -18,20 +25,20 @@ NULL3 = b"_\r\n"
 MAX_INLINE = 64 * 1024  # an inline command longer than this is refused, as Redis does
 
 
-def simple(text):
+def simple(text: str) -> bytes:
     return b"+" + text.encode() + b"\r\n"
 
 
-def error(text):
+def error(text: str) -> bytes:
     """An error reply; ``text`` starts with its code (ERR, NOAUTH, WRONGPASS...)."""
     return b"-" + text.replace("\r", " ").replace("\n", " ").encode() + b"\r\n"
 
 
-def integer(value):
+def integer(value: int) -> bytes:
     return b":%d\r\n" % value
 
 
-def bulk(value):
+def bulk(value: str | bytes | None) -> bytes:
     if value is None:
         return NULL2
     if isinstance(value, str):
@@ -39,7 +46,7 @@ def bulk(value):
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
-def encode(value, protocol=2):
+def encode(value: object, protocol: int = 2) -> bytes:
     """Encode a Python value: str/bytes as bulk, int, None, list, dict (a map in RESP3)."""
     if value is None:
         return NULL3 if protocol == 3 else NULL2
@@ -63,7 +70,7 @@ _ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("b"): b"\b", 
 _HEX = b"0123456789abcdefABCDEF"
 
 
-def split_inline(line):
+def split_inline(line: bytes) -> list[bytes]:
     """The arguments of an inline command line, split as Redis does (``sdssplitargs``):
     spaces separate, "double quotes" take \\n \\r \\t \\b \\a \\xHH and \\<char>,
     'single quotes' take \\'. A closing quote must be followed by a space or the end.
@@ -71,7 +78,8 @@ def split_inline(line):
     Raises:
         ProtocolError: unbalanced quotes.
     """
-    args, i, n = [], 0, len(line)
+    args: list[bytes] = []
+    i, n = 0, len(line)
     while True:
         while i < n and line[i] in b" \t\r\n\v\f":
             i += 1
@@ -116,13 +124,13 @@ def split_inline(line):
         args.append(bytes(current))
 
 
-def pack(command):
+def pack(command: Command) -> bytes:
     """A command as a client sends it: an array of bulk strings (str as UTF-8, numbers as
     their decimal text). The hot path of every lean connection: no type dispatch per value."""
     out = [b"*%d\r\n" % len(command)]
     for arg in command:
-        if arg.__class__ is not bytes:
-            arg = (arg if arg.__class__ is str else str(arg)).encode()
+        if type(arg) is not bytes:
+            arg = (arg if type(arg) is str else str(arg)).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
     return b"".join(out)
 
@@ -130,12 +138,12 @@ def pack(command):
 class CommandReader:
     """Turns bytes received by a server into commands (lists of bytes)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._reader = hiredis.Reader()
         self._inline = b""
-        self._resp = None  # decided by the first byte received
+        self._resp: bool | None = None  # decided by the first byte received
 
-    def feed(self, data):
+    def feed(self, data: bytes) -> list[list[bytes]]:
         """Feed received bytes; return the list of commands now complete.
 
         Raises:
@@ -148,9 +156,9 @@ class CommandReader:
             return list(self._drain())
         return self._inline_commands(data)
 
-    def _inline_commands(self, data):
+    def _inline_commands(self, data: bytes) -> list[list[bytes]]:
         data, self._inline = self._inline + data, b""
-        commands = []
+        commands: list[list[bytes]] = []
         while data:
             if data[:1] == b"*":  # a client library after a typed command: RESP for good
                 self._resp = True
@@ -166,7 +174,7 @@ class CommandReader:
                 commands.append(words)
         return commands
 
-    def _drain(self):
+    def _drain(self) -> Iterator[list[bytes]]:
         while True:
             try:
                 command = self._reader.gets()

@@ -9,8 +9,12 @@ After a login a worker should ``regenerate()`` the id (against session fixation)
 then carries ``X-Tempest-Session: <new id>``, which the front turns into the new cookie.
 """
 
+from __future__ import annotations
+
 import re
 import secrets
+from collections.abc import Mapping
+from typing import Any
 
 import redis
 
@@ -21,15 +25,15 @@ REGENERATED_HEADER = "X-Tempest-Session"  # answer header: the session's new id 
 _ID = re.compile(r"[A-Za-z0-9_-]{22}\Z")  # 128 random bits, URL-safe base64
 
 
-def new_id():
+def new_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def valid_id(value):
+def valid_id(value: object) -> bool:
     return isinstance(value, str) and _ID.match(value) is not None
 
 
-def id_from_cookies(cookie_header, name):
+def id_from_cookies(cookie_header: str, name: str) -> str | None:
     """The session id in a ``Cookie`` header (several joined with '; '), or None if it has
     none that is well formed."""
     for part in cookie_header.split(";"):
@@ -41,7 +45,7 @@ def id_from_cookies(cookie_header, name):
     return None
 
 
-def set_cookie(name, session_id, ttl, secure):
+def set_cookie(name: str, session_id: str, ttl: float, secure: bool) -> str:
     """The ``Set-Cookie`` value for a session id."""
     return (f"{name}={session_id}; Path=/; Max-Age={int(ttl)}; HttpOnly; SameSite=Lax"
             + ("; Secure" if secure else ""))
@@ -59,36 +63,36 @@ class Session:
         ttl: seconds the session lives after a write (``env["session"]["ttl"]``).
     """
 
-    def __init__(self, client, session_id, ttl):
+    def __init__(self, client: redis.Redis, session_id: str, ttl: float) -> None:
         self.redis = client
         self.id = session_id
         self.ttl = int(ttl)
         self.regenerated = False
 
     @property
-    def key(self):
+    def key(self) -> str:
         return keys.session(self.id)
 
-    def get(self, field, default=None):
+    def get(self, field: str, default: Any = None) -> Any:
         raw = self.redis.hget(self.key, field)
         return default if raw is None else _value(raw, default)
 
-    def __getitem__(self, field):
+    def __getitem__(self, field: str) -> Any:
         raw = self.redis.hget(self.key, field)
         if raw is None:
             raise KeyError(field)
         return _value(raw, None)
 
-    def __setitem__(self, field, value):
+    def __setitem__(self, field: str, value: object) -> None:
         self.update({field: value})
 
-    def __delitem__(self, field):
+    def __delitem__(self, field: str) -> None:
         self.redis.hdel(self.key, field)
 
-    def __contains__(self, field):
+    def __contains__(self, field: str) -> bool:
         return bool(self.redis.hexists(self.key, field))
 
-    def update(self, values):
+    def update(self, values: Mapping[str, object]) -> None:
         """Write several fields in one round trip."""
         if not values:
             return
@@ -97,15 +101,15 @@ class Session:
         pipe.expire(self.key, self.ttl)
         pipe.execute()
 
-    def all(self):
+    def all(self) -> dict[str, Any]:
         """Every field, as a dict."""
         return {_text(field): _value(raw, None) for field, raw in self.redis.hgetall(self.key).items()}
 
-    def clear(self):
+    def clear(self) -> None:
         """Forget every field (logout); the id stays, regenerate() it too."""
         self.redis.delete(self.key)
 
-    def regenerate(self):
+    def regenerate(self) -> str:
         """Give the session a new id, keeping its fields (call it at login): the old id, which
         the client had before it authenticated, stops working."""
         old, self.id = self.key, new_id()
@@ -117,7 +121,7 @@ class Session:
         return self.id
 
 
-def _value(raw, default):
+def _value(raw: bytes | str, default: Any) -> Any:
     try:
         value = jobs.loads(raw)
     except ValueError:
@@ -125,5 +129,5 @@ def _value(raw, default):
     return value[0] if isinstance(value, list) and value else default
 
 
-def _text(field):
+def _text(field: bytes | str) -> str:
     return field.decode("utf-8", "replace") if isinstance(field, bytes) else field

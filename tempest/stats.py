@@ -1,49 +1,50 @@
 """Counters of what tempestd did and dropped, shown by the answer endpoint's INFO."""
 
-COUNTERS = (
-    "connections_total",  # HTTP connections accepted
-    "connections_open",  # HTTP connections open now
-    "requests",  # HTTP requests turned into jobs
-    "responses_2xx", "responses_3xx", "responses_4xx", "responses_5xx",
-    "bad_requests",  # malformed HTTP (400, 413, 431)
-    "jobs_pushed",  # jobs that reached a Redis list
-    "push_errors",  # jobs that could not be pushed (Redis error): answered 503
-    "queue_full",  # jobs refused by max_queue_length: answered 503
-    "timeouts",  # requests whose answer did not come in time: answered 504
-    "bad_answers",  # answers that could not become a response: answered 502
-    "answers",  # answers handed to a waiting request
-    "answers_dropped",  # answers for an unknown, expired or abandoned job
-    "clients_gone",  # clients that left while their job was pending
-    "answer_connections",  # connections to the answer endpoint accepted
-    "subscribers",  # SSE and WebSocket clients subscribed now
-    "messages_relayed",  # pub/sub messages fanned out (once per message, not per client)
-    "slow_clients_dropped",  # subscribers disconnected because their buffer overflowed
-    "silent_clients_dropped",  # WebSockets disconnected for sending nothing between two pings
-    "bad_messages",  # pub/sub messages dropped (CR/LF in an event name, bad envelope)
-    "relay_reconnects",  # times the subscription connection was re-established
-    "ws_messages",  # WebSocket messages received and turned into jobs
-    "jobs_redelivered",  # jobs of dead reliable workers put back on their queue
-    "jobs_dead",  # jobs given back too often, moved to their queue's dead-letter list
-    "static_files",  # static files served
-)
+from __future__ import annotations
+
+import dataclasses
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class Stats:
     """Plain counters, incremented from greenlets of one process (no locking needed)."""
 
-    __slots__ = COUNTERS
+    connections_total: int = 0  # HTTP connections accepted
+    connections_open: int = 0  # HTTP connections open now
+    requests: int = 0  # HTTP requests turned into jobs
+    responses_2xx: int = 0
+    responses_3xx: int = 0
+    responses_4xx: int = 0
+    responses_5xx: int = 0
+    bad_requests: int = 0  # malformed HTTP (400, 413, 431)
+    jobs_pushed: int = 0  # jobs that reached a Redis list
+    push_errors: int = 0  # jobs that could not be pushed (Redis error): answered 503
+    queue_full: int = 0  # jobs refused by max_queue_length: answered 503
+    timeouts: int = 0  # requests whose answer did not come in time: answered 504
+    bad_answers: int = 0  # answers that could not become a response: answered 502
+    answers: int = 0  # answers handed to a waiting request
+    answers_dropped: int = 0  # answers for an unknown, expired or abandoned job
+    clients_gone: int = 0  # clients that left while their job was pending
+    answer_connections: int = 0  # connections to the answer endpoint accepted
+    subscribers: int = 0  # SSE and WebSocket clients subscribed now
+    messages_relayed: int = 0  # pub/sub messages fanned out (once per message, not per client)
+    slow_clients_dropped: int = 0  # subscribers disconnected because their buffer overflowed
+    silent_clients_dropped: int = 0  # WebSockets disconnected for sending nothing between two pings
+    bad_messages: int = 0  # pub/sub messages dropped (CR/LF in an event name, bad envelope)
+    relay_reconnects: int = 0  # times the subscription connection was re-established
+    ws_messages: int = 0  # WebSocket messages received and turned into jobs
+    jobs_redelivered: int = 0  # jobs of dead reliable workers put back on their queue
+    jobs_dead: int = 0  # jobs given back too often, moved to their queue's dead-letter list
+    static_files: int = 0  # static files served
 
-    def __init__(self):
-        for name in COUNTERS:
-            setattr(self, name, 0)
-
-    def as_dict(self):
+    def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in COUNTERS}
 
-    def count_response(self, status):
+    def count_response(self, status: int) -> None:
         name = _RESPONSE_COUNTERS.get(status // 100)
         if name is not None:
             setattr(self, name, getattr(self, name) + 1)
 
 
+COUNTERS = tuple(field.name for field in dataclasses.fields(Stats))  # in INFO's order
 _RESPONSE_COUNTERS = {2: "responses_2xx", 3: "responses_3xx", 4: "responses_4xx", 5: "responses_5xx"}

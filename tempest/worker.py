@@ -19,6 +19,8 @@ Example::
     worker.run()
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import secrets
@@ -27,12 +29,15 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import FrameType, TracebackType
+from typing import Any, TypeVar
 
 import hiredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tempest import jobs, redisconn, reliable, sessions
+from tempest import jobs, redisconn, reliable, resp, sessions
 from tempest.publish import Publisher
 from tempest.redisconn import RawConnection, ConnectionFailed
 
@@ -44,29 +49,37 @@ FLUSH_AFTER = 0.005  # seconds: answers held back for a batch are sent once they
 RECONNECT_MAX = 5.0  # seconds between reconnection attempts, at most
 ANSWER_ACTIONS = (jobs.HTTP_ACTION, "ws")  # the actions every answer endpoint knows
 
+Handler = Callable[..., object]  # handler(context, *args): its value, unless None, is the answer
+H = TypeVar("H", bound=Handler)
+# an answer's headers: an object, or a list of [name, value] pairs
+Headers = Mapping[str, object] | Sequence[Sequence[object]]
+
 
 class Context:
     """What a handler knows about its job, and how it answers.
 
     Attributes:
         action: the job's action (``url`` for HTTP requests).
-        job_id: the job's id, echoed by every answer.
+        job_id: the job's id, echoed by every answer (a string from tempestd; any JSON value
+            in a job pushed by hand).
         respond_to: ``"host:port"`` of the endpoint waiting for the answer, or None.
         worker: the ``Worker`` running the handler.
+        env: a ``url`` job's env (method, url, headers, body...), None for other actions.
     """
 
-    def __init__(self, worker, action, respond_to, job_id, env=None):
+    def __init__(self, worker: Worker, action: str, respond_to: str | None, job_id: Any,
+                 env: dict[str, Any] | None = None) -> None:
         self.worker = worker
         self.action = action
         self.respond_to = respond_to
         self.job_id = job_id
         self.env = env  # a url job's env (None for other actions)
         self.answered = 0
-        self.open_stream = None  # the last Stream begun
-        self._session = None
+        self.open_stream: Stream | None = None  # the last Stream begun
+        self._session: sessions.Session | None = None
 
     @property
-    def session(self):
+    def session(self) -> sessions.Session | None:
         """The request's session (a dict-like ``tempest.sessions.Session`` over Redis), or
         None when tempestd has no ``session_cookie`` (or the job is not an HTTP request)."""
         if self._session is None:
@@ -75,7 +88,7 @@ class Context:
                 self._session = sessions.Session(self.worker.redis, info["id"], info.get("ttl") or sessions.DEFAULT_TTL)
         return self._session
 
-    def answer(self, data):
+    def answer(self, data: object) -> bool:
         """Send an answer; may be called several times (later answers of an HTTP job are
         dropped by the front, a ``ws`` job's answers all reach its socket).
 
@@ -93,17 +106,21 @@ class Context:
             data = _with_header(data, sessions.REGENERATED_HEADER, self._session.id)
         return self.worker.send_answer(self.respond_to, self.action, self.job_id, data)
 
-    def stream(self, status=200, headers=None):
+    def stream(self, status: int = 200, headers: Headers | None = None) -> Stream:
         """Begin a streamed answer to an HTTP request: its status and headers now, the body
         in pieces with ``write()`` as they are ready, then ``close()`` (or use it in a
         ``with`` block). Each piece is sent at once; the client gets them as they come
         (chunked encoding). A stream left unclosed is cut by tempestd after the route's
         timeout without a new piece.
 
+        Args:
+            status: the HTTP status.
+            headers: an object, or a list of ``[name, value]`` pairs.
+
         Returns:
             a ``Stream``; without ``respond_to`` its writes go nowhere.
         """
-        head = [status, headers if headers is not None else {}]
+        head: object = [status, headers if headers is not None else {}]
         if self._session is not None and self._session.regenerated:
             head = _with_header(head, sessions.REGENERATED_HEADER, self._session.id)
         self.answered += 1
@@ -115,12 +132,16 @@ class Context:
 class Stream:
     """The body of a streamed answer (``Context.stream``)."""
 
-    def __init__(self, context):
+    def __init__(self, context: Context) -> None:
         self.context = context
         self.closed = False
 
-    def write(self, data):
-        """Send a piece of the body (bytes, or str sent as UTF-8)."""
+    def write(self, data: bytes | str) -> None:
+        """Send a piece of the body (bytes, or str sent as UTF-8).
+
+        Raises:
+            ValueError: the stream is closed.
+        """
         if self.closed:
             raise ValueError("write to a closed stream")
         if isinstance(data, str):
@@ -129,25 +150,26 @@ class Stream:
             context = self.context
             context.worker.send_command(context.respond_to, ("chunk", context.job_id, bytes(data)), flush=True)
 
-    def close(self):
+    def close(self) -> None:
         """End the body."""
         self._end()
 
-    def __enter__(self):
+    def __enter__(self) -> Stream:
         return self
 
-    def abort(self):
+    def abort(self) -> None:
         """Give up: tempestd closes the client's connection without ending the body, so the
         client can tell it is incomplete."""
         self._end("abort")
 
-    def _end(self, *how):
+    def _end(self, *how: str) -> None:
         if not self.closed:
             self.closed = True
             context = self.context
             context.worker.send_command(context.respond_to, ("end", context.job_id, *how), flush=True)
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -173,12 +195,13 @@ class Worker:
         heartbeat: seconds without a heartbeat after which a reliable worker counts as dead.
     """
 
-    def __init__(self, queues="tempest", redis_url=None, answer_password=None, prefetch=1,
-                 reliable=False, heartbeat=15.0):
+    def __init__(self, queues: str | Iterable[str] = "tempest", redis_url: str | None = None,
+                 answer_password: str | None = None, prefetch: int = 1, reliable: bool = False,
+                 heartbeat: float = 15.0) -> None:
         self.queues = [queues] if isinstance(queues, str) else list(queues)
         self.redis_url = redis_url or os.environ.get("TEMPEST_REDIS_URL") or DEFAULT_REDIS_URL
         self.answer_password = answer_password or os.environ.get("TEMPEST_ANSWER_PASSWORD") or None
-        self.handlers = {}
+        self.handlers: dict[str, Handler] = {}
         self.prefetch = max(1, int(prefetch))
         self.stopping = False
         self.processed = 0
@@ -188,30 +211,40 @@ class Worker:
         # a BLPOP blocks POLL_TIMEOUT: the socket timeout must be above it, and a timed-out
         # BLPOP must not be re-sent blindly: RawConnection never retries
         self._queue = RawConnection(self.redis_url, timeout=POLL_TIMEOUT + 10, connect_timeout=5)
-        self._endpoints = {}
-        self._publisher = None
-        self._outbox = {}  # respond_to -> [(action, job_id, payload)] not sent yet
-        self._outbox_since = None
+        self._endpoints: dict[str, RawConnection] = {}
+        self._publisher: Publisher | None = None
+        self._outbox: dict[str, list[resp.Command]] = {}  # respond_to -> [(action, job_id, payload)] not sent yet
+        self._outbox_since: float | None = None
         self.reliable = reliable
         self.heartbeat = float(heartbeat)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._registered = False
-        self._holding = None  # reliable: the queue whose processing list holds the batch in hand
+        self._holding: str | None = None  # reliable: the queue whose processing list holds the batch in hand
 
-    def on(self, action):
+    def on(self, action: str) -> Callable[[H], H]:
         """Decorator registering ``handler(context, *args)`` for ``action``.
 
         The handler's return value, unless None, is sent as the answer.
+
+        Args:
+            action: the jobs' action (``url`` for HTTP requests, ``ws`` for WebSocket messages).
+
+        Returns:
+            The decorator, which returns the handler unchanged.
         """
 
-        def register(handler):
+        def register(handler: H) -> H:
             self.handlers[action] = handler
             return handler
 
         return register
 
-    def run(self, install_signals=True):
-        """Take and run jobs until ``stop()`` or SIGTERM/SIGINT; the job in hand is finished."""
+    def run(self, install_signals: bool = True) -> None:
+        """Take and run jobs until ``stop()`` or SIGTERM/SIGINT; the job in hand is finished.
+
+        Args:
+            install_signals: handle SIGTERM and SIGINT (only the main thread can).
+        """
         if install_signals:
             signal.signal(signal.SIGTERM, self._handle_stop)
             signal.signal(signal.SIGINT, self._handle_stop)
@@ -229,7 +262,7 @@ class Worker:
                 self._unregister()
         log.info("worker stopped after %d jobs", self.processed)
 
-    def _loop(self):
+    def _loop(self) -> None:
         delay = 0.1
         busy = False
         while not self.stopping:
@@ -254,15 +287,15 @@ class Worker:
                     self.flush()
             self.flush()
             if self._holding is not None:
-                self._release()
+                self._release(self._holding)
 
     # reliable delivery
 
-    def _register(self):
+    def _register(self) -> None:
         self._queue.execute(reliable.beat(self.worker_id, self.queues, self.heartbeat))
         self._registered = True
 
-    def _beat(self, stopped):
+    def _beat(self, stopped: threading.Event) -> None:
         """The heartbeat thread: its own connection, so that a long handler does not stop it."""
         connection = RawConnection(self.redis_url, timeout=5, connect_timeout=5)
         while not stopped.wait(self.heartbeat / 3):
@@ -274,7 +307,7 @@ class Worker:
                 log.debug("heartbeat failed: %s", exc)
         connection.close()
 
-    def _take_reliable(self):
+    def _take_reliable(self) -> list[bytes]:
         """Like _take, moving each job into this worker's processing list of its queue."""
         for queue in self.queues:
             jobs = self._command(*reliable.take(queue, self.worker_id, self.prefetch))
@@ -291,22 +324,22 @@ class Worker:
         self._holding = queue
         return jobs
 
-    def _release(self):
-        """The batch is answered: its processing list is emptied."""
-        queue, self._holding = self._holding, None
+    def _release(self, queue: str) -> None:
+        """The batch taken from ``queue`` is answered: its processing list is emptied."""
+        self._holding = None
         try:
             self._queue.execute([reliable.release(queue, self.worker_id)])
         except ConnectionFailed as exc:
             log.warning("cannot release the finished jobs of %s (%s): they may be delivered again", queue, exc)
 
-    def _unregister(self):
+    def _unregister(self) -> None:
         """A clean stop: jobs still held (none, normally) go back, the worker is forgotten."""
         try:
             self._queue.execute(reliable.unregister(self.worker_id, self.queues))
         except ConnectionFailed as exc:
             log.warning("cannot unregister from Redis (%s): tempestd will give back what is left", exc)
 
-    def _take(self, busy):
+    def _take(self, busy: bool) -> list[bytes]:
         """The next jobs: when the last round found work, first take what is waiting without
         blocking (up to ``prefetch``), else block on BLPOP; with prefetch, top it up."""
         if busy and self.prefetch > 1:
@@ -321,25 +354,28 @@ class Worker:
             return [item[1]] + (self._command("LPOP", item[0], self.prefetch - 1) or [])
         return [item[1]]
 
-    def _command(self, *command):
+    def _command(self, *command: resp.Arg) -> Any:
         [reply] = self._queue.execute([command])
         if isinstance(reply, hiredis.ReplyError):
             raise reply
         return reply
 
-    def stop(self):
+    def stop(self) -> None:
+        """Ask ``run()`` to return once the job in hand is finished (from a handler, or
+        another thread)."""
         self.stopping = True
 
-    def _handle_stop(self, signum, frame):
+    def _handle_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
 
-    def _sleep(self, seconds):
+    def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while not self.stopping and time.monotonic() < end:
             time.sleep(min(0.1, seconds))
 
-    def process(self, raw):
-        """Run the handler of one raw job (the JSON envelope)."""
+    def process(self, raw: bytes | str) -> None:
+        """Run the handler of one raw job (the JSON envelope); a malformed job is logged and
+        dropped, a handler's exception logged and answered 500."""
         try:
             action, args, respond_to, job_id = jobs.decode_job(raw)
         except ValueError as exc:
@@ -364,17 +400,21 @@ class Worker:
         if result is not None:
             context.answer(result)
 
-    def _answer_error(self, context, status, reason):
+    def _answer_error(self, context: Context, status: int, reason: str) -> None:
         if context.action == jobs.HTTP_ACTION and not context.answered:
             context.answer([status, {"Content-Type": "text/plain"}, f"{status} {reason}\n"])
 
-    def send_answer(self, respond_to, action, job_id, data):
-        """Queue an answer for ``respond_to``; sent by ``flush`` (at once without prefetch)."""
+    def send_answer(self, respond_to: str | None, action: str, job_id: Any, data: object) -> bool:
+        """Queue an answer for ``respond_to``; sent by ``flush`` (at once without prefetch).
+
+        Returns:
+            False without ``respond_to``, else True.
+        """
         if not respond_to:
             return False
         return self.send_command(respond_to, (action, job_id, jobs.dumps(data)), flush=self.prefetch == 1)
 
-    def send_command(self, respond_to, command, flush=False):
+    def send_command(self, respond_to: str | None, command: resp.Command, flush: bool = False) -> bool:
         """Queue one command for the answer endpoint ``respond_to``; False without one."""
         if not respond_to:
             return False
@@ -387,7 +427,7 @@ class Worker:
             self.flush()
         return True
 
-    def flush(self):
+    def flush(self) -> None:
         """Send every queued answer: one pipelined round trip per answer endpoint."""
         outbox, self._outbox, self._outbox_since = self._outbox, {}, None
         for respond_to, answers in outbox.items():
@@ -401,7 +441,7 @@ class Worker:
             if refused:  # the endpoint never refuses an answer: a password problem, say
                 log.warning("%s refused %d of %d answers: %s", respond_to, len(refused), len(answers), refused[0])
 
-    def _endpoint(self, respond_to):
+    def _endpoint(self, respond_to: str) -> RawConnection:
         connection = self._endpoints.get(respond_to)
         if connection is None:
             host, _, port = respond_to.rpartition(":")
@@ -415,7 +455,7 @@ class Worker:
             self._endpoints[respond_to] = connection
         return connection
 
-    def publish(self, channel, data, event=None):
+    def publish(self, channel: str, data: object, event: str | None = None) -> str | int:
         """Publish ``data`` to the subscribers of ``channel`` (SSE and WebSocket clients).
 
         Args:
@@ -425,13 +465,17 @@ class Worker:
 
         Returns:
             The stream id on a durable channel, else the number of Redis subscribers.
+
+        Raises:
+            tempest.events.BadMessage: ``event`` carries CR or LF.
+            redis.RedisError: Redis failed.
         """
         if self._publisher is None:
             self._publisher = Publisher(self.redis)
         return self._publisher.publish(channel, data, event)
 
 
-def _with_header(answer, name, value):
+def _with_header(answer: object, name: str, value: str) -> object:
     """A url answer ``[status, headers, body]`` with one more header (headers as an object or
     a list of pairs, or missing)."""
     if not isinstance(answer, (list, tuple)) or not answer:

@@ -29,6 +29,8 @@ name contains ``_`` are left out (as gunicorn does), so that ``X_Forwarded_For``
 ``X-Forwarded-For``.
 """
 
+from __future__ import annotations
+
 import argparse
 import base64
 import importlib
@@ -37,14 +39,31 @@ import logging
 import os
 import sys
 import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from wsgiref.types import WSGIApplication, WSGIEnvironment
+
+    from tempest.worker import Context
 
 log = logging.getLogger(__name__)
 
 SPECIAL_HEADERS = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 
 
-def environ(env, context=None):
-    """The PEP 3333 environ of a ``url`` job's ``env``."""
+def environ(env: Mapping[str, Any], context: Context | None = None) -> WSGIEnvironment:
+    """The PEP 3333 environ of a ``url`` job's ``env``.
+
+    Args:
+        env: the job's env (method, url, headers, body or body_base64, remote_addr).
+        context: the job's ``Context``, put into the environ as ``tempest.context`` (and its
+            session as ``tempest.session``).
+
+    Returns:
+        The environ: a dict of str.
+    """
     url = env.get("url") or "/"
     if not url.startswith("/"):  # absolute form (a proxy request): keep the path
         url = urllib.parse.urlunsplit(("", "") + urllib.parse.urlsplit(url)[2:]) or "/"
@@ -52,7 +71,7 @@ def environ(env, context=None):
     headers = env.get("headers") or {}
     body = _request_body(env)
     host, port = _server(headers.get("host", ""))
-    result = {
+    result: WSGIEnvironment = {
         "REQUEST_METHOD": env.get("method", "GET"),
         "SCRIPT_NAME": "",
         "PATH_INFO": urllib.parse.unquote_to_bytes(path).decode("latin-1"),
@@ -85,14 +104,30 @@ def environ(env, context=None):
     return result
 
 
-def call(app, env, context=None):
-    """Run ``app`` on one ``url`` job; return the answer ``[status, headers, body]``."""
-    response = {}
-    parts = []
+def call(app: WSGIApplication, env: Mapping[str, Any], context: Context | None = None) -> list[object] | None:
+    """Run ``app`` on one ``url`` job.
 
-    def start_response(status, headers, exc_info=None):
+    Args:
+        app: the WSGI application.
+        env: the job's env.
+        context: the job's ``Context``; with one that has a ``respond_to``, a response
+            without Content-Length whose body is not a list is streamed through it.
+
+    Returns:
+        The answer ``[status, headers, body]``, or None when it was streamed.
+
+    Raises:
+        RuntimeError: the application returned without calling ``start_response``.
+    """
+    response: dict[str, Any] = {}
+    parts: list[bytes] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]],
+                       exc_info: OptExcInfo | None = None) -> Callable[[bytes], object]:
         if exc_info is not None and "status" in response and parts:
-            raise exc_info[1].with_traceback(exc_info[2])  # too late to change the status
+            error = exc_info[1]
+            assert error is not None, "exc_info is what sys.exc_info() returns in an except clause"
+            raise error.with_traceback(exc_info[2])  # too late to change the status
         response["status"], response["headers"] = status, headers
         return parts.append  # the legacy write() callable
 
@@ -119,25 +154,32 @@ def call(app, env, context=None):
     return [status, headers, _answer_body(b"".join(parts))]
 
 
-def _head(response):
+def _head(response: Mapping[str, Any]) -> tuple[int, list[list[str]]]:
     if "status" not in response:
         raise RuntimeError("the WSGI application returned without calling start_response")
     status = int(str(response["status"]).split(None, 1)[0])
     return status, [[name, value] for name, value in response["headers"]]
 
 
-def handler(app):
+def handler(app: WSGIApplication) -> Callable[[Context, dict[str, Any]], list[object] | None]:
     """A ``url`` handler (for ``Worker.on("url")``) that runs the WSGI application ``app``."""
 
-    def run(context, env):
+    def run(context: Context, env: dict[str, Any]) -> list[object] | None:
         return call(app, env, context)
 
     run.__name__ = getattr(app, "__name__", "wsgi_app")
     return run
 
 
-def load(spec):
-    """The application named by ``module:attribute`` (attribute ``application`` if omitted)."""
+def load(spec: str) -> WSGIApplication:
+    """The application named by ``module:attribute`` (attribute ``application`` if omitted).
+
+    Raises:
+        ImportError: no such module.
+        ValueError: no module name.
+        AttributeError: no such attribute.
+        TypeError: the attribute is not callable.
+    """
     module_name, _, attribute = spec.partition(":")
     module = importlib.import_module(module_name)
     target = module
@@ -148,7 +190,8 @@ def load(spec):
     return target
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tempest.wsgi``: serve an application; returns the exit status."""
     from tempest.worker import Worker
 
     parser = argparse.ArgumentParser(prog="python -m tempest.wsgi",
@@ -174,28 +217,28 @@ def main(argv=None):
     return 0
 
 
-def _request_body(env):
+def _request_body(env: Mapping[str, Any]) -> bytes:
     if "body_base64" in env:
         return base64.b64decode(env["body_base64"])
     body = env.get("body")
     return body.encode("utf-8") if body else b""
 
 
-def _answer_body(data):
+def _answer_body(data: bytes) -> str | dict[str, str]:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return {"base64": base64.b64encode(data).decode("ascii")}
 
 
-def _server(host):
+def _server(host: str) -> tuple[str, str]:
     name, sep, port = host.rpartition(":")
     if sep and port.isdigit() and not name.endswith(":"):  # not an IPv6 address without a port
         return name.strip("[]") or "localhost", port
     return host.strip("[]") or "localhost", "80"
 
 
-def _latin1(value):
+def _latin1(value: str) -> str:
     """A header value as PEP 3333 wants it: a str whose code points are the bytes."""
     try:
         value.encode("latin-1")
