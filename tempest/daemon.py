@@ -8,6 +8,8 @@ close the rest, stop the workers, the control socket and the answer endpoint, an
 Redis last.
 """
 
+from __future__ import annotations
+
 import errno
 import gc
 import logging
@@ -17,6 +19,7 @@ import signal
 import urllib.parse
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.queue
@@ -43,37 +46,42 @@ from tempest.stats import Stats
 from tempest.waiting import Registry
 from tempest.supervisor import Supervisor
 
+if TYPE_CHECKING:
+    from gevent.server import StreamServer
+
+    from tempest.config import Config
+
 log = logging.getLogger(__name__)
 
 SIGNALS = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGHUP: "hup"}
 
 
-def redis_client(url, **options):
+def redis_client(url: str, **options: Any) -> redis.Redis:
     """A client that never retries on its own: the caller decides what may be sent twice."""
     return redisconn.client(url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2,
                             socket_keepalive=True, **options)
 
 
 class Daemon:
-    def __init__(self, config, pidfile=None):
+    def __init__(self, config: Config, pidfile: str | None = None) -> None:
         self.config = config
         self.stats = Stats()
         self.pidfile = Pidfile(pidfile) if pidfile else None
-        self.supervisor = None
-        self.embedded = None
-        self.answers = None
-        self.front = None
-        self.control = None
-        self.relay = None
-        self.registry = None  # these are made by _start, in the order the services need them
-        self.pusher = None
-        self.client = None
-        self.redeliverer = None
-        self.greenlets = []
-        self._signals = gevent.queue.Queue()
+        self.supervisor: Supervisor | None = None
+        self.embedded: embedded.EmbeddedRedis | None = None
+        self.answers: AnswerServer | None = None
+        self.front: Server | None = None
+        self.control: ControlServer | None = None
+        self.relay: Relay | None = None
+        self.registry: Registry | None = None  # these are made by _start, in the order the services need them
+        self.pusher: Pusher | None = None
+        self.client: redis.Redis | None = None
+        self.redeliverer: Redeliverer | None = None
+        self.greenlets: list[gevent.Greenlet[..., Any]] = []
+        self._signals: gevent.queue.Queue[str] = gevent.queue.Queue()
         self._stopping = False
 
-    def run(self):
+    def run(self) -> ExitCode:
         try:
             self._start()
         except BaseException:
@@ -87,26 +95,26 @@ class Daemon:
         self._shutdown()
         return ExitCode.OK
 
-    def handle_term(self):
+    def handle_term(self) -> None:
         self.request_shutdown("SIGTERM")
 
-    def handle_int(self):
+    def handle_int(self) -> None:
         self.request_shutdown("SIGINT")
 
-    def handle_hup(self):
+    def handle_hup(self) -> None:
         log.info("SIGHUP: reloading %s", self.config.path)
         self.reload()
 
-    def handle_control(self):
+    def handle_control(self) -> None:
         """Queued by request_shutdown from the control socket."""
 
-    def request_shutdown(self, why):
+    def request_shutdown(self, why: str) -> None:
         if not self._stopping:
             log.info("%s: shutting down", why)
         self._stopping = True
         self._signals.put("control")  # wake the main greenlet
 
-    def reload(self):
+    def reload(self) -> str | None:
         """Re-read the INI file and apply it; returns None, or why it was refused."""
         systemd.notify("RELOADING=1")
         try:
@@ -119,6 +127,8 @@ class Daemon:
             section, key = setting.section, setting.key
             if getattr(getattr(new, section), key) != getattr(getattr(self.config, section), key):
                 log.warning("reload: [%s] %s changed; it takes effect when tempestd restarts", section, key)
+        assert self.front is not None and self.relay is not None and self.pusher is not None  # made by _start
+        assert self.client is not None and self.supervisor is not None
         self.front.apply(new)
         self.relay.apply(new)
         self.pusher.apply(new)
@@ -130,7 +140,7 @@ class Daemon:
         systemd.notify("READY=1")
         return None
 
-    def _start(self):
+    def _start(self) -> None:
         config = self.config
         if self.pidfile:
             self.pidfile.create()
@@ -175,7 +185,7 @@ class Daemon:
         log.info("tempestd ready: front on http://%s:%d/, answers on %s (respond_to %s), control %s",
                  *self.front.address[:2], "%s:%d" % self.answers.address[:2], respond_to, self.control.path)
 
-    def _publish_durable(self, client, config):
+    def _publish_durable(self, client: redis.Redis, config: Config) -> None:
         """Tell every publisher which channels are durable (see tempest.publish)."""
         patterns = [[pattern, config.pubsub.history] for pattern in config.pubsub.durable]
         try:
@@ -183,7 +193,7 @@ class Daemon:
         except redis.RedisError as exc:
             log.warning("cannot store the durable channel patterns in Redis: %s", exc)
 
-    def _worker_env(self, respond_to):
+    def _worker_env(self, respond_to: str) -> dict[str, str]:
         # "python" in a command means tempestd's own interpreter (its virtualenv, say)
         path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
         env = dict(os.environ, PATH=path, TEMPEST_REDIS_URL=self.config.redis.url,
@@ -192,7 +202,8 @@ class Daemon:
             env["TEMPEST_ANSWER_PASSWORD"] = self.config.front.answer_password
         return env
 
-    def _shutdown(self):
+    def _shutdown(self) -> None:
+        assert self.front is not None and self.registry is not None  # made by _start
         systemd.notify("STOPPING=1")
         self.front.stop_accepting()
         deadline = time.monotonic() + self.config.front.graceful_timeout
@@ -205,7 +216,7 @@ class Daemon:
         self._stop_services()
         log.info("tempestd stopped")
 
-    def _stop_services(self):
+    def _stop_services(self) -> None:
         if self.supervisor is not None:
             self.supervisor.shutdown([n for n in self.supervisor.programs if n != embedded.NAME])
         for server in (self.control, self.answers, self.relay):
@@ -218,7 +229,7 @@ class Daemon:
             self.pidfile.remove()
 
 
-def _raise_open_file_limit():
+def _raise_open_file_limit() -> None:
     """Every connection is a file: take the hard limit (a shell often sets 1,024 soft)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
@@ -230,7 +241,7 @@ def _raise_open_file_limit():
     log.info("open-file limit: %s (each client connection uses one)", "unlimited" if soft == resource.RLIM_INFINITY else soft)
 
 
-def _pooled_client(url):
+def _pooled_client(url: str) -> redis.Redis:
     """A client many greenlets share: the pool blocks (a gevent queue) instead of failing
     (with Sentinel, redis-py's own pool for it, which does not block)."""
     if urllib.parse.urlsplit(url).scheme == redisconn.SENTINEL:
@@ -241,7 +252,7 @@ def _pooled_client(url):
     return redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
 
 
-def _listen(server, address, what):
+def _listen(server: StreamServer, address: tuple[str, int], what: str) -> None:
     try:
         server.start()
     except OSError as exc:

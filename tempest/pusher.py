@@ -5,15 +5,24 @@ Pushes are never retried: a retried RPUSH can enqueue a job twice. A push that f
 its requests with UNAVAILABLE (503), and the next batch reconnects.
 """
 
+from __future__ import annotations
+
 import hashlib
 import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
 import hiredis
 
-from tempest.waiting import Outcome
+from tempest import resp
+from tempest.waiting import Outcome, Pending, Registry
 from tempest.redisconn import RawConnection, ConnectionFailed
+from tempest.stats import Stats
+
+if TYPE_CHECKING:
+    from tempest.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -25,31 +34,32 @@ if n <= 0 then return 0 end
 return redis.call('RPUSH', KEYS[1], unpack(ARGV, 2, n + 1)) and n
 """
 MAX_BATCH = 1000  # jobs per pipeline; bounds the size of one write to Redis
+Job = tuple[str, bytes, Pending | None]  # (queue, job, the request waiting for it)
 
 
 class Pusher:
-    def __init__(self, url, registry, stats, max_queue_length=0):
+    def __init__(self, url: str, registry: Registry, stats: Stats, max_queue_length: int = 0) -> None:
         self.connection = RawConnection(url)
         self._registry = registry
         self._stats = stats
         self.max_queue_length = max_queue_length
         self._bounded_sha = hashlib.sha1(BOUNDED_PUSH.encode()).hexdigest()
-        self._batch = []
+        self._batch: list[Job] = []
         self._wake = gevent.event.Event()
         self._failing = False
 
-    def apply(self, config):
+    def apply(self, config: Config) -> None:
         """Take a (re)loaded configuration: the queues' bound."""
         self.max_queue_length = config.front.max_queue_length
 
-    def submit(self, queue, job, pending):
+    def submit(self, queue: str, job: bytes, pending: Pending | None) -> None:
         """Queue ``job`` for the next push; ``pending`` (or None: nobody waits) is settled
         with UNAVAILABLE or QUEUE_FULL if the push fails."""
         self._batch.append((queue, job, pending))
         if not self._wake.is_set():
             self._wake.set()
 
-    def run(self):
+    def run(self) -> None:
         while True:
             self._wake.wait()
             self._wake.clear()
@@ -57,8 +67,8 @@ class Pusher:
                 batch, self._batch = self._batch[:MAX_BATCH], self._batch[MAX_BATCH:]
                 self._push(batch)
 
-    def _push(self, batch):
-        by_queue = {}
+    def _push(self, batch: list[Job]) -> None:
+        by_queue: dict[str, tuple[list[bytes], list[Pending | None]]] = {}
         for queue, job, pending in batch:
             if pending is not None and not self._registry.waiting(pending):
                 continue  # its client left or it timed out before the push: skip it
@@ -71,12 +81,12 @@ class Pusher:
         for (queue, (jobs, waiting)), result in zip(by_queue.items(), results):
             self._settle(queue, waiting, result)
 
-    def _command(self, queue, jobs):
+    def _command(self, queue: str, jobs: list[bytes]) -> resp.Command:
         if self.max_queue_length:
             return ["EVALSHA", self._bounded_sha, 1, queue, self.max_queue_length, *jobs]
         return ["RPUSH", queue, *jobs]
 
-    def _execute(self, commands):
+    def _execute(self, commands: Sequence[resp.Command]) -> list[Any]:
         try:
             results = self.connection.execute(commands)
             if any(_noscript(r) for r in results):  # first use on this Redis: load the script
@@ -88,7 +98,7 @@ class Pusher:
         except ConnectionFailed as exc:
             return [exc] * len(commands)
 
-    def _settle(self, queue, waiting, result):
+    def _settle(self, queue: str, waiting: list[Pending | None], result: Any) -> None:
         if isinstance(result, (Exception, hiredis.ReplyError)):
             self._stats.push_errors += len(waiting)
             if not self._failing:
@@ -112,5 +122,5 @@ class Pusher:
                 self._registry.settle(pending, Outcome.QUEUE_FULL)
 
 
-def _noscript(reply):
+def _noscript(reply: object) -> bool:
     return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT")

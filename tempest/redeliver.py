@@ -9,6 +9,8 @@ is what kills its workers. Delivery is at least once: a worker that was only fro
 answer a job another worker got too (the second answer is dropped by the front).
 """
 
+from __future__ import annotations
+
 import logging
 
 import gevent
@@ -16,17 +18,18 @@ import hiredis
 
 from tempest import keys, reliable
 from tempest.redisconn import RawConnection, ConnectionFailed
+from tempest.stats import Stats
 
 log = logging.getLogger(__name__)
 
 class Redeliverer:
-    def __init__(self, url, stats, interval, max_redeliveries):
+    def __init__(self, url: str, stats: Stats, interval: float, max_redeliveries: int) -> None:
         self.connection = RawConnection(url)
         self.stats = stats
         self.interval = interval
         self.max_redeliveries = max_redeliveries
 
-    def run(self):
+    def run(self) -> None:
         while True:
             gevent.sleep(self.interval)
             try:
@@ -34,19 +37,19 @@ class Redeliverer:
             except ConnectionFailed as exc:
                 log.debug("cannot check the reliable workers: %s", exc)
 
-    def check(self):
+    def check(self) -> None:
         """Give back the jobs of every registered worker whose heartbeat expired."""
         [entries] = self.connection.execute([["SMEMBERS", keys.WORKERS]])
         if not entries or isinstance(entries, hiredis.ReplyError):
             return
-        found = [(e, reliable.parse_entry(e.decode("utf-8", "replace"))) for e in entries]
-        found = [(e, parsed) for e, parsed in found if parsed is not None]
+        parsed = [(e, reliable.parse_entry(e.decode("utf-8", "replace"))) for e in entries]
+        found = [(e, entry) for e, entry in parsed if entry is not None]
         living = self.connection.execute([["EXISTS", keys.alive(worker_id)] for _, (_, worker_id) in found])
         for (entry, (queue, worker_id)), alive in zip(found, living):
             if alive == 0:
                 self._give_back(entry, queue, worker_id)
 
-    def _give_back(self, entry, queue, worker_id):
+    def _give_back(self, entry: bytes, queue: str, worker_id: str) -> None:
         [reply] = self.connection.execute([reliable.give_back(queue, worker_id, self.max_redeliveries)])
         if isinstance(reply, hiredis.ReplyError):  # the worker stays registered: tried again next time
             log.error("cannot give back the jobs of worker %s on %s: %s", worker_id, queue, reply)

@@ -10,17 +10,27 @@ relay reconnects with backoff, subscribes every live channel again, and fills th
 durable channel from its stream. Clients stay connected throughout.
 """
 
+from __future__ import annotations
+
 import collections
 import logging
+import socket
 import urllib.parse
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import gevent
 import gevent.event
 import gevent.lock
 import hiredis
+import redis
 
 from tempest import events, keys, redisconn, resp
 from tempest.publish import durable_history
+from tempest.stats import Stats
+
+if TYPE_CHECKING:
+    from tempest.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +39,7 @@ READ_TIMEOUT = 3 * PING_INTERVAL  # no byte for this long: the connection is dea
 CONFIRM_TIMEOUT = 5.0  # how long a new subscriber waits for Redis to confirm SUBSCRIBE
 RECONNECT_MAX = 5.0
 HEARTBEAT = object()  # pushed to every subscriber every [pubsub] heartbeat seconds
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]  # XRANGE's reply: (id, fields) pairs
 
 
 class Subscriber:
@@ -37,22 +48,24 @@ class Subscriber:
     __slots__ = ("channels", "items", "size", "limit", "notify", "drop", "direct", "overflow", "skip",
                  "_scheduled", "_loop")
 
-    def __init__(self, channels, limit, notify, drop=None):
+    def __init__(self, channels: list[str], limit: int, notify: Callable[[], None],
+                 drop: Callable[[], None] | None = None) -> None:
         self.channels = channels
         self.drop = drop  # called (from the hub) when the buffer overflows: its writer may be stuck
         # set by an idle writer: writes an item straight to the socket, True when it did; this
         # spares a greenlet switch per client and message, the bulk of a fan-out's cost
-        self.direct = None
-        self.items = collections.deque()
+        self.direct: Callable[[Any], bool] | None = None
+        # events.Message, HEARTBEAT, a WebSocket's websocket.Direct, or the bytes left of a frame
+        self.items: collections.deque[Any] = collections.deque()
         self.size = 0
         self.limit = limit
         self.notify = notify
         self.overflow = False
-        self.skip = {}  # channel -> stream id (tuple): drop live messages up to it (replayed)
+        self.skip: dict[str, tuple[int, int]] = {}  # channel -> stream id: drop live messages up to it (replayed)
         self._scheduled = False
         self._loop = gevent.get_hub().loop
 
-    def push(self, item, size=0):
+    def push(self, item: object, size: int = 0) -> bool:
         """Queue ``item``; False only when this push overflowed the buffer (count it once)."""
         if self.overflow:
             return True  # already dropped: its writer is closing the connection
@@ -69,54 +82,57 @@ class Subscriber:
         self.wake()
         return not self.overflow
 
-    def wake(self):
+    def wake(self) -> None:
         if not self._scheduled:
             self._scheduled = True
             self._loop.run_callback(self._run_notify)
 
-    def _run_notify(self):
+    def _run_notify(self) -> None:
         self._scheduled = False
         self.notify()
 
-    def take(self):
+    def take(self) -> Sequence[Any]:
         """Every queued item, oldest first, minus durable messages already replayed."""
         items, self.items, self.size = self.items, collections.deque(), 0
         if self.skip:
-            items = [m for m in items if m is HEARTBEAT or not _replayed(m, self.skip)]
+            return [m for m in items if m is HEARTBEAT or not _replayed(m, self.skip)]
         return items
 
 
-def _replayed(message, skip):
+def _replayed(message: events.Message, skip: dict[str, tuple[int, int]]) -> bool:
     last = skip.get(message.channel)
-    return last is not None and message.id is not None and events.parse_stream_id(message.id) <= last
+    if last is None or message.id is None:
+        return False
+    position = events.parse_stream_id(message.id)
+    return position is not None and position <= last
 
 
 class Relay:
-    def __init__(self, url, client, stats, settings):
+    def __init__(self, url: str, client: redis.Redis, stats: Stats, settings: Any) -> None:
         self.url = url
         self.client = client  # a regular client for XRANGE
         self.stats = stats
-        self.settings = settings
-        self.subscribers = set()
-        self._channels = {}  # channel -> set of subscribers
-        self._confirmed = {}  # channel -> Event set once Redis confirmed SUBSCRIBE
-        self._last_ids = {}  # durable channel -> last stream id relayed
-        self._holding = {}  # durable channel -> live messages held while its hole is filled
-        self._sock = None
+        self.settings = settings  # [pubsub]
+        self.subscribers: set[Subscriber] = set()
+        self._channels: dict[str, set[Subscriber]] = {}  # channel -> its subscribers
+        self._confirmed: dict[str, gevent.event.Event] = {}  # channel -> set once Redis confirmed SUBSCRIBE
+        self._last_ids: dict[str, str] = {}  # durable channel -> last stream id relayed
+        self._holding: dict[str, list[events.Message]] = {}  # durable channel -> live messages held while its hole is filled
+        self._sock: socket.socket | None = None
         self._write = gevent.lock.Semaphore()
-        self._greenlets = []
+        self._greenlets: list[gevent.Greenlet[..., Any]] = []
 
-    def apply(self, config):
+    def apply(self, config: Config) -> None:
         """Take a (re)loaded configuration: heartbeat, history and durable channels."""
         self.settings = config.pubsub
 
     # subscribers
 
-    def durable(self, channel):
+    def durable(self, channel: str) -> bool:
         patterns = [(p, self.settings.history) for p in self.settings.durable]
         return durable_history(patterns, channel) is not None
 
-    def subscribe(self, subscriber):
+    def subscribe(self, subscriber: Subscriber) -> None:
         """Register ``subscriber``; wait (bounded) until Redis confirmed its channels."""
         self.subscribers.add(subscriber)
         self.stats.subscribers += 1
@@ -133,7 +149,7 @@ class Relay:
             for channel in subscriber.channels:
                 self._confirmed[channel].wait(CONFIRM_TIMEOUT)
 
-    def unsubscribe(self, subscriber):
+    def unsubscribe(self, subscriber: Subscriber) -> None:
         if subscriber not in self.subscribers:
             return
         self.subscribers.discard(subscriber)
@@ -151,7 +167,7 @@ class Relay:
         if gone:
             self._send("UNSUBSCRIBE", *gone)
 
-    def replay(self, channel, after):
+    def replay(self, channel: str, after: str) -> tuple[bool, list[events.Message]]:
         """Messages of durable ``channel`` after stream id ``after`` (a string, maybe bogus).
 
         Returns:
@@ -159,34 +175,42 @@ class Relay:
             is unknown or older than the history kept.
         """
         position = events.parse_stream_id(after)
-        first = self.client.xrange(keys.stream(channel), count=1)
+        first = self._range(channel)
         if position is None:
             start, gap = "-", True
         else:
             start = "(" + after
             oldest = events.parse_stream_id(first[0][0].decode()) if first else None
             gap = oldest is not None and oldest > position and position != (0, 0)
-            last = self.client.xrevrange(keys.stream(channel), count=1)
-            if last and events.parse_stream_id(last[0][0].decode()) < position:
+            last = self._range(channel, newest=True)
+            newest = events.parse_stream_id(last[0][0].decode()) if last else None
+            if newest is not None and newest < position:
                 start, gap = "-", True  # an id from the future: the stream was reset
-        entries = self.client.xrange(keys.stream(channel), min=start, count=self.settings.history)
+        entries = self._range(channel, start, count=self.settings.history)
         return gap, [self._entry(channel, entry_id, fields) for entry_id, fields in entries]
 
-    def _entry(self, channel, entry_id, fields):
+    def _range(self, channel: str, start: str = "-", count: int = 1, newest: bool = False) -> StreamEntries:
+        """XRANGE of a durable channel's stream from ``start``, or XREVRANGE from its end
+        (``newest``): (id, fields) pairs."""
+        key = keys.stream(channel)
+        entries = self.client.xrevrange(key, count=count) if newest else self.client.xrange(key, min=start, count=count)
+        return cast(StreamEntries, entries)  # redis-py types both decode_responses; this client's are bytes
+
+    def _entry(self, channel: str, entry_id: bytes, fields: dict[bytes, bytes]) -> events.Message:
         message = events.decode(channel, fields.get(b"m", b""))
         message.id = entry_id.decode()
         return message
 
     # the subscription connection
 
-    def start(self):
+    def start(self) -> None:
         self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._heartbeats)]
 
-    def stop(self):
+    def stop(self) -> None:
         gevent.killall(self._greenlets)
         self._close()
 
-    def _send(self, *command):
+    def _send(self, *command: str) -> None:
         sock = self._sock
         if sock is None:
             return  # not connected: _connect subscribes every channel
@@ -197,13 +221,13 @@ class Relay:
         except OSError as exc:
             log.debug("pub/sub write failed: %s", exc)
 
-    def _run(self):
+    def _run(self) -> None:
         delay = 0.1
         while True:
             try:
-                self._connect()
+                sock, reader = self._connect()
                 delay = 0.1
-                self._read()
+                self._read(sock, reader)
             except (OSError, hiredis.ProtocolError, ConnectionError) as exc:
                 log.warning("pub/sub connection to Redis lost (%s); reconnecting in %.1fs", exc, delay)
             self._close()
@@ -211,7 +235,7 @@ class Relay:
             gevent.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX)
 
-    def _connect(self):
+    def _connect(self) -> tuple[socket.socket, hiredis.Reader]:
         url = urllib.parse.urlparse(self.url)
         sock = redisconn.open_socket(url, connect_timeout=5)
         sock.settimeout(READ_TIMEOUT)
@@ -222,7 +246,6 @@ class Relay:
             reply = redisconn.read_reply(sock, reader)
             if isinstance(reply, hiredis.ReplyError):
                 raise ConnectionError(f"AUTH refused: {reply}")
-        self._reader = reader
         self._sock = sock
         channels = list(self._channels)
         for channel in channels:
@@ -231,14 +254,14 @@ class Relay:
             self._holding.update((c, []) for c in channels if c in self._last_ids)
             self._send("SUBSCRIBE", *channels)
         log.info("pub/sub connected to Redis (%d channels)", len(channels))
+        return sock, reader
 
-    def _close(self):
+    def _close(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
 
-    def _read(self):
-        sock, reader = self._sock, self._reader
+    def _read(self, sock: socket.socket, reader: hiredis.Reader) -> None:
         pinger = gevent.spawn(self._ping)
         try:
             while True:
@@ -251,12 +274,12 @@ class Relay:
         finally:
             pinger.kill(block=False)
 
-    def _ping(self):
+    def _ping(self) -> None:
         while True:
             gevent.sleep(PING_INTERVAL)
             self._send("PING")
 
-    def _handle(self, reply):
+    def _handle(self, reply: Any) -> None:
         if isinstance(reply, hiredis.ReplyError):
             log.error("pub/sub: Redis replied %s", reply)
             return
@@ -271,7 +294,7 @@ class Relay:
             if channel in self._holding:
                 gevent.spawn(self._fill_hole, channel)
 
-    def _dispatch(self, channel, payload):
+    def _dispatch(self, channel: str, payload: bytes) -> None:
         subscribers = self._channels.get(channel)
         if not subscribers:
             return
@@ -286,7 +309,7 @@ class Relay:
             return
         self._fan_out(message, subscribers)
 
-    def _fan_out(self, message, subscribers):
+    def _fan_out(self, message: events.Message, subscribers: Iterable[Subscriber]) -> None:
         if message.id is not None:
             self._last_ids[message.channel] = message.id
         self.stats.messages_relayed += 1
@@ -295,7 +318,7 @@ class Relay:
             if not subscriber.push(message, size):
                 self.stats.slow_clients_dropped += 1
 
-    def _fill_hole(self, channel):
+    def _fill_hole(self, channel: str) -> None:
         """After a reconnection: relay what a durable channel got while we were away."""
         held = self._holding.get(channel, [])
         try:
@@ -312,10 +335,11 @@ class Relay:
             self._holding.pop(channel, None)
         last = events.parse_stream_id(self._last_ids.get(channel))
         for message in held:
-            if last is None or message.id is None or events.parse_stream_id(message.id) > last:
+            position = events.parse_stream_id(message.id)  # None without an id
+            if last is None or position is None or position > last:
                 self._fan_out(message, self._channels.get(channel, ()))
 
-    def _heartbeats(self):
+    def _heartbeats(self) -> None:
         while True:
             gevent.sleep(self.settings.heartbeat)
             for subscriber in list(self.subscribers):

@@ -25,7 +25,7 @@ import logging
 import socket
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gevent
 import httptools
@@ -57,7 +57,9 @@ class Connection:
         self.sock = sock
         self.peer = address[0] if isinstance(address, tuple) else "unix socket"  # for log lines
         self.remote_addr = address[0] if isinstance(address, tuple) else None  # for the job's env
-        self.greenlet = gevent.getcurrent()
+        # the StreamServer runs each connection in a gevent Greenlet (getcurrent() is typed
+        # as any greenlet, which has no kill())
+        self.greenlet = cast("gevent.Greenlet[..., Any]", gevent.getcurrent())
         self.parser: Any = httptools.HttpRequestParser(self)
         self.requests: deque[Request] = deque()
         self.current: Request | None = None

@@ -97,10 +97,13 @@ def _replay(conn: Connection, relay: Relay, subscriber: Subscriber, durable: lis
         if gap:
             frames.append(b"event: gap\ndata: %s\n\n" % channel.encode())
         for message in messages:
+            assert message.id is not None  # a message replayed from the stream has its id
             positions[channel] = message.id
             frames.append(message.sse(_event_id(message, durable, positions)))
         if messages:
-            subscriber.skip[channel] = events.parse_stream_id(messages[-1].id)
+            last = events.parse_stream_id(messages[-1].id)
+            if last is not None:  # a stream id, as every id Redis gives
+                subscriber.skip[channel] = last
         elif channel in wanted:
             positions[channel] = wanted[channel]
     if frames:
@@ -169,7 +172,8 @@ def _direct_writer(conn: Connection, subscriber: Subscriber) -> Callable[[Any], 
         else:
             last = subscriber.skip.get(item.channel)
             if last is not None and item.id is not None:
-                if events.parse_stream_id(item.id) <= last:
+                position = events.parse_stream_id(item.id)
+                if position is not None and position <= last:
                     return True  # already replayed
                 del subscriber.skip[item.channel]
             frame = item.sse()
