@@ -4,9 +4,12 @@ The only module that installs logging handlers, monkey-patches gevent (first thi
 redis is imported) and decides exit codes: 0 clean stop, 1 runtime failure, 2 user error.
 """
 
+from __future__ import annotations
+
 import argparse
 import logging
 import sys
+from collections.abc import Iterable, Sequence
 
 from tempest import __version__, config
 from tempest.errors import ConfigError, ExitCode, StartupError
@@ -14,7 +17,7 @@ from tempest.errors import ConfigError, ExitCode, StartupError
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> ExitCode:
     """tempestd -c FILE [--check]"""
     parser = argparse.ArgumentParser(prog="tempestd", description="The tempest application server.")
     parser.add_argument("-c", "--config", required=True, metavar="FILE", help="the INI file")
@@ -47,8 +50,12 @@ def main(argv=None):
         return ExitCode.RUNTIME
 
 
-def setup_logging(level, path=""):
-    handler = logging.FileHandler(path) if path else logging.StreamHandler()
+def setup_logging(level: str, path: str = "") -> None:
+    handler: logging.Handler
+    if path:
+        handler = logging.FileHandler(path)
+    else:
+        handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.addHandler(handler)
@@ -58,7 +65,7 @@ def setup_logging(level, path=""):
 CONTROL_COMMANDS = ("status", "start", "stop", "restart", "reload", "shutdown")
 
 
-def tempest_main(argv=None):
+def tempest_main(argv: Sequence[str] | None = None) -> ExitCode:
     """tempest status|start|stop|restart|reload|shutdown|check|config-docs"""
     parser = argparse.ArgumentParser(prog="tempest", description="Tools for tempest.")
     parser.add_argument("--version", action="version", version=f"tempest {__version__}")
@@ -93,7 +100,7 @@ def tempest_main(argv=None):
     return _control(settings, args)
 
 
-def _publish(settings, args):
+def _publish(settings: config.Config, args: argparse.Namespace) -> ExitCode:
     import redis
     import simplejson as json
 
@@ -120,7 +127,7 @@ def _publish(settings, args):
     return ExitCode.OK
 
 
-def _control(settings, args):
+def _control(settings: config.Config, args: argparse.Namespace) -> ExitCode:
     import redis
 
     from tempest.control import STATUS_FIELDS, socket_path
@@ -145,9 +152,9 @@ def _control(settings, args):
     return ExitCode.OK
 
 
-def format_table(header, rows):
-    rows = [[str(cell) for cell in row] for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+def format_table(header: Sequence[object], rows: Iterable[Iterable[object]]) -> str:
+    cells = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
     lines = ["  ".join(str(h).upper().ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in cells]
     return "\n".join(line.rstrip() for line in lines)

@@ -230,6 +230,7 @@ class WebSocket:
                 return
             self._partial.append(event.data)
             if event.message_finished:
+                data: str | bytes
                 data = "".join(self._partial) if isinstance(event, TextMessage) else b"".join(self._partial)
                 self._partial, self._partial_size = [], 0
                 self.handler.job(self, data)
