@@ -12,11 +12,19 @@ unknown command, so that a typo in a worker's command is an error, not an answer
 silently.
 """
 
+from __future__ import annotations
+
 import logging
 import re
+from typing import TYPE_CHECKING
 
 from tempest import __version__, jobs, resp
-from tempest.respserver import REDIS_VERSION, RespServer, arity
+from tempest.respserver import REDIS_VERSION, ClientState, RespServer, arity
+
+if TYPE_CHECKING:
+    from tempest.http.websocket import Sockets
+    from tempest.stats import Stats
+    from tempest.waiting import Registry
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +36,8 @@ _ACTION = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 class AnswerServer(RespServer):
     what = "answer endpoint"
 
-    def __init__(self, address, registry, stats, sockets, password="", max_answer=64 << 20, backlog=1024):
+    def __init__(self, address: tuple[str, int], registry: Registry, stats: Stats, sockets: Sockets,
+                 password: str = "", max_answer: int = 64 << 20, backlog: int = 1024) -> None:
         super().__init__(address, password, backlog)
         self._sockets = sockets  # the open WebSockets (tempest.http.websocket.Sockets)
         self._registry = registry
@@ -36,20 +45,20 @@ class AnswerServer(RespServer):
         self._max_answer = max_answer
         self._actions = set(BUILTIN_ACTIONS)
 
-    def connected(self):
+    def connected(self) -> None:
         self._stats.answer_connections += 1
 
-    def execute(self, client, command):
+    def execute(self, client: ClientState, command: list[bytes]) -> bytes:
         if command[0] == b"url" and len(command) == 3 and client.authenticated:  # most commands
             return self.answer("url", command[1:])
         return super().execute(client, command)
 
-    def unknown(self, client, name, args):
+    def unknown(self, client: ClientState, name: str, args: list[bytes]) -> bytes:
         if len(args) == 2 and name in self._actions:  # <action> <job_id> <json>
             return self.answer(name, args)
         return super().unknown(client, name, args)
 
-    def cmd_actions(self, client, args):
+    def cmd_actions(self, client: ClientState, args: list[bytes]) -> bytes:
         """``ACTIONS <action>...``: answers named so are answers, not unknown commands."""
         if not args:
             return arity("actions")
@@ -63,7 +72,7 @@ class AnswerServer(RespServer):
         self._actions |= new
         return resp.OK
 
-    def answer(self, action, args):
+    def answer(self, action: str, args: list[bytes]) -> bytes:
         job_id = args[0].decode("utf-8", "replace")
         payload = self._bounded(action, job_id, args[1])
         if action == "ws":
@@ -74,27 +83,27 @@ class AnswerServer(RespServer):
 
     # a streamed answer: stream <job_id> <[status, headers]>, chunk <job_id> <bytes>..., end <job_id>
 
-    def cmd_stream(self, client, args):
+    def cmd_stream(self, client: ClientState, args: list[bytes]) -> bytes:
         if len(args) != 2:
             return arity("stream")
         job_id = args[0].decode("utf-8", "replace")
         self._registry.start_stream(job_id, jobs.HTTP_ACTION, self._bounded("stream", job_id, args[1]))
         return resp.OK
 
-    def _bounded(self, action, job_id, payload):
+    def _bounded(self, action: str, job_id: str, payload: bytes) -> bytes:
         """``payload``, or, above max_answer, a JSON string (not a list: the request gets a 502)."""
         if len(payload) <= self._max_answer:
             return payload
         log.warning("answer to %s %s is %d bytes, over max_answer", action, job_id, len(payload))
         return b'"answer over max_answer"'
 
-    def cmd_chunk(self, client, args):
+    def cmd_chunk(self, client: ClientState, args: list[bytes]) -> bytes:
         if len(args) != 2:
             return arity("chunk")
         self._registry.chunk(args[0].decode("utf-8", "replace"), args[1], self._max_answer)
         return resp.OK
 
-    def cmd_end(self, client, args):
+    def cmd_end(self, client: ClientState, args: list[bytes]) -> bytes:
         """``end <job_id>``; ``end <job_id> abort``: the worker failed, the body is incomplete."""
         if len(args) not in (1, 2):
             return arity("end")
@@ -105,7 +114,7 @@ class AnswerServer(RespServer):
             self._registry.chunk(job_id, None, self._max_answer)
         return resp.OK
 
-    def _to_websocket(self, socket_id, payload):
+    def _to_websocket(self, socket_id: str, payload: bytes) -> None:
         """``ws <socket_id> <json>``: a text frame for one WebSocket (a JSON string is sent as
         its text, any other JSON value as JSON)."""
         try:
@@ -118,7 +127,7 @@ class AnswerServer(RespServer):
             self._stats.answers_dropped += 1
             log.debug("dropped ws answer for %s: no such socket", socket_id)
 
-    def cmd_info(self, client, args):
+    def cmd_info(self, client: ClientState, args: list[bytes]) -> bytes:
         lines = ["# Server", f"redis_version:{REDIS_VERSION}", f"tempest_version:{__version__}",
                  "redis_mode:standalone", "", "# Tempest", f"pending_jobs:{len(self._registry)}"]
         lines += [f"{name}:{value}" for name, value in self._stats.as_dict().items()]

@@ -5,26 +5,33 @@ the greetings of any Redis client, so ``redis-cli -s <socket> status`` works as 
 ``tempest status``.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import socket
+from typing import TYPE_CHECKING
 
 import gevent.socket
 
 from tempest import resp
 from tempest.errors import StartupError
-from tempest.respserver import RespServer, arity
+from tempest.respserver import ClientState, RespServer, arity
+
+if TYPE_CHECKING:
+    from tempest.config import Config
+    from tempest.daemon import Daemon
 
 log = logging.getLogger(__name__)
 
 STATUS_FIELDS = ("name", "state", "pid", "uptime", "restarts", "last_exit")
 
 
-def socket_path(config):
+def socket_path(config: Config) -> str:
     return os.path.join(config.tempest.run_dir, f"{config.tempest.name}.sock")
 
 
-def bind_unix(path):
+def bind_unix(path: str) -> gevent.socket.socket:
     """A listening unix socket at ``path``, readable and writable by its owner only."""
     if len(path.encode()) > 107:
         raise StartupError(f"control socket path too long for a unix socket: {path}")
@@ -53,23 +60,25 @@ def bind_unix(path):
 class ControlServer(RespServer):
     what = "control socket"
 
-    def __init__(self, path, daemon):
+    def __init__(self, path: str, daemon: Daemon) -> None:
         self.path = path
         self.daemon = daemon
         super().__init__(bind_unix(path))
 
-    def stop(self, timeout=1):
+    def stop(self, timeout: float = 1) -> None:
         super().stop(timeout)
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
 
-    def cmd_status(self, client, args):
-        rows = [[row[field] for field in STATUS_FIELDS] for row in self.daemon.supervisor.status()]
+    def cmd_status(self, client: ClientState, args: list[bytes]) -> bytes:
+        supervisor = self.daemon.supervisor
+        assert supervisor is not None  # the control socket opens once tempestd has started
+        rows = [[row[field] for field in STATUS_FIELDS] for row in supervisor.status()]
         return resp.encode(rows, client.protocol)
 
-    def _each(self, args, verb):
+    def _each(self, args: list[bytes], verb: str) -> bytes:
         if len(args) != 1:
             return arity(verb)
         target = args[0].decode("utf-8", "replace")
@@ -80,23 +89,23 @@ class ControlServer(RespServer):
         log.info("control: %s %s", verb, target)
         return resp.OK
 
-    def cmd_start(self, client, args):
+    def cmd_start(self, client: ClientState, args: list[bytes]) -> bytes:
         return self._each(args, "start")
 
-    def cmd_stop(self, client, args):
+    def cmd_stop(self, client: ClientState, args: list[bytes]) -> bytes:
         return self._each(args, "stop")
 
-    def cmd_restart(self, client, args):
+    def cmd_restart(self, client: ClientState, args: list[bytes]) -> bytes:
         return self._each(args, "restart")
 
-    def cmd_reload(self, client, args):
+    def cmd_reload(self, client: ClientState, args: list[bytes]) -> bytes:
         problem = self.daemon.reload()
         return resp.error(f"ERR reload refused: {problem}") if problem else resp.OK
 
-    def cmd_shutdown(self, client, args):
+    def cmd_shutdown(self, client: ClientState, args: list[bytes]) -> bytes:
         self.daemon.request_shutdown("control socket")
         return resp.OK
 
-    def cmd_info(self, client, args):
+    def cmd_info(self, client: ClientState, args: list[bytes]) -> bytes:
         lines = [f"{name}:{value}" for name, value in self.daemon.stats.as_dict().items()]
         return resp.bulk("# Tempest\r\n" + "\r\n".join(lines) + "\r\n")

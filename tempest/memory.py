@@ -6,16 +6,19 @@ level. Once the connections fall to a quarter of their peak, glibc's ``malloc_tr
 the free pages at the top and inside the heap. Elsewhere than glibc it does nothing.
 """
 
+from __future__ import annotations
+
 import ctypes
 import ctypes.util
 import logging
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
 TRIM_PEAK = 1000  # connections: smaller bursts are not worth a trim
 
 
-def _malloc_trim():
+def _malloc_trim() -> Callable[[int], object] | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return libc.malloc_trim
@@ -24,11 +27,11 @@ def _malloc_trim():
 
 
 class Trimmer:
-    def __init__(self, trim=None):
+    def __init__(self, trim: Callable[[int], object] | None = None) -> None:
         self.peak = 0
         self._trim = trim if trim is not None else _malloc_trim()
 
-    def observe(self, count):
+    def observe(self, count: int) -> bool:
         """Called with the number of open connections; trims after a burst has passed.
         True when it trimmed."""
         if count > self.peak:

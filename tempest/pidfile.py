@@ -1,5 +1,7 @@
 """The pid file: written at start, refused when a live tempestd holds it, removed at exit."""
 
+from __future__ import annotations
+
 import os
 
 from tempest.errors import StartupError
@@ -7,11 +9,11 @@ from tempest.supervisor.process import alive
 
 
 class Pidfile:
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.pid = None
+        self.pid: int | None = None
 
-    def create(self, pid=None):
+    def create(self, pid: int | None = None) -> None:
         pid = pid or os.getpid()
         other = self.read()
         if other and other != pid and alive(other):
@@ -24,14 +26,14 @@ class Pidfile:
         os.replace(temporary, self.path)
         self.pid = pid
 
-    def read(self):
+    def read(self) -> int | None:
         try:
             with open(self.path) as handle:
                 return int(handle.read().strip() or 0)
         except (OSError, ValueError):
             return None
 
-    def remove(self):
+    def remove(self) -> None:
         if self.pid is not None and self.read() == self.pid:
             try:
                 os.unlink(self.path)

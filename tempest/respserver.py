@@ -8,13 +8,19 @@ SELECT, PING, ECHO, COMMAND, RESET, QUIT) as Redis would, so that redis-py, redi
 ``unknown``.
 """
 
+from __future__ import annotations
+
 import logging
 import socket
+from typing import TYPE_CHECKING, Any
 
 from gevent.server import StreamServer
 
 from tempest import resp
 from tempest.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from gevent.socket import socket as GeventSocket
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +35,19 @@ class ClientState:
 
     __slots__ = ("id", "protocol", "authenticated", "name", "quit")
 
-    def __init__(self, client_id, authenticated):
+    def __init__(self, client_id: int, authenticated: bool) -> None:
         self.id = client_id
         self.protocol = 2
         self.authenticated = authenticated
-        self.name = None
+        self.name: bytes | None = None
         self.quit = False
 
 
 class RespServer:
     what = "RESP server"  # for log lines
 
-    def __init__(self, listener, password="", backlog=1024):
+    def __init__(self, listener: tuple[str, int] | GeventSocket, password: str = "",
+                 backlog: int | None = 1024) -> None:
         self.password = password
         self._clients = 0
         if not isinstance(listener, tuple):  # a bound socket brings its own backlog
@@ -48,19 +55,19 @@ class RespServer:
         self.server = StreamServer(listener, self._handle, backlog=backlog)
 
     @property
-    def address(self):
+    def address(self) -> str | tuple[str, int]:
         return self.server.address
 
-    def start(self):
+    def start(self) -> None:
         self.server.start()
 
-    def stop(self, timeout=1):
+    def stop(self, timeout: float = 1) -> None:
         self.server.stop(timeout=timeout)
 
-    def connected(self):
+    def connected(self) -> None:
         """Called for each new connection."""
 
-    def _handle(self, sock, address):
+    def _handle(self, sock: GeventSocket, address: Any) -> None:
         if sock.family in (socket.AF_INET, socket.AF_INET6):  # replies go out at once (no Nagle)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connected()
@@ -79,7 +86,7 @@ class RespServer:
                     log.warning("%s: protocol error from %s: %s", self.what, peer, exc)
                     sock.sendall(resp.error(f"ERR Protocol error: {exc}"))
                     break
-                replies = []
+                replies: list[bytes] = []
                 for command in commands:
                     replies.append(self.execute(client, command))
                     if client.quit:
@@ -91,7 +98,7 @@ class RespServer:
         finally:
             sock.close()
 
-    def execute(self, client, command):
+    def execute(self, client: ClientState, command: list[bytes]) -> bytes:
         """Run one command; return its encoded reply."""
         name = command[0].decode("utf-8", "replace").lower()
         args = command[1:]
@@ -104,31 +111,31 @@ class RespServer:
             return NOAUTH
         return handler(client, args)
 
-    def unknown(self, client, name, args):
+    def unknown(self, client: ClientState, name: str, args: list[bytes]) -> bytes:
         shown = " ".join(f"'{a.decode('utf-8', 'replace')[:32]}'" for a in args[:3])
         return resp.error(f"ERR unknown command '{name[:64]}', with args beginning with: {shown}")
 
     # what Redis clients send on connect, answered as Redis would
 
-    def cmd_ping(self, client, args):
+    def cmd_ping(self, client: ClientState, args: list[bytes]) -> bytes:
         return resp.bulk(args[0]) if args else resp.PONG
 
-    def cmd_echo(self, client, args):
+    def cmd_echo(self, client: ClientState, args: list[bytes]) -> bytes:
         return resp.bulk(args[0]) if len(args) == 1 else arity("echo")
 
-    def cmd_quit(self, client, args):
+    def cmd_quit(self, client: ClientState, args: list[bytes]) -> bytes:
         client.quit = True
         return resp.OK
 
-    def cmd_select(self, client, args):
+    def cmd_select(self, client: ClientState, args: list[bytes]) -> bytes:
         return resp.OK if len(args) == 1 and args[0].isdigit() else resp.error("ERR invalid DB index")
 
-    def cmd_auth(self, client, args):
+    def cmd_auth(self, client: ClientState, args: list[bytes]) -> bytes:
         if len(args) not in (1, 2):
             return arity("auth")
         return self._authenticate(client, args)
 
-    def _authenticate(self, client, args):
+    def _authenticate(self, client: ClientState, args: list[bytes]) -> bytes:
         if not self.password:
             client.authenticated = True
             return resp.OK
@@ -139,7 +146,7 @@ class RespServer:
         log.warning("%s: wrong password (client %d)", self.what, client.id)
         return WRONGPASS
 
-    def cmd_hello(self, client, args):
+    def cmd_hello(self, client: ClientState, args: list[bytes]) -> bytes:
         protocol = client.protocol
         if args:
             if args[0] not in (b"2", b"3"):
@@ -165,7 +172,7 @@ class RespServer:
                             "id": client.id, "mode": "standalone", "role": "master",
                             "modules": []}, protocol)
 
-    def cmd_client(self, client, args):
+    def cmd_client(self, client: ClientState, args: list[bytes]) -> bytes:
         sub = args[0].lower() if args else b""
         if sub in (b"setinfo", b"setname"):
             if sub == b"setname" and len(args) == 2:
@@ -177,14 +184,14 @@ class RespServer:
             return resp.integer(client.id)
         return resp.error(f"ERR unknown subcommand '{sub.decode('utf-8', 'replace')}'")
 
-    def cmd_command(self, client, args):
+    def cmd_command(self, client: ClientState, args: list[bytes]) -> bytes:
         return resp.encode([], client.protocol)
 
-    def cmd_reset(self, client, args):
+    def cmd_reset(self, client: ClientState, args: list[bytes]) -> bytes:
         client.protocol = 2
         client.authenticated = not self.password
         return resp.simple("RESET")
 
 
-def arity(name):
+def arity(name: str) -> bytes:
     return resp.error(f"ERR wrong number of arguments for '{name}' command")

@@ -1,13 +1,16 @@
 """The systemd notify protocol (sd_notify): READY=1, RELOADING=1, STOPPING=1, STATUS=..."""
 
+from __future__ import annotations
+
 import logging
 import os
 import socket
+from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
 
-def notify(state, environ=os.environ):
+def notify(state: str, environ: Mapping[str, str] = os.environ) -> bool:
     """Send ``state`` to $NOTIFY_SOCKET; False when not run by systemd (no socket)."""
     path = environ.get("NOTIFY_SOCKET")
     if not path:

@@ -4,13 +4,19 @@ Run: ``python -m tempest.examples.hello [queue] [--reliable]`` (Redis from TEMPE
 queue ``tempest`` unless given; ``--reliable``: reliable delivery, see the Worker class).
 """
 
+from __future__ import annotations
+
 import logging
 import sys
+from typing import TYPE_CHECKING, Any
 
 from tempest import Worker
 
+if TYPE_CHECKING:
+    from tempest import Context
 
-def main(argv=None):
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     reliable = "--reliable" in argv
     argv = [a for a in argv if a != "--reliable"]
@@ -20,7 +26,7 @@ def main(argv=None):
     count = 0
 
     @worker.on("url")
-    def hello(context, env):
+    def hello(context: Context, env: dict[str, Any]) -> list[object]:
         nonlocal count
         count += 1
         return [200, {}, f"Hello world! #{count}"]
