@@ -25,6 +25,7 @@ import logging
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import gevent
@@ -311,7 +312,7 @@ class Connection:
         self._readable = True
         self.notify()
 
-    def _read_now(self, sink: Any) -> bool:
+    def _read_now(self, sink: Callable[[bytes], object]) -> bool:
         """Read what the client sent without waiting and give it to ``sink``; False on EOF."""
         try:
             data = self._raw.recv(RECV_SIZE)

@@ -75,11 +75,12 @@ class Server:
         for handler in self._handlers():
             handler.apply(config)
 
-    def _handlers(self) -> list[Any]:
-        return [h for h in (self.forwarder, self.static, self.events, self.websockets) if h is not None]
+    def _handlers(self) -> list[Handler]:
+        handlers: tuple[Handler | None, ...] = (self.forwarder, self.static, self.events, self.websockets)
+        return [h for h in handlers if h is not None]
 
     @property
-    def address(self) -> Any:
+    def address(self) -> str | tuple[str, int]:
         return self.server.address
 
     def handler_for(self, request: Request, path: str) -> Handler:

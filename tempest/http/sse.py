@@ -122,7 +122,7 @@ def _positions(last_event_id: str, durable: list[str]) -> dict[str, str]:
     return found
 
 
-def _event_id(message: Any, durable: list[str], positions: dict[str, str]) -> str | None:
+def _event_id(message: events.Message, durable: list[str], positions: dict[str, str]) -> str | None:
     """The SSE id: the stream id, or every durable channel's position when there are several."""
     if message.id is None or len(durable) < 2:
         return None

@@ -20,7 +20,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Message, Ping, TextMessage
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Event, Message, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from tempest import jobs
@@ -220,7 +220,7 @@ class WebSocket:
             log.info("%s: WebSocket protocol error: %s", self.conn.peer, exc)
             self._close(1002, "protocol error")
 
-    def _event(self, event: Any) -> None:
+    def _event(self, event: Event) -> None:
         if isinstance(event, (TextMessage, BytesMessage)):
             self._partial_size += len(event.data)
             if self._partial_size > self.settings.max_frame:
