@@ -23,13 +23,14 @@ import gevent
 import gevent.event
 import gevent.lock
 import hiredis
-import redis
 
 from tempest import events, keys, redisconn, resp
 from tempest.publish import durable_history
 from tempest.stats import Stats
 
 if TYPE_CHECKING:
+    import redis
+
     from tempest.config import Config
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,8 @@ class Relay:
         self._channels: dict[str, set[Subscriber]] = {}  # channel -> its subscribers
         self._confirmed: dict[str, gevent.event.Event] = {}  # channel -> set once Redis confirmed SUBSCRIBE
         self._last_ids: dict[str, str] = {}  # durable channel -> last stream id relayed
-        self._holding: dict[str, list[events.Message]] = {}  # durable channel -> live messages held while its hole is filled
+        # durable channel -> live messages held while its hole is filled
+        self._holding: dict[str, list[events.Message]] = {}
         self._sock: socket.socket | None = None
         self._write = gevent.lock.Semaphore()
         self._greenlets: list[gevent.Greenlet[..., Any]] = []
