@@ -18,11 +18,12 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from tempest import __version__, jobs, resp
+from tempest import __version__, jobs, keys, resp
 from tempest.respserver import REDIS_VERSION, ClientState, RespServer, arity
 
 if TYPE_CHECKING:
     from tempest.http.websocket import Sockets
+    from tempest.pusher import Pusher
     from tempest.stats import Stats
     from tempest.waiting import Registry
 
@@ -31,15 +32,19 @@ log = logging.getLogger(__name__)
 BUILTIN_ACTIONS = frozenset((jobs.HTTP_ACTION, "ws"))
 MAX_ACTIONS = 256  # declared actions kept (a bound: they are never forgotten)
 _ACTION = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+GATHER = b"gather:"  # the job id of a fan-out's part: gather:<gid>:<index>
+_GATHER_ID = re.compile(r"^gather:([A-Za-z0-9_-]{1,64}):(\d{1,6})$")
+ABORT = (b"abort", b'"abort"')  # end <job_id> abort, as a word or as JSON
 
 
 class AnswerServer(RespServer):
     what = "answer endpoint"
 
     def __init__(self, address: tuple[str, int], registry: Registry, stats: Stats, sockets: Sockets,
-                 password: str = "", max_answer: int = 64 << 20, backlog: int = 1024) -> None:
+                 pusher: Pusher, password: str = "", max_answer: int = 64 << 20, backlog: int = 1024) -> None:
         super().__init__(address, password, backlog)
         self._sockets = sockets  # the open WebSockets (tempest.http.websocket.Sockets)
+        self._pusher = pusher  # for the results of gathered parts
         self._registry = registry
         self._stats = stats
         self._max_answer = max_answer
@@ -54,7 +59,7 @@ class AnswerServer(RespServer):
         return super().execute(client, command)
 
     def unknown(self, client: ClientState, name: str, args: list[bytes]) -> bytes:
-        if len(args) == 2 and name in self._actions:  # <action> <job_id> <json>
+        if len(args) == 2 and (name in self._actions or args[0].startswith(GATHER)):  # <action> <job_id> <json>
             return self.answer(name, args)
         return super().unknown(client, name, args)
 
@@ -77,9 +82,22 @@ class AnswerServer(RespServer):
         payload = self._bounded(action, job_id, args[1])
         if action == "ws":
             self._to_websocket(job_id, payload)
+        elif job_id.startswith("gather:"):
+            self._gathered(action, job_id, payload)
         else:
             self._registry.answer(job_id, action, payload)
         return resp.OK
+
+    def _gathered(self, action: str, job_id: str, payload: bytes) -> None:
+        """The answer to a part of a fan-out (job id ``gather:<gid>:<index>``): added to the
+        stream its gatherer reads (if it still does)."""
+        match = _GATHER_ID.match(job_id)
+        if match is None:
+            self._stats.answers_dropped += 1
+            log.debug("dropped answer %s %.80s: not a gather:<gid>:<index> id", action, job_id)
+            return
+        self._stats.answers += 1
+        self._pusher.add_result(keys.gather(match[1]), match[2].encode(), payload)
 
     # a streamed answer: stream <job_id> <[status, headers]>, chunk <job_id> <bytes>..., end <job_id>
 
@@ -104,11 +122,11 @@ class AnswerServer(RespServer):
         return resp.OK
 
     def cmd_end(self, client: ClientState, args: list[bytes]) -> bytes:
-        """``end <job_id>``; ``end <job_id> abort``: the worker failed, the body is incomplete."""
+        """``end <job_id> [<json>]``; ``end <job_id> abort``: the worker failed, the body is incomplete."""
         if len(args) not in (1, 2):
             return arity("end")
         job_id = args[0].decode("utf-8", "replace")
-        if len(args) == 2:
+        if len(args) == 2 and args[1] in ABORT:  # explicitly: any other JSON ends the stream normally
             self._registry.abort_stream(job_id)
         else:
             self._registry.chunk(job_id, None, self._max_answer)

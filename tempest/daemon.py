@@ -159,7 +159,7 @@ class Daemon:
         self.pusher = Pusher(config.redis.url, self.registry, self.stats, config.front.max_queue_length)
         self.client = client
         sockets = Sockets()  # the open WebSockets, for `ws <socket_id> <json>` answers
-        self.answers = AnswerServer(config.front.answer_listen, self.registry, self.stats, sockets,
+        self.answers = AnswerServer(config.front.answer_listen, self.registry, self.stats, sockets, self.pusher,
                                     config.front.answer_password, config.front.max_answer)
         _listen(self.answers.server, config.front.answer_listen, "answer endpoint")
         respond_to = "%s:%d" % (config.front.answer_advertise or self.answers.address[:2])

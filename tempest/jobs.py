@@ -143,18 +143,53 @@ def decode_http_answer(data: bytes | str) -> tuple[int, list[tuple[bytes, bytes]
     Raises:
         BadAnswer: the answer is not valid JSON or cannot be sent safely.
     """
-    try:
-        answer = loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadAnswer(f"not JSON: {exc}") from None
-    except RecursionError:
-        raise BadAnswer("JSON nested too deeply") from None
+    answer = _json(data)
     if not isinstance(answer, list) or len(answer) < 1:
         raise BadAnswer("not a JSON list [status, headers, body]")
     status = _status(answer[0])
     headers = _headers(answer[1] if len(answer) > 1 else None)
     body = _body(answer[2] if len(answer) > 2 else None)
     return status, headers, body
+
+
+def decode_stream_head(data: bytes | str) -> tuple[int, list[tuple[bytes, bytes]], bool]:
+    """Decode and check a streamed answer's head, ``[status, headers]`` or
+    ``[status, headers, {"chunks": "json"}]``.
+
+    Returns:
+        (status, headers, json_chunks): json_chunks True when each chunk is JSON (see
+        ``decode_chunk``), False when chunks are raw bytes.
+
+    Raises:
+        BadAnswer: the head is not valid JSON or cannot be sent safely.
+    """
+    head = _json(data)
+    if not isinstance(head, list) or not 1 <= len(head) <= 3:
+        raise BadAnswer("not a JSON list [status, headers] or [status, headers, options]")
+    options = head[2] if len(head) > 2 else None
+    if isinstance(options, str):  # a body, as in an answer: streams have none, it is ignored
+        options = None
+    if options not in (None, {}, {"chunks": "json"}, {"chunks": "raw"}):
+        raise BadAnswer(f'stream options are not {{"chunks": "json"}} or {{"chunks": "raw"}}: {options!r:.80}')
+    return _status(head[0]), _headers(head[1] if len(head) > 1 else None), options == {"chunks": "json"}
+
+
+def decode_chunk(data: bytes) -> bytes:
+    """A JSON chunk's bytes: a JSON string (its text as UTF-8) or ``{"base64": ...}``.
+
+    Raises:
+        BadAnswer: the chunk is neither.
+    """
+    return _body(_json(data))
+
+
+def _json(data: bytes | str) -> Any:
+    try:
+        return loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadAnswer(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise BadAnswer("JSON nested too deeply") from None
 
 
 def _status(value: object) -> int:

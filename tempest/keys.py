@@ -45,3 +45,9 @@ def deliveries(queue: str) -> str:
 def dead(queue: str) -> str:
     """The jobs of ``queue`` given back too often: they kill their workers (dead letters)."""
     return "tempest:dead:{" + queue + "}"
+
+
+def gather(gather_id: str) -> str:
+    """The stream of a fan-out's answers: made by its gatherer, added to by the answer
+    endpoint (entries ``part <index> answer <json>``), read by the gatherer with XREAD."""
+    return "tempest:gather:{" + gather_id + "}"

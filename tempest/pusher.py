@@ -34,6 +34,7 @@ if n <= 0 then return 0 end
 return redis.call('RPUSH', KEYS[1], unpack(ARGV, 2, n + 1)) and n
 """
 MAX_BATCH = 1000  # jobs per pipeline; bounds the size of one write to Redis
+MAX_RESULTS = 1000  # entries a gatherer's stream keeps (about: MAXLEN ~), whoever adds them
 Job = tuple[str, bytes, Pending | None]  # (queue, job, the request waiting for it)
 
 
@@ -45,6 +46,7 @@ class Pusher:
         self.max_queue_length = max_queue_length
         self._bounded_sha = hashlib.sha1(BOUNDED_PUSH.encode()).hexdigest()
         self._batch: list[Job] = []
+        self._results: list[resp.Command] = []  # the XADDs of gathered parts' answers
         self._wake = gevent.event.Event()
         self._failing = False
 
@@ -59,6 +61,14 @@ class Pusher:
         if not self._wake.is_set():
             self._wake.set()
 
+    def add_result(self, key: str, part: bytes, answer: bytes) -> None:
+        """Queue the answer of a fan-out's part for its gatherer's stream ``key``, added only
+        if the stream exists (XADD NOMKSTREAM: once the gatherer stopped waiting, it is gone)."""
+        self._results.append(["XADD", key, "NOMKSTREAM", "MAXLEN", "~", MAX_RESULTS, "*", "part", part,
+                              "answer", answer])
+        if not self._wake.is_set():
+            self._wake.set()
+
     def run(self) -> None:
         while True:
             self._wake.wait()
@@ -66,6 +76,18 @@ class Pusher:
             while self._batch:
                 batch, self._batch = self._batch[:MAX_BATCH], self._batch[MAX_BATCH:]
                 self._push(batch)
+            if self._results:
+                self._push_results()
+
+    def _push_results(self) -> None:
+        results, self._results = self._results, []
+        for command, reply in zip(results, self._execute(results)):
+            if isinstance(reply, (Exception, hiredis.ReplyError)):
+                self._stats.push_errors += 1
+                log.warning("cannot add a gathered answer to %s: %s", command[1], reply)
+            elif reply is None:  # NOMKSTREAM: no such stream
+                self._stats.answers_dropped += 1
+                log.debug("dropped the answer of part %s for %s: nobody gathers it any more", command[8], command[1])
 
     def _push(self, batch: list[Job]) -> None:
         by_queue: dict[str, tuple[list[bytes], list[Pending | None]]] = {}

@@ -104,9 +104,10 @@ class Registry:
         return True
 
     def answer(self, job_id: str, action: str, payload: bytes) -> bool:
-        """An answer arrived; False when nobody waits for it (it is dropped and counted)."""
+        """An answer arrived; False when nobody waits for it (it is dropped and counted). Its
+        action may differ from the job's: a forwarded job is answered by the last worker's."""
         pending = self._jobs.get(job_id)
-        if pending is None or pending.action != action:
+        if pending is None:
             self._stats.answers_dropped += 1
             log.debug("dropped answer %s %s: no request waits for it", action, job_id)
             return False

@@ -37,7 +37,7 @@ import hiredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tempest import jobs, redisconn, reliable, resp, sessions
+from tempest import jobs, keys, redisconn, reliable, resp, sessions
 from tempest.publish import Publisher
 from tempest.redisconn import RawConnection, ConnectionFailed
 
@@ -48,6 +48,7 @@ POLL_TIMEOUT = 1  # seconds a BLPOP blocks, so that a stop request is seen withi
 FLUSH_AFTER = 0.005  # seconds: answers held back for a batch are sent once they are this old
 RECONNECT_MAX = 5.0  # seconds between reconnection attempts, at most
 ANSWER_ACTIONS = (jobs.HTTP_ACTION, "ws")  # the actions every answer endpoint knows
+GATHER_TTL = 300  # seconds a fan-out's results list lives at most (the gatherer deletes it)
 
 Handler = Callable[..., object]  # handler(context, *args): its value, unless None, is the answer
 H = TypeVar("H", bound=Handler)
@@ -105,6 +106,32 @@ class Context:
         if self._session is not None and self._session.regenerated and self.action == jobs.HTTP_ACTION:
             data = _with_header(data, sessions.REGENERATED_HEADER, self._session.id)
         return self.worker.send_answer(self.respond_to, self.action, self.job_id, data)
+
+    def forward(self, queue: str, action: str, *args: Any) -> None:
+        """Pass the job on: push ``[action, args, respond_to, job_id]`` to ``queue``, so that the
+        worker that takes it (in any language) answers the waiting client, or forwards again.
+        The handler then sends no answer itself; the answer to a forwarded ``url`` job is an
+        HTTP answer, whoever sends it.
+
+        Raises:
+            ConnectionFailed: Redis could not be reached (the job was not passed on).
+        """
+        self.answered += 1  # someone else answers: no 500 for a handler that returns None
+        self.worker.push(queue, jobs.encode_job(action, list(args), self.respond_to, self.job_id))
+
+    def gather(self, parts: list[tuple[str, str, list[Any]]], timeout: float = 5.0) -> list[Any]:
+        """Fan out: send each part ``(queue, action, args)`` to its queue as a job, wait up to
+        ``timeout`` seconds for their answers, and return them in the parts' order, each the
+        decoded JSON of its answer, or None for a part that did not answer in time (or
+        answered with something that is not JSON). The parts' workers answer as for any job.
+
+        Raises:
+            ValueError: the job has no ``respond_to`` (the parts could not answer anywhere).
+            ConnectionFailed: Redis could not be reached.
+        """
+        if not self.respond_to:
+            raise ValueError("gather needs a job with respond_to (the answer endpoint relays the parts' answers)")
+        return self.worker.gather(self.respond_to, parts, timeout)
 
     def stream(self, status: int = 200, headers: Headers | None = None) -> Stream:
         """Begin a streamed answer to an HTTP request: its status and headers now, the body
@@ -360,6 +387,56 @@ class Worker:
             raise reply
         return reply
 
+    def push(self, queue: str, job: bytes) -> None:
+        """RPUSH an encoded job to ``queue`` (never retried: a retried RPUSH may push twice)."""
+        self._command("RPUSH", queue, job)
+
+    def gather(self, respond_to: str, parts: list[tuple[str, str, list[Any]]], timeout: float) -> list[Any]:
+        """The fan-out of ``Context.gather`` (see docs/protocol.md, "Fan-out and gather")."""
+        gather_id = secrets.token_urlsafe(16)
+        key = keys.gather(gather_id)
+        commands: list[resp.Command] = [["XADD", key, "*", "part", "-1"], ["EXPIRE", key, GATHER_TTL]]
+        for index, (queue, action, args) in enumerate(parts):
+            commands.append(["RPUSH", queue, jobs.encode_job(action, list(args), respond_to, f"gather:{gather_id}:{index}")])
+        results: list[Any] = [None] * len(parts)
+        missing = set(range(len(parts)))
+        try:
+            self._execute(commands)
+            deadline, last = time.monotonic() + timeout, b"0-0"
+            while missing and (left := deadline - time.monotonic()) > 0:
+                block = max(1, int(min(left, POLL_TIMEOUT) * 1000))
+                for last, fields in self._stream_entries(self._command("XREAD", "BLOCK", block, "STREAMS", key, last)):
+                    self._gathered(fields, results, missing)
+        finally:
+            self._queue.execute([["DEL", key]])
+        if missing:
+            log.info("gather %s: %d of %d parts missing after %ss", gather_id, len(missing), len(parts), timeout)
+        return results
+
+    @staticmethod
+    def _stream_entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """XREAD's reply for one stream as (id, fields) pairs (none when it timed out)."""
+        if not reply:
+            return []
+        return [(entry_id, dict(zip(flat[::2], flat[1::2]))) for entry_id, flat in reply[0][1]]
+
+    @staticmethod
+    def _gathered(fields: dict[bytes, bytes], results: list[Any], missing: set[int]) -> None:
+        """Record the answer of one part (the entry that made the stream, part -1, is skipped)."""
+        part = fields.get(b"part", b"")
+        if not part.isdigit() or int(part) not in missing:
+            return
+        try:
+            results[int(part)] = jobs.loads(fields.get(b"answer", b""))
+        except (ValueError, RecursionError):
+            log.warning("gather: part %s answered with something that is not JSON", part.decode())
+        missing.discard(int(part))
+
+    def _execute(self, commands: list[resp.Command]) -> None:
+        for reply in self._queue.execute(commands):
+            if isinstance(reply, hiredis.ReplyError):
+                raise reply
+
     def stop(self) -> None:
         """Ask ``run()`` to return once the job in hand is finished (from a handler, or
         another thread)."""
@@ -401,8 +478,14 @@ class Worker:
             context.answer(result)
 
     def _answer_error(self, context: Context, status: int, reason: str) -> None:
-        if context.action == jobs.HTTP_ACTION and not context.answered:
-            context.answer([status, {"Content-Type": "text/plain"}, f"{status} {reason}\n"])
+        """An HTTP error answer for a job nobody answered (a url job, one forwarded from it, a
+        gathered part), so that no client waits for its timeout; not for ws jobs. Under the
+        job's action when this worker declared it (it has a handler), else under ``url``."""
+        if context.action == "ws" or context.answered:
+            return
+        if context.action not in self.handlers:
+            context.action = jobs.HTTP_ACTION
+        context.answer([status, {"Content-Type": "text/plain"}, f"{status} {reason}\n"])
 
     def send_answer(self, respond_to: str | None, action: str, job_id: Any, data: object) -> bool:
         """Queue an answer for ``respond_to``; sent by ``flush`` (at once without prefetch).

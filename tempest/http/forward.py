@@ -63,8 +63,12 @@ class Forwarder:
             return False
         if outcome is not Outcome.ANSWER and outcome is not Outcome.STREAM:
             return self._failed(conn, outcome, request, route, job_id)
+        json_chunks, body = False, b""
         try:
-            status, headers, body = jobs.decode_http_answer(pending.payload)
+            if outcome is Outcome.STREAM:
+                status, headers, json_chunks = jobs.decode_stream_head(pending.payload)
+            else:
+                status, headers, body = jobs.decode_http_answer(pending.payload)
         except jobs.BadAnswer as exc:
             self.stats.bad_answers += 1
             log.warning("bad answer to url job %s (queue %s, %s %s): %s",
@@ -77,7 +81,7 @@ class Forwarder:
         if self.cookie:
             headers = self._session_cookie(headers, new_session)
         if outcome is Outcome.STREAM:
-            return self._stream(conn, request, pending, status, headers)
+            return self._stream(conn, request, pending, status, headers, json_chunks)
         return conn.respond(request, status, headers, body)
 
     def _wait(self, conn: Connection, pending: Pending) -> Outcome | None:
@@ -87,8 +91,10 @@ class Forwarder:
                 return None
         return pending.outcome
 
-    def _stream(self, conn: Connection, request: Request, pending: Pending, status: int, headers: Headers) -> bool:
-        """Send a streamed answer's head, then its chunks as they come."""
+    def _stream(self, conn: Connection, request: Request, pending: Pending, status: int, headers: Headers,
+                json_chunks: bool) -> bool:
+        """Send a streamed answer's head, then its chunks as they come (each decoded first
+        when the head said its chunks are JSON)."""
         chunked = request.version != "1.0"
         keep_alive = conn.respond_head(request, status, headers, Framing.CHUNKED if chunked else Framing.UNTIL_CLOSE)
         if request.method == "HEAD" or status in (204, 304):
@@ -102,7 +108,10 @@ class Forwarder:
                     log.info("%s: client left during the stream of job %s", conn.peer, pending.job_id)
                     return False
             elif not isinstance(item, StreamEnd):
-                conn.send(b"%x\r\n%s\r\n" % (len(item), item) if chunked else item)
+                if json_chunks and (item := self._decoded(pending, item)) is None:
+                    return False  # the body is cut: the client must see it incomplete
+                if item:
+                    conn.send(b"%x\r\n%s\r\n" % (len(item), item) if chunked else item)
             elif item is StreamEnd.END:
                 if chunked:
                     conn.send(b"0\r\n\r\n")
@@ -112,6 +121,16 @@ class Forwarder:
                     log.warning("stream of job %s: no chunk within %ss: connection closed",
                                 pending.job_id, pending.timeout)
                 return False
+
+    def _decoded(self, pending: Pending, chunk: bytes) -> bytes | None:
+        """A JSON chunk's bytes, or None (logged, counted, the stream forgotten) if it is bad."""
+        try:
+            return jobs.decode_chunk(chunk)
+        except jobs.BadAnswer as exc:
+            self.stats.bad_answers += 1
+            log.warning("bad JSON chunk in the stream of job %s: %s: connection closed", pending.job_id, exc)
+            self.registry.forget(pending)
+            return None
 
     def _failed(self, conn: Connection, outcome: Outcome, request: Request, route: Route, job_id: str) -> bool:
         if outcome is Outcome.TIMEOUT:

@@ -93,7 +93,8 @@ def test_a_handler_failing_mid_stream_cuts_the_body_at_once(site):
 
 def test_a_bad_stream_head_is_502(site):
     assert http("GET", site.base + "/badhead")[0] == 502
-    wait_until(lambda: site.info()["answers_dropped"] >= 1, timeout=5)  # its end, after the 502
+    # counted before the 502 went out; the stream's end, sent right after the head, may come
+    # before the 502 or after it (then dropped): either way no client is counted gone
     assert site.info()["clients_gone"] == 0 and site.info()["bad_answers"] == 1
 
 
