@@ -1,0 +1,390 @@
+# frozen_string_literal: true
+
+require "json"
+require "logger"
+require "redis"
+require "securerandom"
+require "set"
+require "socket"
+require "tempest/worker/version"
+require "tempest/worker/keys"
+require "tempest/worker/reliable"
+require "tempest/worker/session"
+require "tempest/worker/publisher"
+require "tempest/worker/context"
+
+module Tempest
+  # Takes jobs from one or several queues (BLPOP, or BLMOVE when reliable) and runs the
+  # handler of each job's action; answers go to the job's respond_to, tempestd's answer
+  # endpoint, over one kept connection per endpoint.
+  #
+  #   worker = Tempest::Worker.new("tempest")
+  #   worker.on("url") { |context, env| [200, { "Content-Type" => "text/plain" }, "Hello"] }
+  #   worker.run
+  class Worker
+    DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+    POLL_TIMEOUT = 1 # seconds a BLPOP blocks, so that a stop is seen within it
+    RECONNECT_MIN = 0.1
+    RECONNECT_MAX = 5.0
+    ANSWER_ACTIONS = %w[url ws].freeze # always answers on an endpoint: never declared
+    GATHER_TTL = 300
+    CONNECTION_ERRORS = [Redis::BaseConnectionError, SystemCallError, IOError].freeze
+    ERROR_ANSWER = { 500 => "Internal Server Error", 501 => "Not Implemented" }.freeze
+
+    attr_reader :queues, :redis_url, :handlers, :redis, :worker_id, :processed, :heartbeat
+    attr_accessor :logger
+
+    # queues: a name or a list of names. redis_url: default TEMPEST_REDIS_URL, else
+    # redis://127.0.0.1:6379/0. answer_password: default TEMPEST_ANSWER_PASSWORD.
+    # reliable: take jobs into a processing list of this worker, with a heartbeat of
+    # `heartbeat` seconds, so that tempestd gives them back if the worker dies.
+    def initialize(queues = "tempest", redis_url: nil, answer_password: nil, reliable: false,
+                   heartbeat: 15.0, logger: nil)
+      @queues = Array(queues).map(&:to_s)
+      raise ArgumentError, "a worker needs a queue" if @queues.empty?
+
+      @redis_url = redis_url || env("TEMPEST_REDIS_URL") || DEFAULT_REDIS_URL
+      @answer_password = answer_password || env("TEMPEST_ANSWER_PASSWORD")
+      @reliable = reliable
+      @heartbeat = heartbeat.to_f
+      @logger = logger || default_logger
+      @handlers = {}
+      @stopping = false
+      @processed = 0
+      # the queue connection, also the handlers' (sessions, publish, forward, gather): the
+      # worker is sequential. No automatic retry: a retried BLPOP or RPUSH could lose or
+      # repeat a job.
+      @redis = connect(@redis_url)
+      @endpoints = {}
+      @publisher = nil
+      @worker_id = "#{Socket.gethostname}:#{Process.pid}:#{SecureRandom.hex(3)}"
+      @registered = false
+    end
+
+    def reliable? = @reliable
+    def stopping? = @stopping
+
+    # Register the handler of an action: a block, or anything that responds to call. It gets
+    # (context, *args), for url jobs (context, env). Its value, unless nil, is the answer,
+    # when the handler did not answer itself (answer, stream or forward).
+    def on(action, handler = nil, &block)
+      handler ||= block
+      raise ArgumentError, "on(#{action.inspect}) needs a handler" unless handler.respond_to?(:call)
+
+      @handlers[action.to_s] = handler
+    end
+
+    # Take and run jobs until stop, SIGTERM or SIGINT; the job in hand is finished first.
+    def run(install_signals: true)
+      if install_signals
+        %w[TERM INT].each { |signal| Signal.trap(signal) { @stopping = true } }
+      end
+      @logger.info("worker on #{@queues.join(',')} (#{@redis_url}): #{@handlers.keys.join(', ')}")
+      heart = start_heart if @reliable
+      begin
+        take_loop
+      ensure
+        if heart
+          stop_heart(heart)
+          unregister
+        end
+      end
+      @logger.info("worker stopped after #{@processed} jobs")
+      self
+    end
+
+    # Ask run to return once the job in hand is finished.
+    def stop
+      @stopping = true
+    end
+
+    # Run the handler of one raw job (the JSON envelope).
+    def process(raw)
+      begin
+        action, args, respond_to, job_id = decode_job(raw)
+      rescue ArgumentError, JSON::ParserError => e
+        @logger.error("dropped malformed job #{raw.to_s[0, 200].inspect}: #{e.message}")
+        return
+      end
+      @processed += 1
+      env = action == "url" && args[0].is_a?(Hash) ? args[0] : nil
+      context = Context.new(self, action, respond_to, job_id, env)
+      handler = @handlers[action]
+      if handler.nil?
+        @logger.error("no handler for action #{action.inspect} (job #{job_id})")
+        return answer_error(context, 501)
+      end
+      begin
+        result = handler.call(context, *args)
+        context.answer(result) unless result.nil? || context.answered.positive?
+      rescue StandardError, ScriptError => e
+        @logger.error("handler of #{action.inspect} failed on job #{job_id}: #{e.class}: #{e.message}\n  " +
+                      Array(e.backtrace).first(15).join("\n  "))
+        stream = context.open_stream
+        stream.abort if stream && !stream.closed? # its head is gone: the client's body is cut
+        answer_error(context, 500)
+      end
+    end
+
+    # Send one command (answer, stream, chunk, end) to the answer endpoint respond_to;
+    # false without one. Errors are logged, never raised: the request then times out.
+    def send_command(respond_to, name, job_id, *rest)
+      return false unless respond_to
+
+      command = [name, job_id.is_a?(String) ? job_id : job_id.to_s, *rest]
+      attempt = 0
+      fresh = true
+      begin
+        attempt += 1
+        connection, fresh = endpoint(respond_to)
+        connection.call(*command)
+      rescue Redis::CommandError => e # the endpoint never refuses an answer: a password problem, say
+        @logger.warn("#{respond_to} refused #{name} #{command[1]}: #{e.message}")
+      rescue *CONNECTION_ERRORS => e
+        drop_endpoint(respond_to)
+        retry if !fresh && attempt == 1 # a kept connection gone stale: once more on a new one
+        @logger.warn("cannot send #{name} #{command[1]} to #{respond_to}: #{e.message}")
+      end
+      true
+    end
+
+    # RPUSH an encoded job (never retried: a retried RPUSH may push twice).
+    def push(queue, job)
+      @redis.call("RPUSH", queue, job)
+    end
+
+    # The fan-out of Context#gather (docs/protocol.md, "Fan-out and gather").
+    def gather(respond_to, parts, timeout)
+      gather_id = SecureRandom.urlsafe_base64(16)
+      key = Keys.gather(gather_id)
+      results = Array.new(parts.size)
+      missing = Set.new(0...parts.size)
+      begin
+        @redis.call("XADD", key, "*", "part", "-1")
+        @redis.call("EXPIRE", key, GATHER_TTL)
+        parts.each_with_index do |(queue, action, args), index|
+          args = args.is_a?(Array) ? args : [args]
+          push(queue, JSON.generate([action, args, respond_to, "gather:#{gather_id}:#{index}"]))
+        end
+        deadline = now + timeout.to_f
+        last = "0-0"
+        while !missing.empty? && (left = deadline - now).positive?
+          block = [1, ([left, POLL_TIMEOUT].min * 1000).to_i].max
+          reply = @redis.call("XREAD", "BLOCK", block, "STREAMS", key, last)
+          next unless reply
+
+          reply[0][1].each do |entry_id, flat|
+            last = entry_id
+            gathered(Hash[*flat], results, missing)
+          end
+        end
+      ensure
+        begin
+          @redis.call("DEL", key)
+        rescue *CONNECTION_ERRORS
+          nil # it expires by itself
+        end
+      end
+      unless missing.empty?
+        @logger.info("gather #{gather_id}: #{missing.size} of #{parts.size} parts missing after #{timeout}s")
+      end
+      results
+    end
+
+    # Publish data (any JSON value) to channel's subscribers (SSE, WebSocket), as an event
+    # named event. Returns the stream id on a durable channel, else the number of
+    # Redis subscribers.
+    def publish(channel, data, event = nil)
+      @publisher ||= Publisher.new(@redis)
+      @publisher.publish(channel, data, event)
+    end
+
+    private
+
+    def env(name)
+      value = ENV[name]
+      value.nil? || value.empty? ? nil : value
+    end
+
+    def default_logger
+      logger = Logger.new($stderr, progname: "tempest-worker")
+      logger.level = Logger::INFO
+      logger
+    end
+
+    def now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+
+    def connect(url, timeout: 5)
+      Redis.new(url: url, timeout: timeout, reconnect_attempts: 0)
+    end
+
+    def take_loop
+      delay = RECONNECT_MIN
+      until @stopping
+        begin
+          register if @reliable && !@registered
+          raw, queue = @reliable ? take_reliable : take
+          delay = RECONNECT_MIN
+        rescue *CONNECTION_ERRORS => e
+          @logger.warn("Redis unreachable (#{e.message}); retrying in #{delay}s")
+          pause(delay)
+          delay = [delay * 2, RECONNECT_MAX].min
+          next
+        rescue Redis::CommandError => e
+          @logger.error("Redis refused to give jobs: #{e.message}; retrying in #{RECONNECT_MAX}s")
+          pause(RECONNECT_MAX)
+          next
+        end
+        next if raw.nil?
+
+        process(raw)
+        release(queue) if @reliable
+      end
+    end
+
+    def take
+      item = @redis.blpop(*@queues, timeout: POLL_TIMEOUT)
+      item && [item[1], item[0]]
+    end
+
+    # with several queues, the ones after the first are polled every 0.1 s (LMOVE), the
+    # first blocks (BLMOVE), as the Python library does
+    def take_reliable
+      if @queues.size > 1
+        @queues.each do |queue|
+          job = @redis.call(*Reliable.take(queue, @worker_id))
+          return [job, queue] if job
+        end
+      end
+      queue = @queues.first
+      timeout = @queues.size == 1 ? POLL_TIMEOUT : 0.1
+      command = Reliable.take_blocking(queue, @worker_id, timeout)
+      job = @redis.blmove(*command[1..4], timeout: timeout)
+      job && [job, queue]
+    end
+
+    def register
+      Reliable.beat(@worker_id, @queues, @heartbeat).each { |command| @redis.call(*command) }
+      @registered = true
+    end
+
+    def release(queue)
+      @redis.call(*Reliable.release(queue, @worker_id))
+    rescue *CONNECTION_ERRORS => e
+      @logger.warn("cannot release the finished job of #{queue} (#{e.message}): it may be delivered again")
+    end
+
+    def unregister
+      Reliable.unregister(@worker_id, @queues).each { |command| @redis.call(*command) }
+    rescue *CONNECTION_ERRORS, Redis::CommandError => e
+      @logger.warn("cannot unregister from Redis (#{e.message}): tempestd will give back what is left")
+    end
+
+    # the heartbeat thread: its own connection, so that a long handler does not stop it
+    def start_heart
+      @heart_lock = Mutex.new
+      @heart_wake = ConditionVariable.new
+      @heart_stop = false
+      Thread.new do
+        connection = connect(@redis_url)
+        loop do
+          @heart_lock.synchronize { @heart_wake.wait(@heart_lock, @heartbeat / 3) unless @heart_stop }
+          break if @heart_stop
+          next unless @registered
+
+          begin
+            Reliable.beat(@worker_id, @queues, @heartbeat).each { |command| connection.call(*command) }
+          rescue *CONNECTION_ERRORS, Redis::CommandError => e
+            @logger.debug("heartbeat failed: #{e.message}")
+          end
+        end
+        connection.close
+      end
+    end
+
+    def stop_heart(heart)
+      @heart_lock.synchronize do
+        @heart_stop = true
+        @heart_wake.signal
+      end
+      heart.join(10) # no beat (which registers) after the unregistering
+    end
+
+    # sleep, but see a stop within 0.1 s
+    def pause(seconds)
+      deadline = now + seconds
+      sleep([0.1, deadline - now].min) while !@stopping && now < deadline
+    end
+
+    def decode_job(raw)
+      job = JSON.parse(raw)
+      raise ArgumentError, "a job is a JSON list of four elements" unless job.is_a?(Array) && job.size == 4
+
+      action, args, respond_to, = job
+      unless action.is_a?(String) && args.is_a?(Array)
+        raise ArgumentError, "a job's action is a string and its args a list"
+      end
+      raise ArgumentError, "a job's respond_to is 'host:port' or null" unless respond_to.nil? || respond_to.is_a?(String)
+
+      job
+    end
+
+    # an HTTP error answer for a job nobody answered, so that no client waits for its
+    # timeout; not for ws jobs. Under the job's action when this worker has a handler for it
+    # (it declared it), else under url.
+    def answer_error(context, status)
+      return if context.action == "ws" || context.answered.positive?
+
+      context.action = "url" unless @handlers.key?(context.action)
+      context.answer([status, { "Content-Type" => "text/plain" }, "#{status} #{ERROR_ANSWER[status]}\n"])
+    rescue StandardError => e
+      @logger.error("cannot answer #{status} to job #{context.job_id}: #{e.message}")
+    end
+
+    def gathered(fields, results, missing)
+      part = fields["part"].to_s
+      return unless part.match?(/\A\d+\z/) && missing.include?(part.to_i)
+
+      index = part.to_i
+      begin
+        results[index] = JSON.parse(fields["answer"].to_s)
+      rescue JSON::ParserError
+        @logger.warn("gather: part #{part} answered with something that is not JSON")
+      end
+      missing.delete(index)
+    end
+
+    # the kept connection to an answer endpoint, and whether it was just made; a new one
+    # authenticates (redis-rb sends AUTH) and declares the handlers' actions
+    def endpoint(respond_to)
+      connection = @endpoints[respond_to]
+      return [connection, false] if connection
+
+      host, _, port = respond_to.rpartition(":")
+      host = host.delete_prefix("[").delete_suffix("]")
+      options = { host: host, port: Integer(port, 10), timeout: 10, reconnect_attempts: 0 }
+      options[:password] = @answer_password if @answer_password
+      connection = Redis.new(**options)
+      declared = @handlers.keys.reject { |action| ANSWER_ACTIONS.include?(action) }.sort
+      unless declared.empty?
+        begin
+          connection.call("ACTIONS", *declared)
+        rescue Redis::CommandError => e
+          @logger.warn("#{respond_to} refused ACTIONS #{declared.join(' ')}: #{e.message}")
+        rescue *CONNECTION_ERRORS
+          connection.close
+          raise
+        end
+      end
+      @endpoints[respond_to] = connection
+      [connection, true]
+    end
+
+    def drop_endpoint(respond_to)
+      connection = @endpoints.delete(respond_to)
+      connection&.close
+    rescue StandardError
+      nil
+    end
+  end
+end

@@ -1,0 +1,85 @@
+# frozen_string_literal: true
+
+# Test workers for tests/e2e/test_client_ruby.py, by role:
+#
+#   app.rb site QUEUE [GREET_QUEUE] [--reliable]   url jobs, by path (below)
+#   app.rb greeter QUEUE                           answers greet jobs (forwarded by Python)
+#
+# TEMPEST_TEST_HEARTBEAT: the reliable worker's heartbeat in seconds.
+$LOAD_PATH.unshift(File.expand_path("../../../clients/ruby/lib", __dir__))
+require "tempest/worker"
+require "uri"
+
+role, queue, *rest = ARGV
+reliable = rest.delete("--reliable")
+worker = Tempest::Worker.new(queue, reliable: !reliable.nil?,
+                                    heartbeat: Float(ENV.fetch("TEMPEST_TEST_HEARTBEAT", "15")))
+text = { "Content-Type" => "text/plain" }
+
+def params(env)
+  URI.decode_www_form(env["url"].partition("?")[2]).to_h
+end
+
+def monotonic = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+
+case role
+when "site"
+  greet_queue = rest.first
+  worker.on("url") do |context, env|
+    path = env["url"].partition("?")[0]
+    query = params(env)
+    case path
+    when "/pid"
+      [200, text, "ruby #{Process.pid}"]
+    when "/slow" # marks that it started, then works for s seconds (signals do not cut it)
+      worker.redis.rpush("started:#{queue}", Process.pid.to_s)
+      deadline = monotonic + Float(query.fetch("s", "2"))
+      sleep(0.05) while monotonic < deadline
+      [200, text, "done by #{Process.pid}"]
+    when "/stream"
+      context.stream(200, text) do |out|
+        %w[one two three].each do |word|
+          out.write("#{word}\n")
+          sleep(0.1)
+        end
+      end
+    when "/abort" # a stream whose handler fails half-way: the body is cut
+      out = context.stream(200, text)
+      out.write("partial\n")
+      raise "failed in the middle of a stream"
+    when "/boom"
+      raise "asked to fail"
+    when "/session/write"
+      context.session["user"] = query["v"]
+      [200, text, "written #{context.session.id}"]
+    when "/session/read"
+      [200, { "Content-Type" => "application/json" }, JSON.generate(context.session.all)]
+    when "/session/regenerate"
+      old = context.session.id
+      fresh = context.session.regenerate
+      [200, text, "#{old} #{fresh}"]
+    when "/publish"
+      result = worker.publish(query["ch"], query.fetch("data", "hello from ruby"), query["event"])
+      [200, text, result.to_s]
+    when "/forward"
+      context.forward(greet_queue, "greet", { "path" => path, "via" => Process.pid })
+    when "/gather"
+      queues = query["q"].split(",")
+      parts = queues.each_with_index.map { |q, i| [q, "square", [q == "silent" ? -1 : i + 1]] }
+      results = context.gather(parts, timeout: Float(query.fetch("timeout", "2")))
+      missing = results.each_index.select { |i| results[i].nil? }
+      [200, text.merge("X-Missing" => missing.join(",")), results.compact.sum.to_s]
+    else
+      [404, text, "no such path #{path}\n"]
+    end
+  end
+when "greeter"
+  worker.on("greet") do |_context, info|
+    raise "asked to fail" if info["path"] == "/fail"
+
+    [200, text, "ruby greeted #{info['path']} from #{info['via']}"]
+  end
+else
+  abort("unknown role #{role}")
+end
+worker.run
