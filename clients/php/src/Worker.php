@@ -1,0 +1,585 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Tempest;
+
+/**
+ * Takes jobs from one or more Redis queues and calls the handler of each job's action; the
+ * answers go to the job's answer endpoint (`respond_to`, "host:port") over the Redis protocol.
+ *
+ *     $worker = new Tempest\Worker('tempest');
+ *     $worker->on('url', fn (Context $context, array $env) => [200, ['Content-Type' => 'text/plain'], 'Hello']);
+ *     $worker->run();
+ *
+ * Options: `redis_url` (default: TEMPEST_REDIS_URL, else redis://127.0.0.1:6379/0),
+ * `answer_password` (default: TEMPEST_ANSWER_PASSWORD), `reliable` (false), `heartbeat`
+ * (seconds, 15), `logger` (callable(string $level, string $message)).
+ */
+final class Worker
+{
+    public const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379/0';
+    public const POLL_TIMEOUT = 1;         // seconds a BLPOP blocks, so that a stop is seen within it
+    public const RECONNECT_MAX = 5.0;      // seconds between reconnection attempts, at most
+    public const GATHER_TTL = 300;         // seconds a fan-out's results stream lives at most
+    public const ANSWER_ACTIONS = ['url', 'ws'];  // the actions every answer endpoint knows
+    public const WORKERS_KEY = 'tempest:workers';
+    public const DURABLE_KEY = 'tempest:pubsub:durable';
+    private const JSON_FLAGS = JSON_UNESCAPED_UNICODE | JSON_UNESCAPED_SLASHES | JSON_PRESERVE_ZERO_FRACTION
+        | JSON_THROW_ON_ERROR;
+
+    // tempest/reliable.py's scripts, verbatim
+    private const TAKE = "
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local job = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+  if not job then break end
+  out[#out + 1] = job
+end
+return out
+";
+    private const GIVE_BACK_ALL = "
+local n = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') do n = n + 1 end
+return n
+";
+    // tempest/publish.py's script, verbatim
+    private const PUBLISH_DURABLE = "
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'm', ARGV[1])
+redis.call('PUBLISH', ARGV[3], cjson.encode({'\$durable', id, ARGV[1]}))
+return id
+";
+
+    /** @var list<string> */
+    public array $queues;
+    public string $redisUrl;
+    public ?string $answerPassword;
+    public bool $reliable;
+    public float $heartbeat;
+    public string $workerId;
+    public int $processed = 0;
+    public bool $stopping = false;
+
+    /** @var array<string, callable> */
+    private array $handlers = [];
+    private ?\Redis $jobs = null;    // BLPOP, RPUSH, gather, reliable delivery
+    private ?\Redis $redis = null;   // for the handlers: sessions, publish, anything
+    /** @var array<string, \Redis> */
+    private array $endpoints = [];
+    private ?int $beater = null;     // pid of the heartbeat process (reliable)
+    private bool $registered = false;
+    private ?string $holding = null; // reliable: the queue whose processing list holds the job in hand
+    private float $durableStamp = -INF;
+    /** @var list<array{0: string, 1: int}> */
+    private array $durable = [];
+    /** @var callable */
+    private $logger;
+
+    /** @param string|list<string> $queues */
+    public function __construct(string|array $queues = 'tempest', array $options = [])
+    {
+        $this->queues = is_string($queues) ? [$queues] : array_values($queues);
+        $this->redisUrl = $options['redis_url'] ?? (getenv('TEMPEST_REDIS_URL') ?: self::DEFAULT_REDIS_URL);
+        $this->answerPassword = $options['answer_password'] ?? (getenv('TEMPEST_ANSWER_PASSWORD') ?: null);
+        $this->reliable = (bool) ($options['reliable'] ?? false);
+        $this->heartbeat = (float) ($options['heartbeat'] ?? 15.0);
+        $this->logger = $options['logger'] ?? static function (string $level, string $message): void {
+            fwrite(STDERR, sprintf("%s %s tempest.worker[%d]: %s\n", date('Y-m-d H:i:s'), strtoupper($level),
+                getmypid(), $message));
+        };
+        $this->workerId = gethostname() . ':' . getmypid() . ':' . bin2hex(random_bytes(3));
+    }
+
+    /** Register `handler(Context $context, ...$args)` for `action` (`url`: HTTP requests, args [env]). */
+    public function on(string $action, callable $handler): self
+    {
+        $this->handlers[$action] = $handler;
+        return $this;
+    }
+
+    public function hasHandler(string $action): bool
+    {
+        return isset($this->handlers[$action]);
+    }
+
+    /** Take and run jobs until stop() or SIGTERM/SIGINT; the job in hand is finished first. */
+    public function run(bool $installSignals = true): void
+    {
+        if ($installSignals) {
+            pcntl_async_signals(true);
+            $stop = function (): void {
+                $this->stopping = true;
+            };
+            pcntl_signal(SIGTERM, $stop);  // restart_syscalls: a BLPOP in flight is not cut
+            pcntl_signal(SIGINT, $stop);
+        }
+        $this->log('info', sprintf('worker on %s (%s): %s', implode(',', $this->queues), $this->redisUrl,
+            implode(', ', array_keys($this->handlers))));
+        if ($this->reliable) {
+            $this->startBeating();
+        }
+        try {
+            $this->loop();
+        } finally {
+            if ($this->reliable) {
+                $this->stopBeating();  // no beat (which registers) after the unregistering
+                $this->unregister();
+            }
+        }
+        $this->log('info', "worker stopped after {$this->processed} jobs");
+    }
+
+    /** Ask run() to return once the job in hand is finished. */
+    public function stop(): void
+    {
+        $this->stopping = true;
+    }
+
+    private function loop(): void
+    {
+        $delay = 0.1;
+        while (!$this->stopping) {
+            try {
+                if ($this->reliable && !$this->registered) {
+                    $this->register();
+                }
+                $batch = $this->reliable ? $this->takeReliable() : $this->take();
+                $delay = 0.1;
+            } catch (\RedisException $e) {
+                $this->log('warning', sprintf('Redis unreachable (%s); retrying in %.1fs', $e->getMessage(), $delay));
+                $this->jobs = null;
+                $this->pause($delay);
+                $delay = min($delay * 2, self::RECONNECT_MAX);
+                continue;
+            } catch (RedisError $e) {
+                $this->log('error', sprintf('Redis refused to give jobs: %s; retrying in %.1fs', $e->getMessage(),
+                    self::RECONNECT_MAX));
+                $this->pause(self::RECONNECT_MAX);
+                continue;
+            }
+            foreach ($batch as $raw) {
+                $this->process($raw);
+            }
+            if ($this->holding !== null) {
+                $this->release($this->holding);
+            }
+        }
+    }
+
+    /** @return list<string> */
+    private function take(): array
+    {
+        $item = $this->command('BLPOP', ...[...$this->queues, self::POLL_TIMEOUT]);
+        return is_array($item) && count($item) === 2 ? [$item[1]] : [];
+    }
+
+    // reliable delivery: exactly tempest/reliable.py's commands
+
+    private function processing(string $queue): string
+    {
+        return 'tempest:processing:{' . $queue . '}:' . $this->workerId;
+    }
+
+    private function beat(\Redis $redis): void
+    {
+        $entries = array_map(fn (string $queue): string => "$queue {$this->workerId}", $this->queues);
+        $redis->rawCommand('SET', 'tempest:alive:' . $this->workerId, '1', 'PX', (int) ($this->heartbeat * 1000));
+        $redis->rawCommand('SADD', self::WORKERS_KEY, ...$entries);
+    }
+
+    private function register(): void
+    {
+        $this->beat($this->jobs());
+        $this->registered = true;
+    }
+
+    /** The heartbeat runs in a forked process with its own connection: a long handler does not stop it. */
+    private function startBeating(): void
+    {
+        $parent = getmypid();
+        $pid = pcntl_fork();
+        if ($pid === -1) {
+            $this->log('error', 'cannot fork the heartbeat process: beating between jobs only');
+            return;
+        }
+        if ($pid > 0) {
+            $this->beater = $pid;
+            return;
+        }
+        pcntl_signal(SIGTERM, SIG_IGN);  // the parent ends it once its last job is done
+        pcntl_signal(SIGINT, SIG_IGN);
+        $this->jobs = $this->redis = null;
+        $this->endpoints = [];
+        $redis = null;
+        $interval = (int) ($this->heartbeat / 3 * 1e6);
+        while (true) {
+            usleep($interval);
+            if (posix_getppid() !== $parent) {
+                break;  // the worker died (SIGKILL): let the heartbeat expire
+            }
+            try {
+                $redis ??= self::connect($this->redisUrl, 5.0);
+                $this->beat($redis);
+            } catch (\RedisException $e) {
+                $redis = null;
+            }
+        }
+        exit(0);
+    }
+
+    private function stopBeating(): void
+    {
+        if ($this->beater !== null) {
+            posix_kill($this->beater, SIGKILL);
+            pcntl_waitpid($this->beater, $status);
+            $this->beater = null;
+        }
+    }
+
+    /** @return list<string> */
+    private function takeReliable(): array
+    {
+        foreach ($this->queues as $queue) {
+            $jobs = $this->command('EVAL', self::TAKE, 2, $queue, $this->processing($queue), 1);
+            if ($jobs) {
+                $this->holding = $queue;
+                return array_values($jobs);
+            }
+        }
+        $queue = $this->queues[0];
+        $timeout = count($this->queues) === 1 ? self::POLL_TIMEOUT : 0.1;
+        $job = $this->command('BLMOVE', $queue, $this->processing($queue), 'LEFT', 'RIGHT', $timeout);
+        if (!is_string($job)) {
+            return [];
+        }
+        $this->holding = $queue;
+        return [$job];
+    }
+
+    private function release(string $queue): void
+    {
+        $this->holding = null;
+        try {
+            $this->command('DEL', $this->processing($queue));
+        } catch (\RedisException | RedisError $e) {
+            $this->jobs = null;
+            $this->log('warning', "cannot release the finished jobs of $queue ({$e->getMessage()}): they may be delivered again");
+        }
+    }
+
+    private function unregister(): void
+    {
+        try {
+            $redis = $this->jobs();
+            foreach ($this->queues as $queue) {
+                $redis->rawCommand('EVAL', self::GIVE_BACK_ALL, 2, $this->processing($queue), $queue);
+            }
+            $entries = array_map(fn (string $queue): string => "$queue {$this->workerId}", $this->queues);
+            $redis->rawCommand('SREM', self::WORKERS_KEY, ...$entries);
+            $redis->rawCommand('DEL', 'tempest:alive:' . $this->workerId);
+        } catch (\RedisException $e) {
+            $this->log('warning', "cannot unregister from Redis ({$e->getMessage()}): tempestd will give back what is left");
+        }
+    }
+
+    // jobs
+
+    /** Run the handler of one raw job (the JSON envelope); a malformed job is logged and dropped. */
+    public function process(string $raw): void
+    {
+        $job = json_decode($raw, true, 512, JSON_BIGINT_AS_STRING);
+        if (!is_array($job) || !array_is_list($job) || count($job) !== 4 || !is_string($job[0])
+            || !is_array($job[1]) || !array_is_list($job[1]) || !($job[2] === null || is_string($job[2]))) {
+            $this->log('error', 'dropped malformed job ' . substr($raw, 0, 200));
+            return;
+        }
+        [$action, $args, $respondTo, $jobId] = $job;
+        $this->processed++;
+        $env = $action === 'url' && isset($args[0]) && is_array($args[0]) ? $args[0] : null;
+        $context = new Context($this, $action, $respondTo, $jobId, $env);
+        $handler = $this->handlers[$action] ?? null;
+        if ($handler === null) {
+            $this->log('error', "no handler for action '$action' (job " . self::text($jobId) . ')');
+            $this->answerError($context, 501, 'Not Implemented');
+            return;
+        }
+        try {
+            $result = $handler($context, ...$args);
+            if ($result !== null) {
+                $context->answer($result);
+            }
+        } catch (\Throwable $e) {
+            $this->log('error', "handler of '$action' failed on job " . self::text($jobId) . ": $e");
+            if ($e instanceof \RedisException) {
+                $this->jobs = $this->redis = null;  // connect again for the next job
+            }
+            $context->openStream?->abort();  // its head is gone: the client's body is cut
+            $this->answerError($context, 500, 'Internal Server Error');
+        }
+    }
+
+    private function answerError(Context $context, int $status, string $reason): void
+    {
+        if ($context->action === 'ws' || $context->answered > 0) {
+            return;
+        }
+        if (!isset($this->handlers[$context->action])) {
+            $context->action = 'url';
+        }
+        try {
+            $context->answer([$status, ['Content-Type' => 'text/plain'], "$status $reason\n"]);
+        } catch (\Throwable $e) {
+            $this->log('error', "cannot answer $status: {$e->getMessage()}");
+        }
+    }
+
+    /** RPUSH an encoded job to `queue` (never retried: a retried RPUSH may push twice). */
+    public function push(string $queue, string $action, array $args, ?string $respondTo, mixed $jobId): void
+    {
+        $this->command('RPUSH', $queue, self::json([$action, array_values($args), $respondTo, $jobId]));
+    }
+
+    /**
+     * The fan-out of Context::gather (docs/protocol.md, "Fan-out and gather").
+     * @param list<array{0: string, 1: string, 2: array}> $parts
+     * @return list<mixed>
+     */
+    public function gather(string $respondTo, array $parts, float $timeout): array
+    {
+        $gatherId = self::token(16);
+        $key = 'tempest:gather:{' . $gatherId . '}';
+        $results = array_fill(0, count($parts), null);
+        $missing = array_fill_keys(array_keys($results), true);
+        try {
+            $this->command('XADD', $key, '*', 'part', '-1');
+            $this->command('EXPIRE', $key, self::GATHER_TTL);
+            foreach (array_values($parts) as $index => [$queue, $action, $args]) {
+                $this->push($queue, $action, $args, $respondTo, "gather:$gatherId:$index");
+            }
+            $deadline = microtime(true) + $timeout;
+            $last = '0-0';
+            while ($missing && ($left = $deadline - microtime(true)) > 0) {
+                $block = max(1, (int) (min($left, self::POLL_TIMEOUT) * 1000));
+                $reply = $this->command('XREAD', 'BLOCK', $block, 'STREAMS', $key, $last);
+                foreach (is_array($reply) && $reply ? $reply[0][1] : [] as [$entryId, $flat]) {
+                    $last = $entryId;
+                    $fields = [];
+                    for ($i = 0; $i + 1 < count($flat); $i += 2) {
+                        $fields[$flat[$i]] = $flat[$i + 1];
+                    }
+                    $part = $fields['part'] ?? '';
+                    if (!ctype_digit($part) || !isset($missing[(int) $part])) {
+                        continue;  // part -1 made the stream
+                    }
+                    unset($missing[(int) $part]);
+                    $value = json_decode($fields['answer'] ?? '', true, 512, JSON_BIGINT_AS_STRING);
+                    if (json_last_error() !== JSON_ERROR_NONE) {
+                        $this->log('warning', "gather: part $part answered with something that is not JSON");
+                        continue;
+                    }
+                    $results[(int) $part] = $value;
+                }
+            }
+        } finally {
+            try {
+                $this->command('DEL', $key);
+            } catch (\RedisException | RedisError $e) {
+                $this->jobs = null;
+            }
+        }
+        if ($missing) {
+            $this->log('info', sprintf('gather %s: %d of %d parts missing after %ss', $gatherId, count($missing),
+                count($parts), $timeout));
+        }
+        return $results;
+    }
+
+    // answers
+
+    /** Send `<command> <job id> <payload>` to the answer endpoint `respond_to`; false without one. */
+    public function sendCommand(?string $respondTo, string $command, mixed $jobId, string ...$rest): bool
+    {
+        if (!$respondTo) {
+            return false;
+        }
+        $args = [$command, self::text($jobId), ...$rest];
+        try {
+            $endpoint = $this->endpoint($respondTo);
+            $reply = $endpoint->rawCommand(...$args);
+            if ($reply === false && str_contains((string) $endpoint->getLastError(), 'unknown command')) {
+                // the endpoint forgot our ACTIONS (tempestd restarted, phpredis reconnected): once more
+                $this->declareActions($endpoint);
+                $endpoint->clearLastError();
+                $reply = $endpoint->rawCommand(...$args);
+            }
+            if ($reply === false) {
+                $this->log('warning', "$respondTo refused an answer: " . $endpoint->getLastError());
+                $endpoint->clearLastError();
+            }
+        } catch (\RedisException $e) {
+            $this->log('warning', "cannot send an answer to $respondTo: {$e->getMessage()}");
+            unset($this->endpoints[$respondTo]);
+        }
+        return true;
+    }
+
+    private function endpoint(string $respondTo): \Redis
+    {
+        if (!isset($this->endpoints[$respondTo])) {
+            $colon = strrpos($respondTo, ':');
+            if ($colon === false) {
+                throw new \RedisException("bad respond_to '$respondTo'");
+            }
+            $host = trim(substr($respondTo, 0, $colon), '[]');
+            $redis = new \Redis();
+            $redis->connect($host, (int) substr($respondTo, $colon + 1), 5.0, null, 0, 10.0);
+            if ($this->answerPassword !== null && !$redis->auth($this->answerPassword)) {
+                throw new \RedisException("$respondTo refused the password");
+            }
+            $this->declareActions($redis);
+            $this->endpoints[$respondTo] = $redis;
+        }
+        return $this->endpoints[$respondTo];
+    }
+
+    private function declareActions(\Redis $redis): void
+    {
+        $declared = array_values(array_diff(array_keys($this->handlers), self::ANSWER_ACTIONS));
+        sort($declared);
+        if ($declared) {
+            $redis->rawCommand('ACTIONS', ...$declared);  // its reply is ignored
+            $redis->clearLastError();
+        }
+    }
+
+    // publishing
+
+    /**
+     * Publish `data` (any JSON value; a string is sent as is) to the subscribers of `channel`,
+     * as an SSE event named `event`. Returns the stream id on a durable channel, else the
+     * number of Redis subscribers.
+     */
+    public function publish(string $channel, mixed $data, ?string $event = null): string|int
+    {
+        if ($event !== null && preg_match('/[\r\n\0]/', $event)) {
+            throw new \InvalidArgumentException('bad event name ' . json_encode($event));
+        }
+        $message = self::json($event !== null ? [$event, $data] : [$data]);
+        $redis = $this->redis();
+        $history = $this->durableHistory($redis, $channel);
+        if ($history === null) {
+            return (int) $redis->rawCommand('PUBLISH', $channel, $message);
+        }
+        $id = $redis->rawCommand('EVAL', self::PUBLISH_DURABLE, 1, 'tempest:stream:{' . $channel . '}', $message,
+            $history, $channel);
+        if (!is_string($id)) {
+            throw new RedisError('durable publish failed: ' . $redis->getLastError());
+        }
+        return $id;
+    }
+
+    private function durableHistory(\Redis $redis, string $channel): ?int
+    {
+        if (microtime(true) - $this->durableStamp > 5.0) {
+            $raw = $redis->rawCommand('GET', self::DURABLE_KEY);
+            $patterns = is_string($raw) ? json_decode($raw, true) : [];
+            $this->durable = is_array($patterns) ? $patterns : [];
+            $this->durableStamp = microtime(true);
+        }
+        foreach ($this->durable as [$pattern, $history]) {
+            if (fnmatch((string) $pattern, $channel)) {
+                return (int) $history;
+            }
+        }
+        return null;
+    }
+
+    // Redis
+
+    /** A phpredis client of the worker's Redis, for the handlers (connected again after a failure). */
+    public function redis(): \Redis
+    {
+        return $this->redis ??= self::connect($this->redisUrl, 10.0);
+    }
+
+    private function jobs(): \Redis
+    {
+        // a BLPOP blocks POLL_TIMEOUT: the read timeout must be above it
+        return $this->jobs ??= self::connect($this->redisUrl, self::POLL_TIMEOUT + 10.0);
+    }
+
+    /** One command on the jobs connection; an error reply raises RedisError. */
+    private function command(mixed ...$args): mixed
+    {
+        $redis = $this->jobs();
+        $redis->clearLastError();
+        $reply = $redis->rawCommand(...$args);
+        if ($reply === false && ($error = $redis->getLastError()) !== null) {
+            $redis->clearLastError();
+            throw new RedisError($error);
+        }
+        return $reply;
+    }
+
+    /** A connected phpredis client for a redis:// (or unix://) URL: password, user, database. */
+    public static function connect(string $url, float $readTimeout): \Redis
+    {
+        $parts = parse_url($url);
+        if ($parts === false || !in_array($parts['scheme'] ?? '', ['redis', 'unix'], true)) {
+            throw new \InvalidArgumentException("unsupported Redis URL '$url'");
+        }
+        parse_str($parts['query'] ?? '', $query);
+        $redis = new \Redis();
+        if ($parts['scheme'] === 'unix') {
+            $redis->connect($parts['path'], 0, 5.0, null, 0, $readTimeout);
+            $db = (int) ($query['db'] ?? 0);
+        } else {
+            $redis->connect($parts['host'] ?? '127.0.0.1', $parts['port'] ?? 6379, 5.0, null, 0, $readTimeout);
+            $db = (int) (trim($parts['path'] ?? '', '/') ?: ($query['db'] ?? 0));
+        }
+        if (isset($parts['pass'])) {
+            $credentials = isset($parts['user']) && $parts['user'] !== ''
+                ? [urldecode($parts['user']), urldecode($parts['pass'])] : urldecode($parts['pass']);
+            if (!$redis->auth($credentials)) {
+                throw new \RedisException('Redis refused the password: ' . $redis->getLastError());
+            }
+        }
+        if ($db !== 0 && !$redis->select($db)) {
+            throw new \RedisException("Redis refused SELECT $db");
+        }
+        return $redis;
+    }
+
+    // helpers
+
+    /** Compact JSON as the protocol wants it (UTF-8, no escaped slashes); throws \JsonException. */
+    public static function json(mixed $value): string
+    {
+        return json_encode($value, self::JSON_FLAGS);
+    }
+
+    /** A job id as it goes back: a string as received, a number as its decimal text. */
+    public static function text(mixed $jobId): string
+    {
+        return is_string($jobId) ? $jobId : (is_int($jobId) ? (string) $jobId : self::json($jobId));
+    }
+
+    /** `bytes` random bytes in URL-safe base64 without padding. */
+    public static function token(int $bytes): string
+    {
+        return rtrim(strtr(base64_encode(random_bytes($bytes)), '+/', '-_'), '=');
+    }
+
+    public function log(string $level, string $message): void
+    {
+        ($this->logger)($level, $message);
+    }
+
+    private function pause(float $seconds): void
+    {
+        $end = microtime(true) + $seconds;
+        while (!$this->stopping && ($left = $end - microtime(true)) > 0) {
+            usleep((int) (min(0.1, $left) * 1e6));
+        }
+    }
+}

@@ -1,0 +1,88 @@
+<?php
+// The PHP test worker: php app.php QUEUE[,QUEUE...] [NEXT_QUEUE]
+// TEMPEST_TEST_RELIABLE=1: reliable delivery with a 1 s heartbeat.
+//
+// url paths: /stream, /abort (raises in the middle of a stream), /session/set?v=, /session/get,
+// /session/regenerate, /publish?channel=&data=&event=, /forward (a `greet` job to NEXT_QUEUE),
+// /gather?q=a,b&timeout= (square parts, summed; missing indexes in X-Missing), /fail, /slow?ms=,
+// anything else: "php <pid> <path>". Also `greet` jobs (as tests/workers/routing.py's greeter)
+// and `square` jobs.
+
+declare(strict_types=1);
+
+require __DIR__ . '/../../../clients/php/src/autoload.php';
+
+use Tempest\Context;
+use Tempest\Worker;
+
+$queues = explode(',', $argv[1] ?? 'tempest');
+$next = $argv[2] ?? 'tempest';
+$worker = new Worker($queues, ['reliable' => getenv('TEMPEST_TEST_RELIABLE') === '1', 'heartbeat' => 1.0]);
+$text = ['Content-Type' => 'text/plain'];
+
+$worker->on('url', function (Context $context, array $env) use ($worker, $next, $text) {
+    [$path, $query] = array_pad(explode('?', $env['url'], 2), 2, '');
+    parse_str($query, $params);
+    switch ($path) {
+        case '/stream':
+            $out = $context->stream(200, $text);
+            foreach (['one', 'two', 'three'] as $piece) {
+                $out->write("$piece\n");
+                usleep(50000);
+            }
+            $out->close();
+            return null;
+        case '/abort':
+            $out = $context->stream(200, $text);
+            $out->write("partial\n");
+            throw new RuntimeException('failed in the middle of a stream');
+        case '/session/set':
+            $session = $context->session;
+            $session['user'] = $params['v'] ?? 'nobody';
+            $session->update(['n' => 42, 'list' => [1, 'two']]);
+            return [200, $text, $session->id];
+        case '/session/get':
+            return [200, ['Content-Type' => 'application/json'], Worker::json($context->session->all() ?: new stdClass())];
+        case '/session/regenerate':
+            $session = $context->session;
+            $old = $session->id;
+            $new = $session->regenerate();
+            $session['after'] = 'login';
+            return [200, $text, "$old $new"];
+        case '/publish':
+            $result = $worker->publish($params['channel'], $params['data'] ?? '', $params['event'] ?? null);
+            return [200, $text, (string) $result];
+        case '/forward':
+            $context->forward($next, 'greet', ['path' => $path, 'via' => getmypid()]);
+            return null;
+        case '/gather':
+            $parts = [];
+            foreach (explode(',', $params['q']) as $i => $queue) {
+                $parts[] = [$queue, 'square', [$queue === 'silent' ? -1 : $i + 1]];
+            }
+            $results = $context->gather($parts, (float) ($params['timeout'] ?? 2));
+            $missing = array_keys(array_filter($results, fn ($r) => $r === null));
+            return [200, $text + ['X-Missing' => implode(',', $missing)], (string) array_sum($results)];
+        case '/fail':
+            throw new RuntimeException('asked to fail');
+        case '/slow':
+            $end = microtime(true) + ((int) ($params['ms'] ?? 1500)) / 1000;
+            while (($left = $end - microtime(true)) > 0) {
+                usleep((int) ($left * 1e6));  // a signal may cut a usleep short: sleep again
+            }
+            return [200, $text, 'slow done by ' . getmypid()];
+        default:
+            return [200, $text, 'php ' . getmypid() . ' ' . $path];
+    }
+});
+
+$worker->on('greet', function (Context $context, array $info) use ($text) {
+    if ($info['path'] === '/fail') {
+        throw new RuntimeException('asked to fail');
+    }
+    return [200, $text, "php greeted {$info['path']} from {$info['via']}"];
+});
+
+$worker->on('square', fn (Context $context, int $number) => $number * $number);
+
+$worker->run();

@@ -1,0 +1,278 @@
+"""The PHP worker client (clients/php) against a real tempestd and a real redis-server: the hello
+world under tempestd, streams, sessions, publish, routing with Python workers, failures,
+reliable delivery, SIGTERM and a Redis restart."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from sseclient import SSE
+from support import REPO, RedisServer, http, in_thread, missing_runtime, raw_exchange, start_worker, stop_group, wait_until
+
+HELLO = os.path.join(REPO, "clients", "php", "examples", "hello.php")
+APP = os.path.join(REPO, "tests", "clients", "php", "app.php")
+ROUTING = os.path.join(REPO, "tests", "workers", "routing.py")
+TEXT = "text/plain"
+
+
+@pytest.fixture
+def php():
+    """The php binary, with the redis and pcntl extensions."""
+    found = shutil.which("php")
+    if not found:
+        missing_runtime("php (Debian's php-cli) is not installed")
+    check = subprocess.run([found, "-r", 'exit(class_exists("Redis") && function_exists("pcntl_signal") ? 0 : 1);'],
+                           capture_output=True, timeout=30)
+    if check.returncode != 0:
+        missing_runtime("php's redis or pcntl extension is missing (Debian's php-redis, php-cli)")
+    return found
+
+
+@pytest.fixture
+def workers(php, tmp_path):
+    """Start PHP test workers (tests/clients/php/app.php) in their own sessions; stopped at teardown."""
+    started = []
+
+    def start(queues, redis_url, *args, name="php", reliable=False):
+        env = dict(os.environ, TEMPEST_REDIS_URL=redis_url)
+        if reliable:
+            env["TEMPEST_TEST_RELIABLE"] = "1"
+        with open(tmp_path / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen([php, APP, queues, *args], env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        proc.log_path = tmp_path / f"{name}.log"
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        stop_group(proc)
+
+
+def log_of(proc):
+    return proc.log_path.read_text(errors="replace")
+
+
+# 1. the hello world, run by tempestd from a [worker:] section
+
+
+def test_hello_world_under_tempestd(php, tempestd_factory):
+    daemon = tempestd_factory(front={"queue": "php-hello", "timeout": "5"},
+                              **{"worker:hello": {"command": f"{php} {HELLO} php-hello", "numprocs": "2"}})
+    wait_until(lambda: [s["state"] for s in daemon.status().values()] == ["RUNNING", "RUNNING"], timeout=15,
+               message="two PHP workers running")
+    status, headers, body = http("GET", daemon.base + "/")
+    assert (status, headers["content-type"], body) == (200, TEXT, b"Hello from php #1")
+    bodies = [body] + [http("GET", daemon.base + f"/{i}")[2] for i in range(6)]
+    assert all(re.fullmatch(rb"Hello from php #[1-9][0-9]*", b) for b in bodies)
+    counts = [int(b.rpartition(b"#")[2]) for b in bodies]
+    seen = [counts.count(n) for n in range(1, max(counts) + 1)]
+    # two counters, each from 1: every number up to the highest seen once or twice, never more
+    assert all(1 <= c <= 2 for c in seen) and seen == sorted(seen, reverse=True)
+    pids = {s["pid"] for s in daemon.status().values()}
+    assert len(pids) == 2
+
+
+# 2. streamed answers
+
+
+def test_a_streamed_answer_and_an_aborted_one(tempestd_factory, redis_server, workers):
+    daemon = tempestd_factory(front={"queue": "php-stream", "timeout": "5"})
+    workers("php-stream", redis_server.url)
+    status, headers, body = http("GET", daemon.base + "/stream")
+    assert (status, headers["transfer-encoding"], body) == (200, "chunked", b"one\ntwo\nthree\n")
+    # the chunks arrive as they are written: read the raw response
+    raw = raw_exchange(daemon.port, b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n", until_close=False)
+    assert raw.startswith(b"HTTP/1.1 200")
+    started = time.monotonic()
+    raw = raw_exchange(daemon.port, b"GET /abort HTTP/1.1\r\nHost: x\r\n\r\n", timeout=8)
+    assert time.monotonic() - started < 4  # cut by the abort, not by the route's timeout
+    assert raw.startswith(b"HTTP/1.1 200") and b"partial\n" in raw
+    assert not raw.endswith(b"0\r\n\r\n")  # no last chunk: the client can tell the body is incomplete
+    assert http("GET", daemon.base + "/after")[0] == 200  # the worker lives on
+
+
+# 3. sessions
+
+
+def test_sessions_written_read_back_and_regenerated(tempestd_factory, redis_server, redis_client, workers):
+    daemon = tempestd_factory(front={"queue": "php-session", "timeout": "5", "session_cookie": "sid"})
+    workers("php-session", redis_server.url)
+    status, headers, body = http("GET", daemon.base + "/session/set?v=bob")
+    sid = body.decode()
+    assert status == 200 and headers["set-cookie"].startswith(f"sid={sid};")
+    key = f"session:{sid}"
+    assert redis_client.hgetall(key) == {b"user": b'["bob"]', b"n": b"[42]", b"list": b'[[1,"two"]]'}
+    assert 0 < redis_client.ttl(key) <= 14 * 24 * 3600
+    status, _, body = http("GET", daemon.base + "/session/get", headers={"Cookie": f"sid={sid}"})
+    assert status == 200 and json.loads(body) == {"user": "bob", "n": 42, "list": [1, "two"]}
+    status, headers, body = http("GET", daemon.base + "/session/regenerate", headers={"Cookie": f"sid={sid}"})
+    old, new = body.decode().split()
+    assert status == 200 and old == sid and new != sid and len(new) == 22
+    assert headers["set-cookie"].startswith(f"sid={new};") and "x-tempest-session" not in headers
+    assert not redis_client.exists(key)
+    assert redis_client.hgetall(f"session:{new}") == {b"user": b'["bob"]', b"n": b"[42]", b"list": b'[[1,"two"]]',
+                                                       b"after": b'["login"]'}
+    _, _, body = http("GET", daemon.base + "/session/get", headers={"Cookie": f"sid={new}"})
+    assert json.loads(body)["after"] == "login"
+    redis_client.delete(f"session:{new}")
+
+
+# 4. publish
+
+
+def test_publish_reaches_sse_and_redis_subscribers(tempestd_factory, redis_server, redis_client, workers):
+    daemon = tempestd_factory(front={"queue": "php-pub", "timeout": "5"},
+                              pubsub={"durable": "phpnews.*", "history": "10"})
+    workers("php-pub", redis_server.url)
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe("php-plain")
+    wait_until(lambda: pubsub.get_message(timeout=0.1), message="subscribed")
+    status, _, body = http("GET", daemon.base + "/publish?channel=php-plain&data=hi")
+    assert (status, body) == (200, b"1")
+    message = wait_until(lambda: pubsub.get_message(timeout=0.1), message="the published message")
+    assert message["data"] == b'["hi"]'
+    pubsub.close()
+    # a durable channel: XADD + PUBLISH, the SSE event carries the stream id
+    sse = SSE(daemon.port, "/sub/phpnews.a")
+    try:
+        assert sse.next()["comment"] == "ok"
+        wait_until(lambda: daemon.info()["subscribers"] == 1, message="the SSE client subscribed")
+        status, _, body = http("GET", daemon.base + "/publish?channel=phpnews.a&data=hello&event=update")
+        stream_id = body.decode()
+        assert status == 200 and "-" in stream_id
+        assert sse.next_message() == {"event": "update", "id": stream_id, "data": "hello"}
+        assert redis_client.xlen("tempest:stream:{phpnews.a}") == 1
+    finally:
+        sse.close()
+        redis_client.delete("tempest:stream:{phpnews.a}")
+
+
+# 5. routing: forward to and from Python workers, gather
+
+
+def test_forward_to_and_from_python_workers_and_gather(tempestd_factory, redis_server, workers, tmp_path):
+    daemon = tempestd_factory(front={"queue": "php-route", "timeout": "5"},
+                              **{"route:/py/": {"queue": "php-route-py"}})
+    python = [
+        start_worker([ROUTING, "greeter", "php-route-pygreet"], redis_server.url, tmp_path, "pygreeter"),
+        start_worker([ROUTING, "front", "php-route-py", "php-route-phpgreet"], redis_server.url, tmp_path, "pyfront"),
+        start_worker([ROUTING, "squarer", "php-route-pysq"], redis_server.url, tmp_path, "pysq"),
+    ]
+    try:
+        front = workers("php-route", redis_server.url, "php-route-pygreet", name="front")
+        workers("php-route-phpgreet,php-route-phpsq", redis_server.url, name="parts")
+        # PHP forwards a url job to the Python greeter, which answers the client
+        status, _, body = http("GET", daemon.base + "/forward")
+        assert (status, body) == (200, f"greeted /forward from {front.pid}".encode())
+        # a Python worker forwards to a PHP worker (its answer under `greet`, declared with ACTIONS)
+        status, _, body = http("GET", daemon.base + "/py/hello")
+        assert status == 200 and body.decode().startswith("php greeted /py/hello from ")
+        # PHP gathers a Python part and a PHP part; then with a part nobody answers
+        status, headers, body = http("GET", daemon.base + "/gather?q=php-route-pysq,php-route-phpsq")
+        assert (status, body, headers["x-missing"]) == (200, b"5", "")  # 1 + 4
+        status, headers, body = http("GET", daemon.base + "/gather?q=php-route-pysq,silent&timeout=0.5", timeout=4)
+        assert (status, body, headers["x-missing"]) == (200, b"1", "1")
+        # a Python gatherer with a PHP part
+        status, headers, body = http("GET", daemon.base + "/py/gather?q=php-route-phpsq,php-route-pysq")
+        assert (status, body) == (200, b"5")
+        assert daemon.info()["answers_dropped"] == 0
+    finally:
+        for proc in python:
+            stop_group(proc)
+        import redis
+
+        redis.Redis(port=redis_server.port).delete("silent")
+
+
+# 6. a handler that raises
+
+
+def test_a_failing_handler_answers_500_at_once_and_the_worker_lives_on(tempestd_factory, redis_server, workers):
+    daemon = tempestd_factory(front={"queue": "php-fail", "timeout": "5"})
+    worker = workers("php-fail", redis_server.url)
+    started = time.monotonic()
+    status, headers, body = http("GET", daemon.base + "/fail")
+    assert (status, headers["content-type"], body) == (500, TEXT, b"500 Internal Server Error\n")
+    assert time.monotonic() - started < 3
+    assert http("GET", daemon.base + "/next")[2] == f"php {worker.pid} /next".encode()
+    assert "asked to fail" in log_of(worker)
+    # a malformed job is dropped, a job without handler gets 501 under url, a numeric job id is answered
+    import redis
+
+    client = redis.Redis(port=redis_server.port)
+    client.rpush("php-fail", b"not json", json.dumps(["nope", [], f"127.0.0.1:{daemon.answer_port}", 12345]))
+    wait_until(lambda: "no handler for action 'nope' (job 12345)" in log_of(worker), message="the 501 logged")
+    assert "dropped malformed job not json" in log_of(worker)
+    assert http("GET", daemon.base + "/again")[0] == 200 and worker.poll() is None
+
+
+# 7. reliable delivery
+
+
+def test_reliable_the_job_of_a_killed_worker_is_answered_by_another(tempestd_factory, redis_server, redis_client,
+                                                                    workers):
+    daemon = tempestd_factory(front={"queue": "php-rel", "timeout": "20", "redeliver_interval": "0.5"})
+    first = workers("php-rel", redis_server.url, name="first", reliable=True)
+    members = lambda: {m.decode().split(" ", 1)[1].split(":")[1] for m in redis_client.smembers("tempest:workers")
+                       if m.startswith(b"php-rel ")}
+    wait_until(lambda: members() == {str(first.pid)}, timeout=10, message="the first worker registered")
+    thread, result = in_thread(http, "GET", daemon.base + "/slow?ms=2500", timeout=20)
+    wait_until(lambda: any(redis_client.llen(k) for k in redis_client.keys("tempest:processing:{php-rel}:*")),
+               timeout=10, message="the job in the first worker's processing list")
+    second = workers("php-rel", redis_server.url, name="second", reliable=True)
+    wait_until(lambda: members() == {str(first.pid), str(second.pid)}, timeout=10, message="the second registered")
+    os.kill(first.pid, signal.SIGKILL)  # the worker alone: its heartbeat process must notice and stop
+    first.wait(10)
+    wait_until(lambda: daemon.info()["jobs_redelivered"] == 1, timeout=10, message="the job given back")
+    thread.join(20)
+    status, _, body = result["value"]
+    assert (status, body) == (200, f"slow done by {second.pid}".encode())
+    wait_until(lambda: members() == {str(second.pid)}, timeout=5, message="the dead worker forgotten")
+    # a clean stop gives back nothing, unregisters and deletes the heartbeat
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(10) == 0
+    assert members() == set() and not redis_client.keys("tempest:processing:{php-rel}:*")
+    assert not [k for k in redis_client.keys("tempest:alive:*") if f":{second.pid}:".encode() in k]
+
+
+# 8. SIGTERM while a job runs
+
+
+def test_sigterm_finishes_the_job_in_hand_then_exits_0(tempestd_factory, redis_server, redis_client, workers):
+    daemon = tempestd_factory(front={"queue": "php-term", "timeout": "10"})
+    worker = workers("php-term", redis_server.url)
+    assert http("GET", daemon.base + "/warm")[0] == 200  # the worker is up
+    thread, result = in_thread(http, "GET", daemon.base + "/slow?ms=1500")
+    wait_until(lambda: daemon.info()["jobs_pushed"] == 2 and redis_client.llen("php-term") == 0,
+               message="the slow job taken")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(10) == 0
+    thread.join(10)
+    assert result["value"][0] == 200 and result["value"][2] == f"slow done by {worker.pid}".encode()
+
+
+# 9. Redis restarted under the worker
+
+
+def test_the_worker_serves_again_after_a_redis_restart(tempestd_factory, workers, tmp_path):
+    server = RedisServer(tmp_path / "redis9").start()
+    try:
+        daemon = tempestd_factory(redis_url=server.url, front={"queue": "php-restart", "timeout": "5"})
+        worker = workers("php-restart", server.url)
+        assert http("GET", daemon.base + "/before")[0] == 200
+        server.stop()
+        wait_until(lambda: "Redis unreachable" in log_of(worker), timeout=10, message="the worker saw Redis go")
+        server = RedisServer(tmp_path / "redis9", port=server.port).start()
+        wait_until(lambda: http("GET", daemon.base + "/after", timeout=6)[0] == 200, timeout=30, interval=0.2,
+                   message="served again")
+        assert worker.poll() is None
+        assert http("GET", daemon.base + "/again")[2] == f"php {worker.pid} /again".encode()
+    finally:
+        server.stop()
