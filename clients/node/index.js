@@ -1,0 +1,633 @@
+'use strict';
+/**
+ * tempest-worker: a Tempest worker in Node.js, on node-redis (v4).
+ *
+ * It speaks the wire protocol of docs/protocol.md (the 2012 protocol plus its extensions):
+ * jobs are taken from Redis lists with BLPOP (or BLMOVE, reliable), answers are sent as
+ * `<action> <job_id> <json>` to the job's `respond_to` endpoint. The vocabulary is the Python
+ * library's (tempest/worker.py):
+ *
+ *   const { Worker } = require('tempest-worker');
+ *   const worker = new Worker('tempest');
+ *   worker.on('url', async (context, env) => [200, {'Content-Type': 'text/plain'}, 'Hello ' + env.url]);
+ *   worker.run().then(() => process.exit(0));
+ */
+
+const crypto = require('crypto');
+const os = require('os');
+const { createClient } = require('redis');
+
+const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379/0';
+const POLL_TIMEOUT = 1; // seconds a BLPOP blocks, so that a stop request is seen within it
+const COMMAND_GRACE = 10000; // ms a blocking command may take beyond its own timeout: then the connection is dead
+const RECONNECT_MIN = 100; // ms
+const RECONNECT_MAX = 5000; // ms between reconnection attempts, at most
+const ANSWER_ACTIONS = ['url', 'ws']; // the actions every answer endpoint knows
+const GATHER_TTL = 300; // seconds a fan-out's stream lives at most (the gatherer deletes it)
+const SESSION_TTL = 14 * 24 * 3600; // [front] session_ttl's default
+const REGENERATED_HEADER = 'X-Tempest-Session';
+const SESSION_ID = /^[A-Za-z0-9_-]{22}$/;
+const DURABLE_CONFIG = 'tempest:pubsub:durable';
+const DURABLE_CACHE = 5000; // ms a publisher trusts its copy of the durable patterns
+const WORKERS = 'tempest:workers';
+
+// tempest/reliable.py's scripts, verbatim
+const TAKE = `
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local job = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+  if not job then break end
+  out[#out + 1] = job
+end
+return out
+`;
+const GIVE_BACK_ALL = `
+local n = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') do n = n + 1 end
+return n
+`;
+// tempest/publish.py's script: XADD and PUBLISH in one step
+const PUBLISH_DURABLE = `
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'm', ARGV[1])
+redis.call('PUBLISH', ARGV[3], cjson.encode({'$durable', id, ARGV[1]}))
+return id
+`;
+
+const keys = {
+  session: (id) => 'session:' + id,
+  processing: (queue, workerId) => 'tempest:processing:{' + queue + '}:' + workerId,
+  alive: (workerId) => 'tempest:alive:' + workerId,
+  gather: (gid) => 'tempest:gather:{' + gid + '}',
+  stream: (channel) => 'tempest:stream:{' + channel + '}',
+};
+
+const log = {
+  at(level, message) {
+    process.stderr.write(`${new Date().toISOString()} ${level} tempest-worker[${process.pid}]: ${message}\n`);
+  },
+  info(message) { this.at('INFO', message); },
+  warn(message) { this.at('WARNING', message); },
+  error(message) { this.at('ERROR', message); },
+  debug(message) { if (process.env.TEMPEST_DEBUG) this.at('DEBUG', message); },
+};
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const backoff = (retries) => Math.min(RECONNECT_MIN * 2 ** retries, RECONNECT_MAX);
+const isObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
+const randomId = (bytes) => crypto.randomBytes(bytes).toString('base64url');
+
+/**
+ * Decode a job envelope: [action, args, respond_to, job_id]. The job id comes back as a
+ * string: a number (a job pushed by hand) as its decimal text, exactly as written.
+ */
+function decodeJob(raw) {
+  const job = JSON.parse(raw);
+  if (!Array.isArray(job) || job.length !== 4) throw new Error('a job is a JSON list of four elements');
+  let [action, args, respondTo, jobId] = job;
+  if (typeof action !== 'string' || !Array.isArray(args)) throw new Error("a job's action is a string and its args a list");
+  if (respondTo !== null && typeof respondTo !== 'string') throw new Error("a job's respond_to is 'host:port' or null");
+  if (typeof jobId === 'number') {
+    const literal = /,\s*(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*\]\s*$/.exec(raw);
+    jobId = literal && /^-?\d+$/.test(literal[1]) ? literal[1] : String(jobId); // beyond 2^53 too
+  } else if (typeof jobId !== 'string') {
+    jobId = JSON.stringify(jobId);
+  }
+  return [action, args, respondTo, jobId];
+}
+
+/** A url answer [status, headers, body] with one more header (headers an object, pairs or missing). */
+function withHeader(answer, name, value) {
+  if (!Array.isArray(answer) || answer.length === 0) return answer;
+  answer = answer.slice();
+  const headers = answer.length > 1 ? answer[1] : undefined;
+  let updated;
+  if (Array.isArray(headers)) updated = [...headers, [name, value]];
+  else if (isObject(headers)) updated = { ...headers, [name]: value };
+  else if (headers === undefined || headers === null) updated = { [name]: value };
+  else return answer;
+  if (answer.length > 1) answer[1] = updated; else answer.push(updated);
+  return answer;
+}
+
+/** fnmatch.fnmatchcase's patterns (* ? [seq] [!seq]) as a RegExp. */
+function fnmatch(pattern) {
+  let out = '';
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i];
+    if (c === '*') out += '.*';
+    else if (c === '?') out += '.';
+    else if (c === '[') {
+      const end = pattern.indexOf(']', i + 2);
+      if (end < 0) { out += '\\['; continue; }
+      let set = pattern.slice(i + 1, end).replace(/\\/g, '\\\\');
+      if (set[0] === '!') set = '^' + set.slice(1); else if (set[0] === '^') set = '\\' + set;
+      out += '[' + set + ']';
+      i = end;
+    } else out += c.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+  }
+  return new RegExp('^' + out + '$', 's');
+}
+
+/**
+ * A session as a worker sees it: the Redis hash session:<id>, each value the JSON list [value].
+ * Reads go to Redis every time; every write sets the hash's TTL again (MULTI HSET + EXPIRE).
+ */
+class Session {
+  constructor(redis, id, ttl) {
+    this.redis = redis;
+    this.id = id;
+    this.ttl = Math.trunc(ttl);
+    this.regenerated = false;
+  }
+
+  get key() { return keys.session(this.id); }
+
+  async get(field, fallback = null) {
+    const raw = await this.redis.hGet(this.key, field);
+    return raw === null || raw === undefined ? fallback : Session.value(raw, fallback);
+  }
+
+  async set(field, value) { return this.update({ [field]: value }); }
+
+  async update(values) {
+    const fields = Object.entries(values);
+    if (fields.length === 0) return;
+    const encoded = Object.fromEntries(fields.map(([field, value]) => [field, JSON.stringify([value])]));
+    await this.redis.multi().hSet(this.key, encoded).expire(this.key, this.ttl).exec();
+  }
+
+  async delete(field) { return (await this.redis.hDel(this.key, field)) > 0; }
+
+  async has(field) { return Boolean(await this.redis.hExists(this.key, field)); }
+
+  async all() {
+    const raw = await this.redis.hGetAll(this.key);
+    return Object.fromEntries(Object.entries(raw).map(([field, value]) => [field, Session.value(value, null)]));
+  }
+
+  /** Forget every field (logout); the id stays: regenerate() it too. */
+  async clear() { await this.redis.del(this.key); }
+
+  /** A new id for the same fields (call it at login); the answer carries X-Tempest-Session. */
+  async regenerate() {
+    const old = this.key;
+    this.id = randomId(16);
+    try {
+      await this.redis.rename(old, this.key);
+    } catch (error) {
+      if (!/no such key/i.test(String(error && error.message))) throw error; // nothing written yet
+    }
+    this.regenerated = true;
+    return this.id;
+  }
+
+  static value(raw, fallback) {
+    try {
+      const value = JSON.parse(raw);
+      return Array.isArray(value) && value.length ? value[0] : fallback;
+    } catch (error) {
+      return fallback;
+    }
+  }
+}
+
+/** The body of a streamed answer (Context.stream). */
+class Stream {
+  constructor(context) {
+    this.context = context;
+    this.closed = false;
+  }
+
+  /** Send a piece of the body (a Buffer, or a string sent as UTF-8). */
+  async write(data) {
+    if (this.closed) throw new Error('write to a closed stream');
+    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data);
+    if (bytes.length === 0) return true;
+    const { worker, respondTo, jobId } = this.context;
+    return worker.sendCommand(respondTo, ['chunk', jobId, bytes]);
+  }
+
+  /** End the body. */
+  async close() { return this.end(); }
+
+  /** Give up: tempestd cuts the client's body (no last chunk), so the client can tell. */
+  async abort() { return this.end('abort'); }
+
+  async end(...how) {
+    if (this.closed) return false;
+    this.closed = true;
+    const { worker, respondTo, jobId } = this.context;
+    return worker.sendCommand(respondTo, ['end', jobId, ...how]);
+  }
+}
+
+/** What a handler knows about its job, and how it answers. */
+class Context {
+  constructor(worker, action, respondTo, jobId, env = null) {
+    this.worker = worker;
+    this.action = action;
+    this.respondTo = respondTo;
+    this.jobId = jobId;
+    this.env = env; // a url job's env (null for other actions)
+    this.answered = 0;
+    this.openStream = null;
+    this._session = undefined;
+  }
+
+  /** The request's Session, or null without [front] session_cookie (or for other actions). */
+  get session() {
+    if (this._session === undefined) {
+      const info = this.env && this.env.session;
+      this._session = isObject(info) && typeof info.id === 'string' && SESSION_ID.test(info.id)
+        ? new Session(this.worker.redis, info.id, info.ttl || SESSION_TTL) : null;
+    }
+    return this._session;
+  }
+
+  _regenerated() { return Boolean(this._session && this._session.regenerated); }
+
+  /** Send an answer (several allowed). False if nobody waits (no respond_to) or it failed. */
+  async answer(data) {
+    this.answered += 1;
+    if (this._regenerated() && this.action === 'url') data = withHeader(data, REGENERATED_HEADER, this._session.id);
+    return this.worker.sendAnswer(this.respondTo, this.action, this.jobId, data);
+  }
+
+  /** Begin a streamed answer: the head now, then write()s, then close() (or abort()). */
+  async stream(status = 200, headers = {}) {
+    let head = [status, headers || {}];
+    if (this._regenerated()) head = withHeader(head, REGENERATED_HEADER, this._session.id);
+    this.answered += 1;
+    this.openStream = new Stream(this);
+    await this.worker.sendCommand(this.respondTo, ['stream', this.jobId, JSON.stringify(head)]);
+    return this.openStream;
+  }
+
+  /** Pass the job on to `queue` as an `action` job: its worker answers the waiting client. */
+  async forward(queue, action, ...args) {
+    this.answered += 1; // someone else answers: no 500 for a handler that returns nothing
+    await this.worker.push(queue, JSON.stringify([action, args, this.respondTo, this.jobId]));
+  }
+
+  /** Fan out [queue, action, args] parts; their answers in order, null for a missing one. */
+  async gather(parts, timeout = 5.0) {
+    if (!this.respondTo) throw new Error("gather needs a job with respond_to (the answer endpoint relays the parts' answers)");
+    return this.worker.gather(this.respondTo, parts, timeout);
+  }
+}
+
+/**
+ * Takes jobs from one or more queues and calls the handler of each job's action.
+ *
+ * Options: redisUrl (default TEMPEST_REDIS_URL, else redis://127.0.0.1:6379/0), answerPassword
+ * (default TEMPEST_ANSWER_PASSWORD), reliable (false), heartbeat (seconds, 15).
+ */
+class Worker {
+  constructor(queues = 'tempest', options = {}) {
+    this.queues = typeof queues === 'string' ? [queues] : [...queues];
+    this.redisUrl = options.redisUrl || process.env.TEMPEST_REDIS_URL || DEFAULT_REDIS_URL;
+    this.answerPassword = options.answerPassword || process.env.TEMPEST_ANSWER_PASSWORD || null;
+    this.reliable = Boolean(options.reliable);
+    this.heartbeat = Number(options.heartbeat || 15);
+    this.workerId = `${os.hostname()}:${process.pid}:${crypto.randomBytes(3).toString('hex')}`;
+    this.handlers = new Map();
+    this.stopping = false;
+    this.processed = 0;
+    // for the handlers, publish and the heartbeat; commands fail at once while Redis is away
+    this.redis = this._client();
+    this._blocking = null; // BLPOP/BLMOVE/XREAD: its own connection, replaced if it hangs
+    this._endpoints = new Map(); // respond_to -> Promise of a connected client
+    this._registered = false;
+    this._holding = null;
+    this._durable = { stamp: -Infinity, patterns: [] };
+  }
+
+  /** Register handler(context, ...args) for `action`; its value, unless null/undefined, is the answer. */
+  on(action, handler) {
+    this.handlers.set(action, handler);
+    return this;
+  }
+
+  /** Ask run() to return once the job in hand is finished. */
+  stop() { this.stopping = true; }
+
+  _client() {
+    const client = createClient({
+      url: this.redisUrl,
+      disableOfflineQueue: true,
+      socket: { connectTimeout: 5000, reconnectStrategy: backoff },
+    });
+    let last = 0;
+    client.on('error', (error) => {
+      if (Date.now() - last > 5000) log.warn(`Redis: ${error.message || error}`);
+      last = Date.now();
+    });
+    client.connect().catch(() => {});
+    return client;
+  }
+
+  _blockingClient() {
+    if (this._blocking === null) this._blocking = this._client();
+    return this._blocking;
+  }
+
+  /** A blocking command on the blocking connection, given up (and the connection with it) if it hangs. */
+  async _block(command, seconds) {
+    const client = this._blockingClient();
+    let timer;
+    const hung = new Promise((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`no reply to ${command[0]} within ${seconds}s + grace`)), seconds * 1000 + COMMAND_GRACE);
+    });
+    try {
+      return await Promise.race([client.sendCommand(command), hung]);
+    } catch (error) {
+      if (this._blocking === client && /no reply/.test(error.message)) {
+        this._blocking = null;
+        client.disconnect().catch(() => {});
+      }
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Take and run jobs until stop() or SIGTERM/SIGINT; the job in hand is finished first. */
+  async run({ installSignals = true } = {}) {
+    const stop = () => this.stop();
+    if (installSignals) {
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+    }
+    log.info(`worker on ${this.queues.join(',')} (${this.redisUrl}): ${[...this.handlers.keys()].join(', ')}`);
+    let heart = null;
+    if (this.reliable) {
+      heart = setInterval(() => {
+        if (this._registered) this._beat().catch((error) => log.debug(`heartbeat failed: ${error.message}`));
+      }, (this.heartbeat * 1000) / 3);
+    }
+    try {
+      const until = Date.now() + 2000; // a first connection, before the loop warns about it
+      while (!this.stopping && !this._blockingClient().isReady && Date.now() < until) await sleep(10);
+      await this._loop();
+    } finally {
+      if (heart) clearInterval(heart);
+      if (this.reliable) await this._unregister();
+      await this.close();
+      if (installSignals) {
+        process.removeListener('SIGTERM', stop);
+        process.removeListener('SIGINT', stop);
+      }
+    }
+    log.info(`worker stopped after ${this.processed} jobs`);
+  }
+
+  async _loop() {
+    let delay = RECONNECT_MIN;
+    while (!this.stopping) {
+      let jobs;
+      try {
+        if (this.reliable && !this._registered) {
+          await this._beat();
+          this._registered = true;
+        }
+        jobs = this.reliable ? await this._takeReliable() : await this._take();
+        delay = RECONNECT_MIN;
+      } catch (error) {
+        log.warn(`Redis unreachable (${error.message || error}); retrying in ${(delay / 1000).toFixed(1)}s`);
+        await this._sleep(delay);
+        delay = Math.min(delay * 2, RECONNECT_MAX);
+        continue;
+      }
+      for (const raw of jobs) await this.process(raw);
+      if (this._holding !== null) await this._release();
+    }
+  }
+
+  async _take() {
+    const item = await this._block(['BLPOP', ...this.queues, String(POLL_TIMEOUT)], POLL_TIMEOUT);
+    return item ? [item[1]] : [];
+  }
+
+  // reliable delivery: exactly tempest/reliable.py's commands
+
+  async _beat() {
+    const entries = this.queues.map((queue) => `${queue} ${this.workerId}`);
+    await Promise.all([
+      this.redis.sendCommand(['SET', keys.alive(this.workerId), '1', 'PX', String(Math.trunc(this.heartbeat * 1000))]),
+      this.redis.sendCommand(['SADD', WORKERS, ...entries]),
+    ]);
+  }
+
+  async _takeReliable() {
+    for (const queue of this.queues) {
+      const jobs = await this._block(['EVAL', TAKE, '2', queue, keys.processing(queue, this.workerId), '1'], 0);
+      if (jobs && jobs.length) {
+        this._holding = queue;
+        return jobs;
+      }
+    }
+    const queue = this.queues[0];
+    const timeout = this.queues.length === 1 ? POLL_TIMEOUT : 0.1;
+    const job = await this._block(['BLMOVE', queue, keys.processing(queue, this.workerId), 'LEFT', 'RIGHT', String(timeout)], timeout);
+    if (job === null || job === undefined) return [];
+    this._holding = queue;
+    return [job];
+  }
+
+  async _release() {
+    const queue = this._holding;
+    this._holding = null;
+    try {
+      await this._block(['DEL', keys.processing(queue, this.workerId)], 0);
+    } catch (error) {
+      log.warn(`cannot release the finished jobs of ${queue} (${error.message}): they may be delivered again`);
+    }
+  }
+
+  async _unregister() {
+    try {
+      const client = this._blockingClient();
+      const commands = this.queues.map((queue) => client.sendCommand(['EVAL', GIVE_BACK_ALL, '2', keys.processing(queue, this.workerId), queue]));
+      commands.push(client.sendCommand(['SREM', WORKERS, ...this.queues.map((queue) => `${queue} ${this.workerId}`)]));
+      commands.push(client.sendCommand(['DEL', keys.alive(this.workerId)]));
+      await Promise.all(commands);
+    } catch (error) {
+      log.warn(`cannot unregister from Redis (${error.message}): tempestd will give back what is left`);
+    }
+  }
+
+  async _sleep(ms) {
+    const end = Date.now() + ms;
+    while (!this.stopping && Date.now() < end) await sleep(Math.min(100, end - Date.now()));
+  }
+
+  /** Run the handler of one raw job; a malformed job is logged and dropped, a failure answered 500. */
+  async process(raw) {
+    let action, args, respondTo, jobId;
+    try {
+      [action, args, respondTo, jobId] = decodeJob(raw);
+    } catch (error) {
+      log.error(`dropped malformed job ${JSON.stringify(String(raw).slice(0, 200))}: ${error.message}`);
+      return;
+    }
+    this.processed += 1;
+    const handler = this.handlers.get(action);
+    const env = action === 'url' && args.length && isObject(args[0]) ? args[0] : null;
+    const context = new Context(this, action, respondTo, jobId, env);
+    if (!handler) {
+      log.error(`no handler for action ${JSON.stringify(action)} (job ${jobId})`);
+      await this._answerError(context, 501, 'Not Implemented');
+      return;
+    }
+    let result;
+    try {
+      result = await handler(context, ...args);
+    } catch (error) {
+      log.error(`handler of ${JSON.stringify(action)} failed on job ${jobId}: ${(error && error.stack) || error}`);
+      if (context.openStream) await context.openStream.abort(); // its head is gone: the body is cut
+      await this._answerError(context, 500, 'Internal Server Error');
+      return;
+    }
+    if (result !== undefined && result !== null) await context.answer(result);
+  }
+
+  async _answerError(context, status, reason) {
+    if (context.action === 'ws' || context.answered) return;
+    if (!this.handlers.has(context.action)) context.action = 'url';
+    await context.answer([status, { 'Content-Type': 'text/plain' }, `${status} ${reason}\n`]);
+  }
+
+  /** Send `<action> <job_id> <json>` to respond_to; false without one (or if it failed). */
+  async sendAnswer(respondTo, action, jobId, data) {
+    return this.sendCommand(respondTo, [action, jobId, JSON.stringify(data)]);
+  }
+
+  /** Send one command to the answer endpoint respond_to; false without one or on failure (logged). */
+  async sendCommand(respondTo, command) {
+    if (!respondTo) return false;
+    let client;
+    try {
+      client = await this._endpoint(respondTo);
+      await client.sendCommand(command.map((arg) => (Buffer.isBuffer(arg) ? arg : String(arg))));
+      return true;
+    } catch (error) {
+      log.warn(`cannot send ${command[0]} ${command[1]} to ${respondTo}: ${error.message || error}`);
+      if (client && !client.isReady) this._dropEndpoint(respondTo);
+      return false;
+    }
+  }
+
+  _endpoint(respondTo) {
+    const known = this._endpoints.get(respondTo);
+    if (known) {
+      return known.then((client) => {
+        if (client.isReady) return client;
+        this._dropEndpoint(respondTo);
+        return this._endpoint(respondTo);
+      });
+    }
+    const colon = respondTo.lastIndexOf(':');
+    const host = respondTo.slice(0, colon).replace(/^\[|\]$/g, '');
+    const port = Number(respondTo.slice(colon + 1));
+    const client = createClient({
+      socket: { host, port, connectTimeout: 5000, reconnectStrategy: false },
+      password: this.answerPassword || undefined,
+    });
+    client.on('error', (error) => log.debug(`answer endpoint ${respondTo}: ${error.message}`));
+    const declared = [...this.handlers.keys()].filter((action) => !ANSWER_ACTIONS.includes(action)).sort();
+    const ready = client.connect().then(async () => {
+      if (declared.length) await client.sendCommand(['ACTIONS', ...declared]).catch(() => {}); // reply ignored
+      return client;
+    });
+    ready.catch(() => this._dropEndpoint(respondTo, ready));
+    this._endpoints.set(respondTo, ready);
+    return ready;
+  }
+
+  _dropEndpoint(respondTo, which) {
+    const known = this._endpoints.get(respondTo);
+    if (!known || (which && known !== which)) return;
+    this._endpoints.delete(respondTo);
+    known.then((client) => client.disconnect().catch(() => {}), () => {});
+  }
+
+  /** RPUSH an encoded job to `queue`. */
+  async push(queue, job) {
+    await this.redis.sendCommand(['RPUSH', queue, job]);
+  }
+
+  /** The fan-out of Context.gather (docs/protocol.md, "Fan-out and gather"). */
+  async gather(respondTo, parts, timeout) {
+    const gid = randomId(16);
+    const key = keys.gather(gid);
+    const results = parts.map(() => null);
+    const missing = new Set(parts.map((_, index) => index));
+    try {
+      await this.redis.sendCommand(['XADD', key, '*', 'part', '-1']);
+      await Promise.all([
+        this.redis.sendCommand(['EXPIRE', key, String(GATHER_TTL)]),
+        ...parts.map(([queue, action, args], index) =>
+          this.redis.sendCommand(['RPUSH', queue, JSON.stringify([action, args || [], respondTo, `gather:${gid}:${index}`])])),
+      ]);
+      const deadline = Date.now() + timeout * 1000;
+      let last = '0-0';
+      while (missing.size && deadline - Date.now() > 0) {
+        const block = Math.max(1, Math.trunc(Math.min(deadline - Date.now(), POLL_TIMEOUT * 1000)));
+        const reply = await this._block(['XREAD', 'BLOCK', String(block), 'STREAMS', key, last], block / 1000);
+        for (const [id, flat] of reply ? reply[0][1] : []) {
+          last = id;
+          const fields = {};
+          for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i]] = flat[i + 1];
+          const part = /^\d+$/.test(fields.part || '') ? Number(fields.part) : -1;
+          if (!missing.has(part)) continue;
+          try {
+            results[part] = JSON.parse(fields.answer);
+          } catch (error) {
+            log.warn(`gather: part ${part} answered with something that is not JSON`);
+          }
+          missing.delete(part);
+        }
+      }
+    } finally {
+      await this.redis.sendCommand(['DEL', key]).catch(() => {});
+    }
+    if (missing.size) log.info(`gather ${gid}: ${missing.size} of ${parts.length} parts missing after ${timeout}s`);
+    return results;
+  }
+
+  /**
+   * Publish `data` (any JSON value; a string as is) to `channel`, as an SSE event named `event`.
+   * Resolves to the stream id on a durable channel, else the number of Redis subscribers.
+   */
+  async publish(channel, data, event = null) {
+    if (event !== null && event !== undefined && (typeof event !== 'string' || /[\r\n\0]/.test(event))) {
+      throw new Error(`bad event name ${JSON.stringify(event)}`);
+    }
+    const message = JSON.stringify(event !== null && event !== undefined ? [event, data] : [data]);
+    let history = null;
+    for (const [pattern, kept] of await this._durablePatterns()) {
+      if (fnmatch(pattern).test(channel)) { history = kept; break; }
+    }
+    if (history === null) return this.redis.sendCommand(['PUBLISH', channel, message]);
+    return this.redis.sendCommand(['EVAL', PUBLISH_DURABLE, '1', keys.stream(channel), message, String(history), channel]);
+  }
+
+  async _durablePatterns() {
+    if (Date.now() - this._durable.stamp > DURABLE_CACHE) {
+      const raw = await this.redis.sendCommand(['GET', DURABLE_CONFIG]);
+      this._durable = { stamp: Date.now(), patterns: raw ? JSON.parse(raw) : [] };
+    }
+    return this._durable.patterns;
+  }
+
+  /** Close every connection (run() does it when it returns). */
+  async close() {
+    const clients = [this.redis, this._blocking];
+    for (const ready of this._endpoints.values()) clients.push(await ready.catch(() => null));
+    this._endpoints.clear();
+    this._blocking = null;
+    await Promise.all(clients.filter(Boolean).map((client) => client.disconnect().catch(() => {})));
+  }
+}
+
+module.exports = { Worker, Context, Stream, Session, decodeJob, withHeader, fnmatch, keys, DEFAULT_REDIS_URL };

@@ -1,0 +1,336 @@
+"""The Node.js worker client (clients/node) end to end, under a real tempestd and redis-server:
+hello world from a [worker:] section, streams, sessions, publish, routing with Python workers,
+failures, reliable delivery, SIGTERM and a Redis restart."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from support import REPO, RedisServer, http, in_thread, missing_runtime, start_worker, stop_group, wait_until
+
+from sseclient import SSE
+
+CLIENT = os.path.join(REPO, "clients", "node")
+HELLO = os.path.join(CLIENT, "examples", "hello.js")
+ROLES = os.path.join(REPO, "tests", "clients", "node", "roles.js")
+ROUTING = os.path.join(REPO, "tests", "workers", "routing.py")
+
+
+@pytest.fixture
+def node():
+    found = shutil.which("node")
+    if not found:
+        missing_runtime("node (Node.js 20)")
+    if not os.path.isdir(os.path.join(CLIENT, "node_modules", "redis")):
+        missing_runtime("clients/node/node_modules (npm install in clients/node)")
+    return found
+
+
+@pytest.fixture
+def prefix(request):
+    return "node-" + re.sub(r"[^a-z0-9]+", "-", request.node.name[5:40].lower())
+
+
+@pytest.fixture
+def started():
+    """Node processes started by a test, stopped (by process group) at its end."""
+    procs = []
+    yield procs
+    for proc in procs:
+        stop_group(proc)
+
+
+def start_node(node, started, args, redis_url, directory, name="node", extra_env=None):
+    env = dict(os.environ, TEMPEST_REDIS_URL=redis_url)
+    env.update(extra_env or {})
+    with open(os.path.join(str(directory), f"{name}.log"), "ab") as log:
+        proc = subprocess.Popen([node, ROLES, *args], env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    started.append(proc)
+    return proc
+
+
+def log_of(directory, name):
+    with open(os.path.join(str(directory), f"{name}.log"), encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
+@pytest.fixture
+def site(node, started, tempestd_factory, redis_server, tmp_path, prefix):
+    """tempestd on the queue <prefix>, one node app worker on it."""
+    daemon = tempestd_factory(front={"queue": prefix, "timeout": "5", "session_cookie": "sid"})
+    start_node(node, started, ["app", prefix], redis_server.url, tmp_path, "app")
+    daemon.prefix = prefix
+    return daemon
+
+
+def read_chunked(sock_file):
+    """Read a chunked body piece by piece: (chunks, complete)."""
+    chunks = []
+    while True:
+        size_line = sock_file.readline()
+        if not size_line:
+            return chunks, False
+        size = int(size_line.strip(), 16)
+        if size == 0:
+            sock_file.readline()
+            return chunks, True
+        data = sock_file.read(size)
+        sock_file.readline()
+        if len(data) < size:
+            return chunks + [data], False
+        chunks.append(data)
+
+
+def raw_get(port, path, headers=""):
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode())
+    sock_file = sock.makefile("rb")
+    status = sock_file.readline()
+    head = {}
+    while True:
+        line = sock_file.readline().decode("latin-1").strip()
+        if not line:
+            break
+        name, _, value = line.partition(":")
+        head[name.lower()] = value.strip()
+    return sock, sock_file, status, head
+
+
+# 1. hello world
+
+
+def test_hello_world_from_a_worker_section(node, tempestd_factory, prefix):
+    daemon = tempestd_factory(front={"queue": prefix, "timeout": "5"},
+                              **{"worker:hello": {"command": f"{node} {HELLO} {prefix}", "numprocs": "2"}})
+    wait_until(lambda: [s["state"] for s in daemon.status().values()] == ["RUNNING", "RUNNING"], 15,
+               message="two node workers running")
+    status, headers, body = http("GET", daemon.base + "/")
+    assert status == 200 and headers["content-type"] == "text/plain"
+    assert body == b"Hello from node #1"  # the first answer of whichever process took it
+    bodies = [http("GET", daemon.base + f"/{i}")[2].decode() for i in range(6)]
+    assert all(re.fullmatch(r"Hello from node #[1-7]", b) for b in bodies)
+    assert len({s["pid"] for s in daemon.status().values()}) == 2
+
+
+# 2. streams
+
+
+def test_a_streamed_answer_arrives_in_chunks(site):
+    sock, sock_file, status, head = raw_get(site.port, "/stream?pause=200")
+    try:
+        assert status.startswith(b"HTTP/1.1 200") and head["transfer-encoding"] == "chunked"
+        chunks, complete = read_chunked(sock_file)
+        assert complete and b"".join(chunks) == b"chunk 0\nchunk 1\nchunk 2\n"
+        assert len(chunks) == 3  # each write() arrived as its own chunk
+    finally:
+        sock.close()
+    status, _, body = http("GET", site.base + "/stream?pause=1")
+    assert (status, body) == (200, b"chunk 0\nchunk 1\nchunk 2\n")
+
+
+def test_a_stream_whose_handler_raises_is_cut(site):
+    sock, sock_file, status, head = raw_get(site.port, "/abort")
+    try:
+        assert status.startswith(b"HTTP/1.1 200")
+        chunks, complete = read_chunked(sock_file)
+        assert not complete and b"".join(chunks) == b"partial\n"
+    finally:
+        sock.close()
+    assert http("GET", site.base + "/after")[0] == 200  # the worker serves on
+
+
+# 3. sessions
+
+
+def test_session_write_cookie_round_trip_and_regenerate(site, redis_client):
+    status, headers, body = http("GET", site.base + "/session/set?user=bob&n=1")
+    assert (status, body) == (200, b"stored")
+    sid = re.match(r"sid=([A-Za-z0-9_-]{22});", headers["set-cookie"]).group(1)
+    key = f"session:{sid}"
+    assert redis_client.hgetall(key) == {b"user": b'["bob"]', b"n": b'["1"]'}
+    assert 0 < redis_client.ttl(key) <= 14 * 24 * 3600
+    status, headers, body = http("GET", site.base + "/session/get?field=user", headers={"Cookie": f"sid={sid}"})
+    assert (status, body) == (200, b'"bob"') and "set-cookie" not in headers
+    redis_client.hset(key, "user", '["alice"]')  # written by another worker: read from Redis each time
+    assert http("GET", site.base + "/session/get?field=user", headers={"Cookie": f"sid={sid}"})[2] == b'"alice"'
+
+    status, headers, body = http("GET", site.base + "/session/regenerate", headers={"Cookie": f"sid={sid}"})
+    new = re.match(r"sid=([A-Za-z0-9_-]{22});", headers["set-cookie"]).group(1)
+    assert status == 200 and new != sid and body.decode() == f"{sid} -> {new}"
+    assert "x-tempest-session" not in headers  # the front turned it into the cookie
+    assert not redis_client.exists(key) and redis_client.hget(f"session:{new}", "user") == b'["alice"]'
+    assert http("GET", site.base + "/session/get?field=user", headers={"Cookie": f"sid={new}"})[2] == b'"alice"'
+    redis_client.delete(f"session:{new}")
+
+
+# 4. publish
+
+
+def test_publish_reaches_an_sse_client(site, redis_client):
+    channel = site.prefix + "-news"
+    client = SSE(site.port, f"/sub/{channel}")
+    try:
+        wait_until(lambda: redis_client.pubsub_numsub(channel)[0][1] >= 1, message="the relay subscribed")
+        status, _, body = http("GET", site.base + f"/publish?channel={channel}&data=hello%20sse&event=note")
+        assert status == 200 and int(body) >= 1
+        assert client.next_message() == {"event": "note", "data": "hello sse"}
+    finally:
+        client.close()
+
+
+def test_publish_to_a_durable_channel(node, started, tempestd_factory, tmp_path, prefix):
+    own = RedisServer(tmp_path / "own-redis").start()  # its own tempest:pubsub:durable
+    try:
+        daemon = tempestd_factory(redis_url=own.url, front={"queue": prefix, "timeout": "5"},
+                                  pubsub={"durable": "nodedur.*", "history": "10"})
+        start_node(node, started, ["app", prefix], own.url, tmp_path, "app")
+        client = SSE(daemon.port, "/sub/nodedur.a")
+        try:
+            wait_until(lambda: own.client().pubsub_numsub("nodedur.a")[0][1] >= 1, message="subscribed")
+            status, _, body = http("GET", daemon.base + "/publish?channel=nodedur.a&data=kept")
+            assert status == 200 and re.fullmatch(rb"\d+-\d+", body)
+            assert client.next_message() == {"id": body.decode(), "data": "kept"}
+            [(_, fields)] = own.client().xrange("tempest:stream:{nodedur.a}")
+            assert json.loads(fields[b"m"]) == ["kept"]
+        finally:
+            client.close()
+    finally:
+        own.stop()
+
+
+# 5. routing with Python workers
+
+
+def test_forward_to_a_python_worker(site, redis_server, tmp_path):
+    greeter = start_worker([ROUTING, "greeter", site.prefix + "-py"], redis_server.url, tmp_path, "pygreeter")
+    try:
+        status, _, body = http("GET", site.base + f"/forward?to={site.prefix}-py")
+        assert status == 200 and body.decode().startswith("greeted /forward from ")
+        assert site.info()["answers_dropped"] == 0
+    finally:
+        stop_group(greeter)
+
+
+def test_forward_from_a_python_worker_and_failure_of_the_last_one(node, started, tempestd_factory, redis_server,
+                                                                  tmp_path, prefix):
+    daemon = tempestd_factory(front={"queue": prefix, "timeout": "5"})
+    front = start_worker([ROUTING, "front", prefix, prefix + "-greet"], redis_server.url, tmp_path, "pyfront")
+    try:
+        start_node(node, started, ["greeter", prefix + "-greet"], redis_server.url, tmp_path, "greeter")
+        status, _, body = http("GET", daemon.base + "/hi")
+        assert status == 200 and re.fullmatch(r"node greeted /hi from \d+", body.decode())
+        status, _, body = http("GET", daemon.base + "/fail", timeout=4)  # 500 at once, under `greet`
+        assert (status, body) == (500, b"500 Internal Server Error\n")
+        assert daemon.info()["answers_dropped"] == 0
+    finally:
+        stop_group(front)
+
+
+def test_gather_from_two_parts(site, node, started, redis_server, tmp_path, redis_client):
+    python_part = start_worker([ROUTING, "squarer", site.prefix + "-sq0"], redis_server.url, tmp_path, "pysq")
+    try:
+        start_node(node, started, ["squarer", site.prefix + "-sq1"], redis_server.url, tmp_path, "nodesq")
+        status, headers, body = http("GET", site.base + f"/gather?q={site.prefix}-sq0,{site.prefix}-sq1")
+        assert (status, body, headers["x-missing"]) == (200, b"5", "")  # 1 + 4
+        silent = site.prefix + "-silent"
+        status, headers, body = http("GET", site.base + f"/gather?q={site.prefix}-sq0,{silent}&timeout=0.5")
+        assert (status, body, headers["x-missing"]) == (200, b"1", "1")  # the missing part is null
+        redis_client.delete(silent)
+    finally:
+        stop_group(python_part)
+
+
+# 6. failures
+
+
+def test_a_raising_handler_answers_500_at_once_and_the_worker_serves_on(site):
+    status, headers, body = http("GET", site.base + "/fail", timeout=3)  # the route's timeout is 5 s
+    assert (status, body) == (500, b"500 Internal Server Error\n")
+    assert headers["content-type"] == "text/plain"
+    status, _, body = http("GET", site.base + "/next")
+    assert status == 200 and body.decode().endswith("GET /next")
+
+
+def test_a_malformed_job_is_dropped_and_a_missing_handler_answers_501(site, redis_client, tmp_path):
+    redis_client.rpush(site.prefix, "not json", json.dumps(["url", "not a list", None, "x"]))
+    respond_to = f"127.0.0.1:{site.answer_port}"
+    redis_client.rpush(site.prefix, json.dumps(["nothing", [], respond_to, "nohandler"]))
+    wait_until(lambda: "no handler for action" in log_of(tmp_path, "app"), message="the 501 logged")
+    assert log_of(tmp_path, "app").count("dropped malformed job") == 2
+    assert http("GET", site.base + "/still")[0] == 200
+
+
+# 7. reliable delivery
+
+
+def test_reliable_the_job_of_a_killed_worker_is_answered_by_the_other(node, started, tempestd_factory, redis_server,
+                                                                      tmp_path, prefix):
+    daemon = tempestd_factory(front={"queue": prefix, "timeout": "20", "redeliver_interval": "0.5"})
+    client = redis_server.client()
+    args = ["app", prefix, "--reliable", "--heartbeat", "1"]
+    workers = [start_node(node, started, args, redis_server.url, tmp_path, f"rel{i}") for i in range(2)]
+    mine = lambda: {m.decode() for m in client.smembers("tempest:workers") if m.decode().startswith(prefix + " ")}
+    wait_until(lambda: len(mine()) == 2, message="two reliable workers registered")
+    thread, result = in_thread(http, "GET", daemon.base + "/slow?ms=3000", timeout=25)
+
+    def holder():
+        for key in client.keys("tempest:processing:{" + prefix + "}:*"):
+            if client.llen(key):
+                return int(key.decode().rsplit(":", 2)[1])  # <host>:<pid>:<hex>
+        return None
+
+    pid = wait_until(holder, message="the job in a processing list")
+    [victim] = [w for w in workers if w.pid == pid]
+    [other] = [w for w in workers if w.pid != pid]
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+    thread.join(25)
+    status, _, body = result["value"]
+    assert (status, body) == (200, f"slow done by {other.pid}".encode())
+    assert daemon.info()["jobs_redelivered"] == 1
+    wait_until(lambda: len(mine()) == 1, message="the dead worker forgotten")
+    stop_group(other)
+    assert other.returncode == 0
+    assert not mine() and not client.keys("tempest:processing:{" + prefix + "}:*")  # a clean stop unregisters
+
+
+# 8. SIGTERM
+
+
+def test_sigterm_finishes_the_job_in_hand_and_exits_0(node, started, tempestd_factory, redis_server, tmp_path, prefix):
+    daemon = tempestd_factory(front={"queue": prefix, "timeout": "10"})
+    worker = start_node(node, started, ["app", prefix], redis_server.url, tmp_path, "term")
+    thread, result = in_thread(http, "GET", daemon.base + "/slow?ms=1500")
+    wait_until(lambda: "slow job started" in log_of(tmp_path, "term"), message="the job in hand")
+    os.killpg(worker.pid, signal.SIGTERM)
+    assert worker.wait(10) == 0
+    thread.join(10)
+    assert result["value"][0] == 200 and result["value"][2] == f"slow done by {worker.pid}".encode()
+
+
+# 9. Redis restarted under the worker
+
+
+def test_the_worker_serves_again_after_a_redis_restart(node, started, tempestd_factory, tmp_path, prefix):
+    own = RedisServer(tmp_path / "restart-redis").start()
+    try:
+        daemon = tempestd_factory(redis_url=own.url, front={"queue": prefix, "timeout": "2"})
+        worker = start_node(node, started, ["app", prefix], own.url, tmp_path, "restart")
+        assert http("GET", daemon.base + "/before")[0] == 200
+        own.stop()
+        wait_until(lambda: "Redis unreachable" in log_of(tmp_path, "restart") or "Redis:" in log_of(tmp_path, "restart"),
+                   message="the worker saw Redis go")
+        own = RedisServer(tmp_path / "restart-redis", port=own.port).start()
+        wait_until(lambda: http("GET", daemon.base + "/after", timeout=5)[0] == 200, 30, 0.2,
+                   message="served again after the restart")
+        assert worker.poll() is None  # never crashed
+    finally:
+        own.stop()
