@@ -1,0 +1,363 @@
+// Package tempest is a worker client for Tempest (docs/protocol.md): it takes jobs from Redis
+// queues, runs the handler of each job's action and sends the answers to tempestd's answer
+// endpoint. It mirrors the Python library (tempest/worker.py).
+//
+//	w := tempest.NewWorker(tempest.Options{Queues: []string{"tempest"}})
+//	w.On("url", func(c *tempest.Context, args []any) (any, error) {
+//		return []any{200, map[string]string{"Content-Type": "text/plain"}, "Hello " + c.Env["url"].(string)}, nil
+//	})
+//	w.Run() // until SIGTERM or SIGINT
+package tempest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+const (
+	DefaultRedisURL = "redis://127.0.0.1:6379/0"
+	PollTimeout     = time.Second // a BLPOP blocks this long, so that a stop is seen
+	ReconnectMin    = 100 * time.Millisecond
+	ReconnectMax    = 5 * time.Second // reconnection backoff: 0.1 s doubling up to this
+	GatherTTL       = 300             // seconds a fan-out's stream lives at most
+	HTTPAction      = "url"
+)
+
+// Handler runs one job: c describes it, args are the job's arguments (for a url job, [env]).
+// A non-nil value is sent as the answer; an error (or a panic) is logged and answered 500.
+type Handler func(c *Context, args []any) (any, error)
+
+// Options configure a Worker; the zero value serves the queue "tempest".
+type Options struct {
+	Queues         []string      // BLPOP serves them in order; default ["tempest"]
+	RedisURL       string        // default TEMPEST_REDIS_URL, else DefaultRedisURL
+	AnswerPassword string        // default TEMPEST_ANSWER_PASSWORD
+	Reliable       bool          // reliable delivery (processing list + heartbeat)
+	Heartbeat      time.Duration // reliable: seconds without a beat after which the worker is dead; default 15 s
+	NoSignals      bool          // Run does not handle SIGTERM/SIGINT
+	Logger         *log.Logger   // default: stderr
+}
+
+// Worker takes jobs from its queues and calls the handler of each job's action.
+type Worker struct {
+	Queues    []string
+	RedisURL  string
+	WorkerID  string
+	Processed int
+	Log       *log.Logger
+
+	opts       Options
+	handlers   map[string]Handler
+	pool       *redis.Pool // for handlers: sessions, publish, forward, gather
+	queue      redis.Conn  // BLPOP / BLMOVE (nil: to (re)connect)
+	stopping   atomic.Bool
+	stopCh     chan struct{}
+	stopOnce   sync.Once
+	endpoints  map[string]*endpoint
+	mu         sync.Mutex
+	publisher  publisher
+	holding    string // reliable: the queue whose processing list holds the job in hand
+	registered bool
+}
+
+// NewWorker makes a worker; register handlers with On, then call Run.
+func NewWorker(opts Options) *Worker {
+	if len(opts.Queues) == 0 {
+		opts.Queues = []string{"tempest"}
+	}
+	if opts.RedisURL == "" {
+		opts.RedisURL = os.Getenv("TEMPEST_REDIS_URL")
+	}
+	if opts.RedisURL == "" {
+		opts.RedisURL = DefaultRedisURL
+	}
+	if opts.AnswerPassword == "" {
+		opts.AnswerPassword = os.Getenv("TEMPEST_ANSWER_PASSWORD")
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = 15 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = log.New(os.Stderr, "tempest: ", log.LstdFlags)
+	}
+	host, _ := os.Hostname()
+	w := &Worker{
+		Queues:    opts.Queues,
+		RedisURL:  opts.RedisURL,
+		WorkerID:  fmt.Sprintf("%s:%d:%s", host, os.Getpid(), randomHex(3)),
+		Log:       opts.Logger,
+		opts:      opts,
+		handlers:  map[string]Handler{},
+		stopCh:    make(chan struct{}),
+		endpoints: map[string]*endpoint{},
+	}
+	w.pool = &redis.Pool{
+		MaxIdle:     4,
+		IdleTimeout: time.Minute,
+		Dial:        func() (redis.Conn, error) { return w.dial(10 * time.Second) },
+		TestOnBorrow: func(c redis.Conn, idle time.Time) error {
+			if time.Since(idle) < time.Second {
+				return nil
+			}
+			_, err := c.Do("PING")
+			return err
+		},
+	}
+	return w
+}
+
+// On registers the handler of action ("url" for HTTP requests, "ws" for WebSocket messages).
+func (w *Worker) On(action string, h Handler) { w.handlers[action] = h }
+
+// Redis gives a connection of the worker's Redis, for handlers; Close it after use.
+func (w *Worker) Redis() redis.Conn { return w.pool.Get() }
+
+// Stop asks Run to return once the job in hand is finished.
+func (w *Worker) Stop() {
+	w.stopping.Store(true)
+	w.stopOnce.Do(func() { close(w.stopCh) })
+}
+
+func (w *Worker) dial(readTimeout time.Duration) (redis.Conn, error) {
+	return redis.DialURL(w.RedisURL, redis.DialConnectTimeout(5*time.Second),
+		redis.DialReadTimeout(readTimeout), redis.DialWriteTimeout(10*time.Second))
+}
+
+// sleep waits d, or less when the worker is stopped.
+func (w *Worker) sleep(d time.Duration) {
+	select {
+	case <-w.stopCh:
+	case <-time.After(d):
+	}
+}
+
+// Run takes and runs jobs until Stop, SIGTERM or SIGINT; the job in hand is finished first.
+func (w *Worker) Run() error {
+	if !w.opts.NoSignals {
+		signals := make(chan os.Signal, 1)
+		signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+		defer signal.Stop(signals)
+		go func() {
+			select {
+			case s := <-signals:
+				w.Log.Printf("%s: stopping after the job in hand", s)
+				w.Stop()
+			case <-w.stopCh:
+			}
+		}()
+	}
+	names := make([]string, 0, len(w.handlers))
+	for name := range w.handlers {
+		names = append(names, name)
+	}
+	w.Log.Printf("worker on %s (%s): %s", strings.Join(w.Queues, ","), w.RedisURL, strings.Join(names, ", "))
+	var beating sync.WaitGroup
+	stopBeating := make(chan struct{})
+	if w.opts.Reliable {
+		beating.Add(1)
+		go w.beat(stopBeating, &beating)
+	}
+	w.loop()
+	if w.opts.Reliable {
+		close(stopBeating)
+		beating.Wait() // no beat (which registers) after the unregistering
+		w.unregister()
+	}
+	if w.queue != nil {
+		w.queue.Close()
+	}
+	w.mu.Lock()
+	for _, e := range w.endpoints {
+		if e.conn != nil {
+			e.conn.Close()
+		}
+	}
+	w.mu.Unlock()
+	w.pool.Close()
+	w.Log.Printf("worker stopped after %d jobs", w.Processed)
+	return nil
+}
+
+func (w *Worker) loop() {
+	delay := ReconnectMin
+	for !w.stopping.Load() {
+		raw, err := w.take()
+		if err != nil {
+			var refused redis.Error
+			if errors.As(err, &refused) {
+				w.Log.Printf("Redis refused to give jobs: %v; retrying in %v", err, ReconnectMax)
+				w.sleep(ReconnectMax)
+				continue
+			}
+			w.Log.Printf("Redis unreachable (%v); retrying in %v", err, delay)
+			if w.queue != nil {
+				w.queue.Close()
+				w.queue = nil
+			}
+			w.sleep(delay)
+			if delay *= 2; delay > ReconnectMax {
+				delay = ReconnectMax
+			}
+			continue
+		}
+		delay = ReconnectMin
+		if raw == nil {
+			continue
+		}
+		w.Process(raw)
+		if w.holding != "" {
+			w.release()
+		}
+	}
+}
+
+// command runs one command on the queue connection, (re)connecting first if needed.
+func (w *Worker) command(name string, args ...any) (any, error) {
+	if w.queue == nil {
+		conn, err := w.dial(PollTimeout + 10*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		w.queue = conn
+	}
+	reply, err := w.queue.Do(name, args...)
+	if err != nil {
+		if _, refused := err.(redis.Error); !refused {
+			w.queue.Close()
+			w.queue = nil
+		}
+	}
+	return reply, err
+}
+
+// take waits up to PollTimeout for the next job; nil without one.
+func (w *Worker) take() ([]byte, error) {
+	if w.opts.Reliable {
+		return w.takeReliable()
+	}
+	args := make([]any, 0, len(w.Queues)+1)
+	for _, q := range w.Queues {
+		args = append(args, q)
+	}
+	args = append(args, int(PollTimeout/time.Second))
+	item, err := redis.ByteSlices(w.command("BLPOP", args...))
+	if err == redis.ErrNil {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return item[1], nil
+}
+
+// Process runs the handler of one raw job; a malformed job is logged and dropped, a failed
+// handler answered 500 (a missing one 501).
+func (w *Worker) Process(raw []byte) {
+	c, args, err := w.decode(raw)
+	if err != nil {
+		w.Log.Printf("dropped malformed job %.200q: %v", raw, err)
+		return
+	}
+	w.Processed++
+	handler := w.handlers[c.Action]
+	if handler == nil {
+		w.Log.Printf("no handler for action %q (job %s)", c.Action, c.JobID)
+		w.answerError(c, 501, "Not Implemented")
+		return
+	}
+	result, err := w.call(handler, c, args)
+	if err != nil {
+		w.Log.Printf("handler of %q failed on job %s: %v", c.Action, c.JobID, err)
+		if c.openStream != nil {
+			c.openStream.Abort() // its head is gone: the client's body is cut
+		}
+		w.answerError(c, 500, "Internal Server Error")
+		return
+	}
+	if result != nil {
+		if err := c.Answer(result); err != nil {
+			w.Log.Printf("cannot answer job %s: %v", c.JobID, err)
+		}
+	}
+}
+
+// call runs a handler, a panic becoming an error.
+func (w *Worker) call(h Handler, c *Context, args []any) (result any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return h(c, args)
+}
+
+func (w *Worker) decode(raw []byte) (*Context, []any, error) {
+	var parts []json.RawMessage
+	if err := json.Unmarshal(raw, &parts); err != nil || len(parts) != 4 {
+		return nil, nil, errors.New("a job is a JSON list of four elements")
+	}
+	c := &Context{Worker: w}
+	var args []any
+	if json.Unmarshal(parts[0], &c.Action) != nil || json.Unmarshal(parts[1], &args) != nil || args == nil {
+		return nil, nil, errors.New("a job's action is a string and its args a list")
+	}
+	var respondTo *string
+	if json.Unmarshal(parts[2], &respondTo) != nil {
+		return nil, nil, errors.New("a job's respond_to is 'host:port' or null")
+	}
+	if respondTo != nil {
+		c.RespondTo = *respondTo
+	}
+	if json.Unmarshal(parts[3], &c.JobID) != nil { // not a string: a number pushed by hand, sent as its text
+		c.JobID = strings.TrimSpace(string(parts[3]))
+	}
+	if c.Action == HTTPAction && len(args) > 0 {
+		c.Env, _ = args[0].(map[string]any)
+	}
+	return c, args, nil
+}
+
+// answerError answers a job nobody answered (not a ws job), under its action when this worker
+// has a handler for it (declared with ACTIONS), else under url.
+func (w *Worker) answerError(c *Context, status int, reason string) {
+	if c.Action == "ws" || c.answered > 0 {
+		return
+	}
+	if _, ok := w.handlers[c.Action]; !ok {
+		c.Action = HTTPAction
+	}
+	answer := []any{status, map[string]string{"Content-Type": "text/plain"}, fmt.Sprintf("%d %s\n", status, reason)}
+	if err := c.Answer(answer); err != nil {
+		w.Log.Printf("cannot answer job %s: %v", c.JobID, err)
+	}
+}
+
+// encode is JSON without HTML escapes (the protocol's codec: compact UTF-8).
+func encode(v any) ([]byte, error) {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return []byte(strings.TrimSuffix(b.String(), "\n")), nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

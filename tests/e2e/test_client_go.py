@@ -1,0 +1,378 @@
+"""The Go worker client (clients/go) against a real tempestd and redis-server: the hello world
+run from a [worker:] section, streams, sessions, publishing, routing to and from Python
+workers, failing handlers, reliable delivery, SIGTERM and a Redis restart.
+
+The binaries are built once per session with ``make -C clients/go`` (offline: redigo from
+Debian's golang-github-gomodule-redigo-dev); the test worker is tests/clients/go/main.go."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+import support
+from support import REPO, RedisServer, http, in_thread, start_worker, stop_group, wait_until
+from sseclient import SSE
+
+CLIENT = os.path.join(REPO, "clients", "go")
+HELLO = os.path.join(CLIENT, "bin", "hello")
+APP = os.path.join(CLIENT, "bin", "testworker")
+ROUTING = os.path.join(REPO, "tests", "workers", "routing.py")
+REDIGO = "/usr/share/gocode/src/github.com/gomodule/redigo/redis"
+TEXT = "text/plain"
+
+
+@pytest.fixture(scope="session")
+def go_build():
+    """Build the hello world and the test worker once; a failed build fails loudly."""
+    if shutil.which("go") is None:
+        support.missing_runtime("go is not installed (Debian's golang-go)")
+    if not os.path.isdir(REDIGO):
+        support.missing_runtime(f"redigo is missing ({REDIGO}: Debian's golang-github-gomodule-redigo-dev)")
+    if shutil.which("make") is None:
+        support.missing_runtime("make is not installed")
+    done = subprocess.run(["make", "-C", CLIENT], capture_output=True, text=True, timeout=600)
+    if done.returncode != 0 or not (os.path.exists(HELLO) and os.path.exists(APP)):
+        pytest.fail(f"make -C clients/go failed ({done.returncode}):\n{done.stdout}\n{done.stderr}", pytrace=False)
+    return CLIENT
+
+
+@pytest.fixture
+def started(go_build):
+    """The worker processes a test starts, stopped (their whole group) at teardown."""
+    procs = []
+    yield procs
+    for proc in procs:
+        stop_group(proc)
+
+
+def start_go(started, args, redis_url, directory, name="go"):
+    """A Go worker in its own session, its output in <directory>/<name>.log."""
+    env = dict(os.environ, TEMPEST_REDIS_URL=redis_url)
+    with open(os.path.join(str(directory), f"{name}.log"), "ab") as log:
+        proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    started.append(proc)
+    return proc
+
+
+def read_log(directory, name):
+    with open(os.path.join(str(directory), f"{name}.log"), encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
+def queue_name(request):
+    return "go-" + re.sub(r"[^a-z0-9]", "", request.node.name[5:].lower())[:30]
+
+
+def registered(client, queue):
+    """The reliable workers registered on ``queue``."""
+    return [m for m in client.smembers("tempest:workers") if m.decode().startswith(queue + " ")]
+
+
+# 1. the hello world, run by tempestd from a [worker:] section
+
+
+def test_hello_world_from_a_worker_section(go_build, tempestd_factory, request):
+    queue = queue_name(request)
+    daemon = tempestd_factory(front={"queue": queue, "timeout": "5"},
+                              **{"worker:hello": {"command": f"{HELLO} {queue}", "numprocs": "2"}})
+    wait_until(lambda: all(daemon.status().get(f"hello:{i}", {}).get("state") == "RUNNING" for i in (0, 1)),
+               timeout=15, message="both hello processes running")
+    status, headers, body = http("GET", daemon.base + "/")
+    assert (status, headers["content-type"], body) == (200, TEXT, b"Hello from go #1")
+    counts = [1]
+    for _ in range(5):
+        status, headers, body = http("GET", daemon.base + "/again")
+        assert status == 200 and headers["content-type"] == TEXT
+        match = re.fullmatch(rb"Hello from go #(\d+)", body)
+        assert match, body
+        counts.append(int(match.group(1)))
+    # each of the two processes counts its own answers from 1
+    seen = sorted(counts)
+    firsts = seen.count(1)
+    assert 1 <= firsts <= 2 and all(seen.count(n) <= 2 for n in seen), counts
+    assert daemon.info()["bad_answers"] == 0
+
+
+# sites served by the Go test worker
+
+
+@pytest.fixture
+def site(go_build, tempestd_factory, redis_server, tmp_path, started, request):
+    """tempestd on this test's queue and a Go test worker serving it (and QUEUE-greet and
+    QUEUE-sq, for routing)."""
+    queue = queue_name(request)
+    front = {"queue": queue, "timeout": "5"}
+    front.update(getattr(request, "param", {}))
+    daemon = tempestd_factory(front=front, pubsub={"heartbeat": "0.5", "durable": "go-news.*"},
+                              **{"route:/py/": {"queue": queue + "-pyfront"}})
+    daemon.queue = queue
+    daemon.worker = start_go(started, [APP, f"{queue},{queue}-greet,{queue}-sq"], redis_server.url, tmp_path, "app")
+    status, _, body = http("GET", daemon.base + "/ping")
+    assert (status, body) == (200, f"go worker {daemon.worker.pid}: /ping".encode())
+    return daemon
+
+
+# 2. streamed answers
+
+
+def raw_get(port, path, timeout=4.0):
+    """GET path, read until the server closes (or timeout): (bytes, seconds it took)."""
+    began = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except socket.timeout:
+            received += b"<silence>"
+        return received, time.monotonic() - began
+
+
+def test_a_streamed_answer(site):
+    status, headers, body = http("GET", site.base + "/stream")
+    assert status == 200 and headers["content-type"] == TEXT
+    assert headers["transfer-encoding"] == "chunked"
+    assert body == b"one\ntwo\nthree\n"
+    with socket.create_connection(("127.0.0.1", site.port), timeout=4) as sock:  # the pieces, as chunks
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while not received.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+    assert b"4\r\none\n\r\n4\r\ntwo\n\r\n6\r\nthree\n\r\n0\r\n\r\n" in received
+
+
+def test_an_aborted_stream_is_cut(site):
+    received, took = raw_get(site.port, "/abort")
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+    assert b"partial\n" in body
+    assert not body.endswith(b"0\r\n\r\n") and b"<silence>" not in body  # cut at once, no last chunk
+    assert took < 3
+    status, _, body = http("GET", site.base + "/next")
+    assert status == 200  # the worker lives on
+
+
+# 3. sessions
+
+
+COOKIE = re.compile(r"^sid=([A-Za-z0-9_-]{22}); Path=/; Max-Age=600; HttpOnly; SameSite=Lax$")
+
+
+@pytest.mark.parametrize("site", [{"session_cookie": "sid", "session_ttl": "600"}], indirect=True)
+def test_sessions_written_read_back_and_regenerated(site, redis_client):
+    status, headers, body = http("GET", site.base + "/session/set?color=blue")
+    assert status == 200, body
+    session_id = COOKIE.match(headers["set-cookie"]).group(1)
+    assert body == f"set {session_id}".encode()
+    key = f"session:{session_id}"
+    assert redis_client.hgetall(key) == {b"color": b'["blue"]'}  # the 2012 format
+    assert 590 <= redis_client.ttl(key) <= 600
+    cookie = {"Cookie": f"sid={session_id}"}
+    status, headers, body = http("GET", site.base + "/session/get?k=color", headers=cookie)
+    assert (status, body) == (200, b"blue true") and "set-cookie" not in headers
+    redis_client.hset(key, "color", '["red"]')  # written by another worker: reads go to Redis
+    assert http("GET", site.base + "/session/get?k=color", headers=cookie)[2] == b"red true"
+    assert http("GET", site.base + "/session/get?k=size", headers=cookie)[2] == b"<nil> false"
+
+    status, headers, body = http("GET", site.base + "/session/login?user=bob", headers=cookie)
+    assert status == 200
+    old, new = body.decode().split()
+    assert old == session_id and new != old
+    assert COOKIE.match(headers["set-cookie"]).group(1) == new  # X-Tempest-Session became the cookie
+    assert "x-tempest-session" not in headers
+    assert not redis_client.exists(key)
+    assert redis_client.hgetall(f"session:{new}") == {b"color": b'["red"]', b"user": b'["bob"]'}
+    assert 590 <= redis_client.ttl(f"session:{new}") <= 600
+    status, _, body = http("GET", site.base + "/session/get?k=user", headers={"Cookie": f"sid={new}"})
+    assert (status, body) == (200, b"bob true")
+
+
+def test_without_session_cookie_there_is_no_session(site):
+    status, _, _ = http("GET", site.base + "/session/get?k=color")
+    assert status == 500  # Session() is nil: the handler panics, the worker answers 500
+
+
+# 4. publish
+
+
+def test_publish_reaches_an_sse_client(site, redis_server):
+    client = SSE(site.port, "/sub/go-plain")
+    try:
+        assert client.next() == {"comment": "ok"}
+        redis = redis_server.client()
+        wait_until(lambda: redis.pubsub_numsub("go-plain")[0][1] >= 1, message="the relay subscribed")
+        status, _, body = http("GET", site.base + "/publish?c=go-plain")
+        assert (status, body) == (200, b"1")  # one Redis subscriber: the relay
+        assert client.next_message() == {"data": "hello from go"}
+    finally:
+        client.close()
+
+
+def test_publish_to_a_durable_channel_carries_its_stream_id(site, redis_server):
+    client = SSE(site.port, "/sub/go-news.a")
+    try:
+        assert client.next() == {"comment": "ok"}
+        redis = redis_server.client()
+        wait_until(lambda: redis.pubsub_numsub("go-news.a")[0][1] >= 1, message="the relay subscribed")
+        status, _, body = http("GET", site.base + "/publish?c=go-news.a&event=greeting")
+        assert status == 200 and re.fullmatch(rb"\d+-\d+", body), body
+        assert client.next_message() == {"event": "greeting", "id": body.decode(), "data": "hello from go"}
+        [(_, fields)] = redis.xrange("tempest:stream:{go-news.a}")
+        assert json.loads(fields[b"m"]) == ["greeting", "hello from go"]  # the legacy message
+    finally:
+        client.close()
+
+
+# 5. routing: forward to and from Python workers, gather
+
+
+@pytest.fixture
+def python_workers(site, redis_server, tmp_path):
+    queue = site.queue
+    procs = [start_worker([ROUTING, "front", queue + "-pyfront", queue + "-greet"], redis_server.url, tmp_path, "pyfront"),
+             start_worker([ROUTING, "greeter", queue + "-pygreet"], redis_server.url, tmp_path, "pygreet"),
+             start_worker([ROUTING, "squarer", queue + "-pysq"], redis_server.url, tmp_path, "pysq")]
+    yield procs
+    for proc in procs:
+        stop_group(proc)
+
+
+def test_forward_to_a_python_worker(site, python_workers):
+    status, headers, body = http("GET", site.base + f"/forward?to={site.queue}-pygreet")
+    assert (status, body) == (200, f"greeted /forward from {site.worker.pid}".encode())  # answered by Python
+
+
+def test_forward_from_a_python_worker(site, python_workers):
+    status, _, body = http("GET", site.base + "/py/hello")
+    assert status == 200, body  # the Go worker answers the greet job under its own action (ACTIONS)
+    assert body == f"go greeted /py/hello from {site.worker.pid}".encode()
+    status, _, body = http("GET", site.base + "/py/fail", timeout=4)  # the route's timeout is 5 s
+    assert (status, body) == (500, b"500 Internal Server Error\n")  # under greet, at once
+    assert site.info()["answers_dropped"] == 0
+
+
+def test_gather_from_two_parts(site, python_workers, redis_client):
+    # part 0 squared by the Python squarer, part 1 by the Go worker itself (its -sq queue)
+    status, headers, body = http("GET", site.base + f"/gather?q={site.queue}-pysq,{site.queue}-sq")
+    assert (status, body, headers["x-missing"]) == (200, b"5", "")  # 1 + 4
+    silent = site.queue + "-silent"  # nobody serves it
+    began = time.monotonic()
+    status, headers, body = http("GET", site.base + f"/gather?q={site.queue}-pysq,{silent}&timeout=0.5")
+    assert (status, body, headers["x-missing"]) == (200, b"1", "1")
+    assert time.monotonic() - began < 3
+    assert not redis_client.keys("tempest:gather:*")  # the gatherer removed its stream
+    redis_client.delete(silent)
+
+
+# 6. failing handlers
+
+
+def test_a_failing_handler_answers_500_and_the_worker_serves_on(site, redis_client):
+    for path in ("/fail", "/error"):  # a panic, an error
+        began = time.monotonic()
+        status, headers, body = http("GET", site.base + path, timeout=4)
+        assert (status, headers["content-type"], body) == (500, TEXT, b"500 Internal Server Error\n")
+        assert time.monotonic() - began < 2  # at once, not after the route's timeout
+    redis_client.rpush(site.queue, b"not a job", b'["url", "not a list", null, "x"]')  # logged, dropped
+    status, _, body = http("GET", site.base + "/after")
+    assert (status, body) == (200, f"go worker {site.worker.pid}: /after".encode())
+    assert site.worker.poll() is None
+
+
+def test_a_job_without_a_handler_answers_501_and_numeric_ids_come_back(site, redis_client):
+    answers = site.answer_client()
+    # a job pushed by hand with a number for its id, for an action nobody handles
+    redis_client.rpush(site.queue, f'["nothing", [], "127.0.0.1:{site.answer_port}", 12345]')
+    wait_until(lambda: redis_client.llen(site.queue) == 0, message="the job taken")
+    wait_until(lambda: site.info()["answers_dropped"] >= 1, message="the 501 answer sent (to an unknown job)")
+    assert answers.ping()
+
+
+# 7. reliable delivery
+
+
+def test_the_job_of_a_killed_reliable_worker_is_answered_by_another(go_build, tempestd_factory, redis_server,
+                                                                    redis_client, tmp_path, started, request):
+    queue = queue_name(request)
+    daemon = tempestd_factory(front={"queue": queue, "timeout": "20", "redeliver_interval": "0.5"})
+    args = [APP, queue, "-reliable", "-heartbeat", "1s"]
+    first = start_go(started, args, redis_server.url, tmp_path, "first")
+    wait_until(lambda: len(registered(redis_client, queue)) == 1, timeout=10, message="the first registered")
+    thread, result = in_thread(http, "GET", daemon.base + "/hold", timeout=25)
+    assert wait_until(lambda: redis_client.lpop("holding:" + queue), timeout=10) == str(first.pid).encode()
+    processing = f"tempest:processing:{{{queue}}}:*"
+    assert [redis_client.llen(k) for k in redis_client.keys(processing)] == [1]
+    second = start_go(started, args, redis_server.url, tmp_path, "second")
+    wait_until(lambda: len(registered(redis_client, queue)) == 2, timeout=10, message="the second registered")
+    os.killpg(first.pid, signal.SIGKILL)  # in the middle of the job
+    first.wait(10)
+    # its heartbeat expires (1 s), tempestd gives the job back, the second worker takes it
+    wait_until(lambda: daemon.info()["jobs_redelivered"] == 1, timeout=15, message="the job given back")
+    assert wait_until(lambda: redis_client.lpop("holding:" + queue), timeout=10) == str(second.pid).encode()
+    redis_client.rpush("gate:" + queue, 1)
+    thread.join(15)
+    status, _, body = result["value"]
+    assert (status, body) == (200, f"done by {second.pid}".encode())
+    wait_until(lambda: len(registered(redis_client, queue)) == 1, timeout=5, message="the dead one forgotten")
+    # a clean stop: exit 0, nothing left behind
+    os.killpg(second.pid, signal.SIGTERM)
+    assert second.wait(10) == 0
+    assert registered(redis_client, queue) == [] and not redis_client.keys(processing)
+    assert not redis_client.keys("tempest:alive:*:%d:*" % second.pid)
+
+
+# 8. SIGTERM while a job runs
+
+
+def test_sigterm_finishes_the_job_in_hand_then_exits_0(go_build, tempestd_factory, redis_server, redis_client,
+                                                       tmp_path, started, request):
+    queue = queue_name(request)
+    daemon = tempestd_factory(front={"queue": queue, "timeout": "15"})
+    worker = start_go(started, [APP, queue], redis_server.url, tmp_path, "app")
+    thread, result = in_thread(http, "GET", daemon.base + "/hold", timeout=20)
+    assert wait_until(lambda: redis_client.lpop("holding:" + queue), timeout=10) == str(worker.pid).encode()
+    os.killpg(worker.pid, signal.SIGTERM)
+    wait_until(lambda: "stopping after the job in hand" in read_log(tmp_path, "app"), timeout=5,
+               message="the signal seen")
+    assert worker.poll() is None  # still in the job
+    redis_client.rpush("gate:" + queue, 1)
+    thread.join(15)
+    assert result["value"][0] == 200 and result["value"][2] == f"done by {worker.pid}".encode()
+    assert worker.wait(10) == 0
+
+
+# 9. Redis restarted under the worker
+
+
+def test_the_worker_serves_again_after_a_redis_restart(go_build, tempestd_factory, tmp_path, started, request):
+    queue = queue_name(request)
+    own = RedisServer(tmp_path / "own-redis").start()
+    try:
+        daemon = tempestd_factory(redis_url=own.url, front={"queue": queue, "timeout": "3"})
+        worker = start_go(started, [HELLO, queue], own.url, tmp_path, "hello")
+        assert http("GET", daemon.base + "/")[2] == b"Hello from go #1"
+        own.stop()
+        wait_until(lambda: "Redis unreachable" in read_log(tmp_path, "hello"), timeout=10,
+                   message="the worker saw Redis go")
+        own = RedisServer(tmp_path / "own-redis", port=own.port).start()
+
+        def served():
+            status, _, body = http("GET", daemon.base + "/again", timeout=5)
+            return body if status == 200 else None
+
+        body = wait_until(served, timeout=30, interval=0.2, message="served again")
+        assert re.fullmatch(rb"Hello from go #\d+", body) and body != b"Hello from go #1"
+        assert worker.poll() is None  # the same process, reconnected
+    finally:
+        own.stop()
