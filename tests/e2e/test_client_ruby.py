@@ -2,7 +2,7 @@
 world run from a [worker:] section, streams, sessions, publishing, routing to and from Python
 workers, failing handlers, reliable delivery, SIGTERM and a Redis restart."""
 
-import http.client
+from http.client import IncompleteRead
 import json
 import os
 import re
@@ -98,3 +98,242 @@ def test_hello_world_counts_its_answers(tempestd_factory, redis_server, tmp_path
     workers.append(start_ruby([HELLO, queue], redis_server.url, tmp_path, "hello"))
     bodies = [http("GET", daemon.base + "/", timeout=20)[2] for _ in range(3)]
     assert bodies == [b"Hello from ruby #1", b"Hello from ruby #2", b"Hello from ruby #3"]
+
+
+# 2. streamed answers
+
+
+def read_chunked(port, path, timeout=5):
+    """GET path over a raw socket: (the bytes received until the server closed, the times
+    the pieces arrived)."""
+    import socket
+
+    received, times = b"", []
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        start = time.monotonic()
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+                times.append(time.monotonic() - start)
+        except socket.timeout:
+            received += b"<silence>"
+    return received, times
+
+
+def test_a_streamed_answer_arrives_in_pieces(tempestd_factory, redis_server, tmp_path, workers, request):
+    daemon = serve(tempestd_factory, redis_server, tmp_path, workers, request)
+    received, times = read_chunked(daemon.port, "/stream")
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding: chunked" in head
+    assert body == b"4\r\none\n\r\n4\r\ntwo\n\r\n6\r\nthree\n\r\n0\r\n\r\n"  # complete
+    assert len(times) >= 2 and times[-1] - times[0] >= 0.15  # the pieces came as they were written
+    status, _, whole = http("GET", daemon.base + "/stream")
+    assert (status, whole) == (200, b"one\ntwo\nthree\n")
+
+
+def test_a_stream_whose_handler_fails_is_cut(tempestd_factory, redis_server, tmp_path, workers, request):
+    daemon = serve(tempestd_factory, redis_server, tmp_path, workers, request)
+    started = time.monotonic()
+    received, _ = read_chunked(daemon.port, "/abort")
+    assert time.monotonic() - started < 3  # at once, not after the route's timeout
+    assert received.endswith(b"8\r\npartial\n\r\n")  # cut: no last chunk
+    with pytest.raises(IncompleteRead):
+        http("GET", daemon.base + "/abort")
+    assert http("GET", daemon.base + "/pid")[0] == 200  # the worker lives on
+
+
+# 3. sessions
+
+
+def cookie_of(headers, name="sid"):
+    match = re.match(name + r"=([A-Za-z0-9_-]{22});", headers.get("set-cookie", ""))
+    return match and match.group(1)
+
+
+def test_sessions_are_written_read_and_regenerated(tempestd_factory, redis_server, tmp_path, workers, request,
+                                                    redis_client):
+    daemon = serve(tempestd_factory, redis_server, tmp_path, workers, request,
+                   front={"session_cookie": "sid", "session_ttl": "600"})
+    status, headers, body = http("GET", daemon.base + "/session/write?v=alice")
+    sid = cookie_of(headers)
+    assert status == 200 and sid and body == f"written {sid}".encode()
+    key = f"session:{sid}"
+    assert redis_client.hget(key, "user") == b'["alice"]'  # the 2012 format
+    assert 0 < redis_client.ttl(key) <= 600
+    redis_client.hset(key, "color", json.dumps(["blue"]))  # written by someone else
+    cookie = {"Cookie": f"sid={sid}"}
+    status, headers, body = http("GET", daemon.base + "/session/read", headers=cookie)
+    assert status == 200 and json.loads(body) == {"user": "alice", "color": "blue"}
+    assert "set-cookie" not in headers  # the id is known already
+
+    status, headers, body = http("GET", daemon.base + "/session/regenerate", headers=cookie)
+    old, new = body.decode().split()
+    assert status == 200 and old == sid and new != sid
+    assert cookie_of(headers) == new and "x-tempest-session" not in headers
+    assert not redis_client.exists(key) and redis_client.hget(f"session:{new}", "user") == b'["alice"]'
+    status, _, body = http("GET", daemon.base + "/session/read", headers={"Cookie": f"sid={new}"})
+    assert json.loads(body) == {"user": "alice", "color": "blue"}
+    status, _, body = http("GET", daemon.base + "/session/read", headers=cookie)
+    assert json.loads(body) == {}  # the old id no longer works
+
+
+# 4. publish
+
+
+def test_published_messages_reach_sse_clients(tempestd_factory, redis_server, tmp_path, workers, request,
+                                              redis_client):
+    daemon = serve(tempestd_factory, redis_server, tmp_path, workers, request,
+                   pubsub={"durable": "rubydur.*", "history": "10"})
+    channel = daemon.queue + "-news"
+    sse = SSE(daemon.port, f"/sub/{channel},rubydur.{daemon.queue}")
+    assert sse.status_line.startswith("HTTP/1.1 200")
+    assert sse.next() == {"comment": "ok"}
+    wait_until(lambda: redis_client.pubsub_numsub(channel)[0][1] >= 1, message="the relay subscribed")
+    status, _, body = http("GET", daemon.base + f"/publish?ch={channel}&data=hello+from+ruby")
+    assert status == 200 and int(body) >= 1
+    event = sse.next_message()
+    assert event == {"data": "hello from ruby"}
+    # a durable channel: kept in its stream, with an id
+    status, _, body = http("GET", daemon.base + f"/publish?ch=rubydur.{daemon.queue}&data=kept&event=note")
+    stream_id = body.decode()
+    assert status == 200 and re.fullmatch(r"\d+-\d+", stream_id)
+    [(entry_id, fields)] = redis_client.xrange(f"tempest:stream:{{rubydur.{daemon.queue}}}")
+    assert entry_id.decode() == stream_id and json.loads(fields[b"m"]) == ["note", "kept"]
+    event = sse.next_message()
+    sse.close()
+    assert event["data"] == "kept" and event["event"] == "note" and stream_id in event["id"]
+
+
+# 5. routing between Ruby and Python workers
+
+
+def test_forward_to_a_python_worker(tempestd_factory, redis_server, tmp_path, workers, request):
+    daemon = serve(tempestd_factory, redis_server, tmp_path, workers, request)
+    workers.append(start_worker([ROUTING, "greeter", daemon.queue + "-greet"], redis_server.url, tmp_path, "greeter"))
+    status, _, body = http("GET", daemon.base + "/forward")
+    ruby_pid = int(http("GET", daemon.base + "/pid")[2].split()[1])
+    assert (status, body) == (200, f"greeted /forward from {ruby_pid}".encode())
+
+
+def test_forward_from_a_python_worker(tempestd_factory, redis_server, tmp_path, workers, request):
+    queue = queue_name(request)
+    daemon = tempestd_factory(front={"queue": queue, "timeout": "5"})
+    workers.append(start_worker([ROUTING, "front", queue, queue + "-greet"], redis_server.url, tmp_path, "front"))
+    greeter = start_ruby([APP, "greeter", queue + "-greet"], redis_server.url, tmp_path, "greeter")
+    workers.append(greeter)
+    status, _, body = http("GET", daemon.base + "/hello", timeout=10)
+    assert status == 200 and re.fullmatch(rb"ruby greeted /hello from \d+", body)
+    started = time.monotonic()
+    status, _, body = http("GET", daemon.base + "/fail")  # the Ruby greeter raises: 500 under greet
+    assert (status, body) == (500, b"500 Internal Server Error\n") and time.monotonic() - started < 3
+    assert daemon.info()["answers_dropped"] == 0
+
+
+def test_gather_from_two_python_parts(tempestd_factory, redis_server, tmp_path, workers, request, redis_client):
+    daemon = serve(tempestd_factory, redis_server, tmp_path, workers, request)
+    squares = [f"{daemon.queue}-sq{i}" for i in range(2)]
+    workers += [start_worker([ROUTING, "squarer", q], redis_server.url, tmp_path, q) for q in squares]
+    status, headers, body = http("GET", daemon.base + f"/gather?q={','.join(squares)}")
+    assert (status, body, headers["x-missing"]) == (200, b"5", "")  # 1 + 4
+    status, headers, body = http("GET", daemon.base + f"/gather?q={squares[0]},silent&timeout=0.5")
+    assert (status, body, headers["x-missing"]) == (200, b"1", "1")  # the silent part is nil
+    assert not redis_client.keys("tempest:gather:*")  # the gatherer removed its stream
+    redis_client.delete("silent")
+
+
+# 6. a failing handler
+
+
+def test_a_failing_handler_answers_500_and_the_worker_serves_on(tempestd_factory, redis_server, tmp_path, workers,
+                                                                request, redis_client):
+    daemon = serve(tempestd_factory, redis_server, tmp_path, workers, request)
+    started = time.monotonic()
+    status, headers, body = http("GET", daemon.base + "/boom")
+    assert (status, body) == (500, b"500 Internal Server Error\n") and headers["content-type"] == "text/plain"
+    assert time.monotonic() - started < 3  # at once, not after the route's 5 s
+    redis_client.rpush(daemon.queue, b"not json", json.dumps(["nope", [], None, "x"]))  # dropped, and no handler
+    assert http("GET", daemon.base + "/pid")[0] == 200
+    assert workers[0].poll() is None
+    with open(tmp_path / "site0.log") as log:
+        text = log.read()
+    assert "asked to fail" in text and "dropped malformed job" in text
+
+
+# 7. reliable delivery
+
+
+def registered(redis_client, queue):
+    return [m for m in redis_client.smembers("tempest:workers") if m.decode().startswith(queue + " ")]
+
+
+def test_the_job_of_a_killed_reliable_worker_is_answered_by_another(tempestd_factory, redis_server, tmp_path,
+                                                                    workers, request, redis_client):
+    queue = queue_name(request)
+    daemon = tempestd_factory(front={"queue": queue, "timeout": "20", "redeliver_interval": "0.5"})
+    args, env = [APP, "site", queue, "--reliable"], {"TEMPEST_TEST_HEARTBEAT": "1"}
+    first = start_ruby(args, redis_server.url, tmp_path, "first", env)
+    workers.append(first)
+    wait_until(lambda: len(registered(redis_client, queue)) == 1, timeout=15)
+    thread, result = in_thread(http, "GET", daemon.base + "/slow?s=1.5", timeout=30)
+    wait_until(lambda: redis_client.llen(f"started:{queue}") == 1, timeout=10)
+    first_id = registered(redis_client, queue)[0].decode().split(" ", 1)[1]
+    assert redis_client.llen(f"tempest:processing:{{{queue}}}:{first_id}") == 1  # the job in hand
+    assert redis_client.pttl(f"tempest:alive:{first_id}") <= 1000
+    second = start_ruby(args, redis_server.url, tmp_path, "second", env)
+    workers.append(second)
+    wait_until(lambda: len(registered(redis_client, queue)) == 2, timeout=15)
+    os.killpg(first.pid, signal.SIGKILL)  # in the middle of the job
+    first.wait(10)
+    thread.join(25)
+    status, _, body = result["value"]
+    assert (status, body) == (200, f"done by {second.pid}".encode())
+    assert daemon.info()["jobs_redelivered"] == 1
+    wait_until(lambda: len(registered(redis_client, queue)) == 1, timeout=10)  # the dead one is forgotten
+    stop_group(second)
+    assert second.returncode == 0
+    assert registered(redis_client, queue) == [] and not redis_client.keys(f"tempest:processing:{{{queue}}}:*")
+
+
+# 8. SIGTERM
+
+
+def test_sigterm_finishes_the_job_then_exits_0(tempestd_factory, redis_server, tmp_path, workers, request,
+                                               redis_client):
+    daemon = serve(tempestd_factory, redis_server, tmp_path, workers, request)
+    worker = workers[0]
+    thread, result = in_thread(http, "GET", daemon.base + "/slow?s=1.5")
+    wait_until(lambda: redis_client.llen(f"started:{daemon.queue}") == 1, timeout=10)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(10) == 0
+    thread.join(10)
+    assert result["value"][0] == 200 and result["value"][2] == f"done by {worker.pid}".encode()
+
+
+# 9. Redis restarted under the worker
+
+
+def test_the_worker_serves_again_after_redis_restarts(tempestd_factory, tmp_path, workers, request):
+    server = RedisServer(tmp_path / "own-redis").start()
+    try:
+        queue = queue_name(request)
+        daemon = tempestd_factory(redis_url=server.url, front={"queue": queue, "timeout": "3"})
+        worker = start_ruby([APP, "site", queue], server.url, tmp_path, "site")
+        workers.append(worker)
+        status, _, body = http("GET", daemon.base + "/pid", timeout=10)
+        assert status == 200
+        server.stop()
+        wait_until(lambda: http("GET", daemon.base + "/pid")[0] == 503, timeout=10, interval=0.1)
+        server = RedisServer(tmp_path / "own-redis", port=server.port).start()
+
+        def served():
+            answer = http("GET", daemon.base + "/pid")
+            return answer if answer[0] == 200 else None
+
+        again = wait_until(served, timeout=20, interval=0.2, message="served again")
+        assert again[2] == body  # the same process
+        assert worker.poll() is None
+        with open(tmp_path / "site.log") as log:
+            assert "Redis unreachable" in log.read()
+    finally:
+        server.stop()
