@@ -100,6 +100,13 @@ def test_hello_world_counts_its_answers(tempestd_factory, redis_server, tmp_path
     assert bodies == [b"Hello from ruby #1", b"Hello from ruby #2", b"Hello from ruby #3"]
 
 
+def test_hello_world_authenticates_to_the_answer_endpoint(tempestd_factory, request):
+    queue = queue_name(request)
+    daemon = tempestd_factory(front={"queue": queue, "timeout": "15", "answer_password": "s3cret"},
+                              **{"worker:hello": {"command": f"ruby {HELLO} {queue}"}})
+    assert http("GET", daemon.base + "/", timeout=20)[::2] == (200, b"Hello from ruby #1")
+
+
 # 2. streamed answers
 
 
@@ -253,6 +260,13 @@ def test_a_failing_handler_answers_500_and_the_worker_serves_on(tempestd_factory
     assert (status, body) == (500, b"500 Internal Server Error\n") and headers["content-type"] == "text/plain"
     assert time.monotonic() - started < 3  # at once, not after the route's 5 s
     redis_client.rpush(daemon.queue, b"not json", json.dumps(["nope", [], None, "x"]))  # dropped, and no handler
+    assert http("GET", daemon.base + "/pid")[0] == 200
+    # a job pushed by hand with a number for its id: answered under its decimal string
+    dropped = daemon.info()["answers_dropped"]
+    env = {"method": "GET", "url": "/pid", "headers": {}}
+    redis_client.rpush(daemon.queue, json.dumps(["url", [env], f"127.0.0.1:{daemon.answer_port}", 17]))
+    wait_until(lambda: daemon.info()["answers_dropped"] == dropped + 1, timeout=10)  # no such job: dropped
+    assert "dropped answer url 17:" in daemon.log()
     assert http("GET", daemon.base + "/pid")[0] == 200
     assert workers[0].poll() is None
     with open(tmp_path / "site0.log") as log:
