@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# A test worker of the shell client: bash app.sh QUEUE [NEXT_QUEUE]
+#   url jobs, by path: /stream, /abort (fails in the middle of a stream), /session/set?v=X,
+#   /session/get, /session/regenerate, /publish?c=CHANNEL, /forward (a greet job to NEXT_QUEUE),
+#   /fail (the handler fails), /slow (sleeps 1 s first); anything else: "hello <path>";
+#   greet jobs ({"path": ..., "via": ...}, as tests/workers/routing.py's front sends them).
+source "$(dirname "${BASH_SOURCE[0]}")/../../../clients/shell/tempest-worker.sh"
+
+next_queue=${2:-}
+
+site() {
+    local url path query
+    url=$(tempest_env_get url)
+    path=${url%%\?*}
+    query=${url#"$path"}; query=${query#\?}
+    case $path in
+    /stream)
+        tempest_stream_begin 200 '{"Content-Type":"text/plain"}'
+        tempest_stream_chunk $'one\n'
+        sleep 0.2
+        printf 'two\n' | tempest_stream_chunk
+        tempest_stream_end
+        ;;
+    /abort)
+        tempest_stream_begin 200 '{"Content-Type":"text/plain"}'
+        tempest_stream_chunk "part"
+        return 1
+        ;;
+    /session/set)
+        tempest_session_set user "${query#v=}" || return 1
+        tempest_http 200 "stored" Content-Type text/plain
+        ;;
+    /session/get)
+        tempest_http 200 "user=$(tempest_session_get user)" Content-Type text/plain
+        ;;
+    /session/regenerate)
+        tempest_session_regenerate || return 1
+        tempest_http 200 "regenerated" Content-Type text/plain
+        ;;
+    /publish)
+        tempest_publish "${query#c=}" "hello from shell" || return 1
+        tempest_http 200 "published $TEMPEST_PUBLISHED" Content-Type text/plain
+        ;;
+    /forward)
+        tempest_forward "$next_queue" greet "{\"path\":$(tempest_json_quote "$path"),\"via\":$$}"
+        ;;
+    /fail)
+        false
+        ;;
+    /slow)
+        tempest_log info "slow job started"
+        sleep 1
+        tempest_http 200 "slow done" Content-Type text/plain
+        ;;
+    *)
+        tempest_http 200 "hello $path" Content-Type text/plain
+        ;;
+    esac
+}
+
+greet() {
+    local path
+    path=$(tempest_json_text "$1" path) || return 1
+    tempest_http 200 "greeted $path by shell" Content-Type text/plain
+}
+
+tempest_on url site
+tempest_on greet greet
+tempest_run "$1"

@@ -1,0 +1,220 @@
+"""The shell client (clients/shell: bash and redis-cli, no library) against a real tempestd and
+redis-server: hello world from a [worker:] section, streams, sessions, publish, forward both
+ways, a failing handler, SIGTERM mid-job, Redis restarted under the worker."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+
+import pytest
+
+from sseclient import SSE
+from support import REPO, RedisServer, http, in_thread, start_worker, stop_group, wait_until
+
+HELLO = os.path.join(REPO, "clients", "shell", "hello.sh")
+APP = os.path.join(REPO, "tests", "clients", "shell", "app.sh")
+ROUTING = os.path.join(REPO, "tests", "workers", "routing.py")
+
+
+@pytest.fixture(autouse=True)
+def runtime():
+    for program in ("bash", "redis-cli"):
+        if shutil.which(program) is None:
+            from support import missing_runtime
+
+            missing_runtime(f"{program} is needed by the shell client")
+
+
+def shell_worker(script, args, redis_url, directory, name="shell"):
+    """bash SCRIPT ARGS... in its own session, output to NAME.log."""
+    env = dict(os.environ, TEMPEST_REDIS_URL=redis_url)
+    with open(os.path.join(str(directory), f"{name}.log"), "ab") as log:
+        return subprocess.Popen(["bash", script, *args], env=env, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def log_of(directory, name="shell"):
+    with open(os.path.join(str(directory), f"{name}.log"), encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
+@pytest.fixture
+def site(tempestd_factory, redis_server, tmp_path, request):
+    """tempestd on queue shell-<test>, the test app of the shell client serving it."""
+    queue = "shell-" + request.node.name[5:40]
+    front = {"queue": queue, "timeout": "5"}
+    front.update(getattr(request, "param", {}))
+    daemon = tempestd_factory(front=front)
+    worker = shell_worker(APP, [queue, queue + "-next"], redis_server.url, tmp_path)
+    daemon.queue = queue
+    wait_until(lambda: http("GET", daemon.base + "/ping", timeout=5)[0] == 200, 15, interval=0.1,
+               message="the shell worker serving")
+    yield daemon
+    stop_group(worker)
+
+
+def test_hello_world_under_tempestd(tempestd_factory):
+    daemon = tempestd_factory(front={"queue": "shell-hello", "timeout": "5"},
+                              **{"worker:hello": {"command": f"bash {HELLO} shell-hello", "numprocs": "2"}})
+    bodies = set()
+    for _ in range(6):
+        status, headers, body = wait_until(lambda: http("GET", daemon.base + "/"), 15, interval=0.1)
+        assert status == 200
+        assert headers["content-type"] == "text/plain"
+        bodies.add(body.decode())
+    assert all(body.startswith("Hello from shell #") for body in bodies)
+    assert "Hello from shell #1" in bodies
+    assert len(bodies) >= 2  # the count goes up (two processes: each counts its own)
+    assert daemon.info()["answers_dropped"] == 0
+
+
+def raw_get(port, path, timeout=5):
+    """GET over a raw socket; everything received until the server closed (or silence)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except socket.timeout:
+            received += b"<silence>"
+        return received
+
+
+def test_a_streamed_answer_arrives_in_chunks(site):
+    received = raw_get(site.port, "/stream")
+    assert b"Transfer-Encoding: chunked" in received
+    assert received.endswith(b"4\r\none\n\r\n4\r\ntwo\n\r\n0\r\n\r\n")  # both pieces, then the end
+
+
+def test_a_failing_stream_is_aborted(site):
+    received = raw_get(site.port, "/abort")
+    assert b"200 OK" in received
+    assert received.endswith(b"4\r\npart\r\n")  # cut: no last chunk, no silence
+
+
+@pytest.mark.parametrize("site", [{"session_cookie": "sid"}], indirect=True)
+def test_session_write_read_and_regenerate(site, redis_client):
+    status, headers, body = http("GET", site.base + "/session/set?v=bob")
+    assert status == 200 and body == b"stored"
+    sid = headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    assert redis_client.hget(f"session:{sid}", "user") == b'["bob"]'
+    assert 0 < redis_client.ttl(f"session:{sid}") <= 14 * 24 * 3600
+
+    status, headers, body = http("GET", site.base + "/session/get", headers={"Cookie": f"sid={sid}"})
+    assert body == b"user=bob" and "set-cookie" not in headers  # the cookie round trip
+
+    redis_client.hset(f"session:{sid}", "user", '["caf\\u00e9 \\"x\\""]')  # written by another client
+    status, headers, body = http("GET", site.base + "/session/get", headers={"Cookie": f"sid={sid}"})
+    assert body == 'user=café "x"'.encode()
+
+    status, headers, body = http("GET", site.base + "/session/regenerate", headers={"Cookie": f"sid={sid}"})
+    assert status == 200 and "x-tempest-session" not in headers
+    new = headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    assert new != sid and len(new) == 22
+    assert not redis_client.exists(f"session:{sid}")
+    assert redis_client.hget(f"session:{new}", "user") == '["caf\\u00e9 \\"x\\""]'.encode()
+    status, headers, body = http("GET", site.base + "/session/get", headers={"Cookie": f"sid={new}"})
+    assert body == 'user=café "x"'.encode()
+    redis_client.delete(f"session:{new}")
+
+
+def test_publish_reaches_an_sse_client(site):
+    channel = "shell-news"
+    sse = SSE(site.port, f"/sub/{channel}")
+    assert sse.next()["comment"] == "ok"
+    status, _, body = http("GET", site.base + f"/publish?c={channel}")
+    assert status == 200 and body.startswith(b"published ")
+    event = sse.next()
+    assert event["data"] == "hello from shell"
+    sse.sock.close()
+
+
+def test_publish_to_a_durable_channel_keeps_it(tempestd_factory, site, redis_client):
+    # the site's tempestd has no durable channels; this one writes tempest:pubsub:durable
+    durable = tempestd_factory(front={"queue": "shell-durable-unused"}, pubsub={"durable": "shell-kept.*"})
+    channel = "shell-kept.a"
+    sse = SSE(durable.port, f"/sub/{channel}")
+    assert sse.next()["comment"] == "ok"
+    status, _, body = http("GET", site.base + f"/publish?c={channel}")
+    assert status == 200
+    stream_id = body.decode().split()[1]
+    event = sse.next()
+    assert event["data"] == "hello from shell" and event["id"] == stream_id
+    assert redis_client.xlen(f"tempest:stream:{{{channel}}}") == 1
+    sse.sock.close()
+    redis_client.delete(f"tempest:stream:{{{channel}}}")
+
+
+def test_forward_to_a_python_worker(site, redis_server, tmp_path):
+    greeter = start_worker([ROUTING, "greeter", site.queue + "-next"], redis_server.url, tmp_path, "greeter")
+    try:
+        status, _, body = http("GET", site.base + "/forward")
+        assert status == 200
+        assert body.decode().startswith("greeted /forward from ")  # the Python greeter answered
+    finally:
+        stop_group(greeter)
+
+
+def test_forward_from_a_python_worker(tempestd_factory, redis_server, tmp_path):
+    queue = "shell-from-python"
+    daemon = tempestd_factory(front={"queue": queue, "timeout": "5"})
+    front = start_worker([ROUTING, "front", queue, queue + "-greet"], redis_server.url, tmp_path, "front")
+    shell = shell_worker(APP, [queue + "-greet"], redis_server.url, tmp_path)
+    try:
+        status, _, body = http("GET", daemon.base + "/somewhere")
+        assert status == 200 and body == b"greeted /somewhere by shell"  # under the greet action
+        assert daemon.info()["answers_dropped"] == 0
+    finally:
+        stop_group(front)
+        stop_group(shell)
+
+
+def test_a_failing_handler_answers_500_and_the_worker_goes_on(site):
+    status, headers, body = http("GET", site.base + "/fail", timeout=4)  # the route's timeout is 5 s
+    assert status == 500 and body == b"500 Internal Server Error\n"
+    assert headers["content-type"] == "text/plain"
+    status, _, body = http("GET", site.base + "/after")
+    assert status == 200 and body == b"hello /after"
+
+
+def test_sigterm_finishes_the_job_in_hand_and_exits_0(tempestd_factory, redis_server, tmp_path):
+    queue = "shell-sigterm"
+    daemon = tempestd_factory(front={"queue": queue, "timeout": "5"})
+    worker = shell_worker(APP, [queue], redis_server.url, tmp_path)
+    try:
+        thread, result = in_thread(http, "GET", daemon.base + "/slow")
+        wait_until(lambda: "slow job started" in log_of(tmp_path), 10, message="the slow job taken")
+        os.killpg(worker.pid, signal.SIGTERM)  # the whole group, as tempestd stops its workers
+        thread.join(10)
+        assert result["value"][0] == 200 and result["value"][2] == b"slow done"
+        assert worker.wait(10) == 0
+        assert "worker stopped after 1 jobs" in log_of(tmp_path)
+    finally:
+        stop_group(worker)
+
+
+def test_the_worker_serves_again_after_redis_restarts(tempestd_factory, tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    daemon = tempestd_factory(redis_url=server.url, front={"queue": "shell-restart", "timeout": "3"})
+    worker = shell_worker(APP, ["shell-restart"], server.url, tmp_path)
+    try:
+        assert wait_until(lambda: http("GET", daemon.base + "/one", timeout=4), 15)[2] == b"hello /one"
+        server.stop()
+        wait_until(lambda: "Redis unreachable" in log_of(tmp_path), 10, message="the worker noticing")
+        server = RedisServer(tmp_path / "redis", port=server.port).start()
+
+        def served():
+            try:
+                status, _, body = http("GET", daemon.base + "/two", timeout=4)
+            except OSError:
+                return None
+            return status == 200 and body == b"hello /two"
+
+        wait_until(served, 30, interval=0.2, message="served again")
+        assert worker.poll() is None
+    finally:
+        stop_group(worker)
+        server.stop()
