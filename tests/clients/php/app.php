@@ -2,7 +2,7 @@
 // The PHP test worker: php app.php QUEUE[,QUEUE...] [NEXT_QUEUE]
 // TEMPEST_TEST_RELIABLE=1: reliable delivery with a 1 s heartbeat.
 //
-// url paths: /stream, /abort (raises in the middle of a stream), /session/set?v=, /session/get,
+// url paths: /stream, /gated (waits for an item on gate:/gated between its chunks), /abort (raises in the middle of a stream), /session/set?v=, /session/get,
 // /session/regenerate, /publish?channel=&data=&event=, /forward (a `greet` job to NEXT_QUEUE),
 // /gather?q=a,b&timeout= (square parts, summed; missing indexes in X-Missing), /fail, /slow?ms=,
 // anything else: "php <pid> <path>". Also `greet` jobs (as tests/workers/routing.py's greeter)
@@ -30,6 +30,13 @@ $worker->on('url', function (Context $context, array $env) use ($worker, $next, 
                 $out->write("$piece\n");
                 usleep(50000);
             }
+            $out->close();
+            return null;
+        case '/gated':
+            $out = $context->stream(200, $text);
+            $out->write("one\n");
+            $worker->redis()->blPop(['gate:' . $context->env['url']], 5);  // the test reads "one" first
+            $out->write("two\n");
             $out->close();
             return null;
         case '/abort':
