@@ -91,6 +91,13 @@ def test_hello_world_under_tempestd(php, tempestd_factory):
     assert len(pids) == 2
 
 
+def test_hello_world_authenticates_to_the_answer_endpoint(php, tempestd_factory):
+    daemon = tempestd_factory(front={"queue": "php-auth", "timeout": "5", "answer_password": "s3cr:et"},
+                              **{"worker:hello": {"command": f"{php} {HELLO} php-auth"}})
+    status, _, body = http("GET", daemon.base + "/")  # TEMPEST_ANSWER_PASSWORD comes from tempestd
+    assert (status, body) == (200, b"Hello from php #1")
+
+
 # 2. streamed answers
 
 
