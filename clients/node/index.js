@@ -20,6 +20,7 @@ const { createClient } = require('redis');
 const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379/0';
 const POLL_TIMEOUT = 1; // seconds a BLPOP blocks, so that a stop request is seen within it
 const COMMAND_GRACE = 10000; // ms a blocking command may take beyond its own timeout: then the connection is dead
+const ANSWER_TIMEOUT = 10000; // ms an answer endpoint may take to reply
 const RECONNECT_MIN = 100; // ms
 const RECONNECT_MAX = 5000; // ms between reconnection attempts, at most
 const ANSWER_ACTIONS = ['url', 'ws']; // the actions every answer endpoint knows
@@ -72,6 +73,26 @@ const log = {
 };
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** `promise`, or a rejection after `ms` (a peer that accepted a command and never replied). */
+async function withTimeout(promise, ms, what) {
+  let timer;
+  const late = new Promise((resolve, reject) => {
+    timer = setTimeout(() => reject(Object.assign(new Error(`no reply to ${what} within ${ms / 1000}s`), { hung: true })), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** JSON text of an answer; throws for what JSON cannot carry (undefined, a function, a BigInt). */
+function encode(data) {
+  const text = JSON.stringify(data);
+  if (text === undefined) throw new TypeError(`cannot send ${typeof data} as JSON`);
+  return text;
+}
 const backoff = (retries) => Math.min(RECONNECT_MIN * 2 ** retries, RECONNECT_MAX);
 const isObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
 const randomId = (bytes) => crypto.randomBytes(bytes).toString('base64url');
@@ -248,18 +269,20 @@ class Context {
 
   /** Send an answer (several allowed). False if nobody waits (no respond_to) or it failed. */
   async answer(data) {
-    this.answered += 1;
     if (this._regenerated() && this.action === 'url') data = withHeader(data, REGENERATED_HEADER, this._session.id);
-    return this.worker.sendAnswer(this.respondTo, this.action, this.jobId, data);
+    const payload = encode(data); // throws before anything counts as answered
+    this.answered += 1;
+    return this.worker.sendCommand(this.respondTo, [this.action, this.jobId, payload]);
   }
 
   /** Begin a streamed answer: the head now, then write()s, then close() (or abort()). */
   async stream(status = 200, headers = {}) {
     let head = [status, headers || {}];
     if (this._regenerated()) head = withHeader(head, REGENERATED_HEADER, this._session.id);
+    const payload = encode(head);
     this.answered += 1;
     this.openStream = new Stream(this);
-    await this.worker.sendCommand(this.respondTo, ['stream', this.jobId, JSON.stringify(head)]);
+    await this.worker.sendCommand(this.respondTo, ['stream', this.jobId, payload]);
     return this.openStream;
   }
 
@@ -334,20 +357,14 @@ class Worker {
   /** A blocking command on the blocking connection, given up (and the connection with it) if it hangs. */
   async _block(command, seconds) {
     const client = this._blockingClient();
-    let timer;
-    const hung = new Promise((resolve, reject) => {
-      timer = setTimeout(() => reject(new Error(`no reply to ${command[0]} within ${seconds}s + grace`)), seconds * 1000 + COMMAND_GRACE);
-    });
     try {
-      return await Promise.race([client.sendCommand(command), hung]);
+      return await withTimeout(client.sendCommand(command), seconds * 1000 + COMMAND_GRACE, command[0]);
     } catch (error) {
-      if (this._blocking === client && /no reply/.test(error.message)) {
+      if (error.hung && this._blocking === client) { // a dead connection: a new one
         this._blocking = null;
         client.disconnect().catch(() => {});
       }
       throw error;
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -398,7 +415,13 @@ class Worker {
         delay = Math.min(delay * 2, RECONNECT_MAX);
         continue;
       }
-      for (const raw of jobs) await this.process(raw);
+      for (const raw of jobs) {
+        try {
+          await this.process(raw);
+        } catch (error) { // process() catches everything; never a dead worker anyway
+          log.error(`job failed: ${(error && error.stack) || error}`);
+        }
+      }
       if (this._holding !== null) await this._release();
     }
   }
@@ -447,6 +470,8 @@ class Worker {
   async _unregister() {
     try {
       const client = this._blockingClient();
+      const until = Date.now() + 2000;
+      while (!client.isReady && Date.now() < until) await sleep(10);
       const commands = this.queues.map((queue) => client.sendCommand(['EVAL', GIVE_BACK_ALL, '2', keys.processing(queue, this.workerId), queue]));
       commands.push(client.sendCommand(['SREM', WORKERS, ...this.queues.map((queue) => `${queue} ${this.workerId}`)]));
       commands.push(client.sendCommand(['DEL', keys.alive(this.workerId)]));
@@ -479,16 +504,14 @@ class Worker {
       await this._answerError(context, 501, 'Not Implemented');
       return;
     }
-    let result;
     try {
-      result = await handler(context, ...args);
+      const result = await handler(context, ...args);
+      if (result !== undefined && result !== null) await context.answer(result);
     } catch (error) {
       log.error(`handler of ${JSON.stringify(action)} failed on job ${jobId}: ${(error && error.stack) || error}`);
       if (context.openStream) await context.openStream.abort(); // its head is gone: the body is cut
       await this._answerError(context, 500, 'Internal Server Error');
-      return;
     }
-    if (result !== undefined && result !== null) await context.answer(result);
   }
 
   async _answerError(context, status, reason) {
@@ -499,7 +522,7 @@ class Worker {
 
   /** Send `<action> <job_id> <json>` to respond_to; false without one (or if it failed). */
   async sendAnswer(respondTo, action, jobId, data) {
-    return this.sendCommand(respondTo, [action, jobId, JSON.stringify(data)]);
+    return this.sendCommand(respondTo, [action, jobId, encode(data)]);
   }
 
   /** Send one command to the answer endpoint respond_to; false without one or on failure (logged). */
@@ -508,11 +531,12 @@ class Worker {
     let client;
     try {
       client = await this._endpoint(respondTo);
-      await client.sendCommand(command.map((arg) => (Buffer.isBuffer(arg) ? arg : String(arg))));
+      const args = command.map((arg) => (Buffer.isBuffer(arg) ? arg : String(arg)));
+      await withTimeout(client.sendCommand(args), ANSWER_TIMEOUT, command[0]);
       return true;
     } catch (error) {
       log.warn(`cannot send ${command[0]} ${command[1]} to ${respondTo}: ${error.message || error}`);
-      if (client && !client.isReady) this._dropEndpoint(respondTo);
+      if (client && (error.hung || !client.isReady)) this._dropEndpoint(respondTo);
       return false;
     }
   }
@@ -535,11 +559,16 @@ class Worker {
     });
     client.on('error', (error) => log.debug(`answer endpoint ${respondTo}: ${error.message}`));
     const declared = [...this.handlers.keys()].filter((action) => !ANSWER_ACTIONS.includes(action)).sort();
-    const ready = client.connect().then(async () => {
-      if (declared.length) await client.sendCommand(['ACTIONS', ...declared]).catch(() => {}); // reply ignored
+    const ready = withTimeout(client.connect(), ANSWER_TIMEOUT, 'connect').then(async () => {
+      if (declared.length) { // answers of these actions are answers there; the reply is ignored
+        await withTimeout(client.sendCommand(['ACTIONS', ...declared]), ANSWER_TIMEOUT, 'ACTIONS').catch(() => {});
+      }
       return client;
     });
-    ready.catch(() => this._dropEndpoint(respondTo, ready));
+    ready.catch(() => {
+      this._dropEndpoint(respondTo, ready);
+      client.disconnect().catch(() => {});
+    });
     this._endpoints.set(respondTo, ready);
     return ready;
   }
