@@ -226,6 +226,7 @@ module Tempest
           raw, queue = @reliable ? take_reliable : take
           delay = RECONNECT_MIN
         rescue *CONNECTION_ERRORS => e
+          @registered = false # reliable: register again, and give back a job whose reply was lost
           @logger.warn("Redis unreachable (#{e.message}); retrying in #{delay}s")
           pause(delay)
           delay = [delay * 2, RECONNECT_MAX].min
@@ -242,8 +243,11 @@ module Tempest
       end
     end
 
+    # BLPOP and BLMOVE through call, not redis-rb's blpop/blmove: those re-send the command
+    # after a lost connection, and a job whose reply was lost would be gone (the socket's
+    # read timeout, 5 s, is above POLL_TIMEOUT)
     def take
-      item = @redis.blpop(*@queues, timeout: POLL_TIMEOUT)
+      item = @redis.call("BLPOP", *@queues, POLL_TIMEOUT)
       item && [item[1], item[0]]
     end
 
@@ -258,14 +262,19 @@ module Tempest
       end
       queue = @queues.first
       timeout = @queues.size == 1 ? POLL_TIMEOUT : 0.1
-      command = Reliable.take_blocking(queue, @worker_id, timeout)
-      job = @redis.blmove(*command[1..4], timeout: timeout)
+      job = @redis.call(*Reliable.take_blocking(queue, @worker_id, timeout))
       job && [job, queue]
     end
 
+    # after a lost connection, a job BLMOVEd whose reply never came may sit in a processing
+    # list (it holds nothing else between jobs): it goes back to the head of its queue
     def register
       Reliable.beat(@worker_id, @queues, @heartbeat).each { |command| @redis.call(*command) }
+      if @registered_before
+        @queues.each { |queue| @redis.call(*Reliable.give_back_all(queue, @worker_id)) }
+      end
       @registered = true
+      @registered_before = true
     end
 
     def release(queue)

@@ -41,9 +41,14 @@ module Tempest
       ["DEL", Keys.processing(queue, worker_id)]
     end
 
+    # what a processing list still holds, back to the head of its queue
+    def give_back_all(queue, worker_id)
+      ["EVAL", GIVE_BACK_ALL, 2, Keys.processing(queue, worker_id), queue]
+    end
+
     # a clean stop: jobs still held go back to their queues, the worker is forgotten
     def unregister(worker_id, queues)
-      queues.map { |q| ["EVAL", GIVE_BACK_ALL, 2, Keys.processing(q, worker_id), q] } +
+      queues.map { |q| give_back_all(q, worker_id) } +
         [["SREM", Keys::WORKERS, *queues.map { |q| entry(q, worker_id) }],
          ["DEL", Keys.alive(worker_id)]]
     end
