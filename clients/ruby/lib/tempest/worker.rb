@@ -102,7 +102,7 @@ module Tempest
     def process(raw)
       begin
         action, args, respond_to, job_id = decode_job(raw)
-      rescue ArgumentError, JSON::ParserError => e
+      rescue StandardError => e # not JSON, invalid UTF-8, too deep, not a job
         @logger.error("dropped malformed job #{raw.to_s[0, 200].inspect}: #{e.message}")
         return
       end
