@@ -106,15 +106,15 @@ def test_hello_world_from_a_worker_section(go_build, tempestd_factory, request):
 
 @pytest.fixture
 def site(go_build, tempestd_factory, redis_server, tmp_path, started, request):
-    """tempestd on this test's queue and a Go test worker serving it (and QUEUE-greet and
-    QUEUE-sq, for routing)."""
+    """tempestd on this test's queue and a Go test worker serving it (and QUEUE-greet, for
+    routing)."""
     queue = queue_name(request)
     front = {"queue": queue, "timeout": "5"}
     front.update(getattr(request, "param", {}))
     daemon = tempestd_factory(front=front, pubsub={"heartbeat": "0.5", "durable": "go-news.*"},
                               **{"route:/py/": {"queue": queue + "-pyfront"}})
     daemon.queue = queue
-    daemon.worker = start_go(started, [APP, f"{queue},{queue}-greet,{queue}-sq"], redis_server.url, tmp_path, "app")
+    daemon.worker = start_go(started, [APP, f"{queue},{queue}-greet"], redis_server.url, tmp_path, "app")
     status, _, body = http("GET", daemon.base + "/ping")
     assert (status, body) == (200, f"go worker {daemon.worker.pid}: /ping".encode())
     return daemon
@@ -262,9 +262,10 @@ def test_forward_from_a_python_worker(site, python_workers):
     assert site.info()["answers_dropped"] == 0
 
 
-def test_gather_from_two_parts(site, python_workers, redis_client):
-    # part 0 squared by the Python squarer, part 1 by the Go worker itself (its -sq queue)
-    status, headers, body = http("GET", site.base + f"/gather?q={site.queue}-pysq,{site.queue}-sq")
+def test_gather_from_two_parts(site, python_workers, redis_client, redis_server, tmp_path, started):
+    # part 0 squared by the Python squarer, part 1 by another Go worker (the gatherer is busy)
+    start_go(started, [APP, site.queue + "-gosq"], redis_server.url, tmp_path, "gosq")
+    status, headers, body = http("GET", site.base + f"/gather?q={site.queue}-pysq,{site.queue}-gosq")
     assert (status, body, headers["x-missing"]) == (200, b"5", "")  # 1 + 4
     silent = site.queue + "-silent"  # nobody serves it
     began = time.monotonic()
@@ -306,7 +307,7 @@ def test_the_job_of_a_killed_reliable_worker_is_answered_by_another(go_build, te
                                                                     redis_client, tmp_path, started, request):
     queue = queue_name(request)
     daemon = tempestd_factory(front={"queue": queue, "timeout": "20", "redeliver_interval": "0.5"})
-    args = [APP, queue, "-reliable", "-heartbeat", "1s"]
+    args = [APP, "-reliable", "-heartbeat", "1s", queue]
     first = start_go(started, args, redis_server.url, tmp_path, "first")
     wait_until(lambda: len(registered(redis_client, queue)) == 1, timeout=10, message="the first registered")
     thread, result = in_thread(http, "GET", daemon.base + "/hold", timeout=25)

@@ -14,7 +14,7 @@
 //	/gather?q=A,B      square jobs 1, 2... to queues A, B...; answers the sum, X-Missing
 //	anything else      "go worker <pid>: <path>"
 //
-// greet jobs are answered "go greeted <path> from <pid>", square jobs with the number squared.
+// greet jobs are answered "go greeted <path> from <pid>" (a path ending in /fail panics), square jobs with the number squared.
 package main
 
 import (
@@ -44,7 +44,7 @@ func main() {
 
 	w.On("greet", func(c *tempest.Context, args []any) (any, error) {
 		info, _ := args[0].(map[string]any)
-		if info["path"] == "/fail" {
+		if path, _ := info["path"].(string); strings.HasSuffix(path, "/fail") {
 			panic("asked to fail")
 		}
 		return []any{200, text, fmt.Sprintf("go greeted %v from %d", info["path"], pid)}, nil
