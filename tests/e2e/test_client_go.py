@@ -81,7 +81,8 @@ def registered(client, queue):
 
 def test_hello_world_from_a_worker_section(go_build, tempestd_factory, request):
     queue = queue_name(request)
-    daemon = tempestd_factory(front={"queue": queue, "timeout": "5"},
+    # with an answer password, which tempestd passes to its workers (TEMPEST_ANSWER_PASSWORD)
+    daemon = tempestd_factory(front={"queue": queue, "timeout": "5", "answer_password": "go-s3cret"},
                               **{"worker:hello": {"command": f"{HELLO} {queue}", "numprocs": "2"}})
     wait_until(lambda: all(daemon.status().get(f"hello:{i}", {}).get("state") == "RUNNING" for i in (0, 1)),
                timeout=15, message="both hello processes running")
@@ -98,7 +99,8 @@ def test_hello_world_from_a_worker_section(go_build, tempestd_factory, request):
     seen = sorted(counts)
     firsts = seen.count(1)
     assert 1 <= firsts <= 2 and all(seen.count(n) <= 2 for n in seen), counts
-    assert daemon.info()["bad_answers"] == 0
+    info = daemon.answer_client(password="go-s3cret").info()
+    assert info["bad_answers"] == 0 and info["answers"] == 6
 
 
 # sites served by the Go test worker
@@ -291,13 +293,39 @@ def test_a_failing_handler_answers_500_and_the_worker_serves_on(site, redis_clie
     assert site.worker.poll() is None
 
 
+def fake_endpoint():
+    """A one-connection answer endpoint that replies +OK to everything: (port, thread, what it got)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve():
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(10)
+                received = b""
+                while not (b"Not Implemented" in received and received.endswith(b"\r\n")):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    received += chunk
+                    conn.sendall(b"+OK\r\n" * chunk.count(b"*"))  # a reply per command (no * in their arguments)
+                return received
+
+    thread, result = in_thread(serve)
+    return listener.getsockname()[1], thread, result
+
+
 def test_a_job_without_a_handler_answers_501_and_numeric_ids_come_back(site, redis_client):
-    answers = site.answer_client()
+    port, thread, result = fake_endpoint()
     # a job pushed by hand with a number for its id, for an action nobody handles
-    redis_client.rpush(site.queue, f'["nothing", [], "127.0.0.1:{site.answer_port}", 12345]')
-    wait_until(lambda: redis_client.llen(site.queue) == 0, message="the job taken")
-    wait_until(lambda: site.info()["answers_dropped"] >= 1, message="the 501 answer sent (to an unknown job)")
-    assert answers.ping()
+    redis_client.rpush(site.queue, f'["nothing", [], "127.0.0.1:{port}", 12345]')
+    thread.join(10)
+    received = result["value"]
+    # on connecting: ACTIONS for the handlers' actions (greet, square), then the 501 under url
+    assert received.startswith(b"*3\r\n$7\r\nACTIONS\r\n$5\r\ngreet\r\n$6\r\nsquare\r\n")
+    answer = b'[501,{"Content-Type":"text/plain"},"501 Not Implemented\\n"]'
+    assert received.endswith(b"*3\r\n$3\r\nurl\r\n$5\r\n12345\r\n$%d\r\n%s\r\n" % (len(answer), answer))
 
 
 # 7. reliable delivery
