@@ -29,8 +29,7 @@ tempest_log() {  # tempest_log LEVEL MESSAGE...: one line on stderr
     printf '%s tempest-worker[%d] %s: %s\n' "$(date '+%H:%M:%S')" "$$" "$level" "$*" >&2
 }
 
-# redis-cli bounded in time (coreutils' timeout, which also runs it in a process group of its
-# own: a SIGTERM sent to the worker's group does not cut a command in flight)
+# redis-cli, bounded in time by coreutils' timeout when there is one
 _tempest_cli() {
     if command -v timeout >/dev/null 2>&1; then
         timeout "$TEMPEST_COMMAND_TIMEOUT" redis-cli --no-auth-warning "$@"
@@ -366,8 +365,10 @@ tempest_stream_abort() {  # give up: the client's body is cut
 _tempest_endpoint_command() {  # end <job_id> [abort], without stdin
     local rt=$TEMPEST_RESPOND_TO reply
     [[ -n $rt ]] || return 1
-    reply=$(_tempest_endpoint "$rt" "$1" "$TEMPEST_JOB_ID" "${@:2}" </dev/null 2>&1) ||
+    if ! reply=$(_tempest_endpoint "$rt" "$1" "$TEMPEST_JOB_ID" "${@:2}" </dev/null 2>&1); then
         tempest_log warning "cannot send $1 for job $TEMPEST_JOB_ID to $rt: $reply"
+        return 1
+    fi
 }
 
 tempest_forward() {  # tempest_forward QUEUE ACTION [ARG_JSON]...: pass the job on; no answer here
@@ -566,20 +567,38 @@ tempest_process() {  # tempest_process JOB: run the handler of one job (its JSON
 }
 
 tempest_run() {  # tempest_run [QUEUE...] [FUNCTION]: take and run jobs until SIGTERM/SIGINT
-    local queues=() reply rc delay=100 secs err
+    local queues child status monitor=${-//[^m]/}
     if (($#)) && declare -F "${!#}" >/dev/null; then  # the last argument, a function: the url handler
         tempest_on url "${!#}"
         set -- "${@:1:$#-1}"
     fi
     queues=("$@")
     ((${#queues[@]})) || queues=(tempest)
-    _tempest_tmp=$(mktemp -d "${TMPDIR:-/tmp}/tempest-worker.XXXXXX") || return 1
-    # every command runs in a process group of its own: a SIGTERM to the worker's group (as
-    # tempestd stops its workers) reaches bash alone, which finishes the job in hand
+    # The worker runs in a subshell in a process group of its own (set -m), this shell only
+    # passes a stop on: SIGTERM sent to this shell's group (as tempestd stops its workers)
+    # reaches no command of the job in hand, not even a $(...) of a handler, and the job is
+    # finished before the worker exits.
     set -m
-    trap '_tempest_stopping=1' TERM INT
+    _tempest_loop "${queues[@]}" &
+    child=$!
+    [[ -n $monitor ]] || set +m
+    trap 'kill -USR1 "$child" 2>/dev/null' TERM INT
+    status=0
+    while kill -0 "$child" 2>/dev/null; do
+        wait "$child"
+        status=$?
+    done
+    trap - TERM INT
+    return "$status"
+}
+
+_tempest_loop() {  # the worker: BLPOP, run, answer, until asked to stop (or its parent is gone)
+    local queues=("$@") reply rc delay=100 secs err
+    set +m
+    trap '_tempest_stopping=1' TERM INT USR1
+    _tempest_tmp=$(mktemp -d "${TMPDIR:-/tmp}/tempest-worker.XXXXXX") || exit 1
     tempest_log info "worker on ${queues[*]} ($TEMPEST_REDIS_URL): ${!_tempest_handlers[*]}"
-    while ((!_tempest_stopping)); do
+    while ((!_tempest_stopping)) && kill -0 "$$" 2>/dev/null; do  # $$: the parent shell
         reply=$(_tempest_redis BLPOP "${queues[@]}" "$TEMPEST_POLL_TIMEOUT" </dev/null 2>"$_tempest_tmp/err")
         rc=$?
         if ((rc != 0)) || [[ -n $reply && $reply != *$'\n'* ]]; then
@@ -594,8 +613,7 @@ tempest_run() {  # tempest_run [QUEUE...] [FUNCTION]: take and run jobs until SI
         delay=100
         [[ -n $reply ]] && tempest_process "${reply#*$'\n'}"
     done
-    trap - TERM INT
     rm -rf "$_tempest_tmp"
     tempest_log info "worker stopped after $_tempest_processed jobs"
-    return 0
+    exit 0
 }
