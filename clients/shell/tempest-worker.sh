@@ -225,6 +225,24 @@ END {
         if (!walk()) exit 1
         v = value(0)
         printf "%s", (mode == "text") ? decode(v) : v
+    } else if (mode == "xread") {  # redis-cli -2 --json XREAD of one stream: "id TAB part TAB answer"
+        if (members(1) < 1 || members(VS[1]) < 2) exit 0
+        ne = members(VS[2])
+        for (i = 1; i <= ne; i++) ES[i] = VS[i]
+        for (i = 1; i <= ne; i++) {
+            if (members(ES[i]) < 2) continue
+            ID[i] = decode(value(1)); PART[i] = ""; ANS[i] = ""
+            nf = members(VS[2])
+            for (j = 1; j < nf; j += 2) {
+                k = decode(value(j)); v = decode(value(j + 1))
+                if (k == "part") PART[i] = v; else if (k == "answer") ANS[i] = v
+            }
+        }
+        for (i = 1; i <= ne; i++) {
+            s = ANS[i]; n = length(s); pos = 1
+            a = (n && scan() && (skipws() || 1) && pos == n + 1) ? strip(1, n + 1) : "null"
+            printf "%s\t%s\t%s\n", ID[i], PART[i], a
+        }
     } else if (mode == "header") {
         skipws()
         if (substr(s, pos, 1) != "[" || (count = members(1)) < 1) { printf "%s", s; exit 0 }
@@ -383,6 +401,45 @@ tempest_forward() {  # tempest_forward QUEUE ACTION [ARG_JSON]...: pass the job 
         tempest_log error "cannot forward job $TEMPEST_JOB_ID to $queue: $reply"
         return 1
     fi
+}
+
+_tempest_now_ms() { local t=${EPOCHREALTIME//[!0-9]/}; printf '%d' $((10#$t / 1000)); }
+
+# tempest_gather TIMEOUT QUEUE ACTION ARGS_JSON [QUEUE ACTION ARGS_JSON]...: fan out, one job per
+# part, and print each part's answer (its JSON, null when missing after TIMEOUT seconds), one a line
+tempest_gather() {
+    local timeout=$1 gid key rt count=0 got=0 deadline left reply last=0-0 id part answer i
+    local -a results=()
+    shift
+    [[ -n $TEMPEST_RESPOND_TO ]] || { tempest_log error "gather needs a job with respond_to"; return 1; }
+    gid=$(_tempest_random_id)
+    key="tempest:gather:{$gid}"
+    rt=$(tempest_json_quote "$TEMPEST_RESPOND_TO")
+    _tempest_redis XADD "$key" '*' part -1 </dev/null >/dev/null &&
+        _tempest_redis EXPIRE "$key" 300 </dev/null >/dev/null || return 1
+    while (($# >= 3)); do
+        printf '[%s,%s,%s,"gather:%s:%d"]' "$(tempest_json_quote "$2")" "$3" "$rt" "$gid" "$count" |
+            _tempest_redis -x RPUSH "$1" >/dev/null
+        results[count++]=""
+        shift 3
+    done
+    local LC_ALL=C ms
+    printf -v ms '%.0f' "${timeout}e3" 2>/dev/null || ms=5000
+    deadline=$(($(_tempest_now_ms) + ms))
+    while ((got < count)) && left=$((deadline - $(_tempest_now_ms))) && ((left > 0)); do
+        reply=$(_tempest_redis -2 --json XREAD BLOCK $((left < 1000 ? left : 1000)) STREAMS "$key" "$last" </dev/null) || break
+        while IFS=$'\t' read -r id part answer; do
+            [[ -n $id ]] || continue
+            last=$id
+            if [[ $part =~ ^[0-9]+$ ]] && ((part < count)) && [[ -z ${results[part]} ]]; then
+                results[part]=$answer
+                got=$((got + 1))
+            fi
+        done < <(printf '%s' "$reply" | _tempest_awk xread)
+    done
+    _tempest_redis DEL "$key" </dev/null >/dev/null
+    ((got < count)) && tempest_log info "gather $gid: $((count - got)) of $count parts missing after ${timeout}s"
+    for answer in "${results[@]}"; do printf '%s\n' "${answer:-null}"; done
 }
 
 # ---------------------------------------------------------------- sessions (the hash session:<id>)

@@ -172,6 +172,23 @@ def test_forward_from_a_python_worker(tempestd_factory, redis_server, tmp_path):
         stop_group(shell)
 
 
+def test_gather_from_two_parts_and_a_missing_one(site, redis_server, redis_client, tmp_path):
+    queues = [f"{site.queue}-sq{i}" for i in range(2)]
+    squarers = [start_worker([ROUTING, "squarer", queue], redis_server.url, tmp_path, f"sq{i}")
+                for i, queue in enumerate(queues)]
+    try:
+        status, headers, body = http("GET", site.base + f"/gather?q={','.join(queues)}&timeout=5")
+        assert status == 200 and body == b"5" and headers["x-missing"] == ""  # 1 + 4
+        silent = f"{site.queue}-silent"  # nobody serves it
+        status, headers, body = http("GET", site.base + f"/gather?q={queues[0]},{silent}&timeout=0.5", timeout=4)
+        assert status == 200 and body == b"1" and headers["x-missing"] == "1"
+        assert not redis_client.keys("tempest:gather:*")  # the gatherer removed its streams
+        redis_client.delete(silent)
+    finally:
+        for squarer in squarers:
+            stop_group(squarer)
+
+
 def test_a_failing_handler_answers_500_and_the_worker_goes_on(site):
     status, headers, body = http("GET", site.base + "/fail", timeout=4)  # the route's timeout is 5 s
     assert status == 500 and body == b"500 Internal Server Error\n"

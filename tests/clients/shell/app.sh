@@ -2,7 +2,7 @@
 # A test worker of the shell client: bash app.sh QUEUE [NEXT_QUEUE]
 #   url jobs, by path: /stream, /abort (fails in the middle of a stream), /session/set?v=X,
 #   /session/get, /session/regenerate, /publish?c=CHANNEL, /forward (a greet job to NEXT_QUEUE),
-#   /fail (the handler fails), /slow (sleeps 1 s first); anything else: "hello <path>";
+#   /gather?q=QUEUE,...&timeout=S (square jobs gathered, the sum answered), /fail (the handler fails), /slow (sleeps 1 s first); anything else: "hello <path>";
 #   greet jobs ({"path": ..., "via": ...}, as tests/workers/routing.py's front sends them).
 source "$(dirname "${BASH_SOURCE[0]}")/../../../clients/shell/tempest-worker.sh"
 
@@ -43,6 +43,19 @@ site() {
         ;;
     /forward)
         tempest_forward "$next_queue" greet "{\"path\":$(tempest_json_quote "$path"),\"via\":$$}"
+        ;;
+    /gather)  # ?q=QUEUE,QUEUE...&timeout=SECONDS: square jobs of 1, 2..., the sum answered
+        local queues parts=() i=0 total=0 missing=() answer
+        queues=${query#q=}; queues=${queues%%&*}
+        for queue in ${queues//,/ }; do
+            parts+=("$queue" square "[$((++i))]")
+        done
+        i=0
+        while IFS= read -r answer; do
+            if [[ $answer == null ]]; then missing+=("$i"); else total=$((total + answer)); fi
+            i=$((i + 1))
+        done < <(tempest_gather "${query##*timeout=}" "${parts[@]}")
+        tempest_http 200 "$total" Content-Type text/plain X-Missing "$(IFS=,; printf '%s' "${missing[*]}")"
         ;;
     /fail)
         false
