@@ -19,7 +19,7 @@ import re
 from typing import TYPE_CHECKING
 
 from tempest import __version__, jobs, keys, resp
-from tempest.respserver import REDIS_VERSION, ClientState, RespServer, arity
+from tempest.respserver import RECV_SIZE, REDIS_VERSION, ClientState, RespServer, arity
 
 if TYPE_CHECKING:
     from tempest.http.websocket import Sockets
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+COMMAND_OVERHEAD = 64 * 1024  # an answer's command name, job id and framing, generously
 BUILTIN_ACTIONS = frozenset((jobs.HTTP_ACTION, "ws"))
 MAX_ACTIONS = 256  # declared actions kept (a bound: they are never forgotten)
 _ACTION = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -41,8 +42,11 @@ class AnswerServer(RespServer):
     what = "answer endpoint"
 
     def __init__(self, address: tuple[str, int], registry: Registry, stats: Stats, sockets: Sockets,
-                 pusher: Pusher, password: str = "", max_answer: int = 64 << 20, backlog: int = 1024) -> None:
-        super().__init__(address, password, backlog)
+                 pusher: Pusher, password: str = "", max_answer: int = 64 << 20, backlog: int = 1024,
+                 max_connections: int = 0, idle_timeout: float = 0) -> None:
+        # an answer, its command and a whole read beyond it: what an incomplete command may hold
+        super().__init__(address, password, backlog, max_connections, idle_timeout,
+                         max_command=max_answer + COMMAND_OVERHEAD + RECV_SIZE)
         self._sockets = sockets  # the open WebSockets (tempest.http.websocket.Sockets)
         self._pusher = pusher  # for the results of gathered parts
         self._registry = registry
@@ -52,6 +56,12 @@ class AnswerServer(RespServer):
 
     def connected(self) -> None:
         self._stats.answer_connections += 1
+
+    def refused(self) -> None:
+        self._stats.answer_connections_refused += 1
+
+    def closed(self) -> None:
+        self._stats.answer_connections_closed += 1
 
     def execute(self, client: ClientState, command: list[bytes]) -> bytes:
         if command[0] == b"url" and len(command) == 3 and client.authenticated:  # most commands

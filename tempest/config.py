@@ -268,6 +268,12 @@ SETTINGS = (
       "host:port put into each job's respond_to; empty: the bound answer address.", restart=True),
     S("front", "answer_password", to_str, "",
       "If set, workers must AUTH with it before answering.", restart=True),
+    S("front", "answer_max_connections", to_count, "1024",
+      "Connections the answer endpoint holds at most (a worker keeps one per tempestd); more "
+      "are refused with -ERR max number of clients reached. 0: no bound.", restart=True),
+    S("front", "answer_idle_timeout", to_duration0, "300",
+      "Seconds an answer-endpoint connection may stay silent before it is closed (workers "
+      "reconnect by themselves); 0: never closed.", restart=True),
     S("front", "queue", to_queue, "tempest", "Queue of requests that no [route:] matches."),
     S("front", "timeout", to_seconds, "30", "Seconds to wait for an answer before 504."),
     S("front", "max_body", to_size, "1M", "Largest request body accepted (K, M, G suffixes); 413 above."),

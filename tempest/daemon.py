@@ -160,7 +160,9 @@ class Daemon:
         self.client = client
         sockets = Sockets()  # the open WebSockets, for `ws <socket_id> <json>` answers
         self.answers = AnswerServer(config.front.answer_listen, self.registry, self.stats, sockets, self.pusher,
-                                    config.front.answer_password, config.front.max_answer)
+                                    config.front.answer_password, config.front.max_answer,
+                                    max_connections=config.front.answer_max_connections,
+                                    idle_timeout=config.front.answer_idle_timeout)
         _listen(self.answers.server, config.front.answer_listen, "answer endpoint")
         respond_to = "%s:%d" % (config.front.answer_advertise or self.answers.address[:2])
         self.relay = Relay(config.redis.url, _pooled_client(config.redis.url), self.stats, config.pubsub)

@@ -136,12 +136,16 @@ def pack(command: Command) -> bytes:
 
 
 class CommandReader:
-    """Turns bytes received by a server into commands (lists of bytes)."""
+    """Turns bytes received by a server into commands (lists of bytes). With ``max_pending``,
+    an incomplete command may not hold more than that many bytes: hiredis' Reader buffers a
+    bulk string whole before it returns it, so a bound on what it holds is a bound on memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_pending: int = 0) -> None:
         self._reader = hiredis.Reader()
         self._inline = b""
         self._resp: bool | None = None  # decided by the first byte received
+        self.max_pending = max_pending  # 0: no bound
+        self._pending = 0  # bytes fed since a command last completed (an upper bound)
 
     def feed(self, data: bytes) -> list[list[bytes]]:
         """Feed received bytes; return the list of commands now complete.
@@ -151,10 +155,15 @@ class CommandReader:
         """
         if self._resp is None and data:
             self._resp = data[:1] == b"*"
-        if self._resp:
-            self._reader.feed(data)
-            return list(self._drain())
-        return self._inline_commands(data)
+        if not self._resp:
+            return self._inline_commands(data)
+        self._reader.feed(data)
+        commands = list(self._drain())
+        # what hiredis holds of an incomplete command is at most what came since one completed
+        self._pending = len(data) if commands else self._pending + len(data)
+        if self.max_pending and self._pending > self.max_pending:
+            raise ProtocolError(f"command over {self.max_pending} bytes")
+        return commands
 
     def _inline_commands(self, data: bytes) -> list[list[bytes]]:
         data, self._inline = self._inline + data, b""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 
 from gevent.server import StreamServer
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 REDIS_VERSION = "7.0.0"  # what we claim to be; clients check it for features
 RECV_SIZE = 256 * 1024
 NOAUTH = resp.error("NOAUTH Authentication required.")
+MAX_CLIENTS = resp.error("ERR max number of clients reached")
+DRAIN_SECONDS, DRAIN_BYTES = 1.0, 1 << 20  # what a closing connection still reads from its client
+AUTH_TIMEOUT = 10.0  # seconds a client of a password-protected server has to authenticate
+UNAUTHENTICATED_MAX = 4096  # bytes of a command before AUTH (AUTH, HELLO, PING are small)
 WRONGPASS = resp.error("WRONGPASS invalid username-password pair or user is disabled.")
 
 
@@ -47,9 +52,14 @@ class RespServer:
     what = "RESP server"  # for log lines
 
     def __init__(self, listener: tuple[str, int] | GeventSocket, password: str = "",
-                 backlog: int | None = 1024) -> None:
+                 backlog: int | None = 1024, max_connections: int = 0, idle_timeout: float = 0,
+                 max_command: int = 0) -> None:
         self.password = password
+        self.max_connections = max_connections  # 0: no bound
+        self.idle_timeout = idle_timeout  # seconds a connection may stay silent; 0: for ever
+        self.max_command = max_command  # bytes an incomplete command may hold; 0: no bound
         self._clients = 0
+        self._open = 0
         if not isinstance(listener, tuple):  # a bound socket brings its own backlog
             backlog = None
         self.server = StreamServer(listener, self._handle, backlog=backlog)
@@ -67,36 +77,69 @@ class RespServer:
     def connected(self) -> None:
         """Called for each new connection."""
 
+    def refused(self) -> None:
+        """Called for each connection refused over ``max_connections``."""
+
+    def closed(self) -> None:
+        """Called for each connection the server closes (idle, no AUTH in time, bad input)."""
+
     def _handle(self, sock: GeventSocket, address: Any) -> None:
+        peer = address[0] if isinstance(address, tuple) else "unix socket"
+        if self.max_connections and self._open >= self.max_connections:
+            self.refused()
+            log.warning("%s: connection from %s refused: %d open (the most allowed)", self.what, peer, self._open)
+            _close_with(sock, MAX_CLIENTS)
+            return
         if sock.family in (socket.AF_INET, socket.AF_INET6):  # replies go out at once (no Nagle)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connected()
         self._clients += 1
+        self._open += 1
         client = ClientState(self._clients, authenticated=not self.password)
-        reader = resp.CommandReader()
-        peer = address[0] if isinstance(address, tuple) else "unix socket"
         try:
-            while not client.quit:
-                data = sock.recv(RECV_SIZE)
-                if not data:
-                    break
-                try:
-                    commands = reader.feed(data)
-                except ProtocolError as exc:
-                    log.warning("%s: protocol error from %s: %s", self.what, peer, exc)
-                    sock.sendall(resp.error(f"ERR Protocol error: {exc}"))
-                    break
-                replies: list[bytes] = []
-                for command in commands:
-                    replies.append(self.execute(client, command))
-                    if client.quit:
-                        break
-                if replies:
-                    sock.sendall(b"".join(replies))
+            self._serve(sock, client, peer)
         except OSError as exc:
             log.debug("%s: connection from %s lost: %s", self.what, peer, exc)
         finally:
+            self._open -= 1
             sock.close()
+
+    def _serve(self, sock: GeventSocket, client: ClientState, peer: str) -> None:
+        """Read commands and write their replies until the client quits or leaves. Before
+        AUTH, a client has AUTH_TIMEOUT seconds and commands of UNAUTHENTICATED_MAX bytes."""
+        reader = resp.CommandReader(UNAUTHENTICATED_MAX if not client.authenticated else self.max_command)
+        deadline = time.monotonic() + AUTH_TIMEOUT
+        while not client.quit:
+            if client.authenticated:
+                sock.settimeout(self.idle_timeout or None)
+            else:
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                data = sock.recv(RECV_SIZE if client.authenticated else UNAUTHENTICATED_MAX)
+            except socket.timeout:
+                self.closed()
+                why = f"silent for {self.idle_timeout:g}s" if client.authenticated else f"no AUTH within {AUTH_TIMEOUT:g}s"
+                log.info("%s: connection from %s closed: %s", self.what, peer, why)
+                return
+            if not data:
+                return
+            try:
+                commands = reader.feed(data)
+            except ProtocolError as exc:
+                self.closed()
+                log.warning("%s: protocol error from %s: %s", self.what, peer, exc)
+                _close_with(sock, resp.error(f"ERR Protocol error: {exc}"))
+                return
+            was_authenticated = client.authenticated
+            replies: list[bytes] = []
+            for command in commands:
+                replies.append(self.execute(client, command))
+                if client.quit:
+                    break
+            if replies:
+                sock.sendall(b"".join(replies))
+            if client.authenticated and not was_authenticated:
+                reader.max_pending = self.max_command
 
     def execute(self, client: ClientState, command: list[bytes]) -> bytes:
         """Run one command; return its encoded reply."""
@@ -195,3 +238,19 @@ class RespServer:
 
 def arity(name: str) -> bytes:
     return resp.error(f"ERR wrong number of arguments for '{name}' command")
+
+
+def _close_with(sock: GeventSocket, reply: bytes) -> None:
+    """Send a last reply and close so that the client reads it: what it sent meanwhile is
+    read and thrown away (at most DRAIN_BYTES, for DRAIN_SECONDS), since closing a socket with
+    unread bytes resets the connection, and the reset can destroy the reply in flight."""
+    try:
+        sock.sendall(reply)
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(DRAIN_SECONDS)
+        drained = 0
+        while drained < DRAIN_BYTES and (data := sock.recv(65536)):
+            drained += len(data)
+    except OSError:
+        pass
+    sock.close()

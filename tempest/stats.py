@@ -26,6 +26,8 @@ class Stats:
     answers_dropped: int = 0  # answers for an unknown, expired or abandoned job
     clients_gone: int = 0  # clients that left while their job was pending
     answer_connections: int = 0  # connections to the answer endpoint accepted
+    answer_connections_refused: int = 0  # refused: over answer_max_connections
+    answer_connections_closed: int = 0  # closed by the endpoint: idle, no AUTH in time, protocol error, too big
     subscribers: int = 0  # SSE and WebSocket clients subscribed now
     messages_relayed: int = 0  # pub/sub messages fanned out (once per message, not per client)
     slow_clients_dropped: int = 0  # subscribers disconnected because their buffer overflowed

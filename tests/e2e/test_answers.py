@@ -1,6 +1,7 @@
 """The answer endpoint as the clients of 2012 and of today see it."""
 
 import socket
+import time
 
 import pytest
 import redis
@@ -141,3 +142,54 @@ def test_the_worker_library_declares_the_actions_it_answers(daemon, redis_server
         worker.flush()
     assert "refused" not in caplog.text  # without ACTIONS: "refused 1 of 1 answers: ERR unknown command"
     assert daemon.info()["answers_dropped"] == 1  # an answer, dropped since no request waits for it
+
+
+def test_a_huge_bulk_is_refused_before_it_is_buffered(tempestd_factory):
+    daemon = tempestd_factory(front={"queue": "answers-huge", "max_answer": "1M"})
+    with socket.create_connection(("127.0.0.1", daemon.answer_port), timeout=5) as conn:
+        conn.sendall(b"*3\r\n$3\r\nurl\r\n$2\r\n17\r\n$999999999999\r\n")
+        chunk = b"x" * 65536
+        reply = b""
+        try:
+            for _ in range(64):  # 4 MiB, four times max_answer: refused long before
+                conn.sendall(chunk)
+        except OSError:  # closed by the endpoint while we write
+            pass
+        try:
+            while part := conn.recv(65536):
+                reply += part
+        except OSError:
+            pass
+    assert reply.startswith(b"-ERR Protocol error: command over")
+    assert daemon.info()["answer_connections_closed"] == 1
+
+
+def test_before_auth_only_small_commands_within_a_deadline(tempestd_factory):
+    daemon = tempestd_factory(front={"queue": "answers-noauth", "answer_password": "s3cret"})
+    reply = raw(daemon.answer_port, b"*2\r\n$4\r\nAUTH\r\n$100000\r\n" + b"x" * 20000)
+    assert reply.startswith(b"-ERR Protocol error: command over 4096 bytes")
+    with socket.create_connection(("127.0.0.1", daemon.answer_port), timeout=15) as conn:
+        started = time.monotonic()
+        assert conn.recv(100) == b""  # closed, without a word, after AUTH_TIMEOUT
+        assert 9 < time.monotonic() - started < 14
+    info = lambda: raw(daemon.answer_port, command("AUTH", "s3cret") + command("INFO"))  # noqa: E731
+    wait_until(lambda: b"answer_connections_closed:2\r\n" in info())
+
+
+def test_idle_connections_are_closed_and_the_count_is_capped(tempestd_factory):
+    daemon = tempestd_factory(front={"queue": "answers-cap", "answer_max_connections": "3",
+                                     "answer_idle_timeout": "1"})
+    held = [socket.create_connection(("127.0.0.1", daemon.answer_port), timeout=5) for _ in range(3)]
+    try:
+        for conn in held:  # all three served
+            conn.sendall(command("PING"))
+            assert conn.recv(100) == b"+PONG\r\n"
+        assert raw(daemon.answer_port, command("PING")) == b"-ERR max number of clients reached\r\n"
+        for conn in held:  # silent for a second: closed
+            assert conn.recv(100) == b""
+        assert raw(daemon.answer_port, command("PING")) == b"+PONG\r\n"  # room again
+    finally:
+        for conn in held:
+            conn.close()
+    info = daemon.info()
+    assert info["answer_connections_refused"] == 1 and info["answer_connections_closed"] == 3
