@@ -189,6 +189,10 @@ class CommandReader:
                 command = self._reader.gets()
             except hiredis.ProtocolError as exc:
                 raise ProtocolError(str(exc)) from None
+            except (MemoryError, TypeError, ValueError, OverflowError) as exc:
+                # hiredis builds what it reads: a huge array's header (*4294967295) fails to
+                # allocate, a RESP3 map with a list for a key cannot become a dict
+                raise ProtocolError(f"unreadable command ({type(exc).__name__})") from None
             if command is False:
                 return
             if command is None:  # a null array (*-1): Redis ignores it

@@ -24,6 +24,8 @@ MAX_FILE = 64 << 20  # static files are small pages and scripts, read whole
 def resolve(static_dir: Static, path: str) -> str | None:
     """The file for ``path`` under ``static_dir``, or None (missing, outside, too big)."""
     relative = urllib.parse.unquote(path[len(static_dir.prefix):])
+    if "\x00" in relative:  # no file has one; the system calls would refuse the name
+        return None
     root = os.path.realpath(static_dir.directory)
     target = os.path.realpath(os.path.join(root, relative))
     if target != root and not target.startswith(root + os.sep):
@@ -55,8 +57,12 @@ class StaticFiles:
         target = resolve(static_dir, path) if static_dir is not None else None
         if target is None:
             return conn.error(404, request)
-        with open(target, "rb") as handle:
-            body = handle.read()
+        try:
+            with open(target, "rb") as handle:
+                body = handle.read()
+        except OSError as exc:  # unreadable (permissions), or gone since resolve
+            log.info("%s: static file %s not served: %s", conn.peer, target, exc.strerror)
+            return conn.error(404, request)
         kind = mimetypes.guess_type(target)[0] or "application/octet-stream"
         if kind.startswith("text/") or kind in ("application/javascript", "application/json"):
             kind += "; charset=utf-8"

@@ -169,3 +169,11 @@ def test_worker_reconnects_after_redis_restart(tempestd_factory, tmp_path):
 def test_worker_import_has_no_gevent():
     code = "import sys, tempest.worker; print('gevent' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_an_ini_file_that_is_not_utf8_is_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "latin1.ini"
+    path.write_bytes("[tempest]\nname = caf\u00e9\n".encode("latin-1"))
+    result = run_tempestd("-c", str(path))
+    assert result.returncode == 2
+    assert result.stderr == f"tempestd: {path}: line 2: not UTF-8 text (byte 0xe9)\n"

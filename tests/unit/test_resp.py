@@ -281,3 +281,12 @@ def test_pack_is_a_command_of_bulk_strings():
     assert resp.pack(command) == resp.encode(command)
     reader = resp.CommandReader()
     assert reader.feed(resp.pack(["SET", "k", 1])) == [[b"SET", b"k", b"1"]]
+
+
+@pytest.mark.parametrize("data", [
+    b"*4294967295\r\n",  # hiredis cannot allocate it: MemoryError
+    b"*1\r\n%1\r\n*1\r\n:1\r\n:2\r\n",  # a RESP3 map with a list key: TypeError
+])
+def test_what_hiredis_cannot_build_is_a_protocol_error(data):
+    with pytest.raises(ProtocolError, match="unreadable command"):
+        resp.CommandReader().feed(data)
