@@ -211,6 +211,8 @@ class Connection:
         assert request is not None
         headers = request.headers
         key = name.decode("latin-1").lower()
+        if key == "host":
+            request.hosts += 1
         if key in headers:
             headers[key] += ("; " if key == "cookie" else ", ") + value.decode("latin-1")
         else:
@@ -228,6 +230,13 @@ class Connection:
         request.method = METHODS.get(method) or method.decode("ascii")
         request.version = self.parser.get_http_version()
         request.keep_alive = self.parser.should_keep_alive()
+        if request.version == "1.1" and request.hosts != 1:  # RFC 9112, 3.2: exactly one
+            log.info("%s: HTTP/1.1 request with %d Host headers: 400", self.peer, request.hosts)
+            self._refuse(400)
+            raise _Abort
+        if request.url[:1] != b"/" and request.url != b"*" and not self._origin_form(request):
+            self._refuse(400)
+            raise _Abort
         headers = request.headers
         if "content-length" in headers:
             length = headers["content-length"]
@@ -236,6 +245,20 @@ class Connection:
                 raise _Abort
         if "expect" in headers and headers["expect"].lower() == "100-continue" and not self.requests and self.idle:
             self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _origin_form(self, request: Request) -> bool:
+        """Turn an absolute-form target (``GET http://host/path``, which a client sends to a
+        proxy) into its path and query, so that routes and prefixes see the path; False if the
+        target is neither."""
+        try:
+            parsed = httptools.parse_url(request.url)
+        except httptools.HttpParserInvalidURLError:
+            parsed = None
+        if parsed is None or parsed.schema not in (b"http", b"https") or not parsed.host:
+            log.info("%s: request target is not a path nor an absolute URL: 400", self.peer)
+            return False
+        request.url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
+        return True
 
     def on_body(self, body: bytes) -> None:
         request = self.current

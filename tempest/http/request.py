@@ -15,7 +15,7 @@ class Request:
     """
 
     __slots__ = ("method", "url", "headers", "body", "body_size", "keep_alive", "version",
-                 "error", "head_size", "raw_head", "started", "upgrade")
+                 "error", "head_size", "raw_head", "started", "upgrade", "hosts")
 
     def __init__(self) -> None:
         self.url = b""
@@ -30,6 +30,7 @@ class Request:
         self.version = "1.1"
         self.started = time.monotonic()
         self.upgrade = False  # an Upgrade request (WebSocket): the connection changes protocol
+        self.hosts = 0  # Host headers seen: HTTP/1.1 needs exactly one
 
     def header(self, name: str, default: str = "") -> str:
         """The value of header ``name`` (lower case); a repeated header's values joined."""

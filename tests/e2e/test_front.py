@@ -364,3 +364,32 @@ def test_wsgi_application_behind_tempestd(tempestd_factory, redis_server, tmp_pa
         assert (status, body) == (200, b"sized") and headers["content-length"] == "5"
     finally:
         stop_group(worker)
+
+
+@pytest.mark.parametrize("head", [
+    b"GET / HTTP/1.1\r\n\r\n",  # no Host
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",  # two
+])
+def test_http11_needs_exactly_one_host(tempestd_factory, head):
+    daemon = tempestd_factory(front={"queue": "host-check"})
+    reply = raw_exchange(daemon.port, head)
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"Connection: close" in reply
+
+
+def test_http10_without_host_is_served(tempestd_factory, redis_client):
+    daemon = tempestd_factory(front={"queue": "host-10", "timeout": "0.5"})
+    reply = raw_exchange(daemon.port, b"GET / HTTP/1.0\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 504")  # a job was made (nobody answers it)
+    assert take_job(redis_client, "host-10")[1][0]["url"] == "/"
+
+
+def test_an_absolute_target_is_routed_by_its_path(tempestd_factory, redis_client):
+    daemon = tempestd_factory(front={"queue": "abs-default", "timeout": "0.5"},
+                              **{"route:/raw/": {"queue": "abs-raw"}})
+    reply = raw_exchange(daemon.port, b"GET http://elsewhere:81/raw/x?a=1 HTTP/1.1\r\nHost: elsewhere:81\r\n"
+                                      b"Connection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 504")
+    assert take_job(redis_client, "abs-raw")[1][0]["url"] == "/raw/x?a=1"  # the route's queue, the path
+    assert redis_client.llen("abs-default") == 0
+    reply = raw_exchange(daemon.port, b"GET ftp://h/raw/x HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400")
