@@ -13,6 +13,7 @@ durable channel from its stream. Clients stay connected throughout.
 from __future__ import annotations
 
 import collections
+import time
 import logging
 import socket
 import urllib.parse
@@ -117,6 +118,9 @@ class Relay:
         self.subscribers: set[Subscriber] = set()
         self._channels: dict[str, set[Subscriber]] = {}  # channel -> its subscribers
         self._confirmed: dict[str, gevent.event.Event] = {}  # channel -> set once Redis confirmed SUBSCRIBE
+        # channel -> SUBSCRIBE replies still to come on this connection: a channel is confirmed by
+        # the reply to its latest SUBSCRIBE, not by that of one sent before an UNSUBSCRIBE
+        self._awaiting: dict[str, int] = {}
         self._last_ids: dict[str, str] = {}  # durable channel -> last stream id relayed
         # durable channel -> live messages held while its hole is filled
         self._holding: dict[str, list[events.Message]] = {}
@@ -134,8 +138,10 @@ class Relay:
         patterns = [(p, self.settings.history) for p in self.settings.durable]
         return durable_history(patterns, channel) is not None
 
-    def subscribe(self, subscriber: Subscriber) -> None:
-        """Register ``subscriber``; wait (bounded) until Redis confirmed its channels."""
+    def subscribe(self, subscriber: Subscriber) -> bool:
+        """Register ``subscriber`` and wait until Redis confirmed each of its channels (when
+        Redis is away, until the reconnection did); False if that took over CONFIRM_TIMEOUT:
+        the subscriber is registered all the same, and must be unsubscribed."""
         self.subscribers.add(subscriber)
         self.stats.subscribers += 1
         new = []
@@ -146,10 +152,19 @@ class Relay:
                 new.append(channel)
             self._channels[channel].add(subscriber)
         if new:
-            self._send("SUBSCRIBE", *new)
-        if self._sock is not None:  # when Redis is away, the reconnection subscribes
-            for channel in subscriber.channels:
-                self._confirmed[channel].wait(CONFIRM_TIMEOUT)
+            self._subscribe(new)
+        deadline = time.monotonic() + CONFIRM_TIMEOUT
+        for channel in subscriber.channels:
+            if not self._confirmed[channel].wait(max(0.0, deadline - time.monotonic())):
+                return False
+        return True
+
+    def _subscribe(self, channels: list[str]) -> None:
+        if self._sock is None:
+            return  # not connected: the reconnection subscribes every channel
+        for channel in channels:
+            self._awaiting[channel] = self._awaiting.get(channel, 0) + 1
+        self._send("SUBSCRIBE", *channels)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         if subscriber not in self.subscribers:
@@ -252,9 +267,10 @@ class Relay:
         channels = list(self._channels)
         for channel in channels:
             self._confirmed[channel].clear()
+        self._awaiting = {}  # a new connection: no reply of the old one will come
         if channels:
             self._holding.update((c, []) for c in channels if c in self._last_ids)
-            self._send("SUBSCRIBE", *channels)
+            self._subscribe(channels)
         log.info("pub/sub connected to Redis (%d channels)", len(channels))
         return sock, reader
 
@@ -290,8 +306,10 @@ class Relay:
             self._dispatch(reply[1].decode("utf-8", "replace"), reply[2])
         elif kind == b"subscribe":
             channel = reply[1].decode("utf-8", "replace")
-            event = self._confirmed.get(channel)
-            if event is not None:
+            awaiting = self._awaiting.pop(channel, 1) - 1
+            if awaiting > 0:
+                self._awaiting[channel] = awaiting  # a later SUBSCRIBE of it is still to be confirmed
+            elif (event := self._confirmed.get(channel)) is not None:
                 event.set()
             if channel in self._holding:
                 gevent.spawn(self._fill_hole, channel)

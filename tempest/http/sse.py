@@ -65,8 +65,11 @@ class EventStreams:
         last_event_id = request.header("last-event-id") or _query(request, "lastEventId")
         durable = [c for c in channels if relay.durable(c)]
         subscriber = Subscriber(channels, settings.client_buffer, conn.notify, conn.abort)
-        relay.subscribe(subscriber)
+        confirmed = relay.subscribe(subscriber)  # the head (EventSource's open) only once Redis subscribed
         try:
+            if not confirmed:
+                log.warning("%s: Redis did not confirm the subscription to %s: 503", conn.peer, ",".join(channels))
+                return conn.error(503, request)
             conn.respond_head(request, 200, HEAD + cors_headers(request, settings.allow_origins),
                               Framing.UNTIL_CLOSE, b"" if request.method == "HEAD" else b": ok\n\n")
             if request.method == "HEAD":

@@ -113,14 +113,18 @@ class WebSockets:
             ws.initiate_upgrade_connection(
                 [(n.encode("latin-1"), v.encode("latin-1")) for n, v in request.headers.items()], request.url)
             next(ws.events())  # the Request
-            conn.send(ws.send(AcceptConnection()))
+            accept = ws.send(AcceptConnection())
         except (LocalProtocolError, RemoteProtocolError, StopIteration) as exc:
             log.info("%s: bad WebSocket handshake: %s", conn.peer, exc)
             return conn.error(400, request)
         socket = WebSocket(self, conn, ws, channels)
         self.sockets.add(socket)
-        self.relay.subscribe(socket.subscriber)
+        confirmed = self.relay.subscribe(socket.subscriber)  # the upgrade only once Redis subscribed
         try:
+            if not confirmed:
+                log.warning("%s: Redis did not confirm the subscription to %s: 503", conn.peer, ",".join(channels))
+                return conn.error(503, request)
+            conn.send(accept)
             socket.run()
         except OSError as exc:
             log.debug("%s: WebSocket client gone: %s", conn.peer, exc)

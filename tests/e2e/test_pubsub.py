@@ -294,3 +294,43 @@ def test_1000_concurrent_subscribers(tempestd_factory, redis_server):
     finally:
         for sock in buffers:
             sock.close()
+
+
+def test_a_message_published_right_after_the_stream_opens_always_arrives(pub, redis_server):
+    """The head (EventSource's open) goes out only once Redis confirmed the subscription: 1,000
+    streams, each published to as soon as its head is read, on fresh channels and on one channel
+    whose last subscriber has just left (its UNSUBSCRIBE may still be in flight)."""
+    client = redis_server.client()
+    lost = []
+    for i in range(1000):
+        channel = "churn" if i % 2 else f"fresh.{i}"
+        with socket.create_connection(("127.0.0.1", pub.port), timeout=5) as sock:
+            sock.sendall(f"GET /sub/{channel} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            received = b""
+            while b": ok\n\n" not in received:
+                received += sock.recv(65536)
+            client.publish(channel, json.dumps([f"m{i}"]))
+            sock.settimeout(2)
+            try:
+                while f"data: m{i}\n".encode() not in received:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    received += chunk
+            except socket.timeout:
+                pass
+            if f"data: m{i}\n".encode() not in received:
+                lost.append(i)
+    assert not lost, f"{len(lost)} of 1000 messages lost, the first at {lost[:5]}"
+
+
+def test_a_subscription_redis_cannot_confirm_is_a_503(tempestd_factory, tmp_path):
+    own = RedisServer(tmp_path / "r").start()
+    daemon = tempestd_factory(redis_url=own.url)
+    own.stop()  # the relay cannot subscribe anything now
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=15) as sock:
+        sock.sendall(b"GET /sub/nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert time.monotonic() - started >= 4  # it waited (CONFIRM_TIMEOUT, 5 s) for a reconnection
