@@ -56,6 +56,7 @@ class Setting:
     default: str | None  # the raw default, converted like a user's value; None: required
     help: str
     restart: bool = False  # a reload cannot change it: it takes effect when tempestd restarts
+    bounds: tuple[float, float] | None = None  # the smallest and largest value that makes sense
 
     @property
     def type(self) -> Any:
@@ -91,62 +92,62 @@ SETTINGS = (
       "If set, workers must AUTH with it before answering.", restart=True),
     S("front", "answer_max_connections", to_count, "1024",
       "Connections the answer endpoint holds at most (a worker keeps one per tempestd); more "
-      "are refused with -ERR max number of clients reached. 0: no bound.", restart=True),
+      "are refused with -ERR max number of clients reached. 0: no bound.", restart=True, bounds=(0, 1000000)),
     S("front", "answer_idle_timeout", to_duration0, "300",
       "Seconds an answer-endpoint connection may stay silent before it is closed (workers "
-      "reconnect by themselves); 0: never closed.", restart=True),
+      "reconnect by themselves); 0: never closed.", restart=True, bounds=(0, 604800)),
     S("front", "queue", to_queue, "tempest", "Queue of requests that no [route:] matches."),
-    S("front", "timeout", to_seconds, "30", "Seconds to wait for an answer before 504."),
-    S("front", "max_body", to_size, "1M", "Largest request body accepted (K, M, G suffixes); 413 above."),
+    S("front", "timeout", to_seconds, "30", "Seconds to wait for an answer before 504.", bounds=(0.001, 86400)),
+    S("front", "max_body", to_size, "1M", "Largest request body accepted (K, M, G suffixes); 413 above.", bounds=(0, 4294967296)),
     S("front", "max_queue_length", to_count, "0",
-      "Jobs a queue may hold before requests get 503; 0: unbounded."),
-    S("front", "max_header_size", to_size, "64K", "Largest request head (request line and headers); 431 above."),
+      "Jobs a queue may hold before requests get 503; 0: unbounded.", bounds=(0, 2147483648)),
+    S("front", "max_header_size", to_size, "64K", "Largest request head (request line and headers); 431 above.", bounds=(1024, 1048576)),
     S("front", "header_timeout", to_seconds, "10",
-      "Seconds a client has to send a whole request head before it is disconnected."),
+      "Seconds a client has to send a whole request head before it is disconnected.", bounds=(0.001, 3600)),
     S("front", "keepalive_timeout", to_seconds, "75",
       "Seconds an idle keep-alive connection is kept open; also how long a write may stall "
-      "(a client that stopped reading) before the connection is closed."),
-    S("front", "max_answer", to_size, "64M", "Largest answer a worker may send; bigger ones are refused."),
-    S("front", "backlog", to_positive_int, "2048", "listen() backlog of the HTTP socket.", restart=True),
+      "(a client that stopped reading) before the connection is closed.", bounds=(0.001, 86400)),
+    S("front", "max_answer", to_size, "64M", "Largest answer a worker may send; bigger ones are refused.", bounds=(1024, 4294967296)),
+    S("front", "backlog", to_positive_int, "2048", "listen() backlog of the HTTP socket.", restart=True, bounds=(1, 65535)),
     S("front", "graceful_timeout", to_seconds, "10",
-      "On SIGTERM, seconds in-flight requests get to finish before connections are closed."),
+      "On SIGTERM, seconds in-flight requests get to finish before connections are closed.", bounds=(0.001, 3600)),
     S("front", "access_log", to_bool, "no", "yes: log every request on the tempest.access logger."),
     S("front", "redeliver_interval", to_seconds, "5",
       "Seconds between two checks of the reliable workers' heartbeats; the jobs of a dead one "
-      "go back to their queue."),
+      "go back to their queue.", bounds=(0.001, 3600)),
     S("front", "max_redeliveries", to_count, "3",
       "Times a job is given back after its worker died; once more and it goes to the queue's "
-      "dead-letter list tempest:dead:{queue}."),
+      "dead-letter list tempest:dead:{queue}.", bounds=(0, 1000)),
     S("front", "session_cookie", to_cookie_name, "",
       "Name of the session cookie; empty: no sessions. Requests without a valid one get a new "
       "session id (Set-Cookie on the response); workers find it in env.session."),
     S("front", "session_ttl", to_seconds, "1209600",  # 14 days, as sessions.DEFAULT_TTL
-      "Seconds a session lives after its last write (the TTL of its Redis hash), and the cookie's Max-Age."),
+      "Seconds a session lives after its last write (the TTL of its Redis hash), and the cookie's Max-Age.", bounds=(1, 315360000)),
     S("front", "session_secure", to_bool, "no",
       "yes: the session cookie is marked Secure (HTTPS only; set it behind a proxy that takes TLS)."),
     S("pubsub", "sub_prefix", to_prefix, "/sub/", "GET <sub_prefix><channel>[,<channel>...] is a Server-Sent Events stream."),
     S("pubsub", "ws_prefix", to_prefix, "/ws/", "<ws_prefix><channel> is a WebSocket on the channel."),
     S("pubsub", "heartbeat", to_seconds, "15",
       "Seconds between keep-alive comments (SSE) and pings (WebSocket); finds dead clients. A "
-      "WebSocket that sends nothing (not even a pong) from one ping to the next is disconnected."),
+      "WebSocket that sends nothing (not even a pong) from one ping to the next is disconnected.", bounds=(0.001, 3600)),
     S("pubsub", "allow_origins", to_list, "",
       "Origins allowed to subscribe from another site (CORS) and to open WebSockets; '*' allows "
       "any. Empty: same-origin WebSockets only, no CORS header."),
     S("pubsub", "durable", to_list, "",
       "Channel patterns (fnmatch: news.*) whose messages are kept in a Redis Stream, with ids, "
       "so that a client reconnecting with Last-Event-ID gets what it missed."),
-    S("pubsub", "history", to_positive_int, "1000", "Messages kept per durable channel."),
+    S("pubsub", "history", to_positive_int, "1000", "Messages kept per durable channel.", bounds=(1, 1000000)),
     S("pubsub", "ws_queue", to_queue, "websocket", "Queue of the jobs made of WebSocket messages (action ws)."),
     S("pubsub", "client_buffer", to_size, "1M",
-      "Bytes queued for one slow client before it is disconnected (it reconnects and resumes)."),
-    S("pubsub", "max_frame", to_size, "64K", "Largest WebSocket message a browser may send; closed with 1009 above."),
-    S("pubsub", "max_channels", to_positive_int, "16", "Channels one stream may subscribe to."),
+      "Bytes queued for one slow client before it is disconnected (it reconnects and resumes).", bounds=(1024, 1073741824)),
+    S("pubsub", "max_frame", to_size, "64K", "Largest WebSocket message a browser may send; closed with 1009 above.", bounds=(1, 67108864)),
+    S("pubsub", "max_channels", to_positive_int, "16", "Channels one stream may subscribe to.", bounds=(1, 1024)),
     S("static:", "directory", to_str, None, "Directory served under the prefix (GET and HEAD only); relative to the INI file."),
     S("static:", "index", to_str, "index.html", "File served for a directory."),
     S("worker:", "command", to_command, None,
       "The program to run, split like a shell would (quotes, backslashes) but run without a "
       "shell; %(process_num)d and %(program_name)s are replaced."),
-    S("worker:", "numprocs", to_positive_int, "1", "How many processes of it to run."),
+    S("worker:", "numprocs", to_positive_int, "1", "How many processes of it to run.", bounds=(1, 1024)),
     S("worker:", "directory", to_str, "", "Working directory; relative to the INI file; empty: the INI file's directory."),
     S("worker:", "environment", to_environment, "",
       "Extra environment, KEY=value pairs separated by commas (values may be quoted)."),
@@ -156,18 +157,18 @@ SETTINGS = (
       "Restart it when it exits: true, false, or unexpected (only on an exit code not in exitcodes)."),
     S("worker:", "exitcodes", to_exitcodes, "0", "Exit codes that are expected (for autorestart = unexpected)."),
     S("worker:", "startsecs", to_duration0, "1",
-      "Seconds it must stay up to count as started (RUNNING); an earlier exit is a failed start."),
-    S("worker:", "startretries", to_count, "3", "Failed starts in a row before it is given up (FATAL)."),
+      "Seconds it must stay up to count as started (RUNNING); an earlier exit is a failed start.", bounds=(0, 3600)),
+    S("worker:", "startretries", to_count, "3", "Failed starts in a row before it is given up (FATAL).", bounds=(0, 1000)),
     S("worker:", "stopsignal", to_signal, "TERM", "Signal that asks it to stop."),
-    S("worker:", "stopwaitsecs", to_seconds, "10", "Seconds it has to exit after stopsignal before SIGKILL."),
+    S("worker:", "stopwaitsecs", to_seconds, "10", "Seconds it has to exit after stopsignal before SIGKILL.", bounds=(0.001, 3600)),
     S("worker:", "stdout_logfile", to_str, "",
       "File for its standard output; empty: tempestd's log, lines prefixed [NAME:INDEX]; "
       "%(process_num)d is replaced (else processes share the file)."),
     S("worker:", "stderr_logfile", to_str, "", "File for its standard error; empty: tempestd's log."),
-    S("worker:", "logfile_maxbytes", to_size, "50M", "Size at which a log file is rotated."),
-    S("worker:", "logfile_backups", to_count, "5", "Rotated log files kept (file.1, file.2...)."),
+    S("worker:", "logfile_maxbytes", to_size, "50M", "Size at which a log file is rotated.", bounds=(0, 1099511627776)),
+    S("worker:", "logfile_backups", to_count, "5", "Rotated log files kept (file.1, file.2...).", bounds=(0, 1000)),
     S("route:", "queue", to_queue, None, "Queue of the requests whose path starts with the prefix."),
-    S("route:", "timeout", to_seconds, "", "Answer timeout for this route; empty: [front] timeout."),
+    S("route:", "timeout", to_seconds, "", "Answer timeout for this route; empty: [front] timeout.", bounds=(0.001, 86400)),
 )
 _SECTIONS = list(dict.fromkeys(s.section for s in SETTINGS))
 _EMPTY_VALUED = (to_str, to_list, to_environment)  # converters whose empty value is not None
@@ -339,7 +340,19 @@ def _section(path: str, name: str, raw: Mapping[str, str]) -> dict[str, Any]:
 def _convert(setting: Setting, text: str) -> Any:
     if setting.default == "" and not text.strip():  # unset: the converter's empty value, else None
         return setting.convert(text) if setting.convert in _EMPTY_VALUED else None
-    return setting.convert(text)
+    value = setting.convert(text)
+    if setting.bounds is not None and not setting.bounds[0] <= value <= setting.bounds[1]:
+        low, high = (_number(b, setting.convert is to_size) for b in setting.bounds)
+        raise ValueError(f"out of range ({low} to {high}): {text.strip()!r}")
+    return value
+
+
+def _number(value: float, size: bool = False) -> str:
+    """A bound as the docs and errors show it: a size as 1G rather than 1073741824."""
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)) if size else ():
+        if value >= scale and value % scale == 0:
+            return f"{int(value // scale)}{unit}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
@@ -426,6 +439,27 @@ def _check(config: Config) -> None:
             raise ConfigError(f"duplicate route prefix {route.prefix!r}", config.path,
                               f"route:{route.prefix}")
         seen[route.prefix] = route
+    _check_prefixes(config)
+
+
+def _check_prefixes(config: Config) -> None:
+    """Prefixes that would make a section unreachable: the pub/sub prefixes win over static
+    ones, which win over routes."""
+    sub, ws = config.pubsub.sub_prefix, config.pubsub.ws_prefix
+    if sub.startswith(ws) or ws.startswith(sub):
+        raise ConfigError(f"overlaps sub_prefix {sub!r}: one kind of stream would never be reached",
+                          config.path, "pubsub", "ws_prefix")
+    for static in config.statics:
+        for key, prefix in (("sub_prefix", sub), ("ws_prefix", ws)):
+            if static.prefix.startswith(prefix):
+                raise ConfigError(f"under [pubsub] {key} {prefix!r}: its files would never be served",
+                                  config.path, f"static:{static.prefix}")
+    for route in config.routes:
+        for where, prefix in [("[pubsub] sub_prefix", sub), ("[pubsub] ws_prefix", ws)] + [
+                (f"[static:{st.prefix}]", st.prefix) for st in config.statics]:
+            if route.prefix.startswith(prefix):
+                raise ConfigError(f"under {where} {prefix!r}: its requests would never reach the queue",
+                                  config.path, f"route:{route.prefix}")
 
 
 def markdown() -> str:
@@ -438,6 +472,8 @@ def markdown() -> str:
             if s.section == section:
                 default = "(required)" if s.default is None else f"`{s.default}`" if s.default else "(empty)"
                 restart = " *Read at start only: a reload keeps the running value.*" if s.restart else ""
-                lines.append(f"| `{s.key}` | {default} | {s.help}{restart} |")
+                bounds = (f" From {_number(s.bounds[0], s.convert is to_size)} to "
+                          f"{_number(s.bounds[1], s.convert is to_size)}." if s.bounds else "")
+                lines.append(f"| `{s.key}` | {default} | {s.help}{bounds}{restart} |")
         lines.append("")
     return "\n".join(lines)

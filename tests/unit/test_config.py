@@ -530,3 +530,30 @@ def test_every_setting_is_documented_in_docs_configuration_md():
     assert not missing, f"not in {DOCS}: {missing}"
     for section in {s.section for s in config.SETTINGS}:
         assert f"[{section}" in text, f"section [{section}] not in {DOCS}"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[worker:w]\ncommand = x\nnumprocs = 10000\n", "[worker:w] numprocs: out of range (1 to 1024): '10000'"),
+    ("[front]\nmax_body = 99999999999G\n", "[front] max_body: out of range (0 to 4G): '99999999999G'"),
+    ("[front]\ntimeout = 1e9\n", "[front] timeout: out of range (0.001 to 86400): '1e9'"),
+    ("[pubsub]\nmax_frame = 0\n", "[pubsub] max_frame: out of range (1 to 64M): '0'"),
+    ("[route:/api/]\nqueue = q\ntimeout = 100000\n", "[route:/api/] timeout: out of range (0.001 to 86400): '100000'"),
+])
+def test_values_out_of_a_sane_range_are_refused(load_ini, text, expected):
+    assert expected in str(load_error(load_ini, text))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[pubsub]\nsub_prefix = /s/\nws_prefix = /s/\n", "[pubsub] ws_prefix: overlaps sub_prefix '/s/'"),
+    ("[pubsub]\nsub_prefix = /live/\nws_prefix = /live/ws/\n", "[pubsub] ws_prefix: overlaps sub_prefix '/live/'"),
+    ("[static:/sub/files/]\ndirectory = {dir}\n", "[static:/sub/files/]: under [pubsub] sub_prefix '/sub/'"),
+    ("[route:/ws/jobs/]\nqueue = q\n", "[route:/ws/jobs/]: under [pubsub] ws_prefix '/ws/'"),
+    ("[static:/files/]\ndirectory = {dir}\n[route:/files/api/]\nqueue = q\n",
+     "[route:/files/api/]: under [static:/files/] '/files/'"),
+])
+def test_prefixes_that_hide_a_section_are_refused(load_ini, tmp_path, text, expected):
+    assert expected in str(load_error(load_ini, text.format(dir=tmp_path)))
+
+
+def test_bounds_are_in_the_docs():
+    assert "| `numprocs` | `1` | How many processes of it to run. From 1 to 1024. |" in config.markdown()
