@@ -73,7 +73,10 @@ def with_cpu(target, run, extra_pids=None):
     that result and the CPU each process used meanwhile (% of one core). ``extra_pids``: more of
     our processes ({name: [pid, ...]}), e.g. the idle connections'."""
     pids = dict(target.pids(), **(extra_pids or {}))
-    before = {k: [cpu_seconds(p) for p in v] for k, v in pids.items()}
+    own = target.pids()
+    # a worker in another language: with the processes it started (languages.ProcessTree)
+    seconds = lambda key, pid: target.cpu_seconds(key, pid) if key in own else cpu_seconds(pid)
+    before = {k: [seconds(k, p) for p in v] for k, v in pids.items()}
     busy_before = machine_busy()
     t0 = time.monotonic()
     result, client_seconds = run()
@@ -81,7 +84,7 @@ def with_cpu(target, run, extra_pids=None):
     busy_after = machine_busy()
     cpu = {}
     for key, plist in pids.items():
-        spent = [(cpu_seconds(p) or 0) - (b or 0) for p, b in zip(plist, before[key])]
+        spent = [(seconds(key, p) or 0) - (b or 0) for p, b in zip(plist, before[key])]
         cpu[key] = round(100 * sum(spent) / wall, 1)
     cpu["client"] = round(100 * client_seconds / wall, 1)
     ours = sum(cpu.values())

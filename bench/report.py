@@ -52,6 +52,40 @@ def rounds_table(results):
     return render(header, rows)
 
 
+def languages_table(results):
+    """--workers-lang: per connection count and tempest target (the Python workers, then each
+    language), the median req/s, the ratios of the medians to the ceiling and to the Python
+    workers, errors, the CPU per request (medians) and the worst other load."""
+    header = ["connections", "target", "rounds", "req/s (median)", "ratio to ceiling", "ratio to Python workers",
+              "errors", "tempestd µs/req", "workers µs/req", "redis µs/req", "round ratios to ceiling",
+              "other CPU % (max)"]
+    rows = []
+    for connections in dict.fromkeys(r["connections"] for r in results):
+        level = [r for r in results if r["connections"] == connections]
+        medians = {name: median([r["throughput"]["rps"] for r in level if r["target"] == name])
+                   for name in dict.fromkeys(r["target"] for r in level)}
+        for name in medians:
+            if name.startswith("tempest"):
+                rows.append(language_row(connections, name, [r for r in level if r["target"] == name], medians))
+    return render(header, rows)
+
+
+def language_row(connections, name, runs, medians):
+    """One row of ``languages_table``: target ``name``'s ``runs`` at one connection count."""
+    ceiling, python, own = medians.get("ceiling"), medians.get("tempest"), medians[name]
+    cpu = {p: [v for v in (cpu_us_per_request(r, p) for r in runs) if v is not None]
+           for p in ("tempestd", "workers", "redis")}
+    errors = sum(r["throughput"]["error_total"] + (r["latency"]["error_total"] if r["latency"] is not r["throughput"]
+                                                   else 0) for r in runs)
+    other = [max(0, c["other"]) for r in runs for c in (r["cpu_percent"], r.get("cpu_percent_latency_run")) if c]
+    return [connections, name, len(runs), fmt(own, "{:.0f}"),
+            fmt(own / ceiling if ceiling and own else None, "{:.2f}"),
+            fmt(own / python if python and own else None, "{:.2f}"), errors,
+            *(fmt(median(cpu[p]) if cpu[p] else None) for p in ("tempestd", "workers", "redis")),
+            " ".join(f"{r['ratio']:.2f}" for r in runs if r.get("ratio") is not None) or "-",
+            fmt(max(other) if other else None, "{:.0f}")]
+
+
 def render(header, rows):
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
@@ -225,6 +259,13 @@ def print_report(args, info, results, soak_result):
         print(f"over {args.rounds} rounds (each round measures both targets back to back, the order "
               f"alternating; ratio of medians = median tempest req/s / median ceiling req/s):")
         print(rounds_table(results))
+    if args.workers_lang:
+        print()
+        print("tempest with the hello workers of each language (" + ", ".join(args.workers_lang) + f"; {args.workers} "
+              "each), against the ceiling and the Python workers (ratios of the medians over the rounds; "
+              "µs/req: CPU per\n request during the throughput run, medians; workers: each worker with the "
+              "processes it started):")
+        print(languages_table(results))
     if args.idle_compare:
         print()
         print(f"tempest without and with {args.idle} idle keep-alive connections (medians over the rounds):")
@@ -254,6 +295,12 @@ def print_header(args, info):
         source = "extracted from" if args.commit else "working tree at"
         print(f"tempest: {info['tempest_package']}, {source} commit {git.get('commit', '?')[:12]}"
               + (f" + uncommitted changes to {', '.join(changes)}" if changes else ""))
+    clients = info.get("clients")
+    if clients:
+        changes = clients.get("changes")
+        print(f"workers in other languages: {', '.join(clients['languages'])}, from the working tree at commit "
+              f"{clients.get('commit', '?')[:12]}" + (f" + uncommitted changes to {', '.join(changes)}" if changes else "")
+              + (f" (not from --commit {args.commit}: it applies to the tempest package)" if args.commit else ""))
     if info.get("code_digest_after") and info["code_digest_after"] != info.get("code_digest_before"):
         print("WARNING: tempest's code changed during the run: the processes may not have run the "
               "same code; measure again")

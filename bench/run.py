@@ -25,6 +25,10 @@ results); everything it started is stopped by process group on the way out.
     python bench/run.py --duration 5 --idle 10000 -c 100
     python bench/run.py --only tempest --soak 60 -c 100
     python bench/run.py --duration 5 --rounds 5        # medians over 5 alternating rounds
+    python bench/run.py --duration 5 --rounds 3 -c 100 --workers-lang node go   # + tempest-node, tempest-go
+
+With ``--workers-lang``, one more tempest stack (Redis, tempestd, hello workers) per language,
+the clients run from the working tree (bench/languages.py).
 """
 
 
@@ -37,6 +41,7 @@ import sys
 import tempfile
 import time
 
+import languages
 from measuring import measure, soak
 from probes import background_cpu, logged_problems
 from processes import BenchError, Processes
@@ -57,6 +62,7 @@ class Session:
         self.soak_result = None
         self.package = None  # the directory of the tempest package measured
         self.tempest = None  # the tempest target, unless --only ceiling
+        self.stacks = []  # every tempest target: Python's, then one per --workers-lang
 
     def run(self):
         """Measure everything, then stop every child; return the exit code (0: all measured)."""
@@ -67,7 +73,7 @@ class Session:
         except BenchError as exc:
             print(f"bench: {exc}", file=sys.stderr)
         finally:
-            self.procs.stop_all()
+            self.stop_children()
             if not self.args.keep_logs and code == 0:
                 shutil.rmtree(self.tmp, ignore_errors=True)
             elif os.path.isdir(self.tmp):
@@ -77,6 +83,7 @@ class Session:
     def measure_all(self):
         args, info = self.args, self.info
         self.locate_code()
+        self.prepare_clients()
         info["background_cpu_percent_before"] = background_cpu()
         targets = self.start_targets(time.monotonic() + args.start_timeout)
         self.announce(targets)
@@ -86,7 +93,7 @@ class Session:
         if args.soak:
             self.soak()
         self.procs.check_alive()
-        self.procs.stop_all()
+        self.stop_children()
         info["code_digest_after"] = code_digest(self.package)
         info["logged_problems"] = logged_problems(self.tmp)
         info["background_cpu_percent_after"] = background_cpu()
@@ -107,15 +114,41 @@ class Session:
         info["git"] = {"commit": info["commit"], "tempest_changes": []} if args.commit else git_state(self.package)
         info["code_digest_before"] = code_digest(self.package)
 
+    def prepare_clients(self):
+        """--workers-lang: build the hello workers that need it (go), record the clients' code."""
+        if not self.args.workers_lang:
+            return
+        self.info["clients"] = languages.clients_state(self.args.workers_lang)
+        for lang in self.args.workers_lang:
+            if languages.LANGUAGES[lang].build:
+                print(f"bench: building the {lang} hello worker...", file=sys.stderr)
+                self.info["clients"].setdefault("built", {})[lang] = languages.build(lang, self.procs)
+
+    def stop_children(self):
+        """Every child, then what the workers in other languages started and left running."""
+        self.procs.stop_all()
+        for stack in self.stacks:
+            strays = stack.stop_strays()
+            if strays:
+                print(f"bench: {stack.name}: processes {strays} survived SIGKILL", file=sys.stderr)
+
     def start_targets(self, deadline):
-        """Start tempest's stack, then the ceiling; return the targets, the ceiling first."""
+        """Start tempest's stack (and one per --workers-lang, each with its own --start-timeout),
+        then the ceiling; return the targets, the ceiling first."""
         targets = []
         if self.args.only != "ceiling":
             self.tempest = Tempest(self.procs, self.tmp, self.args)
+            self.stacks.append(self.tempest)
             self.tempest.start(deadline)
             self.info["redis"] = self.tempest.redis_version
             self.info["answer_port_found"] = self.tempest.answer_port is not None
             targets.append(self.tempest)
+            for lang in self.args.workers_lang:
+                stack = Tempest(self.procs, self.tmp, self.args, lang)
+                self.stacks.append(stack)
+                print(f"bench: starting {stack.name}...", file=sys.stderr)
+                stack.start(time.monotonic() + self.args.start_timeout)
+                targets.append(stack)
         if self.args.only != "tempest":
             ceiling = Ceiling(self.procs, self.tmp, self.args)
             ceiling.start(deadline)
@@ -157,21 +190,31 @@ class Session:
 def round_plan(targets, tempest, idle_compare, round_):
     """The (target, with_idle) of one round, in order: back to back, the order alternating from
     one round to the next (round 1: ceiling first); with --idle-compare, the ceiling without idle
-    connections and tempest without, then with them."""
+    connections and tempest without, then with them. With three targets or more (--workers-lang),
+    a rotation: round N starts with target N (modulo their number), the others in their order."""
     runs = [(t, True) for t in targets]
     if idle_compare:
         runs = [(t, t.name == "tempest") for t in targets]
         runs.insert(runs.index((tempest, True)), (tempest, False))
+    elif len(runs) > 2:
+        shift = (round_ - 1) % len(runs)
+        return runs[shift:] + runs[:shift]
     return runs if round_ % 2 else runs[::-1]
 
 
 def set_ratios(level):
-    """Every result of a round gets its req/s over the ceiling's of that round (if it ran)."""
+    """Every result of a round gets its req/s over the ceiling's of that round (if it ran); with
+    --workers-lang, each language's also over the Python workers' of that round."""
     ceiling_runs = [r for r in level if r["target"] == "ceiling"]
     if ceiling_runs:
         ceiling_rps = ceiling_runs[0]["throughput"]["rps"]
         for r in level:
             r["ratio"] = r["throughput"]["rps"] / ceiling_rps if ceiling_rps else None
+    python_runs = [r for r in level if r["target"] == "tempest"]
+    python_rps = python_runs[0]["throughput"]["rps"] if python_runs else None
+    for r in level:
+        if r["target"].startswith("tempest-"):
+            r["ratio_to_python"] = r["throughput"]["rps"] / python_rps if python_rps else None
 
 
 def write_json(args, argv, session):
@@ -180,6 +223,8 @@ def write_json(args, argv, session):
                 "machine": session.info, "workers": args.workers, "duration_s": args.duration,
                 "idle_connections": args.idle, "keepalive_timeout": KEEPALIVE_TIMEOUT,
                 "results": session.results, "soak": session.soak_result}
+    if args.workers_lang:  # the clients' code: session.info["clients"]
+        document["workers_lang"] = args.workers_lang
     if args.json == "-":
         json.dump(document, sys.stdout, indent=2)
         print()
@@ -239,6 +284,11 @@ def add_mode_options(parser):
                         help="before each target's measurements at each connection count, open N idle "
                              "keep-alive connections to it (bench/idle.py) and hold them through its "
                              "runs; prints the server's RSS per idle connection (default: 0)")
+    parser.add_argument("--workers-lang", action="extend", nargs="+", default=[], metavar="LANG",
+                        choices=tuple(languages.LANGUAGES),
+                        help="also measure tempest with the hello workers of LANG (" + ", ".join(languages.LANGUAGES)
+                             + "; repeated or several values): the targets tempest-LANG, each with its own "
+                               "Redis and tempestd, in every round; the clients run from the working tree")
     parser.add_argument("--reliable", action="store_true",
                         help="the hello workers use reliable delivery (Worker(reliable=True))")
     parser.add_argument("--idle-compare", action="store_true",
@@ -261,6 +311,10 @@ def check_args(parser, args):
         parser.error("--idle-compare needs --idle N and tempest")
     if args.soak and args.only == "ceiling":
         parser.error("--soak measures tempest: not with --only ceiling")
+    args.workers_lang = list(dict.fromkeys(args.workers_lang))
+    if args.workers_lang and (args.only == "ceiling" or args.idle_compare or args.reliable):
+        parser.error("--workers-lang: not with --only ceiling, --idle-compare or --reliable "
+                     "(--reliable is the Python hello world's)")
 
 
 def on_term(signum, frame):
@@ -269,6 +323,10 @@ def on_term(signum, frame):
 
 def main(argv=None):
     args = parse_args(argv)
+    missing = languages.problems(args.workers_lang)
+    if missing:
+        print("\n".join(f"bench: {line}" for line in missing), file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, on_term)
     session = Session(args)
     code = session.run()

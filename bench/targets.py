@@ -6,7 +6,9 @@ import shutil
 import subprocess
 import time
 
-from probes import HOST, free_ports, http_get_status, listening_ports, proc_status, resp_command, resp_int, wait_until
+from languages import LANGUAGES, ProcessTree
+from probes import (HOST, cpu_seconds, free_ports, http_get_status, listening_ports, proc_status, resp_command,
+                    resp_int, wait_until)
 from processes import HERE, BenchError
 
 QUEUE = "bench"
@@ -45,14 +47,27 @@ class Target:
     def server_pid(self):
         return self.proc.pid
 
+    def cpu_seconds(self, key, pid):
+        """CPU seconds process ``pid`` (of ``pids()[key]``) used so far."""
+        return cpu_seconds(pid)
+
+    def stop_strays(self):
+        return []
+
 
 class Tempest(Target):
-    name = "tempest"
+    """redis-server, tempestd and the hello workers: Python's (``lang`` None, the target
+    "tempest"), else those of ``lang`` (languages.py; the target "tempest-<lang>"), each stack
+    with its own Redis and tempestd, and its processes named with a "-<lang>" suffix."""
 
-    def __init__(self, procs, tmp, args):
+    def __init__(self, procs, tmp, args, lang=None):
         self.procs = procs
         self.tmp = tmp
         self.args = args
+        self.lang = lang
+        self.name = f"tempest-{lang}" if lang else "tempest"
+        self.suffix = f"-{lang}" if lang else ""
+        self.tree = ProcessTree()  # lang: the workers' CPU includes their descendants'
         self.redis_port, self.port = free_ports(2)
         self.proc = None
         self.redis = None
@@ -64,7 +79,7 @@ class Tempest(Target):
         """redis-server, tempestd, then the workers; ready when a GET / is answered 200."""
         url = self._start_redis(deadline)
         ini = self._write_ini(url)
-        self.proc = self.procs.start("tempestd", tempestd_command(self.args.python) + ["-c", ini],
+        self.proc = self.procs.start("tempestd" + self.suffix, tempestd_command(self.args.python) + ["-c", ini],
                                      env=self.args.env)
         self._start_workers(url)
         wait_until("tempestd (GET / answered 200 through a worker)",
@@ -77,7 +92,7 @@ class Tempest(Target):
         binary = redis_binary()
         self.redis_version = subprocess.run([binary, "--version"], capture_output=True, text=True,
                                             timeout=10).stdout.strip()
-        self.redis = self.procs.start("redis", [binary, "--bind", HOST, "--port", str(self.redis_port),
+        self.redis = self.procs.start("redis" + self.suffix, [binary, "--bind", HOST, "--port", str(self.redis_port),
                                                 "--save", "", "--appendonly", "no", "--daemonize", "no",
                                                 "--dir", self.tmp, "--logfile", "", "--loglevel", "warning"])
         wait_until("redis-server", lambda: resp_command(self.redis_port, "PING").startswith(b"+PONG"),
@@ -86,10 +101,10 @@ class Tempest(Target):
 
     def _write_ini(self, url):
         """tempestd's temporary INI file; return its path."""
-        ini = os.path.join(self.tmp, "tempest.ini")
+        ini = os.path.join(self.tmp, f"tempest{self.suffix}.ini")
         with open(ini, "w") as handle:
             handle.write(f"""[tempest]
-run_dir = {os.path.join(self.tmp, "run")}
+run_dir = {os.path.join(self.tmp, "run" + self.suffix)}
 log_level = warning
 
 [redis]
@@ -108,9 +123,21 @@ keepalive_timeout = {KEEPALIVE_TIMEOUT}
     def _start_workers(self, url):
         args = self.args
         env = dict(args.env, TEMPEST_REDIS_URL=url)
-        hello = [args.python, "-m", "tempest.examples.hello", QUEUE] + (["--reliable"] if args.reliable else [])
+        if self.lang:
+            hello = LANGUAGES[self.lang].argv(QUEUE)
+        else:
+            hello = [args.python, "-m", "tempest.examples.hello", QUEUE] + (["--reliable"] if args.reliable else [])
         for i in range(args.workers):
-            self.workers.append(self.procs.start(f"worker{i}", hello, env=env))
+            self.workers.append(self.procs.start(f"worker{self.suffix}{i}", hello, env=env))
+
+    def cpu_seconds(self, key, pid):
+        if self.lang and key == "workers":
+            return self.tree.cpu_seconds(pid)
+        return cpu_seconds(pid)
+
+    def stop_strays(self):
+        """After the workers were stopped: what they started and left running (pids)."""
+        return self.tree.stop_strays()
 
     def pids(self):
         return {"tempestd": [self.proc.pid], "redis": [self.redis.pid],
