@@ -44,6 +44,7 @@ from tempest.converters import (
     to_queue,
 )
 from tempest.errors import ConfigError
+from tempest.sessions import Secrets, read_secrets, to_secrets
 
 MAX_FILE = 1 << 20  # bytes: an INI file is read whole
 
@@ -102,6 +103,12 @@ SETTINGS = (
     S("front", "max_queue_length", to_count, "0",
       "Jobs a queue may hold before requests get 503; 0: unbounded.", bounds=(0, 2147483648)),
     S("front", "max_header_size", to_size, "64K", "Largest request head (request line and headers); 431 above.", bounds=(1024, 1048576)),
+    S("front", "max_connections", to_positive_int, "10000",
+      "HTTP connections held at most (SSE and WebSocket clients included); more are answered 503 "
+      "and closed. Lowered at start to what the open-file limit leaves room for.", bounds=(1, 10_000_000)),
+    S("front", "body_timeout", to_seconds, "60",
+      "Seconds a client has to send a whole request body (a body trickled a byte at a time is "
+      "answered 408), besides header_timeout between two reads.", bounds=(0.001, 86400)),
     S("front", "header_timeout", to_seconds, "10",
       "Seconds a client has to send a whole request head before it is disconnected.", bounds=(0.001, 3600)),
     S("front", "keepalive_timeout", to_seconds, "75",
@@ -125,6 +132,13 @@ SETTINGS = (
       "Seconds a session lives after its last write (the TTL of its Redis hash), and the cookie's Max-Age.", bounds=(1, 315360000)),
     S("front", "session_secure", to_bool, "no",
       "yes: the session cookie is marked Secure (HTTPS only; set it behind a proxy that takes TLS)."),
+    S("front", "session_secret", to_secrets, "",
+      "Secrets that sign the session cookies (HMAC-SHA256), separated by commas or spaces, each "
+      "at least 16 bytes: the first signs, every one verifies (to rotate, put the new one first). "
+      "session_cookie needs this or session_secret_file."),
+    S("front", "session_secret_file", to_str, "",
+      "File holding the session secrets instead, one per line, the first signing; relative to the "
+      "INI file; read at start and at each reload."),
     S("pubsub", "sub_prefix", to_prefix, "/sub/", "GET <sub_prefix><channel>[,<channel>...] is a Server-Sent Events stream."),
     S("pubsub", "ws_prefix", to_prefix, "/ws/", "<ws_prefix><channel> is a WebSocket on the channel."),
     S("pubsub", "heartbeat", to_seconds, "15",
@@ -228,6 +242,7 @@ class Config:
     redis: Any
     front: Any
     pubsub: Any
+    session_secrets: Secrets = Secrets()  # [front] session_secret, or the lines of session_secret_file
 
     def __init__(self, path: str, sections: dict[str, Any], routes: list[Any], programs: list[Any],
                  statics: list[Any]) -> None:
@@ -273,9 +288,11 @@ def load(path: str) -> Config:
     for key in ("run_dir", "log_file"):
         _resolve(sections["tempest"], key, base)
     _resolve(sections["redis"], "data_dir", base)
+    _resolve(sections["front"], "session_secret_file", base)
     routes.sort(key=lambda r: len(r.prefix), reverse=True)
     statics.sort(key=lambda s: len(s.prefix), reverse=True)
     config = Config(path, {k: SECTION_CLASSES[k](**v) for k, v in sections.items()}, routes, programs, statics)
+    config.session_secrets = _session_secrets(config)
     _check(config)
     return config
 
@@ -417,6 +434,22 @@ def _current_user() -> str:
 def _resolve(values: dict[str, Any], key: str, base: str) -> None:
     if values[key] and not os.path.isabs(values[key]):
         values[key] = os.path.normpath(os.path.join(base, values[key]))
+
+
+def _session_secrets(config: Config) -> Secrets:
+    """The session secrets, the file's read now; session_cookie needs some. Errors never quote one."""
+    front, where = config.front, (config.path, "front")
+    if front.session_secret and front.session_secret_file:
+        raise ConfigError("set session_secret or session_secret_file, not both", *where, "session_secret_file")
+    if front.session_secret_file:
+        try:
+            return read_secrets(front.session_secret_file)
+        except ValueError as exc:
+            raise ConfigError(str(exc), *where, "session_secret_file") from None
+    if front.session_cookie and not front.session_secret:
+        raise ConfigError("session_cookie needs session_secret or session_secret_file (the key "
+                          "that signs the cookies)", *where, "session_secret")
+    return front.session_secret or Secrets()
 
 
 def _check(config: Config) -> None:

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DESCRIPTORS_RESERVED = 256  # open files kept besides client connections and answer connections
 SIGNALS = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGHUP: "hup"}
 
 
@@ -144,7 +145,7 @@ class Daemon:
         config = self.config
         if self.pidfile:
             self.pidfile.create()
-        _raise_open_file_limit()
+        files = _raise_open_file_limit()
         self.supervisor = Supervisor(env={})
         if config.redis.embedded:
             self.embedded = embedded.EmbeddedRedis(config.redis.url, config.redis.data_dir,
@@ -169,7 +170,8 @@ class Daemon:
         self._publish_durable(client, config)
         self.front = Server(config, self.stats, Forwarder(self.registry, self.pusher, self.stats, respond_to),
                             StaticFiles(self.stats), EventStreams(self.relay, self.stats),
-                            WebSockets(self.relay, self.pusher, self.stats, respond_to, sockets))
+                            WebSockets(self.relay, self.pusher, self.stats, respond_to, sockets),
+                            room=_room(files, config))
         _listen(self.front.server, config.front.listen, "front")
         self.relay.start()
         self.redeliverer = Redeliverer(config.redis.url, self.stats, config.front.redeliver_interval,
@@ -231,8 +233,9 @@ class Daemon:
             self.pidfile.remove()
 
 
-def _raise_open_file_limit() -> None:
-    """Every connection is a file: take the hard limit (a shell often sets 1,024 soft)."""
+def _raise_open_file_limit() -> int | None:
+    """Every connection is a file: take the hard limit (a shell often sets 1,024 soft); return
+    the limit (None: unlimited)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         try:
@@ -241,6 +244,16 @@ def _raise_open_file_limit() -> None:
         except (ValueError, OSError) as exc:
             log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
     log.info("open-file limit: %s (each client connection uses one)", "unlimited" if soft == resource.RLIM_INFINITY else soft)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _room(files: int | None, config: configuration.Config) -> int | None:
+    """How many HTTP connections the open-file limit leaves room for: the rest is kept for the
+    answer endpoint's connections, Redis, the children's pipes, log files and the control socket."""
+    if files is None:
+        return None
+    answers = min(config.front.answer_max_connections, files // 4)  # a low limit is shared, not used up
+    return max(files // 2, files - answers - DESCRIPTORS_RESERVED)
 
 
 def _pooled_client(url: str) -> redis.Redis:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from gevent.server import StreamServer
 
 from tempest import resp
+from tempest.sockets import close_with
 from tempest.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ REDIS_VERSION = "7.0.0"  # what we claim to be; clients check it for features
 RECV_SIZE = 256 * 1024
 NOAUTH = resp.error("NOAUTH Authentication required.")
 MAX_CLIENTS = resp.error("ERR max number of clients reached")
-DRAIN_SECONDS, DRAIN_BYTES = 1.0, 1 << 20  # what a closing connection still reads from its client
 AUTH_TIMEOUT = 10.0  # seconds a client of a password-protected server has to authenticate
 UNAUTHENTICATED_MAX = 4096  # bytes of a command before AUTH (AUTH, HELLO, PING are small)
 WRONGPASS = resp.error("WRONGPASS invalid username-password pair or user is disabled.")
@@ -88,7 +88,7 @@ class RespServer:
         if self.max_connections and self._open >= self.max_connections:
             self.refused()
             log.warning("%s: connection from %s refused: %d open (the most allowed)", self.what, peer, self._open)
-            _close_with(sock, MAX_CLIENTS)
+            close_with(sock, MAX_CLIENTS)
             return
         if sock.family in (socket.AF_INET, socket.AF_INET6):  # replies go out at once (no Nagle)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -128,7 +128,7 @@ class RespServer:
             except ProtocolError as exc:
                 self.closed()
                 log.warning("%s: protocol error from %s: %s", self.what, peer, exc)
-                _close_with(sock, resp.error(f"ERR Protocol error: {exc}"))
+                close_with(sock, resp.error(f"ERR Protocol error: {exc}"))
                 return
             was_authenticated = client.authenticated
             replies: list[bytes] = []
@@ -239,18 +239,3 @@ class RespServer:
 def arity(name: str) -> bytes:
     return resp.error(f"ERR wrong number of arguments for '{name}' command")
 
-
-def _close_with(sock: GeventSocket, reply: bytes) -> None:
-    """Send a last reply and close so that the client reads it: what it sent meanwhile is
-    read and thrown away (at most DRAIN_BYTES, for DRAIN_SECONDS), since closing a socket with
-    unread bytes resets the connection, and the reset can destroy the reply in flight."""
-    try:
-        sock.sendall(reply)
-        sock.shutdown(socket.SHUT_WR)
-        sock.settimeout(DRAIN_SECONDS)
-        drained = 0
-        while drained < DRAIN_BYTES and (data := sock.recv(65536)):
-            drained += len(data)
-    except OSError:
-        pass
-    sock.close()

@@ -11,6 +11,7 @@ class Stats:
 
     connections_total: int = 0  # HTTP connections accepted
     connections_open: int = 0  # HTTP connections open now
+    connections_refused: int = 0  # HTTP connections refused over max_connections: answered 503
     requests: int = 0  # HTTP requests turned into jobs
     responses_2xx: int = 0
     responses_3xx: int = 0

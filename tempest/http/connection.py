@@ -138,7 +138,8 @@ class Connection:
                 self.read_deadline = None
             if self.timed_out:
                 if self.current is not None:
-                    log.info("%s: request not received within %ss, dropped", self.peer, self.limits.header_timeout)
+                    what = "head" if self.in_head else "body"
+                    log.info("%s: request %s not received in time, dropped", self.peer, what)
                     self.error(408, keep_alive=False)
                 return None
         if not data:
@@ -151,7 +152,8 @@ class Connection:
             return time.monotonic() + self.limits.keepalive_timeout
         if self.in_head:  # the whole head must come within header_timeout (slowloris)
             return self.current.started + self.limits.header_timeout
-        return time.monotonic() + self.limits.header_timeout  # a body: between two reads
+        # a body: header_timeout between two reads, body_timeout for the whole of it
+        return min(time.monotonic() + self.limits.header_timeout, self.current.body_started + self.limits.body_timeout)
 
     def expire(self) -> None:
         """From the reaper (in the hub): wake a read whose deadline has passed."""
@@ -226,6 +228,7 @@ class Connection:
         request = self.current
         assert request is not None
         self.in_head = False
+        request.body_started = time.monotonic()
         method = self.parser.get_method()
         request.method = METHODS.get(method) or method.decode("ascii")
         request.version = self.parser.get_http_version()

@@ -15,7 +15,7 @@ class Request:
     """
 
     __slots__ = ("method", "url", "headers", "body", "body_size", "keep_alive", "version",
-                 "error", "head_size", "raw_head", "started", "upgrade", "hosts")
+                 "error", "head_size", "raw_head", "started", "upgrade", "hosts", "body_started")
 
     def __init__(self) -> None:
         self.url = b""
@@ -31,6 +31,7 @@ class Request:
         self.started = time.monotonic()
         self.upgrade = False  # an Upgrade request (WebSocket): the connection changes protocol
         self.hosts = 0  # Host headers seen: HTTP/1.1 needs exactly one
+        self.body_started = 0.0  # when the head was complete: the body has body_timeout from then
 
     def header(self, name: str, default: str = "") -> str:
         """The value of header ``name`` (lower case); a repeated header's values joined."""

@@ -17,6 +17,7 @@ import gevent
 from gevent.server import StreamServer
 
 from tempest import memory
+from tempest.sockets import close_with
 from tempest.http.connection import Connection
 from tempest.http.request import Request
 from tempest.http.response import HttpDate
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nServer: tempest\r\nContent-Type: text/plain; charset=utf-8\r\n"
+           b"Content-Length: 24\r\nRetry-After: 1\r\nConnection: close\r\n\r\n503 Service Unavailable\n")
 REAP_INTERVAL = 0.5  # seconds; read timeouts fire at most this late (10,000 idle: ~1% CPU)
 
 
@@ -49,16 +52,21 @@ class Server:
         forwarder: the handler of requests for the workers.
         static: the handler of ``[static:]`` prefixes.
         events, websockets: the pub/sub handlers, or None without a relay.
+        room: the most connections the open-file limit leaves room for (None: no limit);
+            ``[front] max_connections`` is lowered to it.
     """
 
     def __init__(self, config: Config, stats: Stats, forwarder: Forwarder, static: StaticFiles,
-                 events: EventStreams | None = None, websockets: WebSockets | None = None) -> None:
+                 events: EventStreams | None = None, websockets: WebSockets | None = None,
+                 room: int | None = None) -> None:
         self.stats = stats
         self.forwarder = forwarder
         self.static = static
         self.events = events
         self.websockets = websockets
         self.connections: set[Connection] = set()
+        self.room = room
+        self._refused_logged = 0.0  # when a refusal was last logged (at most one line a second)
         self.closing = False
         self.date = HttpDate()
         self.server = StreamServer(config.front.listen, self._handle, backlog=config.front.backlog)
@@ -67,6 +75,11 @@ class Server:
     def apply(self, config: Config) -> None:
         """Take a (re)loaded configuration: for new connections and requests."""
         self.limits = config.front
+        self.max_connections = config.front.max_connections
+        if self.room is not None and self.max_connections > self.room:
+            log.warning("max_connections lowered from %d to %d: the open-file limit leaves room for no more "
+                        "(raise it, e.g. LimitNOFILE= in the systemd unit)", self.max_connections, self.room)
+            self.max_connections = max(1, self.room)
         self._pubsub = config.pubsub
         prefixes = [static_dir.prefix for static_dir in config.statics]
         if self.events is not None:
@@ -95,6 +108,17 @@ class Server:
         if self.static.match(path) is not None:
             return self.static
         return self.forwarder
+
+    def _refuse(self, sock: Any, address: Any) -> None:
+        """Over max_connections: a 503 without reading the request, then close."""
+        self.stats.connections_refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged >= 1.0:
+            self._refused_logged = now
+            log.warning("%s: connection refused: %d open, max_connections (%d refused so far)",
+                        address[0] if isinstance(address, tuple) else "unix socket", len(self.connections),
+                        self.stats.connections_refused)
+        close_with(sock, REFUSED, seconds=0.2, limit=64 * 1024)
 
     def reap(self) -> None:
         """Wake the reads that waited too long (keep-alive, slow heads and bodies); one pass
@@ -125,6 +149,9 @@ class Server:
             conn.greenlet.kill(block=False)
 
     def _handle(self, sock: Any, address: Any) -> None:
+        if len(self.connections) >= self.max_connections:
+            self._refuse(sock, address)
+            return
         conn = Connection(self, sock, address)
         self.connections.add(conn)
         self.stats.connections_total += 1

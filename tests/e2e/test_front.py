@@ -393,3 +393,43 @@ def test_an_absolute_target_is_routed_by_its_path(tempestd_factory, redis_client
     assert redis_client.llen("abs-default") == 0
     reply = raw_exchange(daemon.port, b"GET ftp://h/raw/x HTTP/1.1\r\nHost: h\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 400")
+
+
+def test_connections_over_max_connections_get_503_and_are_closed(tempestd_factory):
+    daemon = tempestd_factory(front={"queue": "cap", "max_connections": "3"})
+    held = [socket.create_connection(("127.0.0.1", daemon.port), timeout=5) for _ in range(3)]
+    try:
+        wait_until(lambda: daemon.info()["connections_open"] == 3)
+        reply = raw_exchange(daemon.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        assert b"Retry-After: 1\r\n" in reply and b"Connection: close\r\n" in reply
+        held.pop().close()
+        wait_until(lambda: daemon.info()["connections_open"] == 2)
+        status = http("GET", daemon.base + "/sub/x,", timeout=5)[0]  # room again: served (a 400 from the relay)
+        assert status == 400
+    finally:
+        for conn in held:
+            conn.close()
+    assert daemon.info()["connections_refused"] == 1
+
+
+def test_a_body_trickled_in_gets_408_after_body_timeout(tempestd_factory):
+    daemon = tempestd_factory(front={"queue": "trickle", "body_timeout": "1", "header_timeout": "5"})
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as conn:
+        conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        reply = b""
+        for _ in range(40):  # a byte every 0.2 s: each pause is short, the whole body is slow
+            try:
+                conn.sendall(b"x")
+            except OSError:
+                break
+            conn.settimeout(0.2)
+            try:
+                reply += conn.recv(65536)
+            except socket.timeout:
+                continue
+            if reply:
+                break
+    assert reply.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert time.monotonic() - started < 8  # long before 100 bytes at 5 a second (20 s)
