@@ -16,7 +16,8 @@ this interface only:
   ``notify`` (wake it: from the hub, or any greenlet);
 - ``begin_stream`` (a long-lived exchange: SSE, WebSocket), after which what the client sends
   is kept for ``take_received`` (which also hands over what was read ahead of an upgrade);
-- ``abort`` (close now, whatever the greenlet is doing), ``peer`` and ``remote_addr``.
+- ``abort`` (close now, whatever the greenlet is doing), ``peer``, ``remote_addr`` and
+  ``local_address`` (the address the client connected to).
 """
 
 from __future__ import annotations
@@ -311,6 +312,15 @@ class Connection:
                 return
             self._sleeping = False
             self.greenlet.switch()
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        """The address (host, port) the client connected to; None on a unix socket."""
+        try:
+            address = self.sock.getsockname()
+        except OSError:
+            return None
+        return (address[0], address[1]) if isinstance(address, tuple) else None
 
     def abort(self) -> None:
         """Close the connection now, whatever its greenlet is doing (a stuck slow client)."""

@@ -41,7 +41,16 @@ MESSAGE_TOO_BIG = 1009
 GOING_AWAY = 1001
 
 
-def origin_allowed(request: Request, allowed: tuple[str, ...]) -> bool:
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def origin_allowed(request: Request, allowed: tuple[str, ...], local: tuple[str, int] | None) -> bool:
+    """Whether a browser page of the request's Origin may open this WebSocket: with
+    ``allow_origins``, one of them (or any, with ``*``); without, only a page served from the
+    address the client connected to (``local``: host and port), where a loopback address also
+    goes by localhost. The Host header is not trusted for this: a page of a hostile name that
+    resolves to this server (DNS rebinding) sends a matching Host. A client that sends no
+    Origin is not a browser, and is let in."""
     origin = request.header("origin")
     if "*" in allowed:
         return True
@@ -49,7 +58,16 @@ def origin_allowed(request: Request, allowed: tuple[str, ...]) -> bool:
         return origin in allowed
     if not origin:
         return True
-    return urllib.parse.urlsplit(origin).netloc.lower() == request.header("host").lower()
+    if local is None:
+        return False
+    return urllib.parse.urlsplit(origin).netloc.lower() in _own_origins(*local[:2])
+
+
+def _own_origins(host: str, port: int) -> set[str]:
+    names = {f"[{host}]" if ":" in host else host}
+    if host in ("127.0.0.1", "::1") or host.startswith("127."):
+        names.update(LOOPBACK_NAMES)
+    return {f"{name}:{port}" for name in names} | (names if port == 80 else set())
 
 
 class Direct:
@@ -105,7 +123,7 @@ class WebSockets:
         channels = channels_of(path, settings.ws_prefix, settings.max_channels)
         if channels is None:
             return conn.error(400, request)
-        if not origin_allowed(request, settings.allow_origins):
+        if not origin_allowed(request, settings.allow_origins, conn.local_address):
             log.warning("%s: WebSocket from origin %r refused", conn.peer, request.header("origin"))
             return conn.error(403, request)
         ws = WSConnection(ConnectionType.SERVER)

@@ -334,3 +334,14 @@ def test_a_subscription_redis_cannot_confirm_is_a_503(tempestd_factory, tmp_path
         reply = sock.recv(65536)
     assert reply.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
     assert time.monotonic() - started >= 4  # it waited (CONFIRM_TIMEOUT, 5 s) for a reconnection
+
+
+def test_a_websocket_origin_is_checked_against_the_address_not_the_host_header(tempestd_factory):
+    """Without allow_origins, a page of another name is refused even when it sends a Host
+    header that matches its Origin (DNS rebinding: evil.example resolving to this server)."""
+    daemon = tempestd_factory()
+    rebinding = WS(daemon.port, "/ws/room", origin=f"http://evil.example:{daemon.port}",
+                   host=f"evil.example:{daemon.port}")
+    assert rebinding.accepted is False
+    assert WS(daemon.port, "/ws/room", origin=f"http://localhost:{daemon.port}").accepted  # loopback names
+    assert WS(daemon.port, "/ws/room").accepted  # no Origin: not a browser
