@@ -146,7 +146,8 @@ SETTINGS = (
       "WebSocket that sends nothing (not even a pong) from one ping to the next is disconnected.", bounds=(0.001, 3600)),
     S("pubsub", "allow_origins", to_list, "",
       "Origins allowed to subscribe from another site (CORS) and to open WebSockets; '*' allows "
-      "any. Empty: same-origin WebSockets only, no CORS header."),
+      "any. Empty: WebSockets only from pages of the address the client connected to (not its Host "
+      "header), no CORS header."),
     S("pubsub", "durable", to_list, "",
       "Channel patterns (fnmatch: news.*) whose messages are kept in a Redis Stream, with ids, "
       "so that a client reconnecting with Last-Event-ID gets what it missed."),
