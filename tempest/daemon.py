@@ -129,8 +129,10 @@ class Daemon:
             if getattr(getattr(new, section), key) != getattr(getattr(self.config, section), key):
                 log.warning("reload: [%s] %s changed; it takes effect when tempestd restarts", section, key)
         assert self.front is not None and self.relay is not None and self.pusher is not None  # made by _start
+        assert self.registry is not None
         assert self.client is not None and self.supervisor is not None
         self.front.apply(new)
+        self.registry.apply(new)
         self.relay.apply(new)
         self.pusher.apply(new)
         self._publish_durable(self.client, new)
@@ -156,7 +158,7 @@ class Daemon:
             client.ping()
         except redis.RedisError as exc:
             raise StartupError(f"Redis at {config.redis.url} does not answer: {exc}") from None
-        self.registry = Registry(self.stats)
+        self.registry = Registry(self.stats, max_buffered=config.front.max_stream_buffer)
         self.pusher = Pusher(config.redis.url, self.registry, self.stats, config.front.max_queue_length)
         self.client = client
         sockets = Sockets()  # the open WebSockets, for `ws <socket_id> <json>` answers

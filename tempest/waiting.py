@@ -18,11 +18,14 @@ import collections
 import enum
 import logging
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import gevent
 
 from tempest.stats import Stats
+
+if TYPE_CHECKING:
+    from tempest.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +51,24 @@ class StreamEnd(enum.Enum):
     ABORTED = "aborted"  # the worker failed in the middle
 
 
+class Ledger:
+    """Bytes of streamed answers queued for their clients, in all, and the most allowed."""
+
+    __slots__ = ("value", "limit")
+
+    def __init__(self, limit: int = 0) -> None:
+        self.value = 0
+        self.limit = limit  # 0: no bound
+
+
 class Pending:
     """One job waiting for its answer."""
 
     __slots__ = ("job_id", "action", "deadline", "timeout", "outcome", "payload", "notify", "chunks",
-                 "buffered")
+                 "buffered", "ledger")
 
     def __init__(self, job_id: str, action: str, timeout: float, deadline: float,
-                 notify: Callable[[], None]) -> None:
+                 notify: Callable[[], None], ledger: Ledger) -> None:
         self.job_id = job_id
         self.action = action
         self.timeout = timeout
@@ -65,6 +78,7 @@ class Pending:
         self.notify = notify
         self.chunks: collections.deque[bytes | StreamEnd] | None = None  # a stream's body
         self.buffered = 0  # bytes in chunks
+        self.ledger = ledger
 
     def take(self) -> bytes | StreamEnd | None:
         """The next item of a stream (bytes or how it ended), or None when none is queued."""
@@ -73,12 +87,21 @@ class Pending:
         item = self.chunks.popleft()
         if not isinstance(item, StreamEnd):
             self.buffered -= len(item)
+            self.ledger.value -= len(item)
         return item
+
+    def drop_chunks(self) -> None:
+        """Nobody will read the chunks still queued: give their bytes back to the ledger."""
+        self.ledger.value -= self.buffered
+        self.buffered = 0
+        if self.chunks:
+            self.chunks.clear()
 
 
 class Registry:
-    def __init__(self, stats: Stats, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, stats: Stats, clock: Callable[[], float] = time.monotonic, max_buffered: int = 0) -> None:
         self._jobs: dict[str, Pending] = {}
+        self.ledger = Ledger(max_buffered)
         self._stats = stats
         self._clock = clock
         self._loop = gevent.get_hub().loop
@@ -87,7 +110,7 @@ class Registry:
         return len(self._jobs)
 
     def add(self, job_id: str, action: str, timeout: float, notify: Callable[[], None]) -> Pending:
-        pending = Pending(job_id, action, timeout, self._clock() + timeout, notify)
+        pending = Pending(job_id, action, timeout, self._clock() + timeout, notify, self.ledger)
         self._jobs[job_id] = pending
         return pending
 
@@ -144,8 +167,15 @@ class Registry:
             log.warning("stream %s: client too slow, over %d bytes queued: closed", job_id, limit)
             self._stats.slow_clients_dropped += 1
             return self._finish(pending, StreamEnd.OVERFLOW)
+        ledger = self.ledger
+        if ledger.limit and ledger.value + len(data) > ledger.limit:
+            log.warning("stream %s closed: streams hold %d bytes for slow clients, max_stream_buffer is %d",
+                        job_id, ledger.value, ledger.limit)
+            self._stats.slow_clients_dropped += 1
+            return self._finish(pending, StreamEnd.OVERFLOW)
         pending.chunks.append(data)
         pending.buffered += len(data)
+        ledger.value += len(data)
         pending.deadline = self._clock() + pending.timeout
         if len(pending.chunks) == 1:  # the request may sleep: wake it (once per batch of chunks)
             self._loop.run_callback(pending.notify)
@@ -169,13 +199,19 @@ class Registry:
 
     def forget(self, pending: Pending) -> None:
         """Stop waiting for more of ``pending`` (a stream whose body cannot be sent): what
-        comes later is dropped."""
+        comes later is dropped, what was queued too."""
         self._jobs.pop(pending.job_id, None)
+        pending.drop_chunks()
 
     def abandon(self, pending: Pending) -> None:
         """The client left: forget the job, so that a late answer is dropped."""
+        pending.drop_chunks()
         if self._jobs.pop(pending.job_id, None) is not None:
             self._stats.clients_gone += 1
+
+    def apply(self, config: Config) -> None:
+        """Take a (re)loaded configuration: the bound of all streams' queued bytes."""
+        self.ledger.limit = config.front.max_stream_buffer
 
     def sweep(self) -> None:
         """Settle every pending job whose deadline has passed."""

@@ -87,3 +87,21 @@ def test_an_unanswered_job_times_out():
     clock.now += 5
     registry.sweep()
     assert pending.outcome is Outcome.TIMEOUT and stats.timeouts == 1 and len(registry) == 0
+
+
+def test_all_streams_together_hold_at_most_max_buffered():
+    stats, clock = Stats(), Clock()
+    registry = Registry(stats, clock=clock, max_buffered=100)
+    a = registry.add("a", "url", 5.0, lambda: None)
+    b = registry.add("b", "url", 5.0, lambda: None)
+    registry.start_stream("a", "url", b"[200]")
+    registry.start_stream("b", "url", b"[200]")
+    assert registry.chunk("a", b"x" * 60, 1000)  # each under its own limit (1000)...
+    assert not registry.chunk("b", b"y" * 60, 1000)  # ...but 120 in all: b is closed
+    assert drain(b) == [StreamEnd.OVERFLOW] and stats.slow_clients_dropped == 1
+    assert drain(a) == [b"x" * 60] and registry.ledger.value == 0  # read: room again
+    c = registry.add("c", "url", 5.0, lambda: None)
+    registry.start_stream("c", "url", b"[200]")
+    assert registry.chunk("c", b"z" * 90, 1000) and registry.ledger.value == 90
+    registry.abandon(c)  # its client left: what it held is given back
+    assert registry.ledger.value == 0 and registry.chunk("a", b"w" * 100, 1000)
