@@ -34,8 +34,10 @@ PUBLISHER_PASSWORD = "publisher-Secret-5d20"
 # What every client sends on connect: redis-py HELLO 3 AUTH <user> <password> (AUTH with RESP2),
 # CLIENT SETINFO LIB-NAME / LIB-VER (errors ignored, but a denial lands in ACL LOG), SELECT for a
 # database other than 0; tempest's lean connections AUTH and SELECT. AUTH and HELLO need no
-# permission.
-CONNECT = ["+ping", "+select", "+client|setinfo"]
+# permission. On Redis 7.2 and later add "+client|setinfo" (SETINFO_7_2): Redis 7.0 refuses the
+# name, which it does not know, and 6.2 accepts it but refuses the command all the same.
+CONNECT = ["+ping", "+select"]
+SETINFO_7_2 = ["+client|setinfo"]
 
 FRONT = [
     "on", ">" + FRONT_PASSWORD, "resetkeys", "resetchannels", "-@all", *CONNECT,
@@ -55,7 +57,7 @@ FRONT = [
     "~tempest:workers", "~tempest:alive:*", "~tempest:processing:{*}:*", "~tempest:deliveries:{*}",
     "~tempest:dead:{*}",
     # sessions: each answer refreshes its session's TTL (EXPIRE, reply ignored); no command
-    # that reads a hash is allowed, so the front cannot read them (Redis 7: see SESSIONS_7)
+    # that reads a hash is allowed, so the front cannot read them
     "~session:*",
 ]
 
@@ -124,8 +126,12 @@ WORKER_APP = textwrap.dedent("""
 """)
 
 
+def version(client):
+    return tuple(int(n) for n in client.info("server")["redis_version"].split(".")[:2])
+
+
 def acl(client, name, rules):
-    client.execute_command("ACL", "SETUSER", name, "reset", *rules)
+    client.execute_command("ACL", "SETUSER", name, "reset", *rules, *(SETINFO_7_2 if version(client) >= (7, 2) else []))
 
 
 def user_url(server, name, password):
@@ -133,9 +139,8 @@ def user_url(server, name, password):
 
 
 def denials(client):
-    """What Redis refused (ACL LOG); CLIENT SETINFO, which redis-py sends on connect, does not
-    exist before Redis 7.2, and Redis 6.2 refuses +client|setinfo's unknown subcommand."""
-    old = tuple(int(n) for n in client.info("server")["redis_version"].split(".")[:2]) < (7, 2)
+    """What Redis refused (ACL LOG), but for CLIENT SETINFO before Redis 7.2 (see CONNECT)."""
+    old = version(client) < (7, 2)
     return [(e["username"], e["reason"], e["object"]) for e in client.acl_log()
             if not (old and e["reason"] == "command" and e["object"] == "client")]
 
