@@ -47,6 +47,7 @@ class Pusher:
         self._bounded_sha = hashlib.sha1(BOUNDED_PUSH.encode()).hexdigest()
         self._batch: list[Job] = []
         self._results: list[resp.Command] = []  # the XADDs of gathered parts' answers
+        self._later: list[resp.Command] = []  # sent with the next write, replies ignored (send_later)
         self._wake = gevent.event.Event()
         self._failing = False
 
@@ -69,6 +70,14 @@ class Pusher:
         if not self._wake.is_set():
             self._wake.set()
 
+    def send_later(self, command: resp.Command) -> None:
+        """Send ``command`` with the next write to Redis (the next batch of jobs, or alone if
+        none comes in this turn of the event loop), its reply ignored and never retried:
+        housekeeping such as refreshing a session's TTL, at no round trip of its own under load."""
+        self._later.append(command)
+        if not self._wake.is_set():
+            self._wake.set()
+
     def run(self) -> None:
         while True:
             self._wake.wait()
@@ -78,6 +87,8 @@ class Pusher:
                 self._push(batch)
             if self._results:
                 self._push_results()
+            while self._later:
+                self._execute([])
 
     def _push_results(self) -> None:
         results, self._results = self._results, []
@@ -109,8 +120,9 @@ class Pusher:
         return ["RPUSH", queue, *jobs]
 
     def _execute(self, commands: Sequence[resp.Command]) -> list[Any]:
+        later, self._later = self._later[:MAX_BATCH], self._later[MAX_BATCH:]
         try:
-            results = self.connection.execute(commands)
+            results = self.connection.execute([*commands, *later])[:len(commands)]
             if any(_noscript(r) for r in results):  # first use on this Redis: load the script
                 self.connection.execute([["SCRIPT", "LOAD", BOUNDED_PUSH]])
                 retry = [c for c, r in zip(commands, results) if _noscript(r)]

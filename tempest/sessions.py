@@ -1,28 +1,37 @@
 """Sessions shared by the front and every worker through Redis.
 
 A session is the Redis hash ``session:<id>`` of the 2012 protocol, each field's value the JSON
-list ``[value]``. The front only reads and sets the cookie (``[front] session_cookie``): it
-gives a request without a valid session id a new one and passes it to the worker in
-``env["session"]``; it never touches Redis for it. Workers read and write the hash
+list ``[value]``. The front reads and sets the cookie (``[front] session_cookie``): the cookie's
+value is the id and an HMAC of it (``Signer``), so that a client can neither choose its id
+(session fixation) nor guess another's; a request without a cookie that verifies gets a new
+session. The front passes the bare id to the worker in ``env["session"]`` and, after the
+answer, refreshes the hash's TTL (an EXPIRE sent with its next batch of jobs: sessions written
+by workers that set none, as the 2012 clients, expire too). Workers read and write the hash
 (``Session``, the worker library's ``context.session``), each write refreshing its TTL.
 After a login a worker should ``regenerate()`` the id (against session fixation): the answer
-then carries ``X-Tempest-Session: <new id>``, which the front turns into the new cookie.
+then carries ``X-Tempest-Session: <new id>``, which the front signs into the new cookie.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 import secrets
-from collections.abc import Mapping
-from typing import Any
-
-import redis
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from tempest import jobs, keys
 
+if TYPE_CHECKING:  # not imported: the configuration, loaded before gevent patches, uses this module
+    import redis
+
 DEFAULT_TTL = 14 * 24 * 3600  # seconds: [front] session_ttl's default
 REGENERATED_HEADER = "X-Tempest-Session"  # answer header: the session's new id (the front sets the cookie)
+MIN_SECRET = 16  # bytes: a shorter session secret is refused
 _ID = re.compile(r"[A-Za-z0-9_-]{22}\Z")  # 128 random bits, URL-safe base64
+_SIGNED = re.compile(r"([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{22})\Z")  # <id>.<mac>: the cookie's value
 
 
 def new_id() -> str:
@@ -33,21 +42,101 @@ def valid_id(value: object) -> bool:
     return isinstance(value, str) and _ID.match(value) is not None
 
 
-def id_from_cookies(cookie_header: str, name: str) -> str | None:
-    """The session id in a ``Cookie`` header (several joined with '; '), or None if it has
-    none that is well formed."""
+class Secrets(tuple[bytes, ...]):
+    """Session secrets, the first one signing: a tuple whose repr never shows them (it may
+    end up in a log line with the configuration that holds it)."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} session secret{'s' if len(self) != 1 else ''}>"
+
+
+def to_secrets(text: str) -> Secrets:
+    """``[front] session_secret``: secrets separated by commas or spaces. An error never
+    quotes them."""
+    return _checked(part for part in re.split(r"[,\s]+", text) if part)
+
+
+def read_secrets(path: str) -> Secrets:
+    """``[front] session_secret_file``: one secret per line (blank lines skipped).
+
+    Raises:
+        ValueError: the file cannot be read, has none, or one is too short (never quoted).
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(1 << 20)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path!r}: {exc.strerror}") from None
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path!r}: not UTF-8 text") from None
+    return _checked(line.strip() for line in lines if line.strip())
+
+
+def _checked(parts: Iterable[str]) -> Secrets:
+    found = Secrets(part.encode("utf-8") for part in parts)
+    if not found:
+        raise ValueError("no secret given")
+    for number, secret in enumerate(found, 1):
+        if len(secret) < MIN_SECRET:
+            raise ValueError(f"secret {number} of {len(found)} is {len(secret)} bytes: "
+                             f"at least {MIN_SECRET} are needed (try: openssl rand -base64 32)")
+    return found
+
+
+def mac(secret: bytes, session_id: str) -> str:
+    """The mac of a cookie: HMAC-SHA256(secret, id) cut to 128 bits, URL-safe base64 without
+    padding (22 characters)."""
+    digest = hmac.new(secret, session_id.encode("ascii"), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+class Signer:
+    """Signs session ids into cookie values (``<id>.<mac>``, with the first secret) and
+    verifies them (with any secret: the others are the previous ones, kept while cookies
+    signed with them are still out there)."""
+
+    def __init__(self, secrets: Secrets) -> None:
+        if not secrets:
+            raise ValueError("no session secret")
+        self._secrets = secrets
+
+    def __repr__(self) -> str:
+        return f"Signer({self._secrets!r})"
+
+    def sign(self, session_id: str) -> str:
+        return f"{session_id}.{mac(self._secrets[0], session_id)}"
+
+    def verify(self, value: str) -> str | None:
+        """The id of a cookie's value, or None if it is not one this server signed."""
+        match = _SIGNED.match(value)
+        if match is None:
+            return None
+        session_id, given = match.group(1), match.group(2).encode("ascii")
+        good = False
+        for secret in self._secrets:  # every one, in constant time: which one matched does not show
+            good |= hmac.compare_digest(mac(secret, session_id).encode("ascii"), given)
+        return session_id if good else None
+
+
+def id_from_cookies(cookie_header: str, name: str, signer: Signer) -> tuple[str | None, bool]:
+    """(the session id of the first cookie ``name`` that verifies or None, whether a cookie
+    ``name`` was there but none verified) in a ``Cookie`` header (several joined with '; ')."""
+    refused = False
     for part in cookie_header.split(";"):
         key, sep, value = part.strip().partition("=")
         if sep and key == name:
-            value = value.strip().strip('"')
-            if _ID.match(value):
-                return value
-    return None
+            session_id = signer.verify(value.strip().strip('"'))
+            if session_id is not None:
+                return session_id, False
+            refused = True
+    return None, refused
 
 
-def set_cookie(name: str, session_id: str, ttl: float, secure: bool) -> str:
-    """The ``Set-Cookie`` value for a session id."""
-    return (f"{name}={session_id}; Path=/; Max-Age={int(ttl)}; HttpOnly; SameSite=Lax"
+def set_cookie(name: str, value: str, ttl: float, secure: bool) -> str:
+    """The ``Set-Cookie`` value for a session cookie's value (``Signer.sign``'s)."""
+    return (f"{name}={value}; Path=/; Max-Age={int(ttl)}; HttpOnly; SameSite=Lax"
             + ("; Secure" if secure else ""))
 
 
@@ -112,6 +201,8 @@ class Session:
     def regenerate(self) -> str:
         """Give the session a new id, keeping its fields (call it at login): the old id, which
         the client had before it authenticated, stops working."""
+        import redis  # the worker's client has loaded it already
+
         old, self.id = self.key, new_id()
         try:
             self.redis.rename(old, self.key)

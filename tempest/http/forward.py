@@ -5,7 +5,8 @@ and the answer arrives through the ``Registry`` of waiting requests, whose singl
 times it out. An answer is relayed once, a streamed answer piece by piece as it comes
 (chunked, or until the connection closes for HTTP/1.0). With ``[front] session_cookie``,
 each request carries its session id to the worker and a new or regenerated id back to the
-client as the cookie.
+client as the signed cookie; each answer refreshes the session's TTL (an EXPIRE that goes out
+with the pusher's next write, its reply ignored).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from tempest import jobs, sessions
+from tempest import jobs, keys, sessions
 from tempest.http.connection import Connection
 from tempest.http.request import Request
 from tempest.http.response import Framing
@@ -43,14 +44,15 @@ class Forwarder:
         self.cookie = config.front.session_cookie
         self.session_ttl = config.front.session_ttl
         self.session_secure = config.front.session_secure
+        self.signer = sessions.Signer(config.session_secrets) if self.cookie else None
 
     def serve(self, conn: Connection, request: Request, path: str) -> bool:
         url = request.target
         route = self.config.route_for(path)
         env = jobs.http_env(request.method, url, request.headers, b"".join(request.body), conn.remote_addr)
-        new_session = None
+        session_id = new_session = None
         if self.cookie:
-            session_id, new_session = self._session_id(request)
+            session_id, new_session = self._session_id(conn, request)
             env["session"] = {"id": session_id, "ttl": int(self.session_ttl)}
         job_id = jobs.new_job_id()
         pending = self.registry.add(job_id, jobs.HTTP_ACTION, route.timeout, conn.notify)
@@ -78,8 +80,9 @@ class Forwarder:
             return conn.error(502, request)
         if not any(name.lower() == b"content-type" for name, _ in headers):
             headers.append(DEFAULT_CONTENT_TYPE)
-        if self.cookie:
-            headers = self._session_cookie(headers, new_session)
+        if session_id is not None:
+            headers, session_id = self._session_cookie(headers, session_id, new_session)
+            self.pusher.send_later(["EXPIRE", keys.session(session_id), int(self.session_ttl)])
         if outcome is Outcome.STREAM:
             return self._stream(conn, request, pending, status, headers, json_chunks)
         return conn.respond(request, status, headers, body)
@@ -142,28 +145,34 @@ class Forwarder:
             log.info("cannot push to queue %s: 503 for url job %s", route.queue, job_id)
         return conn.error(503, request)
 
-    def _session_id(self, request: Request) -> tuple[str, str | None]:
-        """(id, the id if it is new else None): the session of the request's cookie, or a new one."""
-        found = sessions.id_from_cookies(request.header("cookie"), self.cookie)
+    def _session_id(self, conn: Connection, request: Request) -> tuple[str, str | None]:
+        """(id, the id if it is new else None): the session of the request's cookie if it
+        verifies, else a new one (a cookie that does not verify is logged, never its value)."""
+        assert self.signer is not None
+        found, refused = sessions.id_from_cookies(request.header("cookie"), self.cookie, self.signer)
         if found is not None:
             return found, None
+        if refused:
+            log.info("%s: session cookie %s does not verify: a new session", conn.peer, self.cookie)
         session_id = sessions.new_id()
         return session_id, session_id
 
-    def _session_cookie(self, headers: Headers, new_session: str | None) -> Headers:
-        """The answer's headers with the session cookie to set, if any: a new session's, or
-        the id a worker regenerated (its X-Tempest-Session header, never sent to the client).
-        A worker that sets the cookie itself is left alone."""
+    def _session_cookie(self, headers: Headers, session_id: str, new_session: str | None) -> tuple[Headers, str]:
+        """(the answer's headers with the session cookie to set, if any, the session's id now):
+        the cookie of a new session, or of the id a worker regenerated (its X-Tempest-Session
+        header, never sent to the client). A worker that sets the cookie itself is left alone."""
         regenerated = [v for n, v in headers if n.lower() == REGENERATED]
         if regenerated:
             headers = [(n, v) for n, v in headers if n.lower() != REGENERATED]
             value = regenerated[-1].decode("latin-1")
             if sessions.valid_id(value):
-                new_session = value
+                new_session = session_id = value
             else:
                 log.warning("ignored %s %r from a worker: not a session id", sessions.REGENERATED_HEADER, value[:64])
         prefix = self.cookie.encode() + b"="
         if new_session and not any(n.lower() == b"set-cookie" and v.startswith(prefix) for n, v in headers):
-            cookie = sessions.set_cookie(self.cookie, new_session, self.session_ttl, self.session_secure)
+            assert self.signer is not None
+            cookie = sessions.set_cookie(self.cookie, self.signer.sign(new_session), self.session_ttl,
+                                         self.session_secure)
             headers.append((b"Set-Cookie", cookie.encode("latin-1")))
-        return headers
+        return headers, session_id

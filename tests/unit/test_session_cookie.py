@@ -6,15 +6,19 @@ from tempest import jobs, sessions
 from tempest.worker import _with_header
 
 ID = "AbCdEfGhIjKlMnOpQrStUv"
+SIGNER = sessions.Signer(sessions.to_secrets("0123456789abcdef"))
+SIGNED = SIGNER.sign(ID)
 
 
 @pytest.mark.parametrize("header, expected", [
-    (f"sid={ID}", ID), (f"a=1; sid={ID}; b=2", ID), (f' sid="{ID}" ', ID), (f"xsid={ID}", None),
-    ("sid=short", None), (f"sid={ID}x", None), ("sid=" + "/" * 22, None), ("", None), ("sid", None),
-    (f"sid=bad; sid={ID}", ID),  # a later well-formed one is taken
+    (f"sid={SIGNED}", (ID, False)), (f"a=1; sid={SIGNED}; b=2", (ID, False)), (f' sid="{SIGNED}" ', (ID, False)),
+    (f"xsid={SIGNED}", (None, False)), ("", (None, False)), ("sid", (None, False)),
+    (f"sid={ID}", (None, True)),  # a bare id, even well formed, was not issued by this server
+    ("sid=short", (None, True)), (f"sid={SIGNED}x", (None, True)), ("sid=" + "/" * 22, (None, True)),
+    (f"sid=bad; sid={SIGNED}", (ID, False)),  # a later one that verifies is taken
 ])
 def test_id_from_cookies(header, expected):
-    assert sessions.id_from_cookies(header, "sid") == expected
+    assert sessions.id_from_cookies(header, "sid", SIGNER) == expected
 
 
 def test_new_ids_are_valid_and_distinct():
@@ -23,7 +27,8 @@ def test_new_ids_are_valid_and_distinct():
 
 
 def test_set_cookie():
-    assert sessions.set_cookie("sid", ID, 600.0, False) == f"sid={ID}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"
+    assert (sessions.set_cookie("sid", SIGNED, 600.0, False)
+            == f"sid={SIGNED}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax")
     assert sessions.set_cookie("sid", ID, 60, True).endswith("; Secure")
 
 

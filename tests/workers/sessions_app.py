@@ -28,6 +28,11 @@ def main():
         if path == "/logout":
             session.clear()
             return [200, {}, "bye"]
+        if path.startswith("/hset/"):  # as a 2012 client writes: a plain HSET, no EXPIRE
+            context.worker.redis.hset(f"session:{session.id}", "legacy", '["%s"]' % path.removeprefix("/hset/"))
+            return [200, {}, "written"]
+        if path == "/id":
+            return [200, {}, session.id]
         if path == "/all":
             return [200, {"Content-Type": "application/json"}, __import__("json").dumps(session.all())]
         return [404, {}, "?"]
