@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from tempest import __version__, config
 from tempest.errors import ConfigError, ExitCode, StartupError
@@ -62,20 +63,47 @@ def setup_logging(level: str, path: str = "") -> None:
     root.setLevel(level.upper())
 
 
-CONTROL_COMMANDS = ("status", "start", "stop", "restart", "reload", "shutdown")
+CONTROL_COMMANDS = ("status", "start", "stop", "restart", "signal", "pid", "tail", "reload", "shutdown")
+HELP = {"status": "the processes, or those named (exit status 3 if any is not RUNNING)",
+        "start": "start processes, and wait until they run", "stop": "stop processes",
+        "restart": "stop, then start processes, and wait until they run",
+        "signal": "send a signal to processes", "pid": "tempestd's pid, or the processes'",
+        "tail": "the recent output of a process", "reload": "re-read the INI file",
+        "shutdown": "stop tempestd", "check": "validate an INI file"}
 
 
-def tempest_main(argv: Sequence[str] | None = None) -> ExitCode:
-    """tempest status|start|stop|restart|reload|shutdown|check|config-docs"""
+def tempest_main(argv: Sequence[str] | None = None) -> int:
+    """tempest status|start|stop|restart|signal|pid|tail|reload|shutdown|check|publish|config-docs"""
+    try:
+        return _tempest(argv)
+    except KeyboardInterrupt:
+        return ExitCode.OK  # tail -f, or a wait, interrupted: what the user asked for
+    except BrokenPipeError:  # tempest status | head
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return ExitCode.OK
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tempest", description="Tools for tempest.")
     parser.add_argument("--version", action="version", version=f"tempest {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("check",) + CONTROL_COMMANDS:
-        sub = commands.add_parser(name, help="validate an INI file" if name == "check"
-                                  else f"{name} through the control socket of a running tempestd")
+        sub = commands.add_parser(name, help=HELP[name])
         sub.add_argument("-c", "--config", required=True, metavar="FILE")
-        if name in ("start", "stop", "restart"):
-            sub.add_argument("target", help="NAME, NAME:INDEX or all")
+        if name in ("status", "pid"):
+            sub.add_argument("targets", nargs="*", metavar="TARGET", help="NAME, NAME:INDEX, a glob, or all")
+        if name == "status":
+            sub.add_argument("--json", action="store_true", help="the rows as JSON objects")
+        if name == "signal":
+            sub.add_argument("signal", help="TERM, HUP, USR1...")
+        if name in ("start", "stop", "restart", "signal"):
+            sub.add_argument("target", help="NAME, NAME:INDEX, a glob (web*), or all (not the embedded Redis)")
+        if name in ("start", "restart"):
+            sub.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+        if name == "tail":
+            sub.add_argument("-f", "--follow", action="store_true", help="go on printing what comes")
+            sub.add_argument("target", help="NAME:INDEX (or NAME of a single process)")
+            sub.add_argument("stream", nargs="?", choices=("stdout", "stderr"), default="stdout")
     publish = commands.add_parser("publish", help="publish a message to a pub/sub channel")
     publish.add_argument("-c", "--config", required=True, metavar="FILE")
     publish.add_argument("channel")
@@ -83,7 +111,11 @@ def tempest_main(argv: Sequence[str] | None = None) -> ExitCode:
     publish.add_argument("--event", help="SSE event name")
     publish.add_argument("--json", action="store_true", help="DATA is JSON, not text")
     commands.add_parser("config-docs", help="print the settings reference (Markdown)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _tempest(argv: Sequence[str] | None) -> int:
+    args = _parser().parse_args(argv)
     if args.command == "config-docs":
         print(config.markdown())
         return ExitCode.OK
@@ -97,7 +129,9 @@ def tempest_main(argv: Sequence[str] | None = None) -> ExitCode:
         return ExitCode.OK
     if args.command == "publish":
         return _publish(settings, args)
-    return _control(settings, args)
+    from tempest.control_client import run
+
+    return run(settings, args)
 
 
 def _publish(settings: config.Config, args: argparse.Namespace) -> ExitCode:
@@ -125,36 +159,3 @@ def _publish(settings: config.Config, args: argparse.Namespace) -> ExitCode:
         return ExitCode.RUNTIME
     print(f"id {result}" if isinstance(result, str) else f"{result} subscribers")
     return ExitCode.OK
-
-
-def _control(settings: config.Config, args: argparse.Namespace) -> ExitCode:
-    import redis
-
-    from tempest.control import STATUS_FIELDS, socket_path
-
-    path = socket_path(settings)
-    client = redis.Redis(unix_socket_path=path, protocol=2, socket_timeout=120, decode_responses=True)
-    command = [args.command.upper()] + ([args.target] if getattr(args, "target", None) else [])
-    try:
-        reply = client.execute_command(*command)
-    except redis.ConnectionError as exc:
-        print(f"tempest: cannot reach tempestd at {path}: {exc}", file=sys.stderr)
-        return ExitCode.RUNTIME
-    except redis.ResponseError as exc:
-        print(f"tempest: {exc}", file=sys.stderr)
-        return ExitCode.RUNTIME
-    if args.command == "status":
-        print(format_table(STATUS_FIELDS, reply))
-    elif args.command != "shutdown" and args.command != "reload":
-        print(format_table(STATUS_FIELDS, client.execute_command("STATUS")))
-    else:
-        print(f"tempest: {args.command}: OK")
-    return ExitCode.OK
-
-
-def format_table(header: Sequence[object], rows: Iterable[Iterable[object]]) -> str:
-    cells = [[str(cell) for cell in row] for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
-    lines = ["  ".join(str(h).upper().ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in cells]
-    return "\n".join(line.rstrip() for line in lines)

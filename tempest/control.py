@@ -1,6 +1,7 @@
 """The control socket: a unix socket in run_dir, owner-only, speaking RESP.
 
-Commands: STATUS, START / STOP / RESTART <NAME|NAME:INDEX|all>, RELOAD, SHUTDOWN, INFO, plus
+Commands: STATUS [target...], START / STOP / RESTART <target>, SIGNAL <sig> <target>,
+PID [target...], TAIL <NAME:INDEX> stdout|stderr <offset>, RELOAD, SHUTDOWN, INFO, plus
 the greetings of any Redis client, so ``redis-cli -s <socket> status`` works as well as
 ``tempest status``.
 """
@@ -15,12 +16,14 @@ from typing import TYPE_CHECKING
 import gevent.socket
 
 from tempest import resp
+from tempest.converters import to_signal
 from tempest.errors import StartupError
 from tempest.respserver import ClientState, RespServer, arity
 
 if TYPE_CHECKING:
     from tempest.config import Config
     from tempest.daemon import Daemon
+    from tempest.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +75,74 @@ class ControlServer(RespServer):
         except FileNotFoundError:
             pass
 
-    def cmd_status(self, client: ClientState, args: list[bytes]) -> bytes:
+    def _supervisor(self) -> Supervisor:
         supervisor = self.daemon.supervisor
         assert supervisor is not None  # the control socket opens once tempestd has started
-        rows = [[row[field] for field in STATUS_FIELDS] for row in supervisor.status()]
+        return supervisor
+
+    def _children(self, targets: list[bytes]) -> list[Child]:
+        """The children the targets name (every one without targets); KeyError names a bad one."""
+        supervisor = self._supervisor()
+        if not targets:
+            return supervisor.every_child()
+        found: dict[str, Child] = {}
+        for target in targets:
+            found.update((c.name, c) for c in supervisor.children(target.decode("utf-8", "replace")))
+        return list(found.values())
+
+    def cmd_status(self, client: ClientState, args: list[bytes]) -> bytes:
+        """``STATUS [target...]``: one row per child."""
+        try:
+            children = self._children(args)
+        except KeyError as exc:
+            return resp.error(f"ERR no such process: {exc.args[0]}")
+        rows = [[row[field] for field in STATUS_FIELDS] for row in (c.status() for c in children)]
         return resp.encode(rows, client.protocol)
+
+    def cmd_pid(self, client: ClientState, args: list[bytes]) -> bytes:
+        """``PID``: tempestd's pid; ``PID target...``: its children's (0 when not running)."""
+        if not args:
+            return resp.integer(os.getpid())
+        try:
+            return resp.encode([c.pid or 0 for c in self._children(args)], client.protocol)
+        except KeyError as exc:
+            return resp.error(f"ERR no such process: {exc.args[0]}")
+
+    def cmd_signal(self, client: ClientState, args: list[bytes]) -> bytes:
+        """``SIGNAL <sig> <target>``: the names of the children signalled (those running)."""
+        if len(args) != 2:
+            return arity("signal")
+        try:
+            sig = to_signal(args[0].decode("utf-8", "replace"))
+            children = self._children(args[1:])
+        except ValueError as exc:
+            return resp.error(f"ERR {exc}")
+        except KeyError as exc:
+            return resp.error(f"ERR no such process: {exc.args[0]}")
+        sent = [c.name for c in children if c.signal(sig)]
+        log.info("control: signal %s to %s", sig.name, ", ".join(sent) or "nobody (none running)")
+        return resp.encode(sent, client.protocol)
+
+    def cmd_tail(self, client: ClientState, args: list[bytes]) -> bytes:
+        """``TAIL <NAME:INDEX> stdout|stderr <offset>``: [offset now, what came after
+        ``offset`` of what is kept]."""
+        if len(args) != 3 or args[1] not in (b"stdout", b"stderr") or not args[2].isdigit():
+            return resp.error("ERR usage: TAIL <NAME[:INDEX]> stdout|stderr <offset>")
+        try:
+            children = self._children(args[:1])
+        except KeyError as exc:
+            return resp.error(f"ERR no such process: {exc.args[0]}")
+        if len(children) != 1:
+            return resp.error(f"ERR {args[0].decode('utf-8', 'replace')} names {len(children)} processes: say which (NAME:INDEX)")
+        offset, data = children[0].recent[args[1].decode()].since(int(args[2]))
+        return resp.encode([offset, data], client.protocol)
 
     def _each(self, args: list[bytes], verb: str) -> bytes:
         if len(args) != 1:
             return arity(verb)
         target = args[0].decode("utf-8", "replace")
         try:
-            getattr(self.daemon.supervisor, verb)(target)
+            getattr(self._supervisor(), verb)(target)
         except KeyError:
             return resp.error(f"ERR no such process: {target}")
         log.info("control: %s %s", verb, target)

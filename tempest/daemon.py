@@ -136,8 +136,7 @@ class Daemon:
         self.relay.apply(new)
         self.pusher.apply(new)
         self._publish_durable(self.client, new)
-        keep = (embedded.NAME,) if self.embedded is not None else ()
-        added, removed, changed = self.supervisor.reload(new.programs, keep=keep)
+        added, removed, changed = self.supervisor.reload(new.programs)  # the embedded Redis is reserved
         self.config = new
         log.info("reloaded: %d workers added, %d removed, %d changed", len(added), len(removed), len(changed))
         systemd.notify("READY=1")
@@ -148,7 +147,7 @@ class Daemon:
         if self.pidfile:
             self.pidfile.create()
         files = _raise_open_file_limit()
-        self.supervisor = Supervisor(env={})
+        self.supervisor = Supervisor(env={}, reserved=(embedded.NAME,) if config.redis.embedded else ())
         if config.redis.embedded:
             self.embedded = embedded.EmbeddedRedis(config.redis.url, config.redis.data_dir,
                                                    config.redis.server_bin)

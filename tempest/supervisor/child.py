@@ -39,6 +39,7 @@ class Child:
         self.system = system
         self.env = {**env, **dict(spec.environment), "TEMPEST_WORKER": self.name}
         self.sinks = sinks  # (stdout sink, stderr sink) factories: callables of the child
+        self.recent = {"stdout": output.Recent(), "stderr": output.Recent()}  # for tempest tail
         self.state = State.STOPPED  # where every child begins
         self.proc: Proc | None = None
         self.started_at = 0.0
@@ -64,6 +65,14 @@ class Child:
         return {"name": self.name, "state": self.state.value, "pid": self.pid or 0,
                 "uptime": int(self.system.clock() - self.started_at) if up else 0,
                 "restarts": self.restarts, "last_exit": self.last_exit}
+
+    def signal(self, sig: int) -> bool:
+        """Send ``sig`` to its process group; False when it has no process now."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return False
+        self.system.signal(proc, sig)
+        return True
 
     def start(self) -> None:
         """Want it running: spawn it, with a fresh count of failures, unless already wanted."""
@@ -196,8 +205,8 @@ class Child:
         except OSError as exc:
             log.error("spawnerr: %s: cannot run %s: %s", self.name, argv[0], exc.strerror or exc)
             return None
-        output.spawn_drain(out_fd, out_sink)
-        output.spawn_drain(err_fd, err_sink)
+        output.spawn_drain(out_fd, output.Tee(out_sink, self.recent["stdout"]))
+        output.spawn_drain(err_fd, output.Tee(err_sink, self.recent["stderr"]))
         log.info("spawned: %s pid=%d", self.name, proc.pid)
         return proc
 

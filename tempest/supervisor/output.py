@@ -19,6 +19,9 @@ MAX_LINE = 8 * 1024
 log = logging.getLogger("tempest.child")  # the children's own output, not tempestd's words
 
 
+RECENT_BYTES = 32 * 1024  # of each stream of each child, kept for tempest tail
+
+
 class Sink(Protocol):
     """Where one stream of a child's output is written."""
 
@@ -106,10 +109,49 @@ def drain(fd: int, sink: Sink) -> None:
         log.warning("reading a child's output failed: %s", exc)
     finally:
         os.close(fd)
-        if isinstance(sink, LogLines):
+        if isinstance(sink, (LogLines, Tee)):
             sink.close()
 
 
 def spawn_drain(fd: int, sink: Sink) -> "gevent.Greenlet[[int, Sink], None]":
     """Drain ``fd`` into ``sink`` in a greenlet of its own."""
     return gevent.spawn(drain, fd, sink)
+
+
+class Recent:
+    """The last ``limit`` bytes a child wrote to one of its streams, for ``tempest tail``,
+    whatever its sink; ``offset`` counts every byte ever written, so that a reader asks for
+    what came after the offset it saw last."""
+
+    def __init__(self, limit: int = RECENT_BYTES) -> None:
+        self.limit = limit
+        self.offset = 0
+        self._data = bytearray()
+
+    def add(self, data: bytes) -> None:
+        self.offset += len(data)
+        self._data += data
+        if len(self._data) > self.limit:
+            del self._data[:len(self._data) - self.limit]
+
+    def since(self, offset: int) -> tuple[int, bytes]:
+        """(the current offset, the bytes written after ``offset`` that are still kept)."""
+        missing = self.offset - max(0, offset)
+        return self.offset, bytes(self._data[-missing:]) if missing > 0 else b""
+
+
+class Tee:
+    """A sink that also keeps what it writes in a Recent."""
+
+    def __init__(self, sink: Sink, recent: Recent) -> None:
+        self.sink = sink
+        self.recent = recent
+
+    def write(self, data: bytes) -> object:
+        self.recent.add(data)
+        return self.sink.write(data)
+
+    def close(self) -> None:
+        close = getattr(self.sink, "close", None)
+        if close is not None:
+            close()

@@ -2,6 +2,7 @@
 (``all``, ``NAME`` or ``NAME:INDEX``), reloaded with a new set of [worker:] sections, and shut
 down in order. It also opens the log files the children write to, one per path, shared."""
 
+import fnmatch
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -21,8 +22,9 @@ class Supervisor:
     """Every program of the configuration; start, stop, restart by name, and reload."""
 
     def __init__(self, env: Mapping[str, str], system: System | None = None,
-                 log_sinks: tuple[SinkFactory, SinkFactory] | None = None) -> None:
+                 log_sinks: tuple[SinkFactory, SinkFactory] | None = None, reserved: tuple[str, ...] = ()) -> None:
         self.env = env
+        self.reserved = reserved  # programs that ``all`` and globs leave out (the embedded Redis)
         self.system = system or System()
         self.programs: dict[str, Program] = {}
         self._files: dict[str, RotatingFile] = {}
@@ -53,9 +55,17 @@ class Supervisor:
         return (sink(spec.stdout_logfile), sink(spec.stderr_logfile))
 
     def children(self, target: str | None = None) -> list[Child]:
-        """The children named by ``target``: None or 'all', NAME, or NAME:INDEX."""
+        """The children named by ``target``: None or ``all`` (every program but the reserved
+        ones), NAME, NAME:INDEX, or a glob of either (``web*``, ``hello:1*``); KeyError if it
+        names none."""
         if target is None or target == "all":
-            return [c for p in self.programs.values() for c in p.children]
+            return [c for name, p in self.programs.items() if name not in self.reserved for c in p.children]
+        if any(char in target for char in "*?["):
+            found = [c for name, p in self.programs.items() if name not in self.reserved for c in p.children
+                     if fnmatch.fnmatchcase(c.name, target) or fnmatch.fnmatchcase(name, target)]
+            if not found:
+                raise KeyError(target)
+            return found
         name, _, index = target.partition(":")
         program = self.programs.get(name)
         if program is None:
@@ -85,14 +95,18 @@ class Supervisor:
         self.stop(target)
         self.start(target)
 
+    def every_child(self) -> list[Child]:
+        """Every child, the reserved programs' included."""
+        return [c for p in self.programs.values() for c in p.children]
+
     def status(self) -> list[dict[str, object]]:
         """One row per child (see Child.status)."""
-        return [child.status() for child in self.children()]
+        return [child.status() for child in self.every_child()]
 
     def wait_spawned(self, timeout: float = 10.0) -> bool:
         """Wait until every child that should run has been spawned once (or failed to)."""
         deadline = time.monotonic() + timeout
-        while any(c.spawn_pending() for c in self.children()):
+        while any(c.spawn_pending() for c in self.every_child()):
             if time.monotonic() > deadline:
                 return False
             gevent.sleep(0.01)
@@ -101,9 +115,9 @@ class Supervisor:
     def reload(self, specs: Iterable[ProgramSpec],
                keep: Iterable[str] = ()) -> tuple[list[str], list[str], list[str]]:
         """Apply a new set of [worker:] sections: start added programs, stop removed ones,
-        restart changed ones, leave the others alone. Programs named in ``keep`` are not
-        touched. Returns (added, removed, changed) names."""
-        kept = set(keep)
+        restart changed ones, leave the others alone. Programs named in ``keep``, and the
+        reserved ones, are not touched. Returns (added, removed, changed) names."""
+        kept = set(keep) | set(self.reserved)
         new = {spec.name: spec for spec in specs if spec.name not in kept}
         old = {name: p.spec for name, p in self.programs.items() if name not in kept}
         removed = [name for name in old if name not in new]

@@ -1,5 +1,6 @@
 """Process angels end to end: real children, real signals, the control socket and the CLI."""
 
+import json
 import os
 import re
 import signal
@@ -297,3 +298,65 @@ def test_user_runs_the_child_as_that_user(tempestd_factory):
                                                 "autorestart": "false"}})
     wait_until(lambda: f"[who:0] {nobody.pw_uid}" in daemon.log(), message="the child's uid logged")
     assert daemon.status()["who:0"]["state"] == "EXITED"
+
+
+def test_cli_status_names_json_and_exit_3_when_not_running(tempestd_factory):
+    chatty = f"{PY} -c \"import sys, time; print('hello out', flush=True); print('hello err', file=sys.stderr, flush=True); time.sleep(120)\""
+    daemon = tempestd_factory(**{"worker:echo": echo_worker("ctl2", 2), "worker:chatty": {"command": chatty, "startsecs": "0.2"},
+                                 "worker:idle": {"command": chatty, "autostart": "no"}})
+    wait_until(lambda: running(daemon, "echo:1") and running(daemon, "chatty:0"))
+    everything = tempest_cli(daemon, "status")
+    assert everything.returncode == 3  # idle:0 is STOPPED
+    only = tempest_cli(daemon, "status", "echo", "chatty:0")
+    assert only.returncode == 0 and len(only.stdout.splitlines()) == 4  # the header and three rows
+    assert re.search(r"^echo:0\s+RUNNING\s+\d+\s+\d+:\d\d:\d\d\s", only.stdout, re.MULTILINE)  # human uptime
+    rows = json.loads(tempest_cli(daemon, "status", "--json", "e*").stdout)
+    assert [row["name"] for row in rows] == ["echo:0", "echo:1"] and rows[0]["state"] == "RUNNING"
+    assert tempest_cli(daemon, "status", "nope").returncode == 1
+    wait_until(lambda: b"hello out" in daemon.control("TAIL", "chatty:0", "stdout", 0)[1].encode(), message="its output")
+    assert tempest_cli(daemon, "tail", "chatty:0").stdout == "hello out\n"
+    assert tempest_cli(daemon, "tail", "chatty", "stderr").stdout == "hello err\n"
+    assert "names 2 processes" in tempest_cli(daemon, "tail", "echo").stderr
+    pids = tempest_cli(daemon, "pid", "echo").stdout.split()
+    assert pids == [str(daemon.status()["echo:0"]["pid"]), str(daemon.status()["echo:1"]["pid"])]
+    assert tempest_cli(daemon, "pid").stdout.strip() == str(daemon.proc.pid)
+
+
+def test_cli_start_waits_and_signal_reaches_the_process(tempestd_factory, tmp_path):
+    marker = tmp_path / "hup"
+    catcher = (f"{PY} -c \"import signal, time, pathlib; "
+               f"signal.signal(signal.SIGHUP, lambda *a: pathlib.Path({str(marker)!r}).write_text('got')); time.sleep(120)\"")
+    daemon = tempestd_factory(**{"worker:catcher": {"command": catcher, "startsecs": "1", "autostart": "no"}})
+    started = tempest_cli(daemon, "start", "catcher")
+    assert started.returncode == 0
+    assert re.search(r"^catcher:0\s+RUNNING\s+\d+", started.stdout, re.MULTILINE)  # printed after the start, not before
+    sent = tempest_cli(daemon, "signal", "HUP", "catcher")
+    assert sent.returncode == 0 and "catcher:0" in sent.stdout
+    wait_until(marker.exists, message="the signal handled")
+    assert tempest_cli(daemon, "signal", "NOPE", "catcher").returncode == 1
+
+
+def test_cli_output_into_a_closed_pipe_is_no_traceback(tempestd_factory):
+    daemon = tempestd_factory(**{"worker:echo": echo_worker("ctl3", 8)})
+    command = [os.path.join(os.path.dirname(PY), "tempest")]
+    if not os.path.exists(command[0]):
+        command = [PY, "-c", "import sys; from tempest.cli import tempest_main; sys.exit(tempest_main())"]
+    shell = f"{' '.join(command)} status -c {daemon.ini} | head -n 1"
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("NAME") and "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr
+
+
+def test_stop_all_leaves_the_embedded_redis(tmp_path):
+    from support import Tempestd, free_port
+
+    port = free_port()
+    daemon = Tempestd(tmp_path / "t", f"redis://127.0.0.1:{port}/0",
+                      redis={"embedded": "yes", "data_dir": str(tmp_path / "data")},
+                      **{"worker:echo": echo_worker("embedded-all")}).start()
+    try:
+        wait_until(lambda: running(daemon, "echo:0"))
+        assert tempest_cli(daemon, "stop", "all").returncode == 0
+        status = daemon.status()
+        assert status["echo:0"]["state"] == "STOPPED" and status["redis:0"]["state"] == "RUNNING"
+    finally:
+        daemon.stop()
