@@ -222,7 +222,10 @@ def _header(name: object, value: object) -> tuple[bytes, bytes]:
         raise BadAnswer(f"bad header name {name!r}")
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise BadAnswer(f"bad value for header {name!r}: {value!r}")
-    encoded = str(value).encode("utf-8")
+    try:
+        encoded = str(value).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON): not text
+        raise BadAnswer(f"bad value for header {name!r}: not Unicode text") from None
     if _BAD_VALUE.search(encoded):
         raise BadAnswer(f"CR, LF or NUL in header {name!r}")
     return name.encode("ascii"), encoded
