@@ -39,6 +39,7 @@ from tempest.http.sse import EventStreams
 from tempest.http.static import StaticFiles
 from tempest.http.websocket import Sockets, WebSockets
 from tempest.pidfile import Pidfile
+from tempest.redisurl import redacted
 from tempest.pusher import Pusher
 from tempest.redeliver import Redeliverer
 from tempest.relay import Relay
@@ -156,7 +157,7 @@ class Daemon:
         try:
             client.ping()
         except redis.RedisError as exc:
-            raise StartupError(f"Redis at {config.redis.url} does not answer: {exc}") from None
+            raise StartupError(f"Redis at {redacted(config.redis.url)} does not answer: {exc}") from None
         self.registry = Registry(self.stats, max_buffered=config.front.max_stream_buffer)
         self.pusher = Pusher(config.redis.url, self.registry, self.stats, config.front.max_queue_length)
         self.client = client

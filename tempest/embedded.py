@@ -68,7 +68,7 @@ class EmbeddedRedis:
         assert parsed.hostname is not None  # the configuration checked the redis:// URL
         self.host = parsed.hostname
         self.port = parsed.port or 6379
-        self.password = parsed.password
+        self.password = urllib.parse.unquote(parsed.password) if parsed.password else None
         self.data_dir = data_dir
         self.server_bin = server_bin
         self.program: Program | None = None
@@ -77,9 +77,19 @@ class EmbeddedRedis:
         args = [binary, "--bind", self.host, "--port", str(self.port), "--dir", self.data_dir,
                 "--appendonly", "yes", "--daemonize", "no", "--save", "", "--logfile", "",
                 "--loglevel", "warning"]
-        if self.password:
-            args += ["--requirepass", self.password]
+        if self.password:  # in a file only tempestd's user reads, not in the command line, which anyone can
+            args[1:1] = [self._password_file()]
         return tuple(args)
+
+    def _password_file(self) -> str:
+        """A redis.conf holding ``requirepass``, mode 0600, in the data directory."""
+        path = os.path.join(self.data_dir, "tempest-auth.conf")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        quoted = self.password.replace("\\", "\\\\").replace('"', '\\"') if self.password else ""
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f'requirepass "{quoted}"\n')
+        return path
 
     def spec(self, binary: str) -> Any:
         """Its program: a [worker:] section's defaults (always restarted, its output in
@@ -92,7 +102,7 @@ class EmbeddedRedis:
         binary = find_server(self.server_bin)
         _check_port_free(self.host, self.port)
         os.makedirs(self.data_dir, exist_ok=True)
-        self.program = supervisor.add(self.spec(binary), start=True)
+        self.program = supervisor.add(self.spec(binary), start=True)  # (the data directory first: the password file goes there)
         child = self.program.children[0]
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:

@@ -4,6 +4,7 @@ so that the configuration can check a URL before gevent patches anything.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 
 SENTINEL = "redis+sentinel"  # redis+sentinel://host:port[,host:port...]/service[/db]
@@ -34,3 +35,13 @@ def sentinel_parts(url: str) -> SentinelParts:
         raise ValueError("expected redis+sentinel://host:port[,host:port...]/service[/db]")
     return (sentinels, urllib.parse.unquote(path[0]), int(path[1]) if len(path) == 2 else 0,
             urllib.parse.unquote(username) or None, urllib.parse.unquote(password) or None)
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for log lines and error messages."""
+    url = _NETLOC_PASSWORD.sub(r"\1:***@", url, count=1)
+    return _QUERY_PASSWORD.sub(r"\1***", url)
+
+
+_NETLOC_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*")

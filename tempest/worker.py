@@ -39,6 +39,7 @@ from redis.retry import Retry
 
 from tempest import jobs, keys, redisconn, reliable, resp, sessions
 from tempest.publish import Publisher
+from tempest.redisurl import redacted
 from tempest.redisconn import RawConnection, ConnectionFailed
 
 log = logging.getLogger(__name__)
@@ -275,7 +276,7 @@ class Worker:
         if install_signals:
             signal.signal(signal.SIGTERM, self._handle_stop)
             signal.signal(signal.SIGINT, self._handle_stop)
-        log.info("worker on %s (%s): %s", ",".join(self.queues), self.redis_url, ", ".join(self.handlers))
+        log.info("worker on %s (%s): %s", ",".join(self.queues), redacted(self.redis_url), ", ".join(self.handlers))
         beating = threading.Event()
         heart = threading.Thread(target=self._beat, args=(beating,), name="heartbeat", daemon=True)
         if self.reliable:

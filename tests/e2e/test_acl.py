@@ -315,8 +315,6 @@ def test_what_the_publisher_user_cannot_do(stack):
     _refused(lambda: publisher.get(keys.DURABLE_CONFIG))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: tempest/worker.py logs its Redis URL, password included "
-                                       "('worker on <queues> (<url>)'); see docs/security.md")
 def test_a_worker_does_not_log_its_password(stack):
     proc = stack.worker(name="chatty")
     log = os.path.join(stack.dir, "chatty.log")

@@ -177,3 +177,23 @@ def test_an_ini_file_that_is_not_utf8_is_one_line_and_exit_2(tmp_path):
     result = run_tempestd("-c", str(path))
     assert result.returncode == 2
     assert result.stderr == f"tempestd: {path}: line 2: not UTF-8 text (byte 0xe9)\n"
+
+
+def test_the_embedded_redis_password_is_not_on_a_command_line(tmp_path):
+    from support import Tempestd, free_port
+
+    port = free_port()
+    daemon = Tempestd(tmp_path / "t", f"redis://:s3cret%40pw@127.0.0.1:{port}/0",
+                      redis={"embedded": "yes", "data_dir": str(tmp_path / "data")}).start()
+    try:
+        pid = daemon.control("PID", "redis")[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read()
+        assert b"s3cret" not in cmdline
+        conf = tmp_path / "data" / "tempest-auth.conf"
+        assert os.stat(conf).st_mode & 0o077 == 0  # owner only
+        import redis as redis_py
+        assert redis_py.Redis(port=port, password="s3cret@pw").ping()  # the URL's password, decoded
+        assert "s3cret" not in daemon.log()
+    finally:
+        daemon.stop()

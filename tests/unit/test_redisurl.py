@@ -2,7 +2,7 @@
 
 import pytest
 
-from tempest.redisurl import sentinel_parts
+from tempest.redisurl import redacted, sentinel_parts
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -20,3 +20,14 @@ def test_sentinel_urls(url, expected):
 def test_bad_sentinel_urls(url):
     with pytest.raises(ValueError):
         sentinel_parts(url)
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
+    ("rediss://user:s3cret@h/1", "rediss://user:***@h/1"),
+    ("redis+sentinel://:s3cret@a:26379,b:26379/main", "redis+sentinel://:***@a:26379,b:26379/main"),
+    ("unix:///run/redis.sock?db=2&password=s3cret", "unix:///run/redis.sock?db=2&password=***"),
+    ("redis://h:6379/0", "redis://h:6379/0"),
+])
+def test_a_url_is_shown_without_its_password(url, shown):
+    assert redacted(url) == shown
