@@ -22,6 +22,7 @@ HTTP_ACTION = "url"
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE = re.compile(rb"[\r\n\x00]")
 # the front frames every response itself; a worker's framing headers are dropped
+# (and X-Tempest-* headers, reserved for tempest, are dropped from answers and requests)
 HOP_BY_HOP = frozenset(
     (b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade")
 )
@@ -214,7 +215,14 @@ def _headers(value: object) -> list[tuple[bytes, bytes]]:
     for name, values in pairs:
         for item in values if isinstance(values, list) else [values]:
             out.append(_header(name, item))
-    return [(n, v) for n, v in out if n.lower() not in HOP_BY_HOP]
+    return [(n, v) for n, v in out if n.lower() not in HOP_BY_HOP and not _reserved(n)]
+
+
+def _reserved(name: bytes) -> bool:
+    """An X-Tempest-* header other than X-Tempest-Session (which the front takes and drops):
+    reserved for tempest, never passed on."""
+    lowered = name.lower()
+    return lowered.startswith(b"x-tempest-") and lowered != b"x-tempest-session"
 
 
 def _header(name: object, value: object) -> tuple[bytes, bytes]:

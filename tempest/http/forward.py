@@ -83,6 +83,8 @@ class Forwarder:
         if session_id is not None:
             headers, session_id = self._session_cookie(headers, session_id, new_session)
             self.pusher.send_later(["EXPIRE", keys.session(session_id), int(self.session_ttl)])
+        elif any(n.lower() == REGENERATED for n, _ in headers):  # meant for the front alone
+            headers = [(n, v) for n, v in headers if n.lower() != REGENERATED]
         if outcome is Outcome.STREAM:
             return self._stream(conn, request, pending, status, headers, json_chunks)
         return conn.respond(request, status, headers, body)

@@ -371,3 +371,9 @@ def test_loads_fast_path_refuses_what_simplejson_refuses(data):
         jobs.loads(data)
     assert type(got.value) is type(expected.value)
     assert str(got.value) == str(expected.value)
+
+
+def test_reserved_headers_are_dropped_but_the_session_one_is_left_to_the_front():
+    _, headers, _ = jobs.decode_http_answer(
+        answer([200, {"X-Tempest-Secret": "1", "x-tempest-other": "2", "X-Tempest-Session": "id", "X-A": "b"}, ""]))
+    assert headers == [(b"X-Tempest-Session", b"id"), (b"X-A", b"b")]
