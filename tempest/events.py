@@ -16,7 +16,7 @@ from tempest.errors import TempestError
 
 END = object()  # the stream ends after this message
 _BAD_FIELD = re.compile(r"[\r\n\x00]")
-_STREAM_ID = re.compile(r"^(\d+)-(\d+)$")
+_STREAM_ID = re.compile(r"^(\d+)-(\d+)\Z")  # \Z: "$" would let "1-1\n" through to the id: line
 
 
 class Message:
@@ -47,7 +47,8 @@ class Message:
         if ident is not None:
             lines.append(f"id: {ident}")
         lines += [f"data: {line}" for line in self.data.split("\n")]
-        frame = ("\n".join(lines) + "\n\n").encode("utf-8")
+        # "replace": a lone surrogate ("\ud800" in the published JSON) becomes "?", not an error
+        frame = ("\n".join(lines) + "\n\n").encode("utf-8", "replace")
         if event_id is None:
             self._sse = frame
         return frame
@@ -55,8 +56,9 @@ class Message:
     def text(self) -> str:
         """The WebSocket text frame's content: the message as published (JSON list)."""
         if self._text is None:
-            self._text = json.dumps([self.event, self.data] if self.event is not None else [self.data],
-                                    ensure_ascii=False)
+            text = json.dumps([self.event, self.data] if self.event is not None else [self.data], ensure_ascii=False)
+            # a lone surrogate cannot be sent as UTF-8: "?" instead (isascii() costs nothing)
+            self._text = text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
         return self._text
 
 
