@@ -45,6 +45,7 @@ class Forwarder:
         self.session_ttl = config.front.session_ttl
         self.session_secure = config.front.session_secure
         self.signer = sessions.Signer(config.session_secrets) if self.cookie else None
+        self._ttl_arg = b"%d" % self.session_ttl  # EXPIRE's argument, made once
 
     def serve(self, conn: Connection, request: Request, path: str) -> bool:
         url = request.target
@@ -82,7 +83,7 @@ class Forwarder:
             headers.append(DEFAULT_CONTENT_TYPE)
         if session_id is not None:
             headers, session_id = self._session_cookie(headers, session_id, new_session)
-            self.pusher.send_later(["EXPIRE", keys.session(session_id), int(self.session_ttl)])
+            self.pusher.send_later([b"EXPIRE", keys.session(session_id).encode(), self._ttl_arg])
         elif any(n.lower() == REGENERATED for n, _ in headers):  # meant for the front alone
             headers = [(n, v) for n, v in headers if n.lower() != REGENERATED]
         if outcome is Outcome.STREAM:
