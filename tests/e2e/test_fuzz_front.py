@@ -76,3 +76,27 @@ def test_raw_bytes_to_the_answer_endpoint_get_replies_or_a_close(fuzzed):
 
     run()
     check_after(fuzzed)
+
+
+def test_a_published_lone_surrogate_does_not_stop_the_relay(fuzzed, redis_server):
+    """Found by test_fuzz_events: ``["\\ud800"]`` (a JSON escape of a lone surrogate) made the
+    SSE encoder raise in the relay's fan-out, which killed the relay's greenlet: no subscriber of
+    any channel got another message. It is sent as "?" now, and what follows arrives."""
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", fuzzed.port), timeout=10) as conn:
+        conn.sendall(b"GET /sub/fuzz-surrogate HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        received = b""
+        deadline = time.monotonic() + 10
+        while b": ok" not in received and time.monotonic() < deadline:
+            received += conn.recv(4096)
+        client = redis_server.client()
+        client.publish("fuzz-surrogate", b'["\\ud800"]')
+        client.publish("fuzz-surrogate", b'["$durable", "1-1\\n", "x"]')  # LF in the id: refused
+        client.publish("fuzz-surrogate", b'["after"]')
+        while b"data: after" not in received and time.monotonic() < deadline:
+            received += conn.recv(4096)
+    events_seen = received.split(b": ok", 1)[1]
+    assert events_seen.strip(b"\n").split(b"\n\n") == [b"data: ?", b"data: after"]
+    assert "Traceback" not in fuzzed.log()

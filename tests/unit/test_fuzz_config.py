@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tempest import config
 from tempest.errors import ConfigError
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 SECTIONS = ["tempest", "redis", "front", "pubsub", "static:/s/", "worker:w", "route:/r/", "route:r", "worker:",
             "static:", "nope", "front ", "FRONT", "worker:a b"]

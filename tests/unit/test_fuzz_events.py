@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from tempest import events
 from tempest.events import BadMessage
 
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 nasty = st.sampled_from(["\r", "\n", "\x00", "\r\n", "\u2028", "\x85", "a\rb", "event: x\n", "id: 1\r\n", "\ud800"])
 text = st.text(max_size=20) | nasty | st.lists(st.text(max_size=5) | nasty, max_size=5).map("".join)
