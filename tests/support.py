@@ -283,3 +283,12 @@ def missing_runtime(reason):
         pytest.fail(f"missing in CI (.ci/run should have installed it): {reason}", pytrace=False)
     print(f"skipped: {reason}")
     pytest.skip(reason)
+
+
+def session_cookie(headers, name="sid"):
+    """(session id, cookie value) of a response's signed session cookie (``<id>.<mac>``), or
+    (None, None) when it sets none."""
+    import re
+
+    match = re.match(rf"{re.escape(name)}=(([A-Za-z0-9_-]{{22}})\.[A-Za-z0-9_-]{{22}});", headers.get("set-cookie", ""))
+    return (match.group(2), match.group(1)) if match else (None, None)

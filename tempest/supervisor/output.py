@@ -110,7 +110,7 @@ def drain(fd: int, sink: Sink) -> None:
     finally:
         os.close(fd)
         if isinstance(sink, (LogLines, Tee)):
-            sink.close()
+            sink.close()  # a Tee closes only a LogLines
 
 
 def spawn_drain(fd: int, sink: Sink) -> "gevent.Greenlet[[int, Sink], None]":
@@ -152,6 +152,7 @@ class Tee:
         return self.sink.write(data)
 
     def close(self) -> None:
-        close = getattr(self.sink, "close", None)
-        if close is not None:
-            close()
+        """Flush a LogLines' last partial line; a RotatingFile is shared by the children
+        writing to it, and stays open."""
+        if isinstance(self.sink, LogLines):
+            self.sink.close()

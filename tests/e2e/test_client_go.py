@@ -168,19 +168,19 @@ def test_an_aborted_stream_is_cut(site):
 # 3. sessions
 
 
-COOKIE = re.compile(r"^sid=([A-Za-z0-9_-]{22}); Path=/; Max-Age=600; HttpOnly; SameSite=Lax$")
+COOKIE = re.compile(r"^sid=(([A-Za-z0-9_-]{22})\.[A-Za-z0-9_-]{22}); Path=/; Max-Age=600; HttpOnly; SameSite=Lax$")
 
 
-@pytest.mark.parametrize("site", [{"session_cookie": "sid", "session_ttl": "600"}], indirect=True)
+@pytest.mark.parametrize("site", [{"session_cookie": "sid", "session_ttl": "600", "session_secret": "client-tests-secret-0123456789"}], indirect=True)
 def test_sessions_written_read_back_and_regenerated(site, redis_client):
     status, headers, body = http("GET", site.base + "/session/set?color=blue")
     assert status == 200, body
-    session_id = COOKIE.match(headers["set-cookie"]).group(1)
+    value, session_id = COOKIE.match(headers["set-cookie"]).groups()
     assert body == f"set {session_id}".encode()
     key = f"session:{session_id}"
     assert redis_client.hgetall(key) == {b"color": b'["blue"]'}  # the 2012 format
     assert 590 <= redis_client.ttl(key) <= 600
-    cookie = {"Cookie": f"sid={session_id}"}
+    cookie = {"Cookie": f"sid={value}"}
     status, headers, body = http("GET", site.base + "/session/get?k=color", headers=cookie)
     assert (status, body) == (200, b"blue true") and "set-cookie" not in headers
     redis_client.hset(key, "color", '["red"]')  # written by another worker: reads go to Redis
@@ -191,12 +191,13 @@ def test_sessions_written_read_back_and_regenerated(site, redis_client):
     assert status == 200
     old, new = body.decode().split()
     assert old == session_id and new != old
-    assert COOKIE.match(headers["set-cookie"]).group(1) == new  # X-Tempest-Session became the cookie
+    new_value, new_id = COOKIE.match(headers["set-cookie"]).groups()
+    assert new_id == new  # X-Tempest-Session became the (signed) cookie
     assert "x-tempest-session" not in headers
     assert not redis_client.exists(key)
     assert redis_client.hgetall(f"session:{new}") == {b"color": b'["red"]', b"user": b'["bob"]'}
     assert 590 <= redis_client.ttl(f"session:{new}") <= 600
-    status, _, body = http("GET", site.base + "/session/get?k=user", headers={"Cookie": f"sid={new}"})
+    status, _, body = http("GET", site.base + "/session/get?k=user", headers={"Cookie": f"sid={new_value}"})
     assert (status, body) == (200, b"bob true")
 
 

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from support import REPO, RedisServer, http, in_thread, missing_runtime, start_worker, stop_group, wait_until
+from support import REPO, RedisServer, http, in_thread, missing_runtime, session_cookie, start_worker, stop_group, wait_until
 
 from sseclient import SSE
 
@@ -63,7 +63,7 @@ def log_of(directory, name):
 @pytest.fixture
 def site(node, started, tempestd_factory, redis_server, tmp_path, prefix):
     """tempestd on the queue <prefix>, one node app worker on it."""
-    daemon = tempestd_factory(front={"queue": prefix, "timeout": "5", "session_cookie": "sid"})
+    daemon = tempestd_factory(front={"queue": prefix, "timeout": "5", "session_cookie": "sid", "session_secret": "client-tests-secret-0123456789"})
     start_node(node, started, ["app", prefix], redis_server.url, tmp_path, "app")
     daemon.prefix = prefix
     assert http("GET", daemon.base + "/warm-up")[0] == 200  # the worker serves: later timings are its own
@@ -191,21 +191,21 @@ def test_a_stream_whose_handler_raises_is_cut(site):
 def test_session_write_cookie_round_trip_and_regenerate(site, redis_client):
     status, headers, body = http("GET", site.base + "/session/set?user=bob&n=1")
     assert (status, body) == (200, b"stored")
-    sid = re.match(r"sid=([A-Za-z0-9_-]{22});", headers["set-cookie"]).group(1)
+    sid, value = session_cookie(headers)
     key = f"session:{sid}"
     assert redis_client.hgetall(key) == {b"user": b'["bob"]', b"n": b'["1"]'}
     assert 0 < redis_client.ttl(key) <= 14 * 24 * 3600
-    status, headers, body = http("GET", site.base + "/session/get?field=user", headers={"Cookie": f"sid={sid}"})
+    status, headers, body = http("GET", site.base + "/session/get?field=user", headers={"Cookie": f"sid={value}"})
     assert (status, body) == (200, b'"bob"') and "set-cookie" not in headers
     redis_client.hset(key, "user", '["alice"]')  # written by another worker: read from Redis each time
-    assert http("GET", site.base + "/session/get?field=user", headers={"Cookie": f"sid={sid}"})[2] == b'"alice"'
+    assert http("GET", site.base + "/session/get?field=user", headers={"Cookie": f"sid={value}"})[2] == b'"alice"'
 
-    status, headers, body = http("GET", site.base + "/session/regenerate", headers={"Cookie": f"sid={sid}"})
-    new = re.match(r"sid=([A-Za-z0-9_-]{22});", headers["set-cookie"]).group(1)
+    status, headers, body = http("GET", site.base + "/session/regenerate", headers={"Cookie": f"sid={value}"})
+    new, new_value = session_cookie(headers)
     assert status == 200 and new != sid and body.decode() == f"{sid} -> {new}"
     assert "x-tempest-session" not in headers  # the front turned it into the cookie
     assert not redis_client.exists(key) and redis_client.hget(f"session:{new}", "user") == b'["alice"]'
-    assert http("GET", site.base + "/session/get?field=user", headers={"Cookie": f"sid={new}"})[2] == b'"alice"'
+    assert http("GET", site.base + "/session/get?field=user", headers={"Cookie": f"sid={new_value}"})[2] == b'"alice"'
     redis_client.delete(f"session:{new}")
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from support import REPO, RedisServer, free_port, http, in_thread, start_worker, stop_group, wait_until
+from support import REPO, RedisServer, free_port, http, in_thread, session_cookie, start_worker, stop_group, wait_until
 from sseclient import SSE
 
 HELLO = os.path.join(REPO, "clients", "ruby", "examples", "hello.rb")
@@ -153,23 +153,18 @@ def test_a_stream_whose_handler_fails_is_cut(tempestd_factory, redis_server, tmp
 # 3. sessions
 
 
-def cookie_of(headers, name="sid"):
-    match = re.match(name + r"=([A-Za-z0-9_-]{22});", headers.get("set-cookie", ""))
-    return match and match.group(1)
-
-
 def test_sessions_are_written_read_and_regenerated(tempestd_factory, redis_server, tmp_path, workers, request,
                                                     redis_client):
     daemon = serve(tempestd_factory, redis_server, tmp_path, workers, request,
-                   front={"session_cookie": "sid", "session_ttl": "600"})
+                   front={"session_cookie": "sid", "session_ttl": "600", "session_secret": "client-tests-secret-0123456789"})
     status, headers, body = http("GET", daemon.base + "/session/write?v=alice")
-    sid = cookie_of(headers)
+    sid, value = session_cookie(headers)
     assert status == 200 and sid and body == f"written {sid}".encode()
     key = f"session:{sid}"
     assert redis_client.hget(key, "user") == b'["alice"]'  # the 2012 format
     assert 0 < redis_client.ttl(key) <= 600
     redis_client.hset(key, "color", json.dumps(["blue"]))  # written by someone else
-    cookie = {"Cookie": f"sid={sid}"}
+    cookie = {"Cookie": f"sid={value}"}
     status, headers, body = http("GET", daemon.base + "/session/read", headers=cookie)
     assert status == 200 and json.loads(body) == {"user": "alice", "color": "blue"}
     assert "set-cookie" not in headers  # the id is known already
@@ -177,12 +172,13 @@ def test_sessions_are_written_read_and_regenerated(tempestd_factory, redis_serve
     status, headers, body = http("GET", daemon.base + "/session/regenerate", headers=cookie)
     old, new = body.decode().split()
     assert status == 200 and old == sid and new != sid
-    assert cookie_of(headers) == new and "x-tempest-session" not in headers
+    new_id, new_value = session_cookie(headers)
+    assert new_id == new and "x-tempest-session" not in headers
     assert not redis_client.exists(key) and redis_client.hget(f"session:{new}", "user") == b'["alice"]'
-    status, _, body = http("GET", daemon.base + "/session/read", headers={"Cookie": f"sid={new}"})
+    status, _, body = http("GET", daemon.base + "/session/read", headers={"Cookie": f"sid={new_value}"})
     assert json.loads(body) == {"user": "alice", "color": "blue"}
-    status, _, body = http("GET", daemon.base + "/session/read", headers=cookie)
-    assert json.loads(body) == {}  # the old id no longer works
+    status, headers, body = http("GET", daemon.base + "/session/read", headers=cookie)
+    assert json.loads(body) == {}  # the old id no longer works (its cookie still verifies: an empty session)
 
 
 # 4. publish

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from sseclient import SSE
-from support import REPO, RedisServer, http, in_thread, start_worker, stop_group, wait_until
+from support import REPO, RedisServer, http, in_thread, session_cookie, start_worker, stop_group, wait_until
 
 HELLO = os.path.join(REPO, "clients", "shell", "hello.sh")
 APP = os.path.join(REPO, "tests", "clients", "shell", "app.sh")
@@ -95,28 +95,28 @@ def test_a_failing_stream_is_aborted(site):
     assert received.endswith(b"4\r\npart\r\n")  # cut: no last chunk, no silence
 
 
-@pytest.mark.parametrize("site", [{"session_cookie": "sid"}], indirect=True)
+@pytest.mark.parametrize("site", [{"session_cookie": "sid", "session_secret": "client-tests-secret-0123456789"}], indirect=True)
 def test_session_write_read_and_regenerate(site, redis_client):
     status, headers, body = http("GET", site.base + "/session/set?v=bob")
     assert status == 200 and body == b"stored"
-    sid = headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    sid, value = session_cookie(headers)
     assert redis_client.hget(f"session:{sid}", "user") == b'["bob"]'
     assert 0 < redis_client.ttl(f"session:{sid}") <= 14 * 24 * 3600
 
-    status, headers, body = http("GET", site.base + "/session/get", headers={"Cookie": f"sid={sid}"})
+    status, headers, body = http("GET", site.base + "/session/get", headers={"Cookie": f"sid={value}"})
     assert body == b"user=bob" and "set-cookie" not in headers  # the cookie round trip
 
     redis_client.hset(f"session:{sid}", "user", '["caf\\u00e9 \\"x\\""]')  # written by another client
-    status, headers, body = http("GET", site.base + "/session/get", headers={"Cookie": f"sid={sid}"})
+    status, headers, body = http("GET", site.base + "/session/get", headers={"Cookie": f"sid={value}"})
     assert body == 'user=café "x"'.encode()
 
-    status, headers, body = http("GET", site.base + "/session/regenerate", headers={"Cookie": f"sid={sid}"})
+    status, headers, body = http("GET", site.base + "/session/regenerate", headers={"Cookie": f"sid={value}"})
     assert status == 200 and "x-tempest-session" not in headers
-    new = headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    new, new_value = session_cookie(headers)
     assert new != sid and len(new) == 22
     assert not redis_client.exists(f"session:{sid}")
     assert redis_client.hget(f"session:{new}", "user") == '["caf\\u00e9 \\"x\\""]'.encode()
-    status, headers, body = http("GET", site.base + "/session/get", headers={"Cookie": f"sid={new}"})
+    status, headers, body = http("GET", site.base + "/session/get", headers={"Cookie": f"sid={new_value}"})
     assert body == 'user=café "x"'.encode()
     redis_client.delete(f"session:{new}")
 
