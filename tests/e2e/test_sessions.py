@@ -8,6 +8,7 @@ import hmac
 import json
 import os
 import re
+import signal
 
 import pytest
 
@@ -38,14 +39,15 @@ def site(tempestd_factory, redis_server, tmp_path, request):
     stop_group(worker)
 
 
-def get(daemon, path, cookie=None, cookies=""):
-    """(body, the new cookie's value or None, headers) of GET path with sid=<cookie>."""
+def get(daemon, path, cookie=None, cookies="", secret=SECRET):
+    """(body, the new cookie's value or None, headers) of GET path with sid=<cookie>; a new
+    cookie must be signed with ``secret``."""
     headers = {"Cookie": cookies or f"sid={cookie}"} if (cookie or cookies) else {}
     status, response_headers, body = http("GET", daemon.base + path, headers=headers)
     assert status == 200, body
     match = COOKIE.match(response_headers.get("set-cookie", ""))
     if match:
-        assert match.group(3) == mac(SECRET, match.group(2))  # signed with the first secret, as documented
+        assert match.group(3) == mac(secret, match.group(2))  # signed with the first secret, as documented
     return body.decode(), (match.group(1) if match else None), response_headers
 
 
@@ -119,6 +121,27 @@ def test_the_secret_file_is_read_and_no_secret_is_ever_logged(tempestd_factory, 
         get(daemon, "/count", f"{session_id}.{mac('not-one-of-the-secrets', session_id)}")
         log = daemon.log()  # log_level = debug
         assert "does not verify" in log and SECRET not in log and OLD not in log
+    finally:
+        stop_group(worker)
+
+
+def test_a_reload_rotates_the_secrets_of_the_file(tempestd_factory, redis_server, tmp_path):
+    secrets = tmp_path / "secrets"
+    secrets.write_text(f"{OLD}\n", encoding="utf-8")
+    daemon, worker = start_site(tempestd_factory, redis_server, tmp_path, "sess-reload", session_secret="",
+                                session_secret_file=str(secrets))
+    try:
+        _, cookie, _ = get(daemon, "/count", secret=OLD)
+        secrets.write_text(f"{SECRET}\n{OLD}\n", encoding="utf-8")  # a new one first, the old one kept
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: daemon.log().count("reloaded:") == 1, 15, message="reload applied")
+        assert get(daemon, "/count", cookie)[0:2] == ("2", None)  # the old cookie still verifies
+        assert get(daemon, "/count")[1]  # a new one is signed with the new secret (checked by get)
+        secrets.write_text(f"{SECRET}\n", encoding="utf-8")  # the old one dropped
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: daemon.log().count("reloaded:") == 2, 15, message="second reload applied")
+        body, new, _ = get(daemon, "/count", cookie)
+        assert body == "1" and new and new.split(".")[0] != cookie.split(".")[0]
     finally:
         stop_group(worker)
 
