@@ -98,11 +98,11 @@ class Signer:
     verifies them (with any secret: the others are the previous ones, kept while cookies
     signed with them are still out there)."""
 
-    def __init__(self, secrets: Secrets) -> None:
-        if not secrets:
+    def __init__(self, configured: Secrets) -> None:
+        if not configured:
             raise ValueError("no session secret")
-        self._secrets = secrets
-        self._keyed = [hmac.new(secret, digestmod="sha256") for secret in secrets]
+        self._secrets = configured
+        self._keyed = [hmac.new(secret, digestmod="sha256") for secret in configured]
 
     def __repr__(self) -> str:
         return f"Signer({self._secrets!r})"
