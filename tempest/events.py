@@ -15,6 +15,7 @@ import simplejson as json
 from tempest.errors import TempestError
 
 END = object()  # the stream ends after this message
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _BAD_FIELD = re.compile(r"[\r\n\x00]")
 _STREAM_ID = re.compile(r"^(\d+)-(\d+)\Z")  # \Z: "$" would let "1-1\n" through to the id: line
 
@@ -46,7 +47,9 @@ class Message:
         ident = event_id if event_id is not None else self.id
         if ident is not None:
             lines.append(f"id: {ident}")
-        lines += [f"data: {line}" for line in self.data.split("\n")]
+        # CR, LF and CRLF all end a line in SSE: each piece of the data goes on a data: line of its own
+        pieces = self.data.split("\n") if "\r" not in self.data else _LINE_BREAK.split(self.data)
+        lines += [f"data: {line}" for line in pieces]
         # "replace": a lone surrogate ("\ud800" in the published JSON) becomes "?", not an error
         frame = ("\n".join(lines) + "\n\n").encode("utf-8", "replace")
         if event_id is None:

@@ -135,17 +135,89 @@ def pack(command: Command) -> bytes:
     return b"".join(out)
 
 
+MAX_BULK = 512 << 20  # bytes of one argument without another bound: Redis' proto-max-bulk-len
+MAX_ARGS = 65536  # arguments of one command (Redis allows 1M; no command of ours needs many)
+MAX_HEADER = 64  # bytes of a '*<count>' or '$<length>' line: no number needs more
+
+
+class Framing:
+    """Follows the framing of a stream of RESP commands as it arrives, before hiredis sees it:
+    the array header of each command and the header of each of its bulk strings, payloads
+    skipped by arithmetic, so that a length over a bound is refused when its header arrives,
+    before anything is allocated or buffered for it (hiredis sets aside a slot per element of
+    ``*2147483647`` and then walks them all: seconds of CPU for 14 bytes)."""
+
+    __slots__ = ("max_bulk", "max_args", "elements", "skip", "line")
+
+    def __init__(self, max_bulk: int, max_args: int = MAX_ARGS) -> None:
+        self.max_bulk = max_bulk
+        self.max_args = max_args
+        self.elements = 0  # bulk strings still to come in the current command
+        self.skip = 0  # payload bytes (and their CRLF) still to come
+        self.line = b""  # a header line begun in an earlier read
+
+    def scan(self, data: bytes) -> None:
+        """Check ``data``, the next bytes of the stream.
+
+        Raises:
+            ProtocolError: a header is malformed or over a bound.
+        """
+        skip, elements, i = self.skip, self.elements, 0
+        if self.line:
+            data, self.line = self.line + data, b""
+        n = len(data)
+        while i < n:
+            if skip:
+                if skip >= n - i:
+                    skip -= n - i
+                    break
+                i, skip = i + skip, 0
+                continue
+            j = data.find(b"\r\n", i, i + MAX_HEADER)
+            if j < 0:
+                if n - i >= MAX_HEADER:
+                    raise ProtocolError("too big count string")
+                self.line = data[i:]
+                break
+            kind = data[i]
+            try:  # (a non-canonical number, such as +5, is hiredis' to refuse: only bounds matter here)
+                value = int(data[i + 1:j])
+            except ValueError:
+                raise ProtocolError(f"invalid {'bulk' if elements else 'multibulk'} length") from None
+            if elements:
+                if kind != 0x24:  # '$'
+                    raise ProtocolError("expected an array of bulk strings")
+                if value > self.max_bulk:
+                    raise ProtocolError(f"invalid bulk length: over {self.max_bulk} bytes")
+                elements -= 1
+                skip = max(value, 0) + 2
+            elif kind == 0x2A:  # '*': a command
+                if value > self.max_args:
+                    raise ProtocolError(f"invalid multibulk length: over {self.max_args} arguments")
+                elements = max(value, 0)
+            else:
+                raise ProtocolError("expected an array of bulk strings")
+            i = j + 2
+        self.skip, self.elements = skip, elements
+
+
 class CommandReader:
     """Turns bytes received by a server into commands (lists of bytes). With ``max_pending``,
     an incomplete command may not hold more than that many bytes: hiredis' Reader buffers a
     bulk string whole before it returns it, so a bound on what it holds is a bound on memory."""
 
-    def __init__(self, max_pending: int = 0) -> None:
+    def __init__(self, max_pending: int = 0) -> None:  # (max_pending also bounds each bulk)
         self._reader = hiredis.Reader()
+        self._framing = Framing(max_pending or MAX_BULK)
         self._inline = b""
         self._resp: bool | None = None  # decided by the first byte received
         self.max_pending = max_pending  # 0: no bound
         self._pending = 0  # bytes fed since a command last completed (an upper bound)
+
+    def limit(self, max_pending: int) -> None:
+        """A new bound for an incomplete command (and each bulk): after AUTH, say."""
+        self.max_pending = max_pending
+        self._framing.max_bulk = max_pending or MAX_BULK
 
     def feed(self, data: bytes) -> list[list[bytes]]:
         """Feed received bytes; return the list of commands now complete.
@@ -157,6 +229,7 @@ class CommandReader:
             self._resp = data[:1] == b"*"
         if not self._resp:
             return self._inline_commands(data)
+        self._framing.scan(data)
         self._reader.feed(data)
         commands = list(self._drain())
         # what hiredis holds of an incomplete command is at most what came since one completed
@@ -171,6 +244,7 @@ class CommandReader:
         while data:
             if data[:1] == b"*":  # a client library after a typed command: RESP for good
                 self._resp = True
+                self._framing.scan(data)
                 self._reader.feed(data)
                 return commands + list(self._drain())
             line, sep, data = data.partition(b"\n")

@@ -139,7 +139,7 @@ class RespServer:
             if replies:
                 sock.sendall(b"".join(replies))
             if client.authenticated and not was_authenticated:
-                reader.max_pending = self.max_command
+                reader.limit(self.max_command)
 
     def execute(self, client: ClientState, command: list[bytes]) -> bytes:
         """Run one command; return its encoded reply."""

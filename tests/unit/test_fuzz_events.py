@@ -2,6 +2,7 @@
 stream id), an SSE frame never carries CR, LF or NUL inside its ``event:`` or ``id:`` line, and
 its data lines give back the data."""
 
+import re
 import simplejson
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -36,7 +37,8 @@ def check_frame(frame: bytes, message: events.Message) -> None:
     fields = [line for line in lines if not line.startswith(b"data: ")]
     for line in fields:
         assert not any(c in line for c in (b"\r", b"\n", b"\x00")), line
-    assert lines[len(fields):] == [b"data: " + part for part in message.data.encode("utf-8", "replace").split(b"\n")]
+    pieces = re.split(rb"\r\n|\r|\n", message.data.encode("utf-8", "replace"))  # SSE's three line ends
+    assert lines[len(fields):] == [b"data: " + part for part in pieces]
     assert b"\r" not in b"".join(lines[len(fields):])  # a bare CR would end an SSE line too
 
 

@@ -110,8 +110,6 @@ def test_the_reference_refuses_what_it_cannot_vouch_for():
     assert parse_commands(b"*-1\r\n*0\r\n") == ([], 9, True)
 
 
-@pytest.mark.xfail(strict=True, reason="found by tests/fuzz/fuzz_resp.py, not fixed: hiredis allocates an array "
-                   "of the announced count and walks it when it fails or is freed (docs/fuzzing.md)")
 def test_a_huge_array_header_costs_no_time():
     """``*2147483647\\r\\n`` and one more byte (14 bytes, before AUTH) cost the reader seconds of CPU
     (8-16 s measured), during which the whole tempestd, HTTP front included, stands still; a

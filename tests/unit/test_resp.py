@@ -288,5 +288,25 @@ def test_pack_is_a_command_of_bulk_strings():
     b"*1\r\n%1\r\n*1\r\n:1\r\n:2\r\n",  # a RESP3 map with a list key: TypeError
 ])
 def test_what_hiredis_cannot_build_is_a_protocol_error(data):
-    with pytest.raises(ProtocolError, match="unreadable command"):
+    with pytest.raises(ProtocolError, match="invalid multibulk length|expected an array of bulk strings"):
         resp.CommandReader().feed(data)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"*2\r\n$4\r\nECHO\r\n$999999999999\r\n", "invalid bulk length: over 4096 bytes"),
+    (b"*70000\r\n", "invalid multibulk length: over 65536 arguments"),
+    (b"*1\r\n$x\r\n", "invalid bulk length"),
+    (b"*1\r\n$" + b"9" * 70, "too big count string"),
+])
+def test_lengths_are_checked_as_their_headers_arrive(data, message):
+    reader = resp.CommandReader(4096)
+    with pytest.raises(ProtocolError, match=message):
+        for i in range(len(data)):  # a byte at a time: refused as soon as the header is complete
+            reader.feed(data[i:i + 1])
+
+
+def test_the_framing_follows_commands_split_anywhere():
+    data = ECHO + ANSWER + b"*1\r\n$4\r\nPING\r\n"
+    for cut in range(1, len(data)):
+        reader = resp.CommandReader(4096)
+        assert reader.feed(data[:cut]) + reader.feed(data[cut:]) == [[b"ECHO", b"hi"], [b"url", b"17", b'[200,{},"Hello"]'], [b"PING"]]
