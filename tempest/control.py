@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CONTROL_MAX_COMMAND = 64 * 1024  # bytes of a command: control commands are a few words
+SPAWN_WAIT = 10.0  # seconds START and RESTART wait for the processes to be spawned
 STATUS_FIELDS = ("name", "state", "pid", "uptime", "restarts", "last_exit")
 
 
@@ -66,7 +68,7 @@ class ControlServer(RespServer):
     def __init__(self, path: str, daemon: Daemon) -> None:
         self.path = path
         self.daemon = daemon
-        super().__init__(bind_unix(path))
+        super().__init__(bind_unix(path), max_command=CONTROL_MAX_COMMAND)
 
     def stop(self, timeout: float = 1) -> None:
         super().stop(timeout)
@@ -141,11 +143,14 @@ class ControlServer(RespServer):
         if len(args) != 1:
             return arity(verb)
         target = args[0].decode("utf-8", "replace")
+        supervisor = self._supervisor()
         try:
-            getattr(self._supervisor(), verb)(target)
+            getattr(supervisor, verb)(target)
         except KeyError:
             return resp.error(f"ERR no such process: {target}")
         log.info("control: %s %s", verb, target)
+        if verb != "stop":  # reply once spawned (STARTING), not while still STOPPED
+            supervisor.wait_spawned(SPAWN_WAIT)
         return resp.OK
 
     def cmd_start(self, client: ClientState, args: list[bytes]) -> bytes:
