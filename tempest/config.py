@@ -116,8 +116,8 @@ SETTINGS = (
       "(a client that stopped reading) before the connection is closed.", bounds=(0.001, 86400)),
     S("front", "max_answer", to_size, "64M", "Largest answer a worker may send; bigger ones are refused.", bounds=(1024, 4294967296)),
     S("front", "max_stream_buffer", to_size, "256M",
-      "Bytes of streamed answers queued for slow clients, in all; a chunk that would go over closes "
-      "its stream (as a client over max_answer is closed).", bounds=(1 << 20, 64 << 30)),
+      "Bytes queued for slow clients, in all: streamed answers' chunks and SSE and WebSocket "
+      "messages; the stream or subscriber whose bytes would go over is closed.", bounds=(1 << 20, 64 << 30)),
     S("front", "backlog", to_positive_int, "2048", "listen() backlog of the HTTP socket.", restart=True, bounds=(1, 65535)),
     S("front", "graceful_timeout", to_seconds, "10",
       "On SIGTERM, seconds in-flight requests get to finish before connections are closed.", bounds=(0.001, 3600)),

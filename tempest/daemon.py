@@ -168,7 +168,8 @@ class Daemon:
                                     idle_timeout=config.front.answer_idle_timeout)
         _listen(self.answers.server, config.front.answer_listen, "answer endpoint")
         respond_to = "%s:%d" % (config.front.answer_advertise or self.answers.address[:2])
-        self.relay = Relay(config.redis.url, _pooled_client(config.redis.url), self.stats, config.pubsub)
+        self.relay = Relay(config.redis.url, _pooled_client(config.redis.url), self.stats, config.pubsub,
+                           self.registry.ledger)  # one bound for what slow clients hold, streams and subscribers
         self._publish_durable(client, config)
         self.front = Server(config, self.stats, Forwarder(self.registry, self.pusher, self.stats, respond_to),
                             StaticFiles(self.stats), EventStreams(self.relay, self.stats),

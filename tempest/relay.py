@@ -27,6 +27,7 @@ import hiredis
 
 from tempest import events, keys, redisconn, resp
 from tempest.publish import durable_history
+from tempest.waiting import Ledger
 from tempest.stats import Stats
 
 if TYPE_CHECKING:
@@ -48,11 +49,12 @@ class Subscriber:
     """One SSE or WebSocket client: its channels and its bounded buffer of messages."""
 
     __slots__ = ("channels", "items", "size", "limit", "notify", "drop", "direct", "overflow", "skip",
-                 "_scheduled", "_loop")
+                 "ledger", "_scheduled", "_loop")
 
     def __init__(self, channels: list[str], limit: int, notify: Callable[[], None],
-                 drop: Callable[[], None] | None = None) -> None:
+                 drop: Callable[[], None] | None = None, ledger: Ledger | None = None) -> None:
         self.channels = channels
+        self.ledger = ledger or Ledger()  # the bytes queued for every slow client, with their bound
         self.drop = drop  # called (from the hub) when the buffer overflows: its writer may be stuck
         # set by an idle writer: writes an item straight to the socket, True when it did; this
         # spares a greenlet switch per client and message, the bulk of a fan-out's cost
@@ -74,15 +76,30 @@ class Subscriber:
         if self.direct is not None and not self.items and self.direct(item):
             return True
         self.size += size
-        if self.size > self.limit:
+        ledger = self.ledger
+        ledger.value += size
+        if self.size > self.limit or (ledger.limit and ledger.value > ledger.limit):
             self.overflow = True
-            self.items.clear()
+            self.release()
             if self.drop is not None:
                 self._loop.run_callback(self.drop)
         else:
             self.items.append(item)
         self.wake()
         return not self.overflow
+
+    def queue_rest(self, data: bytes) -> None:
+        """Queue what the socket did not take of a frame written directly."""
+        self.items.append(data)
+        self.size += len(data)
+        self.ledger.value += len(data)
+        self.wake()
+
+    def release(self) -> None:
+        """Forget what is queued (the client is gone, or too slow): its bytes leave the ledger."""
+        self.ledger.value -= self.size
+        self.size = 0
+        self.items.clear()
 
     def wake(self) -> None:
         if not self._scheduled:
@@ -95,6 +112,7 @@ class Subscriber:
 
     def take(self) -> Sequence[Any]:
         """Every queued item, oldest first, minus durable messages already replayed."""
+        self.ledger.value -= self.size
         items, self.items, self.size = self.items, collections.deque(), 0
         if self.skip:
             return [m for m in items if m is HEARTBEAT or not _replayed(m, self.skip)]
@@ -110,8 +128,9 @@ def _replayed(message: events.Message, skip: dict[str, tuple[int, int]]) -> bool
 
 
 class Relay:
-    def __init__(self, url: str, client: redis.Redis, stats: Stats, settings: Any) -> None:
+    def __init__(self, url: str, client: redis.Redis, stats: Stats, settings: Any, ledger: Ledger | None = None) -> None:
         self.url = url
+        self.ledger = ledger or Ledger()  # shared with the streamed answers: [front] max_stream_buffer
         self.client = client  # a regular client for XRANGE
         self.stats = stats
         self.settings = settings  # [pubsub]
@@ -167,6 +186,7 @@ class Relay:
         self._send("SUBSCRIBE", *channels)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
+        subscriber.release()
         if subscriber not in self.subscribers:
             return
         self.subscribers.discard(subscriber)

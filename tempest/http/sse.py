@@ -64,7 +64,7 @@ class EventStreams:
             return conn.error(400, request)
         last_event_id = request.header("last-event-id") or _query(request, "lastEventId")
         durable = [c for c in channels if relay.durable(c)]
-        subscriber = Subscriber(channels, settings.client_buffer, conn.notify, conn.abort)
+        subscriber = Subscriber(channels, settings.client_buffer, conn.notify, conn.abort, relay.ledger)
         confirmed = relay.subscribe(subscriber)  # the head (EventSource's open) only once Redis subscribed
         try:
             if not confirmed:
@@ -184,9 +184,7 @@ def _direct_writer(conn: Connection, subscriber: Subscriber) -> Callable[[Any], 
         if sent is None:  # would block, or the client is gone: the greenlet deals with it
             return False
         if sent < len(frame):
-            subscriber.items.append(frame[sent:])
-            subscriber.size += len(frame) - sent
-            subscriber.wake()
+            subscriber.queue_rest(frame[sent:])
         return True
 
     return direct

@@ -172,7 +172,7 @@ class WebSocket:
         self.channels = channels
         self.settings = settings = handler.settings
         self.id = jobs.new_job_id()
-        self.subscriber = Subscriber(channels, settings.client_buffer, conn.notify, conn.abort)
+        self.subscriber = Subscriber(channels, settings.client_buffer, conn.notify, conn.abort, handler.relay.ledger)
         self._partial: list[Any] = []
         self._partial_size = 0
         self.closed = False

@@ -40,3 +40,20 @@ def test_a_subscription_not_confirmed_in_time_is_refused(monkeypatch):
     monkeypatch.setattr(relay_module, "CONFIRM_TIMEOUT", 0.2)
     relay = Relay("redis://127.0.0.1:1/0", None, Stats(), None)  # not connected: Redis is away
     assert relay.subscribe(Subscriber(["ch"], 1000, lambda: None)) is False
+
+
+def test_all_subscribers_together_hold_at_most_the_ledger_s_limit():
+    from tempest.waiting import Ledger
+
+    ledger, dropped = Ledger(100), []
+    first = Subscriber(["a"], 1000, lambda: None, lambda: dropped.append("first"), ledger)
+    second = Subscriber(["a"], 1000, lambda: None, lambda: dropped.append("second"), ledger)
+    assert first.push("m1", 60)  # each under its own client_buffer (1000)...
+    assert not second.push("m2", 60)  # ...but 120 in all: the second is dropped
+    gevent.sleep(0)
+    assert dropped == ["second"] and ledger.value == 60
+    assert list(first.take()) == ["m1"] and ledger.value == 0  # written out: room again
+    third = Subscriber(["a"], 1000, lambda: None, None, ledger)
+    assert third.push("m3", 90) and ledger.value == 90
+    third.release()  # its client left
+    assert ledger.value == 0
