@@ -83,7 +83,11 @@ def encode_http_job(env: dict[str, Any], respond_to: str | None, job_id: str) ->
         if key in env:
             parts += [',"', key, '":', _quote(env[key])]
     if "session" in env:  # {"id", "ttl"}, added by the front after http_env
-        parts += [',"session":', _ENCODER.encode(env["session"])]
+        session = env["session"]
+        if session.keys() == {"id", "ttl"} and type(session["ttl"]) is int:  # written by hand, as the rest
+            parts += [',"session":{"id":', _quote(session["id"]), ',"ttl":', str(session["ttl"]), "}"]
+        else:
+            parts += [',"session":', _ENCODER.encode(session)]
     parts += ["}],", _quote(respond_to) if respond_to else "null", ",", _quote(job_id), "]"]
     return "".join(parts).encode("utf-8")
 

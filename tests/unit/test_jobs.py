@@ -377,3 +377,13 @@ def test_reserved_headers_are_dropped_but_the_session_one_is_left_to_the_front()
     _, headers, _ = jobs.decode_http_answer(
         answer([200, {"X-Tempest-Secret": "1", "x-tempest-other": "2", "X-Tempest-Session": "id", "X-A": "b"}, ""]))
     assert headers == [(b"X-Tempest-Session", b"id"), (b"X-A", b"b")]
+
+
+@pytest.mark.parametrize("session", [{"id": "A" * 22, "ttl": 1209600}, {"ttl": 5, "id": "b-_" * 7 + "c"},
+                                     {"id": "x", "ttl": 1.5}, {"id": "x", "ttl": 5, "extra": [1]}])
+def test_hot_path_session_is_the_generic_encoding(session):
+    env = jobs.http_env("GET", "/", {"host": "x"}, b"")
+    env["session"] = session
+    fast = jobs.encode_http_job(env, "127.0.0.1:4000", "id-1")
+    assert jobs.decode_job(fast) == ("url", [env], "127.0.0.1:4000", "id-1")
+    assert jobs.loads(fast) == jobs.loads(jobs.encode_job(jobs.HTTP_ACTION, [env], "127.0.0.1:4000", "id-1"))
