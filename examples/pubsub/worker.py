@@ -6,7 +6,11 @@ binary message). This worker answers the socket that sent it (``"echo: <data>"``
 return value, goes to that socket only) and publishes the data to the channel, so that every
 subscriber, SSE or WebSocket, sees it.
 
-Run: ``python worker.py [queue]`` (queue default ``websocket``, tempestd's ``[pubsub] ws_queue``;
+It also answers the HTTP requests that reach the default queue ``tempest``: ``/`` is redirected
+to the page, anything else is a 404 at once.
+
+Run: ``python worker.py [queue...]`` (default ``websocket``, tempestd's ``[pubsub] ws_queue``, and
+``tempest``;
 Redis from ``TEMPEST_REDIS_URL``, which tempestd sets for the workers it starts).
 """
 
@@ -20,7 +24,15 @@ from tempest import Worker
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s chat: %(message)s")
-    worker = Worker(argv[0] if argv else "websocket")
+    worker = Worker(argv or ["websocket", "tempest"])
+
+    @worker.on("url")
+    def page(context, env):
+        """The requests no [static:] prefix serves: / goes to the page, the rest is a 404 at
+        once (without a worker for them, they would wait for the route's timeout)."""
+        if env["url"].split("?")[0] == "/":
+            return [302, {"Location": "/examples/"}, ""]
+        return [404, {"Content-Type": "text/plain"}, "404 Not Found: the page is at /examples/\n"]
 
     @worker.on("ws")
     def chat(context, message):

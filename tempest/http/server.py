@@ -85,6 +85,8 @@ class Server:
         if self.events is not None:
             prefixes += [config.pubsub.sub_prefix, config.pubsub.ws_prefix]
         self._prefixes = tuple(prefixes)
+        # a static prefix without its slash (/examples for [static:/examples/]): redirected to it
+        self._bare = frozenset(st.prefix.rstrip("/") for st in config.statics if st.prefix != "/")
         for handler in self._handlers():
             handler.apply(config)
 
@@ -98,8 +100,8 @@ class Server:
 
     def handler_for(self, request: Request, path: str) -> Handler:
         """The handler of a request."""
-        if not path.startswith(self._prefixes):  # most requests: one test
-            return self.forwarder
+        if not path.startswith(self._prefixes):  # most requests: one test (and one set lookup)
+            return self.static if path in self._bare else self.forwarder
         if self.events is not None and request.method in ("GET", "HEAD"):
             if path.startswith(self._pubsub.sub_prefix):
                 return self.events

@@ -54,6 +54,11 @@ class StaticFiles:
         if request.method not in ("GET", "HEAD"):
             return conn.error(405, request)
         static_dir = self.match(path)
+        if static_dir is None and self.match(path + "/") is not None:  # /examples: to /examples/
+            query = request.query()
+            location = (path + "/" + ("?" + query if query else "")).encode("latin-1")
+            return conn.respond(request, 301, [(b"Location", location), (b"Content-Type", b"text/plain; charset=utf-8")],
+                                b"301 Moved Permanently\n")
         target = resolve(static_dir, path) if static_dir is not None else None
         if target is None:
             return conn.error(404, request)

@@ -345,3 +345,22 @@ def test_a_websocket_origin_is_checked_against_the_address_not_the_host_header(t
     assert rebinding.accepted is False
     assert WS(daemon.port, "/ws/room", origin=f"http://localhost:{daemon.port}").accepted  # loopback names
     assert WS(daemon.port, "/ws/room").accepted  # no Origin: not a browser
+
+
+def test_the_browser_example_sends_visitors_to_its_page_at_once(tempestd_factory):
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "examples", "pubsub")
+    worker = f"{sys.executable} {os.path.join(example, 'worker.py')} example-ws example-http"
+    daemon = tempestd_factory(front={"queue": "example-http", "timeout": "20"},
+                              pubsub={"ws_queue": "example-ws"},
+                              **{"static:/examples/": {"directory": example}, "worker:chat": {"command": worker}})
+    from support import http
+
+    wait_until(lambda: http("GET", daemon.base + "/")[0] == 302, message="the example's worker")
+    status, headers, _ = http("GET", daemon.base + "/")
+    assert headers["location"] == "/examples/"
+    assert http("GET", daemon.base + "/examples")[1]["location"] == "/examples/"
+    started = time.monotonic()
+    assert http("GET", daemon.base + "/nothing")[0] == 404
+    assert time.monotonic() - started < 10  # the worker's 404, not the route's 20 s timeout
+    assert b"<" in http("GET", daemon.base + "/examples/")[2]  # the page

@@ -39,3 +39,8 @@ def test_nothing_outside_and_no_bad_name_is_served(site, path):
 
 def test_only_get_and_head(site):
     assert http("POST", site.base + "/files/index.html", body=b"x")[0] == 405
+
+
+def test_a_static_prefix_without_its_slash_is_redirected(site):
+    status, headers, body = http("GET", site.base + "/files?x=1")
+    assert status == 301 and headers["location"] == "/files/?x=1"
