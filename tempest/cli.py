@@ -54,7 +54,9 @@ def main(argv: Sequence[str] | None = None) -> ExitCode:
 def setup_logging(level: str, path: str = "") -> None:
     handler: logging.Handler
     if path:
-        handler = logging.FileHandler(path)
+        from tempest.logfiles import ReopeningFileHandler
+
+        handler = ReopeningFileHandler(path)  # reopened on SIGUSR1
     else:
         handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(LOG_FORMAT))

@@ -42,7 +42,9 @@ from tempest.converters import (
     to_prefix,
     to_cookie_name,
     to_queue,
+    to_access_log,
 )
+from tempest.logformat import DEFAULT_FORMAT, LOGGER, check_format
 from tempest.errors import ConfigError
 from tempest.sessions import Secrets, read_secrets, to_secrets
 
@@ -121,7 +123,12 @@ SETTINGS = (
     S("front", "backlog", to_positive_int, "2048", "listen() backlog of the HTTP socket.", restart=True, bounds=(1, 65535)),
     S("front", "graceful_timeout", to_seconds, "10",
       "On SIGTERM, seconds in-flight requests get to finish before connections are closed.", bounds=(0.001, 3600)),
-    S("front", "access_log", to_bool, "no", "yes: log every request on the tempest.access logger."),
+    S("front", "access_log", to_access_log, "no",
+      "Where each request is logged when it ends: a file (relative to the INI file; reopened on "
+      "SIGUSR1), 'log' (or yes) for tempestd's own log (the tempest.access logger), or no."),
+    S("front", "access_log_format", check_format, DEFAULT_FORMAT,
+      "The access log's line: gunicorn's atoms (h l u t r m U q H s B b f a T M D L p, "
+      "%({header}i)s); the default is the Combined Log Format and the request time in seconds."),
     S("front", "redeliver_interval", to_seconds, "5",
       "Seconds between two checks of the reliable workers' heartbeats; the jobs of a dead one "
       "go back to their queue.", bounds=(0.001, 3600)),
@@ -142,6 +149,11 @@ SETTINGS = (
     S("front", "session_secret_file", to_str, "",
       "File holding the session secrets instead, one per line, the first signing; relative to the "
       "INI file; read at start and at each reload."),
+    S("admin", "listen", to_optional_hostport, "",
+      "host:port of the admin listener (/metrics for Prometheus, /healthz, /readyz); empty: none. "
+      "Keep it on loopback or a private network: it needs no password.", restart=True),
+    S("admin", "max_connections", to_positive_int, "64", "Connections the admin listener holds at once.",
+      bounds=(1, 10000)),
     S("pubsub", "sub_prefix", to_prefix, "/sub/", "GET <sub_prefix><channel>[,<channel>...] is a Server-Sent Events stream."),
     S("pubsub", "ws_prefix", to_prefix, "/ws/", "<ws_prefix><channel> is a WebSocket on the channel."),
     S("pubsub", "heartbeat", to_seconds, "15",
@@ -211,7 +223,9 @@ TempestSection = _section_class("TempestSection", "tempest")
 RedisSection = _section_class("RedisSection", "redis")
 FrontSection = _section_class("FrontSection", "front")
 PubsubSection = _section_class("PubsubSection", "pubsub")
-SECTION_CLASSES = {"tempest": TempestSection, "redis": RedisSection, "front": FrontSection, "pubsub": PubsubSection}
+AdminSection = _section_class("AdminSection", "admin")
+SECTION_CLASSES = {"tempest": TempestSection, "redis": RedisSection, "front": FrontSection, "pubsub": PubsubSection,
+                   "admin": AdminSection}
 # a [route:/prefix/], a [static:/prefix/], a [worker:NAME]; equal ProgramSpecs need no restart on reload
 Route = _section_class("Route", "route:", (("prefix", str),))
 Static = _section_class("Static", "static:", (("prefix", str),))
@@ -236,7 +250,7 @@ class Config:
 
     Attributes:
         path: the INI file.
-        tempest, redis, front, pubsub: the sections (TempestSection, ...: frozen dataclasses
+        tempest, redis, front, pubsub, admin: the sections (TempestSection, ...: frozen dataclasses
             with one typed field per key of the table).
         routes, statics: the [route:] and [static:] sections, longest prefix first.
         programs: the [worker:] sections (ProgramSpec).
@@ -246,6 +260,7 @@ class Config:
     redis: Any
     front: Any
     pubsub: Any
+    admin: Any
     session_secrets: Secrets = Secrets()  # [front] session_secret, or the lines of session_secret_file
 
     def __init__(self, path: str, sections: dict[str, Any], routes: list[Any], programs: list[Any],
@@ -256,6 +271,7 @@ class Config:
         self.statics = statics
         self.tempest, self.redis = sections["tempest"], sections["redis"]
         self.front, self.pubsub = sections["front"], sections["pubsub"]
+        self.admin = sections["admin"]
         self.default_route = Route(prefix="/", queue=self.front.queue, timeout=self.front.timeout)
 
     def route_for(self, path: str) -> Any:
@@ -283,7 +299,7 @@ def load(path: str) -> Config:
     except configparser.Error as exc:
         raise ConfigError(_parse_error(exc), path) from None
     base = os.path.dirname(os.path.abspath(path))
-    sections = {name: _section(path, name, {}) for name in ("tempest", "redis", "front", "pubsub")}
+    sections = {name: _section(path, name, {}) for name in SECTION_CLASSES}
     parsed = {name: _section(path, name, dict(parser[name])) for name in parser.sections()}
     sections.update((k, v) for k, v in parsed.items() if k in SECTION_CLASSES)
     routes = [_route(path, k, v, sections) for k, v in parsed.items() if k.startswith("route:")]
@@ -293,6 +309,8 @@ def load(path: str) -> Config:
         _resolve(sections["tempest"], key, base)
     _resolve(sections["redis"], "data_dir", base)
     _resolve(sections["front"], "session_secret_file", base)
+    if sections["front"]["access_log"] != LOGGER:
+        _resolve(sections["front"], "access_log", base)
     routes.sort(key=lambda r: len(r.prefix), reverse=True)
     statics.sort(key=lambda s: len(s.prefix), reverse=True)
     config = Config(path, {k: SECTION_CLASSES[k](**v) for k, v in sections.items()}, routes, programs, statics)

@@ -29,6 +29,16 @@ def to_bool(raw: str) -> bool:
     raise ValueError(f"not a boolean (yes/no): {raw!r}")
 
 
+def to_access_log(raw: str) -> str:
+    """[front] access_log: "" (off), "log" (tempestd's own log) or a file's path."""
+    value = raw.strip()
+    if value.lower() in ("no", "false", "off", "0", ""):
+        return ""
+    if value.lower() in ("yes", "true", "on", "1", "log"):
+        return "log"
+    return value
+
+
 def to_positive_int(raw: str) -> int:
     try:
         value = int(raw.strip())

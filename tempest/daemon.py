@@ -33,16 +33,21 @@ from tempest import embedded, keys, redisconn, systemd
 from tempest.answers import AnswerServer
 from tempest.control import ControlServer, socket_path
 from tempest.errors import ConfigError, ExitCode, StartupError
+from tempest.accesslog import AccessLog
+from tempest.http.admin import Admin, AdminServer
 from tempest.http.forward import Forwarder
 from tempest.http.server import Server
 from tempest.http.sse import EventStreams
 from tempest.http.static import StaticFiles
 from tempest.http.websocket import Sockets, WebSockets
+from tempest.logfiles import reopen_handlers
+from tempest.metrics import Requests
 from tempest.pidfile import Pidfile
 from tempest.redisurl import redacted
 from tempest.pusher import Pusher
 from tempest.redeliver import Redeliverer
 from tempest.relay import Relay
+from tempest.serving import Serving
 from tempest.stats import Stats
 from tempest.waiting import Registry
 from tempest.supervisor import Supervisor
@@ -55,7 +60,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DESCRIPTORS_RESERVED = 256  # open files kept besides client connections and answer connections
-SIGNALS = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGHUP: "hup"}
+SIGNALS = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGHUP: "hup", signal.SIGUSR1: "usr1"}
+FLUSH_INTERVAL = 1.0  # seconds between two writes of the access log's buffer
 
 
 def redis_client(url: str, **options: Any) -> redis.Redis:
@@ -79,6 +85,9 @@ class Daemon:
         self.pusher: Pusher | None = None
         self.client: redis.Redis | None = None
         self.redeliverer: Redeliverer | None = None
+        self.admin: AdminServer | None = None
+        self.serving = Serving(self.stats)  # which queues have no worker
+        self.access_log = AccessLog()
         self.greenlets: list[gevent.Greenlet[..., Any]] = []
         self._signals: gevent.queue.Queue[str] = gevent.queue.Queue()
         self._stopping = False
@@ -107,6 +116,15 @@ class Daemon:
         log.info("SIGHUP: reloading %s", self.config.path)
         self.reload()
 
+    def handle_usr1(self) -> None:
+        """Reopen every log file (logrotate's postrotate)."""
+        reopened = reopen_handlers()
+        self.access_log.reopen()
+        if self.supervisor is not None:
+            self.supervisor.reopen_logs()
+        log.info("SIGUSR1: log files reopened (%d of tempestd's, the access log%s, the workers')",
+                 reopened, "" if self.access_log.destination not in ("", "log") else ": none")
+
     def handle_control(self) -> None:
         """Queued by request_shutdown from the control socket."""
 
@@ -132,7 +150,12 @@ class Daemon:
         assert self.front is not None and self.relay is not None and self.pusher is not None  # made by _start
         assert self.registry is not None
         assert self.client is not None and self.supervisor is not None
+        try:
+            self.access_log.apply(new.front.access_log, new.front.access_log_format)
+        except OSError as exc:
+            log.error("reload: cannot open the access log %s: %s; the old one stays", new.front.access_log, exc.strerror)
         self.front.apply(new)
+        self.serving.forget(set(_queues(new)))
         self.registry.apply(new)
         self.relay.apply(new)
         self.pusher.apply(new)
@@ -158,6 +181,10 @@ class Daemon:
             client.ping()
         except redis.RedisError as exc:
             raise StartupError(f"Redis at {redacted(config.redis.url)} does not answer: {exc}") from None
+        try:
+            self.access_log.apply(config.front.access_log, config.front.access_log_format)
+        except OSError as exc:
+            raise StartupError(f"cannot open the access log {config.front.access_log}: {exc.strerror}") from None
         self.registry = Registry(self.stats, max_buffered=config.front.max_stream_buffer)
         self.pusher = Pusher(config.redis.url, self.registry, self.stats, config.front.max_queue_length)
         self.client = client
@@ -171,16 +198,22 @@ class Daemon:
         self.relay = Relay(config.redis.url, _pooled_client(config.redis.url), self.stats, config.pubsub,
                            self.registry.ledger)  # one bound for what slow clients hold, streams and subscribers
         self._publish_durable(client, config)
-        self.front = Server(config, self.stats, Forwarder(self.registry, self.pusher, self.stats, respond_to),
+        self.front = Server(config, self.stats,
+                            Forwarder(self.registry, self.pusher, self.stats, respond_to, self.serving),
                             StaticFiles(self.stats), EventStreams(self.relay, self.stats),
                             WebSockets(self.relay, self.pusher, self.stats, respond_to, sockets),
-                            room=_room(files, config))
+                            room=_room(files, config), requests=Requests(), access_log=self.access_log)
         _listen(self.front.server, config.front.listen, "front")
         self.relay.start()
         self.redeliverer = Redeliverer(config.redis.url, self.stats, config.front.redeliver_interval,
-                                       config.front.max_redeliveries)
+                                       config.front.max_redeliveries, self.serving.workers)
         self.greenlets = [gevent.spawn(self.pusher.run), gevent.spawn(self.registry.run_sweeper),
-                          gevent.spawn(self.front.reap), gevent.spawn(self.redeliverer.run)]
+                          gevent.spawn(self.front.reap), gevent.spawn(self.redeliverer.run),
+                          gevent.spawn(self._flush_access_log)]
+        if config.admin.listen is not None:
+            self.admin = AdminServer(config, Admin(self))
+            _listen(self.admin.server, config.admin.listen, "admin listener")
+            self.greenlets.append(gevent.spawn(self.admin.reap))
         self.supervisor.env = self._worker_env(respond_to)
         for spec in config.programs:
             self.supervisor.add(spec)
@@ -189,8 +222,32 @@ class Daemon:
         self.control.start()
         gc.freeze()  # what start-up made lives forever: keep it out of every collection
         systemd.notify("READY=1\nSTATUS=serving")
-        log.info("tempestd ready: front on http://%s:%d/, answers on %s (respond_to %s), control %s",
-                 *self.front.address[:2], "%s:%d" % self.answers.address[:2], respond_to, self.control.path)
+        log.info("tempestd ready: front on http://%s:%d/, answers on %s (respond_to %s), control %s%s",
+                 *self.front.address[:2], "%s:%d" % self.answers.address[:2], respond_to, self.control.path,
+                 ", admin on http://%s:%d/" % self.admin.server.address[:2] if self.admin is not None else "")
+
+    def _flush_access_log(self) -> None:
+        while True:
+            gevent.sleep(FLUSH_INTERVAL)
+            self.access_log.flush()
+
+    # what the admin listener reads
+
+    def queues(self) -> list[str]:
+        """Every queue the configuration names: the routes' and the WebSocket messages'."""
+        return sorted(set(_queues(self.config)) | {self.config.pubsub.ws_queue})
+
+    def routed_queues(self) -> list[str]:
+        """The queues of HTTP requests (the default route's and the [route:]s')."""
+        return sorted(set(_queues(self.config)))
+
+    def reconnects(self) -> dict[str, int]:
+        """Connections to Redis made again, by tempestd's connection."""
+        counts = {"relay": self.stats.relay_reconnects}
+        for name, part in (("pusher", self.pusher), ("redeliverer", self.redeliverer)):
+            if part is not None:
+                counts[name] = max(0, part.connection.connects - 1)
+        return counts
 
     def _publish_durable(self, client: redis.Redis, config: Config) -> None:
         """Tell every publisher which channels are durable (see tempest.publish)."""
@@ -226,14 +283,22 @@ class Daemon:
     def _stop_services(self) -> None:
         if self.supervisor is not None:
             self.supervisor.shutdown([n for n in self.supervisor.programs if n != embedded.NAME])
+        if self.admin is not None:
+            self.admin.stop_accepting()
+            self.admin.close_all()
         for server in (self.control, self.answers, self.relay):
             if server is not None:
                 server.stop()
         gevent.killall(self.greenlets)
         if self.supervisor is not None:
             self.supervisor.shutdown()  # the embedded Redis, last
+        self.access_log.close()
         if self.pidfile:
             self.pidfile.remove()
+
+
+def _queues(config: configuration.Config) -> list[str]:
+    return [config.front.queue, *(route.queue for route in config.routes)]
 
 
 def _raise_open_file_limit() -> int | None:

@@ -34,6 +34,7 @@ if n <= 0 then return 0 end
 return redis.call('RPUSH', KEYS[1], unpack(ARGV, 2, n + 1)) and n
 """
 MAX_BATCH = 1000  # jobs per pipeline; bounds the size of one write to Redis
+CALL_TIMEOUT = 2.0  # seconds call() waits for its reply
 MAX_RESULTS = 1000  # entries a gatherer's stream keeps (about: MAXLEN ~), whoever adds them
 Job = tuple[str, bytes, Pending | None]  # (queue, job, the request waiting for it)
 
@@ -48,6 +49,7 @@ class Pusher:
         self._batch: list[Job] = []
         self._results: list[resp.Command] = []  # the XADDs of gathered parts' answers
         self._later: list[resp.Command] = []  # sent with the next write, replies ignored (send_later)
+        self._calls: list[tuple[resp.Command, gevent.event.AsyncResult[Any]]] = []  # call(): replies awaited
         self._wake = gevent.event.Event()
         self._failing = False
 
@@ -78,6 +80,16 @@ class Pusher:
         if not self._wake.is_set():
             self._wake.set()
 
+    def call(self, command: resp.Command, timeout: float = CALL_TIMEOUT) -> Any:
+        """Send ``command`` with the next write and wait for its reply: None if none came
+        within ``timeout``, a ConnectionFailed or hiredis.ReplyError if it failed. Never
+        retried. (An LREM taking back a job nobody took, say: on the connection that pushed it.)"""
+        result: gevent.event.AsyncResult[Any] = gevent.event.AsyncResult()
+        self._calls.append((command, result))
+        if not self._wake.is_set():
+            self._wake.set()
+        return result.get(timeout=timeout, block=True) if result.wait(timeout) else None
+
     def run(self) -> None:
         while True:
             self._wake.wait()
@@ -87,6 +99,10 @@ class Pusher:
                 self._push(batch)
             if self._results:
                 self._push_results()
+            if self._calls:
+                calls, self._calls = self._calls, []
+                for (_, result), reply in zip(calls, self._execute([command for command, _ in calls])):
+                    result.set(reply)
             while self._later:
                 self._execute([])
 

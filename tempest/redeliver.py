@@ -12,6 +12,7 @@ answer a job another worker got too (the second answer is dropped by the front).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import gevent
 import hiredis
@@ -23,11 +24,13 @@ from tempest.stats import Stats
 log = logging.getLogger(__name__)
 
 class Redeliverer:
-    def __init__(self, url: str, stats: Stats, interval: float, max_redeliveries: int) -> None:
+    def __init__(self, url: str, stats: Stats, interval: float, max_redeliveries: int,
+                 on_workers: Callable[[dict[str, int]], None] | None = None) -> None:
         self.connection = RawConnection(url)
         self.stats = stats
         self.interval = interval
         self.max_redeliveries = max_redeliveries
+        self.on_workers = on_workers  # given the live workers per queue after each check
 
     def run(self) -> None:
         while True:
@@ -40,14 +43,19 @@ class Redeliverer:
     def check(self) -> None:
         """Give back the jobs of every registered worker whose heartbeat expired."""
         [entries] = self.connection.execute([["SMEMBERS", keys.WORKERS]])
-        if not entries or isinstance(entries, hiredis.ReplyError):
+        if isinstance(entries, hiredis.ReplyError):
             return
-        parsed = [(e, reliable.parse_entry(e.decode("utf-8", "replace"))) for e in entries]
+        parsed = [(e, reliable.parse_entry(e.decode("utf-8", "replace"))) for e in entries or ()]
         found = [(e, entry) for e, entry in parsed if entry is not None]
-        living = self.connection.execute([["EXISTS", keys.alive(worker_id)] for _, (_, worker_id) in found])
+        living = self.connection.execute([["EXISTS", keys.alive(worker_id)] for _, (_, worker_id) in found]) if found else []
+        live: dict[str, int] = {}
         for (entry, (queue, worker_id)), alive in zip(found, living):
             if alive == 0:
                 self._give_back(entry, queue, worker_id)
+            else:
+                live[queue] = live.get(queue, 0) + 1
+        if self.on_workers is not None:
+            self.on_workers(live)
 
     def _give_back(self, entry: bytes, queue: str, worker_id: str) -> None:
         [reply] = self.connection.execute([reliable.give_back(queue, worker_id, self.max_redeliveries)])

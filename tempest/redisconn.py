@@ -47,6 +47,7 @@ class RawConnection:
         self.greeting = list(greeting)
         self._sock: socket.socket | None = None
         self._reader: hiredis.Reader | None = None
+        self.connects = 0  # connections made (the metrics' reconnects: all but the first)
 
     def execute(self, commands: Sequence[resp.Command]) -> list[Any]:
         """Send every command (a list of str/bytes/int) in one write; return their replies in
@@ -78,6 +79,7 @@ class RawConnection:
     def _connect(self) -> tuple[socket.socket, hiredis.Reader]:
         url = self.url
         sock = open_socket(url, self.connect_timeout)
+        self.connects += 1
         sock.settimeout(self.timeout)
         reader = hiredis.Reader()
         self._sock, self._reader = sock, reader

@@ -49,11 +49,12 @@ class Subscriber:
     """One SSE or WebSocket client: its channels and its bounded buffer of messages."""
 
     __slots__ = ("channels", "items", "size", "limit", "notify", "drop", "direct", "overflow", "skip",
-                 "ledger", "_scheduled", "_loop")
+                 "ledger", "kind", "_scheduled", "_loop")
 
     def __init__(self, channels: list[str], limit: int, notify: Callable[[], None],
-                 drop: Callable[[], None] | None = None, ledger: Ledger | None = None) -> None:
+                 drop: Callable[[], None] | None = None, ledger: Ledger | None = None, kind: str = "sse") -> None:
         self.channels = channels
+        self.kind = kind  # "sse" or "websocket": for the metrics
         self.ledger = ledger or Ledger()  # the bytes queued for every slow client, with their bound
         self.drop = drop  # called (from the hub) when the buffer overflows: its writer may be stuck
         # set by an idle writer: writes an item straight to the socket, True when it did; this

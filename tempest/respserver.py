@@ -68,6 +68,10 @@ class RespServer:
     def address(self) -> str | tuple[str, int]:
         return self.server.address
 
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
     def start(self) -> None:
         self.server.start()
 

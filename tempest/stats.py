@@ -21,7 +21,9 @@ class Stats:
     jobs_pushed: int = 0  # jobs that reached a Redis list
     push_errors: int = 0  # jobs that could not be pushed (Redis error): answered 503
     queue_full: int = 0  # jobs refused by max_queue_length: answered 503
-    timeouts: int = 0  # requests whose answer did not come in time: answered 504
+    timeouts: int = 0  # requests whose answer did not come in time: answered 504 (or 503: not_taken)
+    not_taken: int = 0  # of those, the jobs still on their queue: taken back, answered 503
+    unserved: int = 0  # requests answered 503 at once: no worker serves their queue (tempest.serving)
     bad_answers: int = 0  # answers that could not become a response: answered 502
     answers: int = 0  # answers handed to a waiting request
     answers_dropped: int = 0  # answers for an unknown, expired or abandoned job

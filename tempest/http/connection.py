@@ -16,8 +16,13 @@ this interface only:
   ``notify`` (wake it: from the hub, or any greenlet);
 - ``begin_stream`` (a long-lived exchange: SSE, WebSocket), after which what the client sends
   is kept for ``take_received`` (which also hands over what was read ahead of an upgrade);
+- ``switch_protocols`` (send the head of a 101 built elsewhere: the WebSocket handshake);
 - ``abort`` (close now, whatever the greenlet is doing), ``peer``, ``remote_addr`` and
   ``local_address`` (the address the client connected to).
+
+Every request ends in the server's ``finished`` (metrics, access log) when its exchange is
+over, however it ends: the status and the body's bytes are taken from the request
+(``status``, ``sent_from``) and the connection's count of bytes sent.
 """
 
 from __future__ import annotations
@@ -38,10 +43,9 @@ from tempest.http.request import METHODS, Request
 from tempest.http.response import Framing
 
 if TYPE_CHECKING:
-    from tempest.http.server import Server
+    from tempest.http.server import Listener
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("tempest.access")
 
 RECV_SIZE = 64 * 1024
 MAX_PIPELINE = 32  # requests parsed ahead of the one served; reading pauses beyond
@@ -53,7 +57,7 @@ class _Abort(Exception):
 
 
 class Connection:
-    def __init__(self, server: Server, sock: Any, address: Any) -> None:
+    def __init__(self, server: Listener, sock: Any, address: Any) -> None:
         self.server = server
         self.limits = server.limits  # [front] as the connection opened: its limits hold for its life
         self.sock = sock
@@ -78,6 +82,7 @@ class Connection:
         self._readable = False
         self._watcher: Any = None
         self._received: list[bytes] = []  # bytes read during a stream, or after an upgrade request
+        self.sent = 0  # bytes sent on this connection (for the access log's body sizes)
 
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -103,10 +108,15 @@ class Connection:
             self.requests.clear()
 
     def _serve(self, request: Request) -> bool:
-        if request.error:
-            return self.error(request.error, request)
-        path = request.target.split("?", 1)[0]
-        return self.server.handler_for(request, path).serve(self, request, path)
+        try:
+            if request.error:
+                return self.error(request.error, request)
+            path = request.target.split("?", 1)[0]
+            handler = self.server.handler_for(request, path)
+            request.route = handler.route
+            return handler.serve(self, request, path)
+        finally:  # a stream that ended, a client that left, a connection killed: all logged
+            self.server.finished(self, request)
 
     def _next_request(self) -> Request | None:
         while not self.requests:
@@ -141,7 +151,11 @@ class Connection:
                 if self.current is not None:
                     what = "head" if self.in_head else "body"
                     log.info("%s: request %s not received in time, dropped", self.peer, what)
-                    self.error(408, keep_alive=False)
+                    request, self.current = self.current, None
+                    try:
+                        self.error(408, request, keep_alive=False)
+                    finally:
+                        self.server.finished(self, request)
                 return None
         if not data:
             self.eof = True
@@ -376,14 +390,17 @@ class Connection:
             sent = 0
         if sent < len(data):
             self.sock.sendall(memoryview(data)[sent:])
+        self.sent += len(data)
 
     def send_nowait(self, data: bytes) -> int | None:
         """Send what the socket takes now: the bytes sent, or None when it takes nothing (it
         would block, or the client is gone)."""
         try:
-            return self._raw.send(data)
+            sent: int = self._raw.send(data)
         except OSError:
             return None
+        self.sent += sent
+        return sent
 
     def error(self, status: int, request: Request | None = None, keep_alive: bool | None = None) -> bool:
         """An error response with a one-line text body; True: the connection is kept alive."""
@@ -400,10 +417,11 @@ class Connection:
         keep_alive = request.keep_alive and not self.server.closing
         head = response.head(status, headers, self.server.date(), Framing.LENGTH, len(body), keep_alive,
                              request.version == "1.0")
-        if request.method != "HEAD" and status not in (204, 304):
+        with_body = request.method != "HEAD" and status not in (204, 304)
+        if with_body:
             head.append(body)
         self.send(b"".join(head))
-        self._count(request, status, len(body))
+        self._sent_head(request, status, len(body) if with_body else 0)
         return keep_alive
 
     def respond_head(self, request: Request, status: int, headers: list[tuple[bytes, bytes]],
@@ -414,11 +432,17 @@ class Connection:
         head = response.head(status, headers, self.server.date(), framing, 0, keep_alive, request.version == "1.0")
         head.append(extra)
         self.send(b"".join(head))
-        self._count(request, status, 0)
+        self._sent_head(request, status, len(extra))
         return keep_alive
 
-    def _count(self, request: Request, status: int, size: int) -> None:
+    def switch_protocols(self, request: Request, head: bytes) -> None:
+        """Send ``head``, a 101 response built elsewhere (the WebSocket handshake's): what is
+        sent after it counts as the response's body."""
+        self.send(head)
+        self._sent_head(request, 101, 0)
+
+    def _sent_head(self, request: Request, status: int, body: int) -> None:
+        """The response's head (and ``body`` bytes of its body) went out."""
+        request.status = status
+        request.sent_from = self.sent - body
         self.server.stats.count_response(status)
-        if self.limits.access_log:
-            access_log.info('%s "%s %s HTTP/%s" %d %d %.1fms', self.peer, request.method, request.target,
-                            request.version, status, size, (time.monotonic() - request.started) * 1000)

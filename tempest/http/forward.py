@@ -18,6 +18,7 @@ from tempest import jobs, keys, sessions
 from tempest.http.connection import Connection
 from tempest.http.request import Request
 from tempest.http.response import Framing
+from tempest.serving import PUSH, REFUSE, Serving
 from tempest.waiting import Outcome, Pending, Registry, StreamEnd
 
 if TYPE_CHECKING:
@@ -28,19 +29,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTENT_TYPE = (b"Content-Type", b"text/html; charset=utf-8")
+UNSERVED_HEADERS = [(b"Content-Type", b"text/plain; charset=utf-8"), (b"Retry-After", b"5")]
+UNSERVED_BODY = b"503 Service Unavailable: no worker is serving this path now; try again later\n"
+NOT_TAKEN_BODY = b"503 Service Unavailable: no worker took the request in time; it was not started\n"
 REGENERATED = sessions.REGENERATED_HEADER.lower().encode()
 Headers = list[tuple[bytes, bytes]]
 
 
 class Forwarder:
-    def __init__(self, registry: Registry, pusher: Pusher, stats: Stats, respond_to: str) -> None:
+    def __init__(self, registry: Registry, pusher: Pusher, stats: Stats, respond_to: str,
+                 serving: Serving | None = None) -> None:
         self.registry = registry
         self.pusher = pusher
         self.stats = stats
         self.respond_to = respond_to
+        self.serving = serving or Serving(stats)
+
+    route = ("forward", "/")  # each request's is its route's
 
     def apply(self, config: Config) -> None:
         self.config = config
+        self._labels = {r.prefix: ("forward", r.prefix) for r in [*config.routes, config.default_route]}
         self.cookie = config.front.session_cookie
         self.session_ttl = config.front.session_ttl
         self.session_secure = config.front.session_secure
@@ -48,8 +57,20 @@ class Forwarder:
         self._ttl_arg = b"%d" % self.session_ttl  # EXPIRE's argument, made once
 
     def serve(self, conn: Connection, request: Request, path: str) -> bool:
-        url = request.target
         route = self.config.route_for(path)
+        request.route = self._labels[route.prefix]
+        admitted = self.serving.admit(route.queue)
+        if admitted == PUSH:
+            return self._forward(conn, request, route)
+        if admitted == REFUSE:
+            return conn.respond(request, 503, UNSERVED_HEADERS, UNSERVED_BODY)
+        try:
+            return self._forward(conn, request, route)
+        finally:
+            self.serving.probed(route.queue)
+
+    def _forward(self, conn: Connection, request: Request, route: Route) -> bool:
+        url = request.target
         env = jobs.http_env(request.method, url, request.headers, b"".join(request.body), conn.remote_addr)
         session_id = new_session = None
         if self.cookie:
@@ -58,14 +79,16 @@ class Forwarder:
         job_id = jobs.new_job_id()
         pending = self.registry.add(job_id, jobs.HTTP_ACTION, route.timeout, conn.notify)
         self.stats.requests += 1
-        self.pusher.submit(route.queue, jobs.encode_http_job(env, self.respond_to, job_id), pending)
+        job = jobs.encode_http_job(env, self.respond_to, job_id)
+        self.pusher.submit(route.queue, job, pending)
         outcome = self._wait(conn, pending)
         if outcome is None:
             self.registry.abandon(pending)
             log.info("%s: client left while job %s on queue %s was pending", conn.peer, job_id, route.queue)
             return False
         if outcome is not Outcome.ANSWER and outcome is not Outcome.STREAM:
-            return self._failed(conn, outcome, request, route, job_id)
+            return self._failed(conn, outcome, request, route, job_id, job)
+        self.serving.served(route.queue)
         json_chunks, body = False, b""
         try:
             if outcome is Outcome.STREAM:
@@ -138,8 +161,15 @@ class Forwarder:
             self.registry.forget(pending)
             return None
 
-    def _failed(self, conn: Connection, outcome: Outcome, request: Request, route: Route, job_id: str) -> bool:
+    def _failed(self, conn: Connection, outcome: Outcome, request: Request, route: Route, job_id: str,
+                job: bytes) -> bool:
         if outcome is Outcome.TIMEOUT:
+            # still on the queue? Then no worker took it: taken back, so that none starts it late
+            if self.pusher.call(["LREM", route.queue, 1, job]) == 1:
+                log.warning("no worker took url job %s on queue %s within %ss: taken back, 503",
+                            job_id, route.queue, route.timeout)
+                self.serving.not_taken(route.queue, route.timeout)
+                return conn.respond(request, 503, UNSERVED_HEADERS, NOT_TAKEN_BODY)
             log.warning("no answer to url job %s on queue %s within %ss: 504", job_id, route.queue, route.timeout)
             return conn.error(504, request)
         if outcome is Outcome.QUEUE_FULL:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+NO_ROUTE = ("none", "")  # a request refused before it reached a handler (malformed, too big)
 METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
@@ -15,7 +16,8 @@ class Request:
     """
 
     __slots__ = ("method", "url", "headers", "body", "body_size", "keep_alive", "version",
-                 "error", "head_size", "raw_head", "started", "upgrade", "hosts", "body_started")
+                 "error", "head_size", "raw_head", "started", "upgrade", "hosts", "body_started",
+                 "status", "sent_from", "route")
 
     def __init__(self) -> None:
         self.url = b""
@@ -32,6 +34,9 @@ class Request:
         self.upgrade = False  # an Upgrade request (WebSocket): the connection changes protocol
         self.hosts = 0  # Host headers seen: HTTP/1.1 needs exactly one
         self.body_started = 0.0  # when the head was complete: the body has body_timeout from then
+        self.status = 0  # the response's status, once its head is sent (0: none yet)
+        self.sent_from = 0  # the connection's bytes sent when the response's body began
+        self.route = NO_ROUTE  # (handler, route) for the metrics: set by the handler that serves it
 
     def header(self, name: str, default: str = "") -> str:
         """The value of header ``name`` (lower case); a repeated header's values joined."""

@@ -17,6 +17,7 @@ import gevent
 from gevent.server import StreamServer
 
 from tempest import memory
+from tempest.logformat import CLIENT_LEFT
 from tempest.sockets import close_with
 from tempest.http.connection import Connection
 from tempest.http.request import Request
@@ -24,7 +25,9 @@ from tempest.http.response import HttpDate
 from tempest.stats import Stats
 
 if TYPE_CHECKING:
+    from tempest.accesslog import AccessLog
     from tempest.config import Config
+    from tempest.metrics import Requests
     from tempest.http.forward import Forwarder
     from tempest.http.sse import EventStreams
     from tempest.http.static import StaticFiles
@@ -38,78 +41,64 @@ REAP_INTERVAL = 0.5  # seconds; read timeouts fire at most this late (10,000 idl
 
 
 class Handler(Protocol):
+    route: tuple[str, str]  # (handler, route): the labels of its requests' metrics
+
     def serve(self, conn: Connection, request: Request, path: str) -> bool: ...
 
     def apply(self, config: Config) -> None: ...
 
 
-class Server:
-    """The front's listening socket and its connections.
+class Listener:
+    """A listening socket and its connections: accepting under ``max_connections``, the
+    reaper, the end of each request (metrics, access log) and the stop. Subclasses route:
+    ``handler_for(request, path)``.
 
     Args:
-        config: the configuration; ``apply`` replaces it on reload (routes and limits hold for
-            new requests, a connection keeps the limits it opened with).
-        forwarder: the handler of requests for the workers.
-        static: the handler of ``[static:]`` prefixes.
-        events, websockets: the pub/sub handlers, or None without a relay.
+        address, backlog: where to listen.
+        stats: the counters this listener adds to.
+        requests: the request metrics (None: not measured).
+        access_log: where each request is logged (None: not logged).
         room: the most connections the open-file limit leaves room for (None: no limit);
-            ``[front] max_connections`` is lowered to it.
+            ``max_connections`` is lowered to it.
     """
 
-    def __init__(self, config: Config, stats: Stats, forwarder: Forwarder, static: StaticFiles,
-                 events: EventStreams | None = None, websockets: WebSockets | None = None,
-                 room: int | None = None) -> None:
+    def __init__(self, address: tuple[str, int], backlog: int, stats: Stats, requests: Requests | None = None,
+                 access_log: AccessLog | None = None, room: int | None = None) -> None:
         self.stats = stats
-        self.forwarder = forwarder
-        self.static = static
-        self.events = events
-        self.websockets = websockets
+        self.requests = requests
+        self.access_log = access_log
         self.connections: set[Connection] = set()
         self.room = room
         self._refused_logged = 0.0  # when a refusal was last logged (at most one line a second)
         self.closing = False
         self.date = HttpDate()
-        self.server = StreamServer(config.front.listen, self._handle, backlog=config.front.backlog)
-        self.apply(config)
+        self.server = StreamServer(address, self._handle, backlog=backlog)
 
-    def apply(self, config: Config) -> None:
-        """Take a (re)loaded configuration: for new connections and requests."""
-        self.limits = config.front
-        self.max_connections = config.front.max_connections
+    def set_limits(self, limits: Any, max_connections: int) -> None:
+        """The limits of new connections (a FrontSection, or its like)."""
+        self.limits = limits
+        self.max_connections = max_connections
         if self.room is not None and self.max_connections > self.room:
             log.warning("max_connections lowered from %d to %d: the open-file limit leaves room for no more "
                         "(raise it, e.g. LimitNOFILE= in the systemd unit)", self.max_connections, self.room)
             self.max_connections = max(1, self.room)
-        self._pubsub = config.pubsub
-        prefixes = [static_dir.prefix for static_dir in config.statics]
-        if self.events is not None:
-            prefixes += [config.pubsub.sub_prefix, config.pubsub.ws_prefix]
-        self._prefixes = tuple(prefixes)
-        # a static prefix without its slash (/examples for [static:/examples/]): redirected to it
-        self._bare = frozenset(st.prefix.rstrip("/") for st in config.statics if st.prefix != "/")
-        for handler in self._handlers():
-            handler.apply(config)
 
-    def _handlers(self) -> list[Handler]:
-        handlers: tuple[Handler | None, ...] = (self.forwarder, self.static, self.events, self.websockets)
-        return [h for h in handlers if h is not None]
+    def handler_for(self, request: Request, path: str) -> Handler:
+        raise NotImplementedError
+
+    def finished(self, conn: Connection, request: Request) -> None:
+        """A request's exchange is over (answered, streamed to its end, or cut): measured, logged."""
+        duration = time.monotonic() - request.started
+        status = request.status or CLIENT_LEFT
+        size = conn.sent - request.sent_from if request.status else 0
+        if self.requests is not None:
+            self.requests.observe(request.route, status, duration)
+        if self.access_log is not None and self.access_log.on:
+            self.access_log.write(conn, request, status, size, duration)
 
     @property
     def address(self) -> str | tuple[str, int]:
         return self.server.address
-
-    def handler_for(self, request: Request, path: str) -> Handler:
-        """The handler of a request."""
-        if not path.startswith(self._prefixes):  # most requests: one test (and one set lookup)
-            return self.static if path in self._bare else self.forwarder
-        if self.events is not None and request.method in ("GET", "HEAD"):
-            if path.startswith(self._pubsub.sub_prefix):
-                return self.events
-            if path.startswith(self._pubsub.ws_prefix) and self.websockets is not None:
-                return self.websockets
-        if self.static.match(path) is not None:
-            return self.static
-        return self.forwarder
 
     def _refuse(self, sock: Any, address: Any) -> None:
         """Over max_connections: a 503 without reading the request, then close."""
@@ -163,3 +152,57 @@ class Server:
         finally:
             self.connections.discard(conn)
             self.stats.connections_open -= 1
+
+
+class Server(Listener):
+    """The front: routes each request to its handler.
+
+    Args:
+        config: the configuration; ``apply`` replaces it on reload (routes and limits hold for
+            new requests, a connection keeps the limits it opened with).
+        forwarder: the handler of requests for the workers.
+        static: the handler of ``[static:]`` prefixes.
+        events, websockets: the pub/sub handlers, or None without a relay.
+        requests, access_log, room: as for ``Listener``.
+    """
+
+    def __init__(self, config: Config, stats: Stats, forwarder: Forwarder, static: StaticFiles,
+                 events: EventStreams | None = None, websockets: WebSockets | None = None,
+                 room: int | None = None, requests: Requests | None = None,
+                 access_log: AccessLog | None = None) -> None:
+        super().__init__(config.front.listen, config.front.backlog, stats, requests, access_log, room)
+        self.forwarder = forwarder
+        self.static = static
+        self.events = events
+        self.websockets = websockets
+        self.apply(config)
+
+    def apply(self, config: Config) -> None:
+        """Take a (re)loaded configuration: for new connections and requests."""
+        self.set_limits(config.front, config.front.max_connections)
+        self._pubsub = config.pubsub
+        prefixes = [static_dir.prefix for static_dir in config.statics]
+        if self.events is not None:
+            prefixes += [config.pubsub.sub_prefix, config.pubsub.ws_prefix]
+        self._prefixes = tuple(prefixes)
+        # a static prefix without its slash (/examples for [static:/examples/]): redirected to it
+        self._bare = frozenset(st.prefix.rstrip("/") for st in config.statics if st.prefix != "/")
+        for handler in self._handlers():
+            handler.apply(config)
+
+    def _handlers(self) -> list[Handler]:
+        handlers: tuple[Handler | None, ...] = (self.forwarder, self.static, self.events, self.websockets)
+        return [h for h in handlers if h is not None]
+
+    def handler_for(self, request: Request, path: str) -> Handler:
+        """The handler of a request."""
+        if not path.startswith(self._prefixes):  # most requests: one test (and one set lookup)
+            return self.static if path in self._bare else self.forwarder
+        if self.events is not None and request.method in ("GET", "HEAD"):
+            if path.startswith(self._pubsub.sub_prefix):
+                return self.events
+            if path.startswith(self._pubsub.ws_prefix) and self.websockets is not None:
+                return self.websockets
+        if self.static.match(path) is not None:
+            return self.static
+        return self.forwarder

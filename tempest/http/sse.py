@@ -54,8 +54,11 @@ class EventStreams:
         self.relay = relay
         self.stats = stats
 
+    route = ("sse", "")
+
     def apply(self, config: Config) -> None:
         self.settings = config.pubsub
+        self.route = ("sse", config.pubsub.sub_prefix)
 
     def serve(self, conn: Connection, request: Request, path: str) -> bool:
         settings, relay = self.settings, self.relay

@@ -44,6 +44,8 @@ class StaticFiles:
         self.stats = stats
         self.statics: list[Static] = []
 
+    route = ("static", "")  # each request's is its prefix's
+
     def apply(self, config: Config) -> None:
         self.statics = config.statics
 
@@ -54,6 +56,8 @@ class StaticFiles:
         if request.method not in ("GET", "HEAD"):
             return conn.error(405, request)
         static_dir = self.match(path)
+        if static_dir is not None:
+            request.route = ("static", static_dir.prefix)
         if static_dir is None and self.match(path + "/") is not None:  # /examples: to /examples/
             query = request.query()
             location = (path + "/" + ("?" + query if query else "")).encode("latin-1")

@@ -113,8 +113,11 @@ class WebSockets:
         self.respond_to = respond_to
         self.sockets = sockets
 
+    route = ("websocket", "")
+
     def apply(self, config: Config) -> None:
         self.settings = config.pubsub
+        self.route = ("websocket", config.pubsub.ws_prefix)
 
     def serve(self, conn: Connection, request: Request, path: str) -> bool:
         settings = self.settings
@@ -142,7 +145,7 @@ class WebSockets:
             if not confirmed:
                 log.warning("%s: Redis did not confirm the subscription to %s: 503", conn.peer, ",".join(channels))
                 return conn.error(503, request)
-            conn.send(accept)
+            conn.switch_protocols(request, accept)
             socket.run()
         except OSError as exc:
             log.debug("%s: WebSocket client gone: %s", conn.peer, exc)
@@ -172,7 +175,8 @@ class WebSocket:
         self.channels = channels
         self.settings = settings = handler.settings
         self.id = jobs.new_job_id()
-        self.subscriber = Subscriber(channels, settings.client_buffer, conn.notify, conn.abort, handler.relay.ledger)
+        self.subscriber = Subscriber(channels, settings.client_buffer, conn.notify, conn.abort, handler.relay.ledger,
+                                     kind="websocket")
         self._partial: list[Any] = []
         self._partial_size = 0
         self.closed = False

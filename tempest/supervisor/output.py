@@ -85,6 +85,13 @@ class RotatingFile:
         self._fd = new
         self._size = 0
 
+    def reopen(self) -> None:
+        """Open the file again under its name (logrotate moved it): on SIGUSR1."""
+        new = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.close(self._fd)
+        self._fd = new
+        self._size = os.fstat(new).st_size
+
     def close(self) -> None:
         os.close(self._fd)
 

@@ -95,6 +95,14 @@ class Supervisor:
         self.stop(target)
         self.start(target)
 
+    def reopen_logs(self) -> None:
+        """Reopen the processes' log files (SIGUSR1); a file that cannot be is logged, kept."""
+        for path, handle in self._files.items():
+            try:
+                handle.reopen()
+            except OSError as exc:
+                log.error("cannot reopen %s: %s; writing to the old file", path, exc.strerror)
+
     def every_child(self) -> list[Child]:
         """Every child, the reserved programs' included."""
         return [c for p in self.programs.values() for c in p.children]

@@ -181,13 +181,16 @@ def test_malformed_answer_is_502(tempestd_factory, redis_client, payload):
     assert daemon.info()["bad_answers"] == 1
 
 
-def test_no_answer_is_504(tempestd_factory):
+def test_a_job_taken_but_not_answered_is_504(tempestd_factory, redis_client):
     daemon = tempestd_factory(front={"queue": "nobody", "timeout": "0.5"})
     started = time.monotonic()
-    status, _, body = http("GET", daemon.base + "/")
+    thread, result = in_thread(http, "GET", daemon.base + "/")
+    take_job(redis_client, "nobody")  # a worker took it, and never answers
+    thread.join(10)
+    status, _, body = result["value"]
     assert status == 504 and body == b"504 Gateway Timeout\n"
     assert time.monotonic() - started < 5
-    assert daemon.info()["timeouts"] == 1
+    assert daemon.info()["timeouts"] == 1 and daemon.info()["not_taken"] == 0
 
 
 def test_route_longest_prefix_picks_queue_and_timeout(tempestd_factory, redis_client):
@@ -196,9 +199,10 @@ def test_route_longest_prefix_picks_queue_and_timeout(tempestd_factory, redis_cl
                                  "route:/api/slow/": {"queue": "r-slow", "timeout": "0.3"}})
     assert answer_with(daemon, redis_client, "r-api", b'[201, {}, "api"]', "/api/thing")[0] == 201
     assert answer_with(daemon, redis_client, "r-default", b'[202, {}, "other"]', "/apix")[0] == 202
-    status, _, _ = http("GET", daemon.base + "/api/slow/x")
-    assert status == 504
-    assert redis_client.llen("r-slow") == 1
+    thread, result = in_thread(http, "GET", daemon.base + "/api/slow/x")
+    take_job(redis_client, "r-slow")  # the route's queue
+    thread.join(10)
+    assert result["value"][0] == 504  # the route's timeout: 0.3 s, not the default 30
 
 
 def test_full_queue_is_503(tempestd_factory, redis_client):
@@ -378,18 +382,20 @@ def test_http11_needs_exactly_one_host(tempestd_factory, head):
 
 def test_http10_without_host_is_served(tempestd_factory, redis_client):
     daemon = tempestd_factory(front={"queue": "host-10", "timeout": "0.5"})
-    reply = raw_exchange(daemon.port, b"GET / HTTP/1.0\r\n\r\n")
-    assert reply.startswith(b"HTTP/1.1 504")  # a job was made (nobody answers it)
-    assert take_job(redis_client, "host-10")[1][0]["url"] == "/"
+    thread, result = in_thread(raw_exchange, daemon.port, b"GET / HTTP/1.0\r\n\r\n")
+    assert take_job(redis_client, "host-10")[1][0]["url"] == "/"  # a job was made
+    thread.join(10)
+    assert result["value"].startswith(b"HTTP/1.1 504")  # nobody answers it
 
 
 def test_an_absolute_target_is_routed_by_its_path(tempestd_factory, redis_client):
     daemon = tempestd_factory(front={"queue": "abs-default", "timeout": "0.5"},
                               **{"route:/raw/": {"queue": "abs-raw"}})
-    reply = raw_exchange(daemon.port, b"GET http://elsewhere:81/raw/x?a=1 HTTP/1.1\r\nHost: elsewhere:81\r\n"
-                                      b"Connection: close\r\n\r\n")
-    assert reply.startswith(b"HTTP/1.1 504")
+    thread, result = in_thread(raw_exchange, daemon.port, b"GET http://elsewhere:81/raw/x?a=1 HTTP/1.1\r\n"
+                               b"Host: elsewhere:81\r\nConnection: close\r\n\r\n")
     assert take_job(redis_client, "abs-raw")[1][0]["url"] == "/raw/x?a=1"  # the route's queue, the path
+    thread.join(10)
+    assert result["value"].startswith(b"HTTP/1.1 504")
     assert redis_client.llen("abs-default") == 0
     reply = raw_exchange(daemon.port, b"GET ftp://h/raw/x HTTP/1.1\r\nHost: h\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 400")

@@ -42,7 +42,7 @@ def check_after(daemon):
     """tempestd is up, serves a normal request and logged no traceback."""
     assert daemon.proc.poll() is None, daemon.log()[-3000:]
     status, headers, _ = http("GET", daemon.base + "/after-fuzzing", timeout=10)
-    assert status == 504 and headers["server"] == "tempest"  # no worker on fuzz-e2e: the timeout's answer
+    assert status == 503 and headers["server"] == "tempest"  # no worker on fuzz-e2e: at once, or after the timeout
     assert "Traceback" not in daemon.log(), daemon.log()[-5000:]
 
 

@@ -60,6 +60,8 @@ def test_sample_ini_loads_with_its_values_and_documented_defaults():
     assert conf.front.timeout == 30.0
     assert conf.front.max_body == 1024 * 1024
     assert conf.front.max_queue_length == 10000
+    assert conf.front.access_log == str(ROOT / "log" / "access.log")  # relative to the INI file
+    assert conf.admin.listen == ("127.0.0.1", 1338)
     # keys the sample leaves out take the documented defaults
     assert conf.tempest.log_file == ""
     assert conf.redis.server_bin == ""
@@ -71,7 +73,8 @@ def test_sample_ini_loads_with_its_values_and_documented_defaults():
     assert conf.front.max_answer == 64 * 1024 * 1024
     assert conf.front.backlog == 2048
     assert conf.front.graceful_timeout == 10.0
-    assert conf.front.access_log is False
+    assert conf.front.access_log_format == '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(L)s'
+    assert conf.admin.max_connections == 64
     # the [route:/slow/] example is commented out
     assert conf.routes == []
     assert conf.route_for("/slow/x") == config.Route("/", "tempest", 30.0)
@@ -264,7 +267,7 @@ def test_converted_values_through_the_file(load_ini):
     assert conf.front.max_answer == 1024 ** 3
     assert conf.front.timeout == 2.5
     assert conf.front.backlog == 16
-    assert conf.front.access_log is True
+    assert conf.front.access_log == "log"  # on: tempestd's own log
     assert conf.front.max_queue_length == 0
 
 
