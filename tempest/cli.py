@@ -18,27 +18,42 @@ from tempest.errors import ConfigError, ExitCode, StartupError
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+# where tempestd and tempest look for the INI file when -c is not given, in this order
+CONFIG_PLACES = ("./tempest.ini", "/etc/tempest/tempest.ini")
+CONFIG_HELP = f"the INI file (default: the first of {', '.join(CONFIG_PLACES)})"
+
+
 def main(argv: Sequence[str] | None = None) -> ExitCode:
-    """tempestd -c FILE [--check]"""
+    """tempestd [-c FILE] [--check] | tempestd --init DIR"""
     parser = argparse.ArgumentParser(prog="tempestd", description="The tempest application server.")
-    parser.add_argument("-c", "--config", required=True, metavar="FILE", help="the INI file")
+    parser.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
     parser.add_argument("--check", action="store_true", help="validate the INI file and exit")
     parser.add_argument("--pidfile", metavar="FILE", help="write the pid here; refuse to start if a live tempestd holds it")
+    parser.add_argument("--init", metavar="DIR", help="write the sample tempest.ini and tempestd.service into DIR and exit")
     parser.add_argument("--version", action="version", version=f"tempestd {__version__}")
     args = parser.parse_args(argv)
+    if args.init is not None:
+        if args.config or args.check or args.pidfile:
+            parser.error("--init DIR takes no other option")
+        return _init(args.init)
+    path = args.config or _find_config("tempestd")
+    if path is None:
+        return ExitCode.USAGE
     if not args.check:
         from gevent import monkey
 
         monkey.patch_all()
     try:
-        settings = config.load(args.config)
+        settings = config.load(path)
     except ConfigError as exc:
         print(f"tempestd: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     if args.check:
-        print(f"tempestd: {args.config}: OK")
+        print(f"tempestd: {path}: OK")
         return ExitCode.OK
     setup_logging(settings.tempest.log_level, settings.tempest.log_file)
+    if not args.config:
+        logging.getLogger("tempest").info("no -c: using %s (looked in %s)", path, _looked_in(path))
     from tempest.daemon import Daemon
 
     try:
@@ -49,6 +64,36 @@ def main(argv: Sequence[str] | None = None) -> ExitCode:
     except Exception:
         logging.getLogger("tempest").exception("tempestd failed")
         return ExitCode.RUNTIME
+
+
+def _find_config(prog: str) -> str | None:
+    """The first of CONFIG_PLACES that exists; None, with the places on stderr, if none does."""
+    for place in CONFIG_PLACES:
+        if os.path.exists(place):
+            return place
+    print(f"{prog}: no -c FILE, and no INI file in {', '.join(CONFIG_PLACES)} "
+          f"(tempestd --init DIR writes a sample one)", file=sys.stderr)
+    return None
+
+
+def _looked_in(found: str) -> str:
+    return ", ".join(CONFIG_PLACES[:CONFIG_PLACES.index(found) + 1])
+
+
+def _init(directory: str) -> ExitCode:
+    from tempest import sample
+
+    try:
+        ini, unit = sample.write(directory)
+    except FileExistsError as exc:
+        print(f"tempestd: --init: {exc.filename} exists; not overwritten (nothing written)", file=sys.stderr)
+        return ExitCode.USAGE
+    except OSError as exc:
+        print(f"tempestd: --init: cannot write into {directory}: {exc.strerror or exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    print(f"tempestd: wrote {ini} and {unit}")
+    print(f"start it with: cd {os.path.dirname(ini)} && {sample.tempestd_path()}")
+    return ExitCode.OK
 
 
 def setup_logging(level: str, path: str = "") -> None:
@@ -91,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("check",) + CONTROL_COMMANDS:
         sub = commands.add_parser(name, help=HELP[name])
-        sub.add_argument("-c", "--config", required=True, metavar="FILE")
+        sub.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
         if name in ("status", "pid"):
             sub.add_argument("targets", nargs="*", metavar="TARGET", help="NAME, NAME:INDEX, a glob, or all")
         if name == "status":
@@ -107,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("target", help="NAME:INDEX (or NAME of a single process)")
             sub.add_argument("stream", nargs="?", choices=("stdout", "stderr"), default="stdout")
     publish = commands.add_parser("publish", help="publish a message to a pub/sub channel")
-    publish.add_argument("-c", "--config", required=True, metavar="FILE")
+    publish.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
     publish.add_argument("channel")
     publish.add_argument("data", help="the message's data (text; with --json, a JSON value)")
     publish.add_argument("--event", help="SSE event name")
@@ -121,13 +166,16 @@ def _tempest(argv: Sequence[str] | None) -> int:
     if args.command == "config-docs":
         print(config.markdown())
         return ExitCode.OK
+    path = args.config or _find_config("tempest")
+    if path is None:
+        return ExitCode.USAGE
     try:
-        settings = config.load(args.config)
+        settings = config.load(path)
     except ConfigError as exc:
         print(f"tempest: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     if args.command == "check":
-        print(f"tempest: {args.config}: OK")
+        print(f"tempest: {path}: OK")
         return ExitCode.OK
     if args.command == "publish":
         return _publish(settings, args)
