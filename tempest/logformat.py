@@ -97,11 +97,18 @@ ATOMS: dict[str, Callable[[Entry], str]] = {
 }
 
 
+SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")  # never logged
+
+
 class _Checker:
     """Formats a format with placeholder atoms: a KeyError names an unknown one."""
 
     def __getitem__(self, key: str) -> str:
-        if key in ATOMS or (key[:1] == "{" and key[-2:] == "}i" and len(key) > 3):
+        if key in ATOMS:
+            return "x"
+        if key[:1] == "{" and key[-2:] == "}i" and len(key) > 3:
+            if key[1:-2].lower() in SECRET_HEADERS:
+                raise ValueError(f"%({key})s would write a secret (a password, a session) to the log")
             return "x"
         raise KeyError(key)
 
@@ -114,6 +121,10 @@ def check_format(raw: str) -> str:
     except KeyError as exc:
         raise ValueError(f"unknown atom %({exc.args[0]})s in {fmt!r}; known: "
                          f"{' '.join(ATOMS)} and {{header}}i") from None
-    except (TypeError, ValueError) as exc:
+    except ValueError as exc:
+        if "secret" in str(exc):
+            raise
+        raise ValueError(f"not a format of %(atom)s placeholders ({exc}): {fmt!r}") from None
+    except TypeError as exc:
         raise ValueError(f"not a format of %(atom)s placeholders ({exc}): {fmt!r}") from None
     return fmt
