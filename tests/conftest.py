@@ -34,4 +34,5 @@ def tempestd_factory(tmp_path, redis_server):
         return daemon.start() if start else daemon
 
     yield factory
-    Tempestd.stop_all(started)
+    for daemon in started:
+        daemon.stop()
