@@ -349,11 +349,12 @@ def _parse_error(exc: configparser.Error) -> str:
 
 
 def _unquote(text: str) -> str:
-    """configparser hands the bad line over already repr()'d."""
+    """Before Python 3.13 configparser hands the bad line over repr()'d; from 3.13, as it is."""
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         return text
+    return value if isinstance(value, str) else text  # a line such as 42 or [1]: the text itself
 
 
 def _section(path: str, name: str, raw: Mapping[str, str]) -> dict[str, Any]:

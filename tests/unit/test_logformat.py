@@ -26,3 +26,14 @@ def test_escape_keeps_plain_text_and_escapes_what_could_forge_a_line():
     assert escape('a"b\\c') == 'a\\"b\\\\c'
     assert escape("x\r\ny\x00\xff") == "x\\x0d\\x0ay\\x00\\xff"
     assert escape("\u20ac") == "\\xe2\\x82\\xac"
+
+
+def test_a_bad_line_that_is_a_python_literal_is_a_clear_config_error(tmp_path):
+    """Python 3.13's configparser no longer repr()s the bad line: 42 must stay the text '42'."""
+    from tempest import config
+    from tempest.errors import ConfigError
+
+    path = tmp_path / "bad.ini"
+    path.write_text("[tempest]\n42\n")
+    with pytest.raises(ConfigError, match=r"line 2: not 'key = value': '42'"):
+        config.load(str(path))
