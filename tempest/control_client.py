@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 import simplejson as json
 
 from tempest.config import Config
@@ -30,7 +32,10 @@ class ControlError(Exception):
 def run(settings: Config, args: argparse.Namespace) -> int:
     """Run one control command; the exit status."""
     path = socket_path(settings)
-    client = redis.Redis(unix_socket_path=path, protocol=2, socket_timeout=120, decode_responses=False)
+    # no retries: redis-py's default takes about 4 s to report a socket nobody listens on, and
+    # a retried STOP or START could run twice
+    client = redis.Redis(unix_socket_path=path, protocol=2, socket_timeout=120, decode_responses=False,
+                         retry=Retry(NoBackoff(), 0))
     try:
         return COMMANDS[args.command](client, args)
     except redis.ConnectionError as exc:
@@ -115,7 +120,8 @@ COMMANDS = {"status": status, "start": start, "restart": start, "stop": stop, "s
 
 
 def format_status(rows: list[dict[str, Any]]) -> str:
-    shown = [{**row, "pid": row["pid"] or "-", "uptime": uptime(row["uptime"]) if row["uptime"] else "-"}
+    # a process with a pid has an uptime, 0:00:00 in its first second too
+    shown = [{**row, "pid": row["pid"] or "-", "uptime": uptime(row["uptime"]) if row["pid"] else "-"}
              for row in rows]
     return format_table(STATUS_FIELDS, ([row[field] for field in STATUS_FIELDS] for row in shown))
 
