@@ -6,7 +6,7 @@ import json
 import os
 import signal
 
-from support import REPO, http, in_thread, start_worker, stop_group, wait_until
+from support import REPO, http, in_thread, start_worker, stop_group, stop_groups, wait_until
 
 from tempest import keys
 
@@ -41,15 +41,23 @@ def test_the_job_of_a_killed_worker_is_answered_by_another(tempestd_factory, red
 
 
 def test_a_job_that_kills_its_workers_goes_to_the_dead_letters(tempestd_factory, redis_server, tmp_path):
-    daemon = tempestd_factory(front={"queue": "killer", "timeout": "2", "redeliver_interval": "0.3",
+    # a job still on its queue at the route's timeout is taken back (a 503): each worker is up
+    # before the job reaches it, and the timeout is longer than both deliveries
+    daemon = tempestd_factory(front={"queue": "killer", "timeout": "5", "redeliver_interval": "0.3",
                                      "max_redeliveries": "1"})
     client = redis_server.client()
-    thread, result = in_thread(http, "GET", daemon.base + "/crash")
-    wait_until(lambda: client.llen("killer") == 1, timeout=10)
-    for attempt in range(2):  # the first delivery, then the one redelivery allowed
-        worker = start_worker(APP + ["killer"], redis_server.url, tmp_path, f"w{attempt}")
-        assert worker.wait(15) == 3  # os._exit(3) in the handler
-        wait_until(lambda: daemon.info()["jobs_redelivered"] + daemon.info()["jobs_dead"] == attempt + 1, timeout=10)
+    workers = [start_worker(APP + ["killer"], redis_server.url, tmp_path, "w0")]
+    try:
+        wait_until(lambda: client.scard(keys.WORKERS) == 1, timeout=10, message="the first worker registered")
+        thread, result = in_thread(http, "GET", daemon.base + "/crash")
+        for attempt in range(2):  # the first delivery, then the one redelivery allowed
+            assert workers[attempt].wait(15) == 3  # os._exit(3) in the handler
+            if attempt == 0:  # the next one starts while the dead one's heartbeat expires
+                workers.append(start_worker(APP + ["killer"], redis_server.url, tmp_path, "w1"))
+            wait_until(lambda: daemon.info()["jobs_redelivered"] + daemon.info()["jobs_dead"] == attempt + 1,
+                       timeout=10)
+    finally:
+        stop_groups(workers)
     assert daemon.info()["jobs_redelivered"] == 1 and daemon.info()["jobs_dead"] == 1
     [dead] = client.lrange(keys.dead("killer"), 0, -1)
     assert json.loads(dead)[1][0]["url"] == "/crash"
@@ -92,11 +100,14 @@ def test_a_clean_stop_leaves_nothing_behind(tempestd_factory, redis_server, tmp_
     tempestd_factory(front={"queue": "tidy"})
     client = redis_server.client()
     worker = start_worker(APP + ["tidy"], redis_server.url, tmp_path)
-    wait_until(lambda: client.scard(keys.WORKERS) == 1, timeout=10)
-    [entry] = client.smembers(keys.WORKERS)
-    worker_id = entry.decode().split(" ", 1)[1]
-    assert client.exists(keys.alive(worker_id))
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(10) == 0
+    try:
+        wait_until(lambda: client.scard(keys.WORKERS) == 1, timeout=10)
+        [entry] = client.smembers(keys.WORKERS)
+        worker_id = entry.decode().split(" ", 1)[1]
+        assert client.exists(keys.alive(worker_id))
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(10) == 0
+    finally:
+        stop_group(worker)  # not left registered for the next tests if this one fails
     assert client.scard(keys.WORKERS) == 0 and not client.exists(keys.alive(worker_id))
     assert not client.keys(keys.processing("tidy", "*"))
