@@ -34,5 +34,4 @@ def tempestd_factory(tmp_path, redis_server):
         return daemon.start() if start else daemon
 
     yield factory
-    for daemon in started:
-        daemon.stop()
+    Tempestd.stop_all(started)

@@ -64,6 +64,33 @@ def stop_group(proc, sig=signal.SIGTERM, timeout=10.0):
         proc.wait(5)
 
 
+def stop_groups(procs, sig=signal.SIGTERM, timeout=10.0):
+    """``stop_group`` for several processes at once: every group is signalled first, then all
+    are awaited within one deadline (one second for five idle workers, not five), then
+    whatever is left is killed."""
+    procs = [proc for proc in procs if proc is not None]
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in procs:
+        stop_group(proc, signal.SIGKILL)  # whatever is left of each group
+
+
+def kill_groups(procs):
+    """SIGKILL processes whose stop is not under test (a worker that is not reliable, at
+    teardown): at once, where SIGTERM lets an idle worker finish its BLPOP (up to a second)."""
+    stop_groups(procs, signal.SIGKILL, 5.0)
+
+
 class RedisServer:
     """A real redis-server on a free port, in a temporary directory."""
 
@@ -209,6 +236,14 @@ class Tempestd:
             stop_group(self.proc, sig, timeout)
             self._log.close()
         return self.proc.returncode if self.proc else None
+
+    @staticmethod
+    def stop_all(daemons, sig=signal.SIGTERM, timeout=15):
+        """Stop several tempestd at once (``stop_groups``), as a fixture's teardown does."""
+        started = [daemon for daemon in daemons if daemon.proc is not None]
+        stop_groups([daemon.proc for daemon in started], sig, timeout)
+        for daemon in started:
+            daemon._log.close()
 
 
 def start_worker(module_args, redis_url, directory, name="worker", extra_env=None):

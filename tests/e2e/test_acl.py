@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from sseclient import SSE, WS
-from support import RedisServer, Tempestd, http, in_thread, start_worker, stop_group, wait_until
+from support import RedisServer, Tempestd, http, in_thread, kill_groups, start_worker, wait_until
 
 from tempest import keys
 
@@ -181,8 +181,7 @@ def stack(tmp_path):
         yield stack
         assert FRONT_PASSWORD not in daemon.log(), "tempestd logged its Redis password"
     finally:
-        for proc in workers:
-            stop_group(proc)
+        kill_groups(workers)  # their registrations go with this stack's own Redis
         daemon.stop()
         server.stop()
 

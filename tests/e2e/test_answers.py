@@ -6,7 +6,7 @@ import time
 import pytest
 import redis
 
-from support import wait_until
+from support import kill_groups, wait_until
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_password_required_when_configured(tempestd_factory, redis_client):
 def test_worker_library_answers_with_password(tempestd_factory, redis_server, tmp_path):
     import os
 
-    from support import REPO, http, start_worker, stop_group
+    from support import REPO, http, start_worker
 
     daemon = tempestd_factory(front={"queue": "secret2", "answer_password": "pw"})
     worker = start_worker([os.path.join(REPO, "tests", "workers", "echo.py"), "secret2"], redis_server.url,
@@ -123,7 +123,7 @@ def test_worker_library_answers_with_password(tempestd_factory, redis_server, tm
     try:
         assert http("GET", daemon.base + "/pw")[0] == 200
     finally:
-        stop_group(worker)
+        kill_groups([worker])
     wait_until(lambda: worker.poll() is not None)
 
 

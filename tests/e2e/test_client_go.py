@@ -17,7 +17,7 @@ import time
 import pytest
 
 import support
-from support import REPO, RedisServer, http, in_thread, start_worker, stop_group, wait_until
+from support import REPO, RedisServer, http, in_thread, kill_groups, start_worker, wait_until
 from sseclient import SSE
 
 CLIENT = os.path.join(REPO, "clients", "go")
@@ -48,8 +48,7 @@ def started(go_build):
     """The worker processes a test starts, stopped (their whole group) at teardown."""
     procs = []
     yield procs
-    for proc in procs:
-        stop_group(proc)
+    kill_groups(procs)  # what a test stops gracefully (reliable workers, SIGTERM) it stops itself
 
 
 def start_go(started, args, redis_url, directory, name="go"):
@@ -247,8 +246,7 @@ def python_workers(site, redis_server, tmp_path):
              start_worker([ROUTING, "greeter", queue + "-pygreet"], redis_server.url, tmp_path, "pygreet"),
              start_worker([ROUTING, "squarer", queue + "-pysq"], redis_server.url, tmp_path, "pysq")]
     yield procs
-    for proc in procs:
-        stop_group(proc)
+    kill_groups(procs)  # plain workers: their stop is not under test
 
 
 def test_forward_to_a_python_worker(site, python_workers):

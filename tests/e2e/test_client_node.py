@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from support import REPO, RedisServer, http, in_thread, missing_runtime, session_cookie, start_worker, stop_group, wait_until
+from support import REPO, RedisServer, http, in_thread, kill_groups, missing_runtime, session_cookie, start_worker, stop_group, wait_until
 
 from sseclient import SSE
 
@@ -41,8 +41,7 @@ def started():
     """Node processes started by a test, stopped (by process group) at its end."""
     procs = []
     yield procs
-    for proc in procs:
-        stop_group(proc)
+    kill_groups(procs)  # what a test stops gracefully (reliable workers, SIGTERM) it stops itself
 
 
 def start_node(node, started, args, redis_url, directory, name="node", extra_env=None):
@@ -254,7 +253,7 @@ def test_forward_to_a_python_worker(site, redis_server, tmp_path):
         assert status == 200 and body.decode().startswith("greeted /forward from ")
         assert site.info()["answers_dropped"] == 0
     finally:
-        stop_group(greeter)
+        kill_groups([greeter])
 
 
 def test_forward_from_a_python_worker_and_failure_of_the_last_one(node, started, tempestd_factory, redis_server,
@@ -269,7 +268,7 @@ def test_forward_from_a_python_worker_and_failure_of_the_last_one(node, started,
         assert (status, body) == (500, b"500 Internal Server Error\n")
         assert daemon.info()["answers_dropped"] == 0
     finally:
-        stop_group(front)
+        kill_groups([front])
 
 
 def test_gather_from_two_parts(site, node, started, redis_server, tmp_path, redis_client):
@@ -283,7 +282,7 @@ def test_gather_from_two_parts(site, node, started, redis_server, tmp_path, redi
         assert (status, body, headers["x-missing"]) == (200, b"1", "1")  # the missing part is null
         redis_client.delete(silent)
     finally:
-        stop_group(python_part)
+        kill_groups([python_part])
 
 
 # 6. failures

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from sseclient import SSE
-from support import REPO, RedisServer, http, in_thread, missing_runtime, raw_exchange, session_cookie, start_worker, stop_group, wait_until
+from support import REPO, RedisServer, http, in_thread, kill_groups, missing_runtime, raw_exchange, session_cookie, start_worker, wait_until
 
 HELLO = os.path.join(REPO, "clients", "php", "examples", "hello.php")
 APP = os.path.join(REPO, "tests", "clients", "php", "app.php")
@@ -22,9 +22,9 @@ ROUTING = os.path.join(REPO, "tests", "workers", "routing.py")
 TEXT = "text/plain"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def php():
-    """The php binary, with the redis and pcntl extensions."""
+    """The php binary, with the redis and pcntl extensions (checked once: it starts a php)."""
     found = shutil.which("php")
     if not found:
         missing_runtime("php (Debian's php-cli) is not installed")
@@ -52,8 +52,7 @@ def workers(php, tmp_path):
         return proc
 
     yield start
-    for proc in started:
-        stop_group(proc)
+    kill_groups(started)  # what a test stops gracefully (reliable workers, SIGTERM) it stops itself
 
 
 def read_until(conn, end):
@@ -207,8 +206,7 @@ def test_forward_to_and_from_python_workers_and_gather(tempestd_factory, redis_s
         assert (status, body, headers["x-missing"]) == (200, b"1", "1")
         assert daemon.info()["answers_dropped"] == 0
     finally:
-        for proc in python:
-            stop_group(proc)
+        kill_groups(python)
         import redis
 
         redis.Redis(port=redis_server.port).delete("silent")

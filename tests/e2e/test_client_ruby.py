@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from support import REPO, RedisServer, free_port, http, in_thread, session_cookie, start_worker, stop_group, wait_until
+from support import REPO, RedisServer, free_port, http, in_thread, kill_groups, session_cookie, start_worker, stop_group, wait_until
 from sseclient import SSE
 
 HELLO = os.path.join(REPO, "clients", "ruby", "examples", "hello.rb")
@@ -21,8 +21,8 @@ APP = os.path.join(REPO, "tests", "clients", "ruby", "app.rb")
 ROUTING = os.path.join(REPO, "tests", "workers", "routing.py")
 
 
-@pytest.fixture(autouse=True)
-def ruby_runtime():
+@pytest.fixture(autouse=True, scope="module")
+def ruby_runtime():  # checked once: it starts a ruby
     if shutil.which("ruby") is None:
         support_missing("ruby is not installed")
     check = subprocess.run(["ruby", "-e", 'require "redis"'], capture_output=True, timeout=30)
@@ -52,8 +52,7 @@ def queue_name(request):
 def workers():
     started = []
     yield started
-    for proc in started:
-        stop_group(proc)
+    kill_groups(started)  # what a test stops gracefully (reliable workers, SIGTERM) it stops itself
 
 
 def serve(tempestd_factory, redis_server, tmp_path, workers, request, front=None, count=1, **sections):

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from sseclient import SSE
-from support import REPO, RedisServer, http, in_thread, session_cookie, start_worker, stop_group, wait_until
+from support import REPO, RedisServer, http, in_thread, kill_groups, session_cookie, start_worker, stop_group, wait_until
 
 HELLO = os.path.join(REPO, "clients", "shell", "hello.sh")
 APP = os.path.join(REPO, "tests", "clients", "shell", "app.sh")
@@ -52,7 +52,7 @@ def site(tempestd_factory, redis_server, tmp_path, request):
     wait_until(lambda: http("GET", daemon.base + "/ping", timeout=5)[0] == 200, 15, interval=0.1,
                message="the shell worker serving")
     yield daemon
-    stop_group(worker)
+    kill_groups([worker])  # a plain worker: its stop is not under test
 
 
 def test_hello_world_under_tempestd(tempestd_factory):
@@ -155,7 +155,7 @@ def test_forward_to_a_python_worker(site, redis_server, tmp_path):
         assert status == 200
         assert body.decode().startswith("greeted /forward from ")  # the Python greeter answered
     finally:
-        stop_group(greeter)
+        kill_groups([greeter])
 
 
 def test_forward_from_a_python_worker(tempestd_factory, redis_server, tmp_path):
@@ -168,8 +168,7 @@ def test_forward_from_a_python_worker(tempestd_factory, redis_server, tmp_path):
         assert status == 200 and body == b"greeted /somewhere by shell"  # under the greet action
         assert daemon.info()["answers_dropped"] == 0
     finally:
-        stop_group(front)
-        stop_group(shell)
+        kill_groups([front, shell])
 
 
 def test_gather_from_two_parts_and_a_missing_one(site, redis_server, redis_client, tmp_path):
@@ -185,8 +184,7 @@ def test_gather_from_two_parts_and_a_missing_one(site, redis_server, redis_clien
         assert not redis_client.keys("tempest:gather:*")  # the gatherer removed its streams
         redis_client.delete(silent)
     finally:
-        for squarer in squarers:
-            stop_group(squarer)
+        kill_groups(squarers)
 
 
 def test_a_failing_handler_answers_500_and_the_worker_goes_on(site):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from support import (REPO, RedisServer, free_port, http, render_ini, start_worker, stop_group,
+from support import (REPO, RedisServer, free_port, http, kill_groups, render_ini, start_worker, stop_group,
                      tempestd_command, wait_until)
 from test_front import ECHO, in_thread, take_job
 
@@ -147,7 +147,7 @@ def test_hello_example_counts(tempestd_factory, redis_server, tmp_path):
         bodies = [http("GET", daemon.base + "/")[2] for _ in range(3)]
         assert bodies == [b"Hello world! #1", b"Hello world! #2", b"Hello world! #3"]
     finally:
-        stop_group(worker)
+        kill_groups([worker])
 
 
 def test_worker_reconnects_after_redis_restart(tempestd_factory, tmp_path):
@@ -161,7 +161,7 @@ def test_worker_reconnects_after_redis_restart(tempestd_factory, tmp_path):
         assert wait_until(lambda: http("GET", daemon.base + "/2", timeout=5)[0] == 200, 20, interval=0.2)
         assert worker.poll() is None
     finally:
-        stop_group(worker)
+        kill_groups([worker])
         own.stop()
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from support import REPO, http, in_thread, raw_exchange, start_worker, stop_group, wait_until
+from support import REPO, http, in_thread, kill_groups, raw_exchange, start_worker, wait_until
 
 ECHO = [os.path.join(REPO, "tests", "workers", "echo.py")]
 
@@ -19,7 +19,7 @@ def echo_daemon(tempestd_factory, redis_server, tmp_path, request):
     daemon = tempestd_factory(front={"queue": queue})
     worker = start_worker(ECHO + [queue], redis_server.url, tmp_path)
     yield daemon
-    stop_group(worker)
+    kill_groups([worker])  # a plain worker: its stop is not under test
 
 
 def take_job(client, queue, timeout=10):
@@ -367,7 +367,7 @@ def test_wsgi_application_behind_tempestd(tempestd_factory, redis_server, tmp_pa
         status, headers, body = http("GET", daemon.base + "/sized")
         assert (status, body) == (200, b"sized") and headers["content-length"] == "5"
     finally:
-        stop_group(worker)
+        kill_groups([worker])
 
 
 @pytest.mark.parametrize("head", [

@@ -3,7 +3,7 @@
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from support import http, start_worker, stop_group
+from support import http, kill_groups, start_worker
 from test_front import ECHO
 
 
@@ -24,5 +24,4 @@ def test_200_concurrent_requests_over_4_workers(tempestd_factory, redis_server, 
         info = daemon.info()
         assert info["answers"] == 200 and info["answers_dropped"] == 0 and info["pending_jobs"] == 0
     finally:
-        for worker in workers:
-            stop_group(worker)
+        kill_groups(workers)

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from support import REPO, http, raw_exchange, start_worker, stop_group, wait_until
+from support import REPO, http, kill_groups, raw_exchange, start_worker, wait_until
 
 APP = os.path.join(REPO, "tests", "workers", "routing.py")
 
@@ -19,8 +19,7 @@ def site(tempestd_factory, redis_server, tmp_path, request):
     workers += [start_worker([APP, "squarer", f"{prefix}-sq{i}"], redis_server.url, tmp_path, f"sq{i}") for i in range(3)]
     daemon.prefix = prefix
     yield daemon
-    for worker in workers:
-        stop_group(worker)
+    kill_groups(workers)  # plain workers: their stop is not under test
 
 
 def test_a_forwarded_job_is_answered_by_the_next_worker(site):

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from support import REPO, RedisServer, free_port, http, redis_server_binary, start_worker, stop_group, wait_until
+from support import REPO, RedisServer, free_port, http, kill_groups, redis_server_binary, start_worker, stop_group, wait_until
 
 ECHO = [os.path.join(REPO, "tests", "workers", "echo.py")]
 
@@ -79,7 +79,7 @@ def test_requests_through_sentinel_and_a_failover(cluster, tempestd_factory, tmp
             assert status == 200, body
         assert daemon.info()["push_errors"] == 0
     finally:
-        stop_group(worker)
+        kill_groups([worker])
 
 
 def test_a_bad_sentinel_url_is_a_config_error(tmp_path):

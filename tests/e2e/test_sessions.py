@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from support import REPO, http, start_worker, stop_group, wait_until
+from support import REPO, http, kill_groups, start_worker, wait_until
 
 APP = [os.path.join(REPO, "tests", "workers", "sessions_app.py")]
 COOKIE = re.compile(r"^sid=(([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{22})); Path=/; Max-Age=600; HttpOnly; SameSite=Lax$")
@@ -36,7 +36,7 @@ def site(tempestd_factory, redis_server, tmp_path, request):
     queue = re.sub(r"[^A-Za-z0-9_-]", "-", f"sess-{request.node.name}")[:60]
     daemon, worker = start_site(tempestd_factory, redis_server, tmp_path, queue)
     yield daemon
-    stop_group(worker)
+    kill_groups([worker])  # a plain worker: its stop is not under test
 
 
 def get(daemon, path, cookie=None, cookies="", secret=SECRET):
@@ -106,7 +106,7 @@ def test_rotation_a_cookie_signed_with_the_second_secret_verifies(tempestd_facto
         body, new, _ = get(daemon, "/whoami", f"{session_id}.{mac('a-secret-no-longer-kept', session_id)}")
         assert body == "nobody" and new  # signed with the first secret (checked by get)
     finally:
-        stop_group(worker)
+        kill_groups([worker])
 
 
 def test_the_secret_file_is_read_and_no_secret_is_ever_logged(tempestd_factory, redis_server, tmp_path):
@@ -122,7 +122,7 @@ def test_the_secret_file_is_read_and_no_secret_is_ever_logged(tempestd_factory, 
         log = daemon.log()  # log_level = debug
         assert "does not verify" in log and SECRET not in log and OLD not in log
     finally:
-        stop_group(worker)
+        kill_groups([worker])
 
 
 def test_a_reload_rotates_the_secrets_of_the_file(tempestd_factory, redis_server, tmp_path):
@@ -143,7 +143,7 @@ def test_a_reload_rotates_the_secrets_of_the_file(tempestd_factory, redis_server
         body, new, _ = get(daemon, "/count", cookie)
         assert body == "1" and new and new.split(".")[0] != cookie.split(".")[0]
     finally:
-        stop_group(worker)
+        kill_groups([worker])
 
 
 def test_login_regenerates_the_id_and_keeps_the_fields(site, redis_server):
@@ -196,4 +196,4 @@ def test_no_sessions_without_session_cookie(tempestd_factory, redis_server, tmp_
         status, headers, body = http("GET", daemon.base + "/count")
         assert (status, body) == (200, b"no session") and "set-cookie" not in headers
     finally:
-        stop_group(worker)
+        kill_groups([worker])

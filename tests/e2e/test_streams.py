@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from support import REPO, http, start_worker, stop_group, wait_until
+from support import REPO, http, kill_groups, start_worker, wait_until
 
 APP = [os.path.join(REPO, "tests", "workers", "streamer.py")]
 
@@ -19,7 +19,7 @@ def site(tempestd_factory, redis_server, tmp_path, request):
     worker = start_worker(APP + [queue], redis_server.url, tmp_path)
     daemon.queue = queue
     yield daemon
-    stop_group(worker)
+    kill_groups([worker])  # a plain worker: its stop is not under test
 
 
 def read_until(sock, marker, buffer=b"", timeout=10):
