@@ -212,7 +212,13 @@ class Tempestd:
     def control(self, *command):
         import redis
 
-        client = redis.Redis(unix_socket_path=self.control_path, decode_responses=True, socket_timeout=60)
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # never retried: a command is sent once, and a missing socket is an error at once (not
+        # after redis-py's 4 s of retries)
+        client = redis.Redis(unix_socket_path=self.control_path, decode_responses=True, socket_timeout=60,
+                             retry=Retry(NoBackoff(), 0))
         try:
             return client.execute_command(*command)
         finally:

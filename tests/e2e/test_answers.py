@@ -5,6 +5,8 @@ import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from support import kill_groups, wait_until
 
@@ -102,10 +104,11 @@ def test_protocol_garbage_closes_with_error(daemon):
 
 def test_password_required_when_configured(tempestd_factory, redis_client):
     daemon = tempestd_factory(front={"queue": "secret", "answer_password": "s3cret"})
+    once = Retry(NoBackoff(), 0)  # redis-py retries a refused AUTH for about 4 s by default
     with pytest.raises(redis.AuthenticationError):
-        daemon.answer_client(password="wrong").ping()
+        daemon.answer_client(password="wrong", retry=once).ping()
     with pytest.raises(redis.AuthenticationError):  # HELLO 3 without AUTH, as Redis refuses it
-        daemon.answer_client().execute_command("url", "x", "[]")
+        daemon.answer_client(retry=once).execute_command("url", "x", "[]")
     assert raw(daemon.answer_port, command("url", "x", "[]")).startswith(b"-NOAUTH")
     assert raw(daemon.answer_port, command("AUTH", "s3cret") + command("url", "x", "[]")) == b"+OK\r\n+OK\r\n"
     assert daemon.answer_client(password="s3cret").ping() is True

@@ -159,6 +159,14 @@ def test_repeated_headers_reach_the_worker_joined(tempestd_factory, redis_client
     assert result["value"].startswith(b"HTTP/1.1 200 OK\r\n") and result["value"].endswith(b"\r\n\r\nok")
 
 
+def answer_job(job, payload=b'[200, {}, "ok"]'):
+    """Answer a job taken with take_job, as a worker does (so that its client need not wait
+    for the route's timeout)."""
+    _, _, respond_to, job_id = job
+    host, port = respond_to.rsplit(":", 1)
+    assert redis.Redis(host=host, port=int(port)).execute_command("url", job_id, payload) == b"OK"
+
+
 def answer_with(daemon, redis_client, queue, payload, path="/x"):
     thread, result = in_thread(http, "GET", daemon.base + path)
     _, _, respond_to, job_id = take_job(redis_client, queue)
@@ -213,8 +221,11 @@ def test_full_queue_is_503(tempestd_factory, redis_client):
     assert status == 503 and body == b"503 Service Unavailable\n"
     assert redis_client.llen("full") == 2
     assert daemon.info()["queue_full"] == 1
-    for thread, _ in waiting:
+    for _ in waiting:  # answered, rather than left to the route's timeout
+        answer_job(take_job(redis_client, "full"))
+    for thread, result in waiting:
         thread.join(10)
+        assert result["value"][0] == 200
 
 
 def test_malformed_http_is_400(echo_daemon):
@@ -287,8 +298,11 @@ def test_redis_down_is_503_then_recovers(tempestd_factory, tmp_path):
         assert daemon.info()["push_errors"] >= 1
         own = RedisServer(tmp_path / "own-redis", port=own.port).start()
         thread, result = in_thread(http, "GET", daemon.base + "/again")
-        assert take_job(own.client(), "flaky")[0] == "url"
+        job = take_job(own.client(), "flaky")
+        assert job[0] == "url"
+        answer_job(job)
         thread.join(10)
+        assert result["value"][0] == 200
     finally:
         own.stop()
 
@@ -301,14 +315,20 @@ def test_first_request_after_a_redis_restart_is_pushed_not_refused(tempestd_fact
     own = RedisServer(tmp_path / "own-redis").start()
     try:
         daemon = tempestd_factory(redis_url=own.url, front={"queue": "restart", "timeout": "5"})
-        thread, _ = in_thread(http, "GET", daemon.base + "/before")
-        assert take_job(own.client(), "restart")[0] == "url"
-        thread.join(10)  # a 504 after 5 s: nobody answers in this test
+        thread, result = in_thread(http, "GET", daemon.base + "/before")
+        job = take_job(own.client(), "restart")
+        assert job[0] == "url"
+        answer_job(job)
+        thread.join(10)
+        assert result["value"][0] == 200
         own.stop()
         own = RedisServer(tmp_path / "own-redis", port=own.port).start()
         thread, result = in_thread(http, "GET", daemon.base + "/after")
-        assert take_job(own.client(), "restart")[1][0]["url"] == "/after"
+        job = take_job(own.client(), "restart")
+        assert job[1][0]["url"] == "/after"
+        answer_job(job)
         thread.join(10)
+        assert result["value"][0] == 200
         assert daemon.info()["push_errors"] == 0
     finally:
         own.stop()
