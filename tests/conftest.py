@@ -23,15 +23,30 @@ def redis_client(redis_server):
     client.close()
 
 
-@pytest.fixture
-def tempestd_factory(tmp_path, redis_server):
-    """Start tempestd processes on rendered INI files; all are stopped at teardown."""
+def _tempestd_factory(directory, redis_server):
     started = []
 
     def factory(redis_url=None, start=True, env=None, **sections):
-        daemon = Tempestd(tmp_path / f"tempestd{len(started)}", redis_url or redis_server.url, env, **sections)
+        daemon = Tempestd(directory / f"tempestd{len(started)}", redis_url or redis_server.url, env, **sections)
         started.append(daemon)
         return daemon.start() if start else daemon
 
+    return factory, started
+
+
+@pytest.fixture
+def tempestd_factory(tmp_path, redis_server):
+    """Start tempestd processes on rendered INI files; all are stopped at teardown."""
+    factory, started = _tempestd_factory(tmp_path, redis_server)
+    yield factory
+    Tempestd.stop_all(started)
+
+
+@pytest.fixture(scope="module")
+def module_tempestd_factory(tmp_path_factory, redis_server):
+    """tempestd_factory for a tempestd that a module's tests share, stopped after the last of
+    them: only for tests that read what no test changes (static files, a fresh session each),
+    never for ones that count or read its log."""
+    factory, started = _tempestd_factory(tmp_path_factory.mktemp("module-tempestd"), redis_server)
     yield factory
     Tempestd.stop_all(started)

@@ -13,7 +13,15 @@ from support import kill_groups, wait_until
 
 @pytest.fixture
 def daemon(tempestd_factory):
+    """A tempestd of the test's own: for tests that count answers or declare actions (kept
+    for good)."""
     return tempestd_factory(front={"queue": "answers"})
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(module_tempestd_factory):
+    """One tempestd for the tests that neither count nor declare: they read only their replies."""
+    return module_tempestd_factory(front={"queue": "answers"})
 
 
 def raw(port, data):
@@ -31,15 +39,15 @@ def command(*args):
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
-def test_redis_py_8_resp3_greeting(daemon):
-    client = daemon.answer_client(protocol=3, client_name="w1")
+def test_redis_py_8_resp3_greeting(shared_daemon):
+    client = shared_daemon.answer_client(protocol=3, client_name="w1")
     assert client.ping() is True
     assert client.execute_command("url", "unknown-job", "[200, {}, \"x\"]") in (b"OK", "OK", True)
     assert client.client_getname() == b"w1"
 
 
-def test_node_style_lowercase_info_gets_redis_version(daemon):
-    reply = raw(daemon.answer_port, b"*1\r\n$4\r\ninfo\r\n")
+def test_node_style_lowercase_info_gets_redis_version(shared_daemon):
+    reply = raw(shared_daemon.answer_port, b"*1\r\n$4\r\ninfo\r\n")
     assert reply.startswith(b"$")
     assert b"redis_version:" in reply
 
@@ -50,8 +58,8 @@ def test_unknown_job_gets_ok_never_err(daemon):
     assert daemon.info()["answers_dropped"] == 1
 
 
-def test_unknown_command_is_an_error_and_connection_survives(daemon):
-    reply = raw(daemon.answer_port, b"*1\r\n$5\r\nBOGUS\r\n*1\r\n$4\r\nPING\r\n")
+def test_unknown_command_is_an_error_and_connection_survives(shared_daemon):
+    reply = raw(shared_daemon.answer_port, b"*1\r\n$5\r\nBOGUS\r\n*1\r\n$4\r\nPING\r\n")
     assert reply.startswith(b"-ERR unknown command 'bogus'")
     assert reply.endswith(b"+PONG\r\n")
 
@@ -72,8 +80,8 @@ def test_declared_actions_are_answers_and_get_ok(daemon):
 
 
 @pytest.mark.parametrize("names", [[], ["ping"], ["has space"], ["x" * 65]])
-def test_bad_action_declarations_are_refused(daemon, names):
-    reply = raw(daemon.answer_port, command("ACTIONS", *names))
+def test_bad_action_declarations_are_refused(shared_daemon, names):
+    reply = raw(shared_daemon.answer_port, command("ACTIONS", *names))
     assert reply.startswith(b"-ERR")
 
 
@@ -83,23 +91,23 @@ def test_declared_actions_are_bounded(daemon):
     assert reply.startswith(b"+OK\r\n-ERR too many actions")
 
 
-def test_greetings_of_other_clients(daemon):
+def test_greetings_of_other_clients(shared_daemon):
     commands = [[b"SELECT", b"0"], [b"CLIENT", b"SETNAME", b"ruby"], [b"CLIENT", b"SETINFO", b"lib-name", b"x"],
                 [b"HELLO", b"2"], [b"ECHO", b"hi"], [b"QUIT"], [b"PING"]]
     data = b"".join(command(*c) for c in commands)
-    reply = raw(daemon.answer_port, data)
+    reply = raw(shared_daemon.answer_port, data)
     assert reply.startswith(b"+OK\r\n+OK\r\n+OK\r\n*14\r\n")
     assert reply.endswith(b"$2\r\nhi\r\n+OK\r\n")  # nothing after QUIT
 
 
-def test_inline_commands_for_telnet(daemon):
-    assert raw(daemon.answer_port, b"PING\r\nping hello\r\n") == b"+PONG\r\n$5\r\nhello\r\n"
+def test_inline_commands_for_telnet(shared_daemon):
+    assert raw(shared_daemon.answer_port, b"PING\r\nping hello\r\n") == b"+PONG\r\n$5\r\nhello\r\n"
 
 
-def test_protocol_garbage_closes_with_error(daemon):
-    reply = raw(daemon.answer_port, b"*1\r\n:oops\r\n")
+def test_protocol_garbage_closes_with_error(shared_daemon):
+    reply = raw(shared_daemon.answer_port, b"*1\r\n:oops\r\n")
     assert reply.startswith(b"-ERR Protocol error")
-    assert daemon.info()["redis_version"]  # still serving
+    assert shared_daemon.info()["redis_version"]  # still serving
 
 
 def test_password_required_when_configured(tempestd_factory, redis_client):

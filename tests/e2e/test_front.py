@@ -13,8 +13,18 @@ from support import REPO, http, in_thread, kill_groups, raw_exchange, start_work
 ECHO = [os.path.join(REPO, "tests", "workers", "echo.py")]
 
 
+@pytest.fixture(scope="module")
+def echo_daemon(module_tempestd_factory, redis_server, tmp_path_factory):
+    """tempestd and an echo worker that the module's tests share: each reads only its own
+    responses (a test that counts gets its own daemon, own_echo_daemon)."""
+    daemon = module_tempestd_factory(front={"queue": "echo-shared"})
+    worker = start_worker(ECHO + ["echo-shared"], redis_server.url, tmp_path_factory.mktemp("echo"))
+    yield daemon
+    kill_groups([worker])  # a plain worker: its stop is not under test
+
+
 @pytest.fixture
-def echo_daemon(tempestd_factory, redis_server, tmp_path, request):
+def own_echo_daemon(tempestd_factory, redis_server, tmp_path, request):
     queue = f"echo-{request.node.name}"[:60]
     daemon = tempestd_factory(front={"queue": queue})
     worker = start_worker(ECHO + [queue], redis_server.url, tmp_path)
@@ -121,9 +131,9 @@ def test_handler_exception_is_500_and_worker_survives(echo_daemon):
     assert http("GET", echo_daemon.base + "/after")[0] == 200
 
 
-def test_second_answer_is_dropped_and_counted(echo_daemon):
-    assert http("GET", echo_daemon.base + "/twice")[0] == 200
-    wait_until(lambda: echo_daemon.info()["answers_dropped"] >= 1, message="a dropped answer")
+def test_second_answer_is_dropped_and_counted(own_echo_daemon):
+    assert http("GET", own_echo_daemon.base + "/twice")[0] == 200
+    wait_until(lambda: own_echo_daemon.info()["answers_dropped"] >= 1, message="a dropped answer")
 
 
 def test_raw_redis_worker_like_2012(tempestd_factory, redis_client):

@@ -6,15 +6,17 @@ import pytest
 from support import http, raw_exchange
 
 
-@pytest.fixture
-def site(tempestd_factory, tmp_path):
-    root = tmp_path / "www"
+@pytest.fixture(scope="module")
+def site(module_tempestd_factory, tmp_path_factory):
+    """One tempestd for the module: every test only reads the files."""
+    top = tmp_path_factory.mktemp("static")
+    root = top / "www"
     (root / "docs").mkdir(parents=True)
     (root / "index.html").write_text("<p>home</p>")
     (root / "docs" / "app.js").write_text("let x = 1;")
-    (tmp_path / "secret.txt").write_text("not for you")
-    return tempestd_factory(front={"queue": "static-none", "timeout": "2"},
-                            **{"static:/files/": {"directory": str(root)}})
+    (top / "secret.txt").write_text("not for you")
+    return module_tempestd_factory(front={"queue": "static-none", "timeout": "2"},
+                                   **{"static:/files/": {"directory": str(root)}})
 
 
 def test_a_file_is_served_with_its_type(site):
