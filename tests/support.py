@@ -252,14 +252,29 @@ class Tempestd:
             daemon._log.close()
 
 
-def start_worker(module_args, redis_url, directory, name="worker", extra_env=None):
-    """A worker process (``python -m ...``) in its own session, output to a log file."""
+def start_worker(module_args, redis_url, directory, name="worker", extra_env=None, ready=None):
+    """A worker process (``python -m ...``) in its own session, output to a log file.
+
+    ``ready``: a text to wait for in that log (the library's "worker on " line, logged just
+    before its first pop) before returning. A test whose route timeout is shorter than a
+    worker's start on a loaded machine needs it: a job still on its queue at the timeout is
+    taken back (503)."""
     env = dict(os.environ, TEMPEST_REDIS_URL=redis_url, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.update(extra_env or {})
-    log = open(os.path.join(str(directory), f"{name}.log"), "ab")
+    path = os.path.join(str(directory), f"{name}.log")
+    start = os.path.getsize(path) if os.path.exists(path) else 0
+    log = open(path, "ab")
     proc = subprocess.Popen([sys.executable, *module_args], env=env, stdin=subprocess.DEVNULL,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
+    if ready is not None:
+        def started():
+            if proc.poll() is not None:
+                raise AssertionError(f"worker {name} exited ({proc.returncode}) before {ready!r}: see {path}")
+            with open(path, "rb") as f:
+                f.seek(start)
+                return ready.encode() in f.read()
+        wait_until(started, timeout=30, message=f"worker {name} logged {ready!r}")
     return proc
 
 

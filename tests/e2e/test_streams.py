@@ -16,7 +16,9 @@ APP = [os.path.join(REPO, "tests", "workers", "streamer.py")]
 def site(tempestd_factory, redis_server, tmp_path, request):
     queue = "stream-" + request.node.name[5:40]
     daemon = tempestd_factory(front={"queue": queue, "timeout": "2"})
-    worker = start_worker(APP + [queue], redis_server.url, tmp_path)
+    # up before the first job: its route's 2 s timeout would take a job back (503) from a worker
+    # still starting (the cause of test_a_bad_stream_head_is_502's failures on a loaded machine)
+    worker = start_worker(APP + [queue], redis_server.url, tmp_path, ready="worker on ")
     daemon.queue = queue
     yield daemon
     kill_groups([worker])  # a plain worker: its stop is not under test
