@@ -3,7 +3,10 @@
  * tempest-worker: a Tempest worker in Node.js, on node-redis (v4).
  *
  * It speaks the wire protocol of docs/protocol.md (the 2012 protocol plus its extensions):
- * jobs are taken from Redis lists with BLPOP (or BLMOVE, reliable), answers are sent as
+ * jobs are taken from Redis lists with BLMOVE into a processing list of the worker (reliable
+ * delivery, the default; plain BLPOP with `reliable: false` or TEMPEST_RELIABLE=0), low-priority
+ * jobs from `tempest:low:{<queue>}` once the queue is empty, and a url job taken past its env's
+ * `deadline` is dropped unrun. Answers are sent as
  * `<action> <job_id> <json>` to the job's `respond_to` endpoint. The vocabulary is the Python
  * library's (tempest/worker.py):
  *
@@ -31,6 +34,7 @@ const SESSION_ID = /^[A-Za-z0-9_-]{22}$/;
 const DURABLE_CONFIG = 'tempest:pubsub:durable';
 const DURABLE_CACHE = 5000; // ms a publisher trusts its copy of the durable patterns
 const WORKERS = 'tempest:workers';
+const EXPIRED_LOG_EVERY = 10000; // ms between two info lines about jobs dropped past their deadline
 
 // tempest/reliable.py's scripts, verbatim
 const TAKE = `
@@ -58,6 +62,7 @@ const keys = {
   session: (id) => 'session:' + id,
   processing: (queue, workerId) => 'tempest:processing:{' + queue + '}:' + workerId,
   alive: (workerId) => 'tempest:alive:' + workerId,
+  low: (queue) => 'tempest:low:{' + queue + '}',
   gather: (gid) => 'tempest:gather:{' + gid + '}',
   stream: (channel) => 'tempest:stream:{' + channel + '}',
 };
@@ -96,6 +101,11 @@ function encode(data) {
 const backoff = (retries) => Math.min(RECONNECT_MIN * 2 ** retries, RECONNECT_MAX);
 const isObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
 const randomId = (bytes) => crypto.randomBytes(bytes).toString('base64url');
+
+/** Reliable delivery unless TEMPEST_RELIABLE says 0, false or no (the default when unset). */
+function reliableFromEnv(value = process.env.TEMPEST_RELIABLE) {
+  return !/^\s*(0|false|no)\s*$/i.test(value || '');
+}
 
 /**
  * Decode a job envelope: [action, args, respond_to, job_id]. The job id comes back as a
@@ -303,19 +313,24 @@ class Context {
  * Takes jobs from one or more queues and calls the handler of each job's action.
  *
  * Options: redisUrl (default TEMPEST_REDIS_URL, else redis://127.0.0.1:6379/0), answerPassword
- * (default TEMPEST_ANSWER_PASSWORD), reliable (false), heartbeat (seconds, 15).
+ * (default TEMPEST_ANSWER_PASSWORD), reliable (default true, unless TEMPEST_RELIABLE is 0, false
+ * or no; `reliable: false` opts out whatever the environment says), heartbeat (seconds, 15).
+ *
+ * Counters: `processed` (jobs run), `expired` (url jobs dropped unrun past their deadline).
  */
 class Worker {
   constructor(queues = 'tempest', options = {}) {
     this.queues = typeof queues === 'string' ? [queues] : [...queues];
     this.redisUrl = options.redisUrl || process.env.TEMPEST_REDIS_URL || DEFAULT_REDIS_URL;
     this.answerPassword = options.answerPassword || process.env.TEMPEST_ANSWER_PASSWORD || null;
-    this.reliable = Boolean(options.reliable);
+    this.reliable = options.reliable === undefined || options.reliable === null ? reliableFromEnv() : Boolean(options.reliable);
     this.heartbeat = Number(options.heartbeat || 15);
     this.workerId = `${os.hostname()}:${process.pid}:${crypto.randomBytes(3).toString('hex')}`;
     this.handlers = new Map();
     this.stopping = false;
     this.processed = 0;
+    this.expired = 0; // url jobs taken past their deadline, dropped without running
+    this._expiredLogged = -Infinity;
     // for the handlers, publish and the heartbeat; commands fail at once while Redis is away
     this.redis = this._client();
     this._blocking = null; // BLPOP/BLMOVE/XREAD: its own connection, replaced if it hangs
@@ -375,7 +390,8 @@ class Worker {
       process.on('SIGTERM', stop);
       process.on('SIGINT', stop);
     }
-    log.info(`worker on ${this.queues.join(',')} (${this.redisUrl}): ${[...this.handlers.keys()].join(', ')}`);
+    const mode = this.reliable ? `reliable, id ${this.workerId}` : 'not reliable';
+    log.info(`worker on ${this.queues.join(',')} (${this.redisUrl}, ${mode}): ${[...this.handlers.keys()].join(', ')}`);
     let heart = null;
     if (this.reliable) {
       heart = setInterval(() => {
@@ -383,8 +399,9 @@ class Worker {
       }, (this.heartbeat * 1000) / 3);
     }
     try {
-      const until = Date.now() + 2000; // a first connection, before the loop warns about it
-      while (!this.stopping && !this._blockingClient().isReady && Date.now() < until) await sleep(10);
+      const until = Date.now() + 2000; // first connections (the handlers' too), before the loop warns about it
+      const ready = () => this._blockingClient().isReady && this.redis.isReady;
+      while (!this.stopping && !ready() && Date.now() < until) await sleep(10);
       await this._loop();
     } finally {
       if (heart) clearInterval(heart);
@@ -395,7 +412,8 @@ class Worker {
         process.removeListener('SIGINT', stop);
       }
     }
-    log.info(`worker stopped after ${this.processed} jobs`);
+    const expired = this.expired ? ` (${this.expired} dropped past their deadline)` : '';
+    log.info(`worker stopped after ${this.processed} jobs${expired}`);
   }
 
   async _loop() {
@@ -426,8 +444,10 @@ class Worker {
     }
   }
 
+  /** BLPOP over the queues, then their low-priority lists: a low job only when every queue is empty. */
   async _take() {
-    const item = await this._block(['BLPOP', ...this.queues, String(POLL_TIMEOUT)], POLL_TIMEOUT);
+    const lists = [...this.queues, ...this.queues.map(keys.low)];
+    const item = await this._block(['BLPOP', ...lists, String(POLL_TIMEOUT)], POLL_TIMEOUT);
     return item ? [item[1]] : [];
   }
 
@@ -449,6 +469,15 @@ class Worker {
         return jobs;
       }
     }
+    // every queue is empty: a low-priority job, into the processing list of its queue
+    for (const queue of this.queues) {
+      const job = await this._block(['LMOVE', keys.low(queue), keys.processing(queue, this.workerId), 'LEFT', 'RIGHT'], 0);
+      if (job !== null && job !== undefined) {
+        this._holding = queue;
+        return [job];
+      }
+    }
+    // block on the first queue alone: a low job pushed meanwhile waits at most this timeout
     const queue = this.queues[0];
     const timeout = this.queues.length === 1 ? POLL_TIMEOUT : 0.1;
     const job = await this._block(['BLMOVE', queue, keys.processing(queue, this.workerId), 'LEFT', 'RIGHT', String(timeout)], timeout);
@@ -495,9 +524,13 @@ class Worker {
       log.error(`dropped malformed job ${JSON.stringify(String(raw).slice(0, 200))}: ${error.message}`);
       return;
     }
+    const env = action === 'url' && args.length && isObject(args[0]) ? args[0] : null;
+    if (env && typeof env.deadline === 'number' && Date.now() / 1000 > env.deadline) {
+      this._expire(jobId, Date.now() / 1000 - env.deadline);
+      return;
+    }
     this.processed += 1;
     const handler = this.handlers.get(action);
-    const env = action === 'url' && args.length && isObject(args[0]) ? args[0] : null;
     const context = new Context(this, action, respondTo, jobId, env);
     if (!handler) {
       log.error(`no handler for action ${JSON.stringify(action)} (job ${jobId})`);
@@ -511,6 +544,18 @@ class Worker {
       log.error(`handler of ${JSON.stringify(action)} failed on job ${jobId}: ${(error && error.stack) || error}`);
       if (context.openStream) await context.openStream.abort(); // its head is gone: the body is cut
       await this._answerError(context, 500, 'Internal Server Error');
+    }
+  }
+
+  /** A job past its deadline: nobody waits for its answer any more; dropped, counted, logged now and then. */
+  _expire(jobId, late) {
+    this.expired += 1;
+    const message = `dropped job ${jobId} taken ${late.toFixed(3)}s past its deadline (${this.expired} dropped so far)`;
+    if (Date.now() - this._expiredLogged >= EXPIRED_LOG_EVERY) {
+      this._expiredLogged = Date.now();
+      log.info(message);
+    } else {
+      log.debug(message);
     }
   }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 'use strict';
 // Test workers built on clients/node, by role:
-//   app QUEUE [--reliable] [--heartbeat S]: url jobs, by path (see below)
+//   app QUEUE [--reliable|--plain] [--heartbeat S]: url jobs, by path (see below); without
+//       --reliable or --plain, the client's default (reliable, unless TEMPEST_RELIABLE says no)
 //   greeter QUEUE: answers `greet` jobs (forwarded by another worker) with an HTTP answer
 //   squarer QUEUE: answers `square` jobs with the square of their number
 const path = require('path');
@@ -52,6 +53,11 @@ function app(worker, queue) {
         const missing = results.map((r, i) => (r === null ? i : null)).filter((i) => i !== null);
         return text(String(results.reduce((sum, r) => sum + (r || 0), 0)), 200, { 'X-Missing': missing.join(',') });
       }
+      case '/record': { // ?list=L&tag=T: RPUSH L "T <length of this job's processing list>"
+        const held = await worker.redis.sendCommand(['LLEN', `tempest:processing:{${queue}}:${worker.workerId}`]);
+        await worker.redis.sendCommand(['RPUSH', q.list, `${q.tag} ${held}`]);
+        return text('recorded');
+      }
       case '/slow':
         process.stderr.write(`slow job started in ${process.pid}\n`);
         await sleep(Number(q.ms || 2000));
@@ -65,7 +71,8 @@ function app(worker, queue) {
 function main() {
   const [role, queue, ...rest] = process.argv.slice(2);
   const heartbeat = rest.includes('--heartbeat') ? Number(rest[rest.indexOf('--heartbeat') + 1]) : 15;
-  const worker = new Worker(queue, { reliable: rest.includes('--reliable'), heartbeat });
+  const reliable = rest.includes('--reliable') ? true : rest.includes('--plain') ? false : undefined;
+  const worker = new Worker(queue, { reliable, heartbeat });
   if (role === 'app') app(worker, queue);
   else if (role === 'greeter') {
     worker.on('greet', (context, info) => {
