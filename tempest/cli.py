@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from tempest import __version__, config
+from tempest.converters import to_queue
 from tempest.errors import ConfigError, ExitCode, StartupError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -120,7 +121,7 @@ HELP = {"status": "the processes, or those named (exit status 3 if any is not RU
 
 
 def tempest_main(argv: Sequence[str] | None = None) -> int:
-    """tempest status|start|stop|restart|signal|pid|tail|reload|shutdown|check|publish|config-docs"""
+    """tempest status|start|stop|restart|signal|pid|tail|reload|shutdown|check|publish|queues|dead|config-docs"""
     try:
         return _tempest(argv)
     except KeyboardInterrupt:
@@ -158,7 +159,47 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--event", help="SSE event name")
     publish.add_argument("--json", action="store_true", help="DATA is JSON, not text")
     commands.add_parser("config-docs", help="print the settings reference (Markdown)")
+    _queue_parsers(commands)
     return parser
+
+
+def _queue_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """tempest queues, tempest dead (tempest/queuetools.py): they read Redis, not tempestd."""
+    queues = commands.add_parser("queues", help="every queue's depths, workers, rates and dead letters (reads Redis)")
+    queues.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
+    queues.add_argument("--json", action="store_true", help="the rows as JSON objects")
+    queues.add_argument("--interval", type=_seconds, default=1.0, metavar="SECONDS",
+                        help="seconds between the two looks the rates are measured over (default 1; 0: no rates)")
+    dead = commands.add_parser("dead", help="a queue's dead letters, or --requeue to put them back (reads Redis)")
+    dead.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
+    dead.add_argument("queue", type=_queue_name, metavar="QUEUE", help="the queue whose dead letters (tempest:dead:{QUEUE}) to list")
+    dead.add_argument("--json", action="store_true", help="JSON instead of a table")
+    dead.add_argument("--limit", type=_count, default=100, metavar="N", help="list the first N (default 100; 0: all)")
+    dead.add_argument("--requeue", nargs="*", metavar="ID",
+                      help="put them back on the queue instead: all of them, or those with these job ids")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:  # nan fails both comparisons
+        raise argparse.ArgumentTypeError(f"not a number of seconds from 0 to 3600: {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(text)
+
+
+def _queue_name(text: str) -> str:
+    try:
+        return to_queue(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _tempest(argv: Sequence[str] | None) -> int:
@@ -179,6 +220,10 @@ def _tempest(argv: Sequence[str] | None) -> int:
         return ExitCode.OK
     if args.command == "publish":
         return _publish(settings, args)
+    if args.command in ("queues", "dead"):
+        from tempest import queuetools
+
+        return queuetools.run(settings, args)
     from tempest.control_client import run
 
     return run(settings, args)
