@@ -1,6 +1,7 @@
 """The Ruby worker client (clients/ruby) against a real tempestd and redis-server: the hello
 world run from a [worker:] section, streams, sessions, publishing, routing to and from Python
-workers, failing handlers, reliable delivery, SIGTERM and a Redis restart."""
+workers, failing handlers, reliable delivery (the default), low-priority jobs, deadlines, SIGTERM and
+a Redis restart."""
 
 from http.client import IncompleteRead
 import json
@@ -302,6 +303,91 @@ def test_the_job_of_a_killed_reliable_worker_is_answered_by_another(tempestd_fac
     stop_group(second)
     assert second.returncode == 0
     assert registered(redis_client, queue) == [] and not redis_client.keys(f"tempest:processing:{{{queue}}}:*")
+
+
+def log_of(directory, name):
+    with open(os.path.join(str(directory), f"{name}.log"), encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
+def record_job(tag, ran, deadline=None):
+    """A url job pushed by hand (no answer wanted) for the app's /record: its handler RPUSHes
+    "<tag> <length of its processing list>" to the list ``ran``."""
+    env = {"method": "GET", "url": f"/record?list={ran}&tag={tag}", "headers": {"host": "x"}}
+    if deadline is not None:
+        env["deadline"] = deadline
+    return json.dumps(["url", [env], None, f"id-{tag}"])
+
+
+def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(redis_server, redis_client, tmp_path, workers,
+                                                                 request):
+    queue = queue_name(request)
+    ran = queue + "-ran"
+    cases = {  # name: (flags, environment, reliable?)
+        "default": ([], {}, True),
+        "env-0": ([], {"TEMPEST_RELIABLE": "0"}, False),
+        "env-false": ([], {"TEMPEST_RELIABLE": "FALSE"}, False),
+        "env-no": ([], {"TEMPEST_RELIABLE": "no"}, False),
+        "option": (["--plain"], {}, False),  # Tempest::Worker.new(q, reliable: false)
+        "option-wins": (["--reliable"], {"TEMPEST_RELIABLE": "0"}, True),
+    }
+    for name, (flags, env, _) in cases.items():
+        redis_client.rpush(f"{queue}-{name}", record_job(name, ran))
+        workers.append(start_ruby([APP, "site", f"{queue}-{name}", *flags], redis_server.url, tmp_path, name, env))
+    wait_until(lambda: redis_client.llen(ran) == len(cases), 20, message="every worker ran its job")
+    recorded = dict(item.decode().split() for item in redis_client.lrange(ran, 0, -1))
+    # a reliable worker runs the job from its processing list, a plain one (BLPOP) holds nothing
+    assert recorded == {name: "1" if reliable else "0" for name, (_, _, reliable) in cases.items()}
+    for name, (_, _, reliable) in cases.items():
+        assert bool(registered(redis_client, f"{queue}-{name}")) is reliable, name
+    redis_client.delete(ran)
+
+
+@pytest.mark.parametrize("mode", ["reliable", "plain"])
+def test_low_priority_jobs_are_taken_once_the_queue_is_empty(redis_server, redis_client, tmp_path, workers, request,
+                                                             mode):
+    queue = queue_name(request)
+    ran, low = queue + "-ran", "tempest:low:{" + queue + "}"
+    redis_client.rpush(low, record_job("low1", ran), record_job("low2", ran))
+    redis_client.rpush(queue, record_job("normal1", ran), record_job("normal2", ran))
+    redis_client.lpush(queue, record_job("high", ran))  # a high job, as tempestd pushes it: the head
+    env = {"TEMPEST_RELIABLE": "0"} if mode == "plain" else {}
+    workers.append(start_ruby([APP, "site", queue], redis_server.url, tmp_path, "prio", env))
+    wait_until(lambda: redis_client.llen(ran) == 5, 20, message="the five jobs run")
+    held = "1" if mode == "reliable" else "0"  # a low job too runs from the processing list of its queue
+    order = ["high", "normal1", "normal2", "low1", "low2"]
+    assert [item.decode() for item in redis_client.lrange(ran, 0, -1)] == [f"{tag} {held}" for tag in order]
+    # idle, blocked on the queue: a low job pushed now is taken within about a second
+    redis_client.rpush(low, record_job("low3", ran))
+    wait_until(lambda: redis_client.llen(ran) == 6, 5, message="the low job taken by the idle worker")
+    assert redis_client.lindex(ran, -1).decode() == f"low3 {held}"
+    wait_until(lambda: not redis_client.keys("tempest:processing:{" + queue + "}:*"), message="every job released")
+    assert not redis_client.exists(queue, low)
+    redis_client.delete(ran)
+
+
+def test_a_job_past_its_deadline_is_dropped_without_running(redis_server, redis_client, tmp_path, workers, request):
+    queue = queue_name(request)
+    ran = queue + "-ran"
+    worker = start_ruby([APP, "site", queue], redis_server.url, tmp_path, "deadline")
+    workers.append(worker)
+    wait_until(lambda: registered(redis_client, queue), 15, message="the worker registered")
+    now = time.time()
+    redis_client.rpush(queue, *[record_job(f"late{i}", ran, deadline=now - 5) for i in range(3)])
+    wait_until(lambda: "dropped job id-late0" in log_of(tmp_path, "deadline"), message="the late job dropped")
+    # released like an answered job, not left in the processing list (nor given back)
+    wait_until(lambda: not redis_client.keys("tempest:processing:{" + queue + "}:*") and not redis_client.llen(queue),
+               message="the late jobs released")
+    redis_client.rpush(queue, record_job("due", ran, deadline=time.time() + 60), record_job("undated", ran))
+    wait_until(lambda: redis_client.llen(ran) == 2, message="the jobs within their deadline run")
+    assert redis_client.lrange(ran, 0, -1) == [b"due 1", b"undated 1"]  # the late ones never ran
+    stop_group(worker)
+    assert worker.returncode == 0
+    log = log_of(tmp_path, "deadline")
+    assert "worker stopped after 2 jobs (3 dropped past their deadline)" in log
+    [line] = [line for line in log.splitlines() if "past its deadline" in line]  # one line for 3 jobs, at info
+    assert " INFO " in line and "dropped job id-late0" in line
+    redis_client.delete(ran)
 
 
 # 8. SIGTERM

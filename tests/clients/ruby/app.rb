@@ -2,7 +2,9 @@
 
 # Test workers for tests/e2e/test_client_ruby.py, by role:
 #
-#   app.rb site QUEUE [GREET_QUEUE] [--reliable]   url jobs, by path (below)
+#   app.rb site QUEUE [GREET_QUEUE] [--reliable|--plain]   url jobs, by path (below); without
+#                                                  either, the client's default (reliable,
+#                                                  unless TEMPEST_RELIABLE says no)
 #   app.rb greeter QUEUE                           answers greet jobs (forwarded by Python)
 #
 # TEMPEST_TEST_HEARTBEAT: the reliable worker's heartbeat in seconds.
@@ -11,8 +13,8 @@ require "tempest/worker"
 require "uri"
 
 role, queue, *rest = ARGV
-reliable = rest.delete("--reliable")
-worker = Tempest::Worker.new(queue, reliable: !reliable.nil?,
+reliable = rest.delete("--reliable") ? true : rest.delete("--plain") ? false : nil
+worker = Tempest::Worker.new(queue, reliable: reliable,
                                     heartbeat: Float(ENV.fetch("TEMPEST_TEST_HEARTBEAT", "15")))
 text = { "Content-Type" => "text/plain" }
 
@@ -36,6 +38,10 @@ when "site"
       deadline = monotonic + Float(query.fetch("s", "2"))
       sleep(0.05) while monotonic < deadline
       [200, text, "done by #{Process.pid}"]
+    when "/record" # ?list=L&tag=T: RPUSH L "T <length of this job's processing list>"
+      held = worker.redis.call("LLEN", "tempest:processing:{#{queue}}:#{worker.worker_id}")
+      worker.redis.call("RPUSH", query["list"], "#{query['tag']} #{held}")
+      [200, text, "recorded"]
     when "/stream"
       context.stream(200, text) do |out|
         %w[one two three].each do |word|

@@ -14,9 +14,12 @@ require "tempest/worker/publisher"
 require "tempest/worker/context"
 
 module Tempest
-  # Takes jobs from one or several queues (BLPOP, or BLMOVE when reliable) and runs the
-  # handler of each job's action; answers go to the job's respond_to, tempestd's answer
-  # endpoint, over one kept connection per endpoint.
+  # Takes jobs from one or several queues and runs the handler of each job's action; answers
+  # go to the job's respond_to, tempestd's answer endpoint, over one kept connection per
+  # endpoint. Reliable delivery is the default (BLMOVE into a processing list of this worker;
+  # plain BLPOP with reliable: false or TEMPEST_RELIABLE=0); low-priority jobs
+  # (tempest:low:{<queue>}) are taken once the queues are empty; a url job taken past its
+  # env's deadline is dropped unrun.
   #
   #   worker = Tempest::Worker.new("tempest")
   #   worker.on("url") { |context, env| [200, { "Content-Type" => "text/plain" }, "Hello"] }
@@ -30,27 +33,32 @@ module Tempest
     GATHER_TTL = 300
     CONNECTION_ERRORS = [Redis::BaseConnectionError, SystemCallError, IOError].freeze
     ERROR_ANSWER = { 500 => "Internal Server Error", 501 => "Not Implemented" }.freeze
+    EXPIRED_LOG_EVERY = 10.0 # seconds between two info lines about jobs dropped past their deadline
 
-    attr_reader :queues, :redis_url, :handlers, :redis, :worker_id, :processed, :heartbeat
+    # processed: the jobs run; expired: url jobs dropped unrun, taken past their deadline
+    attr_reader :queues, :redis_url, :handlers, :redis, :worker_id, :processed, :expired, :heartbeat
     attr_accessor :logger
 
     # queues: a name or a list of names. redis_url: default TEMPEST_REDIS_URL, else
     # redis://127.0.0.1:6379/0. answer_password: default TEMPEST_ANSWER_PASSWORD.
     # reliable: take jobs into a processing list of this worker, with a heartbeat of
-    # `heartbeat` seconds, so that tempestd gives them back if the worker dies.
-    def initialize(queues = "tempest", redis_url: nil, answer_password: nil, reliable: false,
+    # `heartbeat` seconds, so that tempestd gives them back if the worker dies; default true,
+    # unless TEMPEST_RELIABLE is 0, false or no (an explicit true or false wins over it).
+    def initialize(queues = "tempest", redis_url: nil, answer_password: nil, reliable: nil,
                    heartbeat: 15.0, logger: nil)
       @queues = Array(queues).map(&:to_s)
       raise ArgumentError, "a worker needs a queue" if @queues.empty?
 
       @redis_url = redis_url || env("TEMPEST_REDIS_URL") || DEFAULT_REDIS_URL
       @answer_password = answer_password || env("TEMPEST_ANSWER_PASSWORD")
-      @reliable = reliable
+      @reliable = reliable.nil? ? Worker.reliable_from_env(ENV["TEMPEST_RELIABLE"]) : reliable ? true : false
       @heartbeat = heartbeat.to_f
       @logger = logger || default_logger
       @handlers = {}
       @stopping = false
       @processed = 0
+      @expired = 0
+      @expired_logged = nil
       # the queue connection, also the handlers' (sessions, publish, forward, gather): the
       # worker is sequential. No automatic retry: a retried BLPOP or RPUSH could lose or
       # repeat a job.
@@ -60,6 +68,9 @@ module Tempest
       @worker_id = "#{Socket.gethostname}:#{Process.pid}:#{SecureRandom.hex(3)}"
       @registered = false
     end
+
+    # reliable delivery unless the variable says 0, false or no (the default when unset)
+    def self.reliable_from_env(value) = !value.to_s.strip.match?(/\A(0|false|no)\z/i)
 
     def reliable? = @reliable
     def stopping? = @stopping
@@ -79,7 +90,8 @@ module Tempest
       if install_signals
         %w[TERM INT].each { |signal| Signal.trap(signal) { @stopping = true } }
       end
-      @logger.info("worker on #{@queues.join(',')} (#{@redis_url}): #{@handlers.keys.join(', ')}")
+      mode = @reliable ? "reliable, id #{@worker_id}" : "not reliable"
+      @logger.info("worker on #{@queues.join(',')} (#{@redis_url}, #{mode}): #{@handlers.keys.join(', ')}")
       heart = start_heart if @reliable
       begin
         take_loop
@@ -89,7 +101,8 @@ module Tempest
           unregister
         end
       end
-      @logger.info("worker stopped after #{@processed} jobs")
+      expired = @expired.positive? ? " (#{@expired} dropped past their deadline)" : ""
+      @logger.info("worker stopped after #{@processed} jobs#{expired}")
       self
     end
 
@@ -106,8 +119,10 @@ module Tempest
         @logger.error("dropped malformed job #{raw.to_s[0, 200].inspect}: #{e.message}")
         return
       end
-      @processed += 1
       env = action == "url" && args[0].is_a?(Hash) ? args[0] : nil
+      return expire(job_id, env["deadline"]) if env && past?(env["deadline"])
+
+      @processed += 1
       context = Context.new(self, action, respond_to, job_id, env)
       handler = @handlers[action]
       if handler.nil?
@@ -245,20 +260,23 @@ module Tempest
 
     # BLPOP and BLMOVE through call, not redis-rb's blpop/blmove: those re-send the command
     # after a lost connection, and a job whose reply was lost would be gone (the socket's
-    # read timeout, 5 s, is above POLL_TIMEOUT)
+    # read timeout, 5 s, is above POLL_TIMEOUT). The queues first, then their low lists.
     def take
-      item = @redis.call("BLPOP", *@queues, POLL_TIMEOUT)
+      item = @redis.call("BLPOP", *@queues, *@queues.map { |queue| Keys.low(queue) }, POLL_TIMEOUT)
       item && [item[1], item[0]]
     end
 
-    # with several queues, the ones after the first are polled every 0.1 s (LMOVE), the
-    # first blocks (BLMOVE), as the Python library does
+    # every queue (LMOVE), then their low lists (LMOVE into the processing list of that
+    # queue), then the first queue blocks (BLMOVE; 0.1 s with several, the others polled
+    # meanwhile): a low job waits at most that long on an idle worker
     def take_reliable
-      if @queues.size > 1
-        @queues.each do |queue|
-          job = @redis.call(*Reliable.take(queue, @worker_id))
-          return [job, queue] if job
-        end
+      @queues.each do |queue|
+        job = @redis.call(*Reliable.take(queue, @worker_id))
+        return [job, queue] if job
+      end
+      @queues.each do |queue|
+        job = @redis.call(*Reliable.take_low(queue, @worker_id))
+        return [job, queue] if job
       end
       queue = @queues.first
       timeout = @queues.size == 1 ? POLL_TIMEOUT : 0.1
@@ -323,6 +341,22 @@ module Tempest
     def pause(seconds)
       deadline = now + seconds
       sleep([0.1, deadline - now].min) while !@stopping && now < deadline
+    end
+
+    def past?(deadline) = deadline.is_a?(Numeric) && Time.now.to_f > deadline
+
+    # a job past its deadline: nobody waits for its answer any more; dropped, counted, logged
+    # at info at most every EXPIRED_LOG_EVERY seconds (the others at debug)
+    def expire(job_id, deadline)
+      @expired += 1
+      message = format("dropped job %s taken %.3fs past its deadline (%d dropped so far)", job_id,
+                       Time.now.to_f - deadline, @expired)
+      if @expired_logged.nil? || now - @expired_logged >= EXPIRED_LOG_EVERY
+        @expired_logged = now
+        @logger.info(message)
+      else
+        @logger.debug(message)
+      end
     end
 
     def decode_job(raw)

@@ -32,6 +32,11 @@ module Tempest
       ["LMOVE", queue, Keys.processing(queue, worker_id), "LEFT", "RIGHT"]
     end
 
+    # one low-priority job of the queue, into the processing list of that queue (nil when none)
+    def take_low(queue, worker_id)
+      ["LMOVE", Keys.low(queue), Keys.processing(queue, worker_id), "LEFT", "RIGHT"]
+    end
+
     def take_blocking(queue, worker_id, timeout)
       ["BLMOVE", queue, Keys.processing(queue, worker_id), "LEFT", "RIGHT", timeout]
     end
