@@ -1,6 +1,6 @@
 """The PHP worker client (clients/php) against a real tempestd and a real redis-server: the hello
 world under tempestd, streams, sessions, publish, routing with Python workers, failures,
-reliable delivery, SIGTERM and a Redis restart."""
+reliable delivery (the default), low-priority jobs, deadlines, SIGTERM and a Redis restart."""
 
 import json
 import os
@@ -40,10 +40,11 @@ def workers(php, tmp_path):
     """Start PHP test workers (tests/clients/php/app.php) in their own sessions; stopped at teardown."""
     started = []
 
-    def start(queues, redis_url, *args, name="php", reliable=False):
-        env = dict(os.environ, TEMPEST_REDIS_URL=redis_url)
-        if reliable:
-            env["TEMPEST_TEST_RELIABLE"] = "1"
+    def start(queues, redis_url, *args, name="php", reliable=None, env=None):
+        """reliable: True (a 1 s heartbeat), False ('reliable' => false), None (the default)."""
+        env = dict(os.environ, TEMPEST_REDIS_URL=redis_url, **(env or {}))
+        if reliable is not None:
+            env["TEMPEST_TEST_RELIABLE"] = "1" if reliable else "0"
         with open(tmp_path / f"{name}.log", "ab") as log:
             proc = subprocess.Popen([php, APP, queues, *args], env=env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -261,6 +262,89 @@ def test_reliable_the_job_of_a_killed_worker_is_answered_by_another(tempestd_fac
     assert second.wait(10) == 0
     assert members() == set() and not redis_client.keys("tempest:processing:{php-rel}:*")
     assert not [k for k in redis_client.keys("tempest:alive:*") if f":{second.pid}:".encode() in k]
+
+
+def record_job(tag, ran, deadline=None):
+    """A url job pushed by hand (no answer wanted) for the app's /record: its handler RPUSHes
+    "<tag> <length of its processing list of each queue>" to the list ``ran``."""
+    env = {"method": "GET", "url": f"/record?list={ran}&tag={tag}", "headers": {"host": "x"}}
+    if deadline is not None:
+        env["deadline"] = deadline
+    return json.dumps(["url", [env], None, f"id-{tag}"])
+
+
+def registered(redis_client, queue):
+    return [m for m in redis_client.smembers("tempest:workers") if m.decode().startswith(queue + " ")]
+
+
+def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(redis_server, redis_client, workers):
+    ran = "php-default-ran"
+    cases = {  # name: (reliable option, environment, reliable?)
+        "default": (None, {}, True),
+        "env-0": (None, {"TEMPEST_RELIABLE": "0"}, False),
+        "env-false": (None, {"TEMPEST_RELIABLE": "false"}, False),
+        "env-no": (None, {"TEMPEST_RELIABLE": "NO"}, False),
+        "option": (False, {}, False),  # new Worker($q, ['reliable' => false])
+        "option-wins": (True, {"TEMPEST_RELIABLE": "0"}, True),
+    }
+    for name, (option, env, _) in cases.items():
+        redis_client.rpush(f"php-default-{name}", record_job(name, ran))
+        workers(f"php-default-{name}", redis_server.url, name=name, reliable=option, env=env)
+    wait_until(lambda: redis_client.llen(ran) == len(cases), 20, message="every worker ran its job")
+    recorded = dict(item.decode().split() for item in redis_client.lrange(ran, 0, -1))
+    # a reliable worker runs the job from its processing list, a plain one (BLPOP) holds nothing
+    assert recorded == {name: "1" if reliable else "0" for name, (_, _, reliable) in cases.items()}
+    for name, (_, _, reliable) in cases.items():
+        assert bool(registered(redis_client, f"php-default-{name}")) is reliable, name
+    redis_client.delete(ran)
+
+
+@pytest.mark.parametrize("mode", ["reliable", "plain"])
+def test_low_priority_jobs_are_taken_once_the_queues_are_empty(redis_server, redis_client, workers, mode):
+    a, b, ran = f"php-prio-{mode}-a", f"php-prio-{mode}-b", f"php-prio-{mode}-ran"
+    low = lambda queue: "tempest:low:{" + queue + "}"
+    redis_client.rpush(low(b), record_job("low-b1", ran), record_job("low-b2", ran))
+    redis_client.rpush(low(a), record_job("low-a", ran))
+    redis_client.rpush(b, record_job("normal-b", ran))
+    redis_client.rpush(a, record_job("normal-a1", ran), record_job("normal-a2", ran))
+    redis_client.lpush(a, record_job("high-a", ran))  # a high job, as tempestd pushes it: the head
+    workers(f"{a},{b}", redis_server.url, name="prio", env={"TEMPEST_RELIABLE": "0"} if mode == "plain" else {})
+    wait_until(lambda: redis_client.llen(ran) == 7, 20, message="the seven jobs run")
+    # the queues in order, then their low lists in order; a low job runs from the processing
+    # list of its own queue (reliable), a plain worker holds nothing
+    held = {"a": "1/0", "b": "0/1"} if mode == "reliable" else {"a": "0/0", "b": "0/0"}
+    order = ["high-a", "normal-a1", "normal-a2", "normal-b", "low-a", "low-b1", "low-b2"]
+    expected = [f"{tag} {held[tag.split('-')[1][0]]}" for tag in order]
+    assert [item.decode() for item in redis_client.lrange(ran, 0, -1)] == expected
+    # idle, blocked on the queues: a low job pushed now is taken within about a second
+    redis_client.rpush(low(b), record_job("low-b3", ran))
+    wait_until(lambda: redis_client.llen(ran) == 8, 5, message="the low job taken by the idle worker")
+    assert redis_client.lindex(ran, -1).decode() == f"low-b3 {held['b']}"
+    wait_until(lambda: not redis_client.keys(f"tempest:processing:{{php-prio-{mode}-*"), message="every job released")
+    assert not redis_client.exists(a, b, low(a), low(b))
+    redis_client.delete(ran)
+
+
+def test_a_job_past_its_deadline_is_dropped_without_running(redis_server, redis_client, workers):
+    queue, ran = "php-deadline", "php-deadline-ran"
+    worker = workers(queue, redis_server.url, name="deadline")
+    wait_until(lambda: registered(redis_client, queue), 15, message="the worker registered")
+    now = time.time()
+    redis_client.rpush(queue, *[record_job(f"late{i}", ran, deadline=now - 5) for i in range(3)])
+    wait_until(lambda: "dropped job id-late0" in log_of(worker), message="the late job dropped")
+    # released like an answered job, not left in the processing list (nor given back)
+    wait_until(lambda: not redis_client.keys("tempest:processing:{php-deadline}:*") and not redis_client.llen(queue),
+               message="the late jobs released")
+    redis_client.rpush(queue, record_job("due", ran, deadline=time.time() + 60), record_job("undated", ran))
+    wait_until(lambda: redis_client.llen(ran) == 2, message="the jobs within their deadline run")
+    assert redis_client.lrange(ran, 0, -1) == [b"due 1", b"undated 1"]  # the late ones never ran
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(10) == 0
+    log = log_of(worker)
+    assert "worker stopped after 2 jobs (3 dropped past their deadline)" in log
+    [line] = [line for line in log.splitlines() if "past its deadline" in line]  # one line for 3 jobs, at info
+    assert " INFO " in line and "dropped job id-late0" in line
+    redis_client.delete(ran)
 
 
 # 8. SIGTERM while a job runs

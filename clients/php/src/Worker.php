@@ -13,8 +13,13 @@ namespace Tempest;
  *     $worker->run();
  *
  * Options: `redis_url` (default: TEMPEST_REDIS_URL, else redis://127.0.0.1:6379/0),
- * `answer_password` (default: TEMPEST_ANSWER_PASSWORD), `reliable` (false), `heartbeat`
+ * `answer_password` (default: TEMPEST_ANSWER_PASSWORD), `reliable` (default true, unless
+ * TEMPEST_RELIABLE is 0, false or no; an explicit true or false wins over it), `heartbeat`
  * (seconds, 15), `logger` (callable(string $level, string $message)).
+ *
+ * Jobs are taken from the queues, then from their low-priority lists (`tempest:low:{<queue>}`)
+ * once the queues are empty; a url job taken past its env's `deadline` is dropped unrun
+ * (counted in `$expired`; `$processed` counts the jobs run).
  */
 final class Worker
 {
@@ -25,6 +30,7 @@ final class Worker
     public const ANSWER_ACTIONS = ['url', 'ws'];  // the actions every answer endpoint knows
     public const WORKERS_KEY = 'tempest:workers';
     public const DURABLE_KEY = 'tempest:pubsub:durable';
+    public const EXPIRED_LOG_EVERY = 10.0; // seconds between two info lines about jobs dropped past their deadline
     private const JSON_FLAGS = JSON_UNESCAPED_UNICODE | JSON_UNESCAPED_SLASHES | JSON_PRESERVE_ZERO_FRACTION
         | JSON_THROW_ON_ERROR;
 
@@ -58,6 +64,7 @@ return id
     public float $heartbeat;
     public string $workerId;
     public int $processed = 0;
+    public int $expired = 0;             // url jobs taken past their deadline, dropped without running
     public bool $stopping = false;
 
     /** @var array<string, callable> */
@@ -69,6 +76,7 @@ return id
     private ?int $beater = null;     // pid of the heartbeat process (reliable)
     private bool $registered = false;
     private ?string $holding = null; // reliable: the queue whose processing list holds the job in hand
+    private float $expiredLogged = -INF;
     private float $durableStamp = -INF;
     /** @var list<array{0: string, 1: int}> */
     private array $durable = [];
@@ -81,13 +89,23 @@ return id
         $this->queues = is_string($queues) ? [$queues] : array_values($queues);
         $this->redisUrl = $options['redis_url'] ?? (getenv('TEMPEST_REDIS_URL') ?: self::DEFAULT_REDIS_URL);
         $this->answerPassword = $options['answer_password'] ?? (getenv('TEMPEST_ANSWER_PASSWORD') ?: null);
-        $this->reliable = (bool) ($options['reliable'] ?? false);
+        $this->reliable = isset($options['reliable']) ? (bool) $options['reliable'] : self::reliableFromEnv();
         $this->heartbeat = (float) ($options['heartbeat'] ?? 15.0);
-        $this->logger = $options['logger'] ?? static function (string $level, string $message): void {
+        $debug = (bool) getenv('TEMPEST_DEBUG');
+        $this->logger = $options['logger'] ?? static function (string $level, string $message) use ($debug): void {
+            if ($level === 'debug' && !$debug) {
+                return;  // debug lines (one per job dropped past its deadline) with TEMPEST_DEBUG=1 only
+            }
             fwrite(STDERR, sprintf("%s %s tempest.worker[%d]: %s\n", date('Y-m-d H:i:s'), strtoupper($level),
                 getmypid(), $message));
         };
         $this->workerId = gethostname() . ':' . getmypid() . ':' . bin2hex(random_bytes(3));
+    }
+
+    /** Reliable delivery unless TEMPEST_RELIABLE says 0, false or no (the default when unset). */
+    public static function reliableFromEnv(): bool
+    {
+        return !preg_match('/^\s*(0|false|no)\s*$/i', (string) getenv('TEMPEST_RELIABLE'));
     }
 
     /** Register `handler(Context $context, ...$args)` for `action` (`url`: HTTP requests, args [env]). */
@@ -113,8 +131,8 @@ return id
             pcntl_signal(SIGTERM, $stop);  // restart_syscalls: a BLPOP in flight is not cut
             pcntl_signal(SIGINT, $stop);
         }
-        $this->log('info', sprintf('worker on %s (%s): %s', implode(',', $this->queues), $this->redisUrl,
-            implode(', ', array_keys($this->handlers))));
+        $this->log('info', sprintf('worker on %s (%s, %s): %s', implode(',', $this->queues), $this->redisUrl,
+            $this->reliable ? "reliable, id {$this->workerId}" : 'not reliable', implode(', ', array_keys($this->handlers))));
         if ($this->reliable) {
             $this->startBeating();
         }
@@ -126,7 +144,8 @@ return id
                 $this->unregister();
             }
         }
-        $this->log('info', "worker stopped after {$this->processed} jobs");
+        $expired = $this->expired ? " ({$this->expired} dropped past their deadline)" : '';
+        $this->log('info', "worker stopped after {$this->processed} jobs$expired");
     }
 
     /** Ask run() to return once the job in hand is finished. */
@@ -169,7 +188,8 @@ return id
     /** @return list<string> */
     private function take(): array
     {
-        $item = $this->command('BLPOP', ...[...$this->queues, self::POLL_TIMEOUT]);
+        $lows = array_map([self::class, 'low'], $this->queues);  // taken only when every queue is empty
+        $item = $this->command('BLPOP', ...[...$this->queues, ...$lows, self::POLL_TIMEOUT]);
         return is_array($item) && count($item) === 2 ? [$item[1]] : [];
     }
 
@@ -178,6 +198,12 @@ return id
     private function processing(string $queue): string
     {
         return 'tempest:processing:{' . $queue . '}:' . $this->workerId;
+    }
+
+    /** The list of the queue's low-priority jobs. */
+    public static function low(string $queue): string
+    {
+        return 'tempest:low:{' . $queue . '}';
     }
 
     private function beat(\Redis $redis): void
@@ -246,6 +272,14 @@ return id
                 return array_values($jobs);
             }
         }
+        foreach ($this->queues as $queue) {  // every queue is empty: a low job, into its queue's processing list
+            $job = $this->command('LMOVE', self::low($queue), $this->processing($queue), 'LEFT', 'RIGHT');
+            if (is_string($job)) {
+                $this->holding = $queue;
+                return [$job];
+            }
+        }
+        // block on the first queue alone: a low job pushed meanwhile waits at most this timeout
         $queue = $this->queues[0];
         $timeout = count($this->queues) === 1 ? self::POLL_TIMEOUT : 0.1;
         $job = $this->command('BLMOVE', $queue, $this->processing($queue), 'LEFT', 'RIGHT', $timeout);
@@ -294,8 +328,13 @@ return id
             return;
         }
         [$action, $args, $respondTo, $jobId] = $job;
-        $this->processed++;
         $env = $action === 'url' && isset($args[0]) && is_array($args[0]) ? $args[0] : null;
+        $deadline = $env['deadline'] ?? null;
+        if ((is_int($deadline) || is_float($deadline)) && microtime(true) > $deadline) {
+            $this->expire($jobId, microtime(true) - $deadline);
+            return;
+        }
+        $this->processed++;
         $context = new Context($this, $action, $respondTo, $jobId, $env);
         $handler = $this->handlers[$action] ?? null;
         if ($handler === null) {
@@ -315,6 +354,21 @@ return id
             }
             $context->openStream?->abort();  // its head is gone: the client's body is cut
             $this->answerError($context, 500, 'Internal Server Error');
+        }
+    }
+
+    /** A job past its deadline: nobody waits for its answer any more; dropped, counted, logged now and then. */
+    private function expire(mixed $jobId, float $late): void
+    {
+        $this->expired++;
+        $message = sprintf('dropped job %s taken %.3fs past its deadline (%d dropped so far)', self::text($jobId), $late,
+            $this->expired);
+        $now = microtime(true);
+        if ($now - $this->expiredLogged >= self::EXPIRED_LOG_EVERY) {
+            $this->expiredLogged = $now;
+            $this->log('info', $message);
+        } else {
+            $this->log('debug', $message);
         }
     }
 

@@ -1,10 +1,12 @@
 <?php
 // The PHP test worker: php app.php QUEUE[,QUEUE...] [NEXT_QUEUE]
-// TEMPEST_TEST_RELIABLE=1: reliable delivery with a 1 s heartbeat.
+// TEMPEST_TEST_RELIABLE=1: reliable delivery with a 1 s heartbeat; =0: 'reliable' => false;
+// unset: the client's default (reliable, unless TEMPEST_RELIABLE says no).
 //
 // url paths: /stream, /gated (waits for an item on gate:/gated between its chunks), /abort (raises in the middle of a stream), /session/set?v=, /session/get,
 // /session/regenerate, /publish?channel=&data=&event=, /forward (a `greet` job to NEXT_QUEUE),
 // /gather?q=a,b&timeout= (square parts, summed; missing indexes in X-Missing), /fail, /slow?ms=,
+// /record?list=L&tag=T (RPUSH L "T <length of this worker's processing list of each queue, /-separated>"),
 // anything else: "php <pid> <path>". Also `greet` jobs (as tests/workers/routing.py's greeter)
 // and `square` jobs.
 
@@ -17,10 +19,15 @@ use Tempest\Worker;
 
 $queues = explode(',', $argv[1] ?? 'tempest');
 $next = $argv[2] ?? 'tempest';
-$worker = new Worker($queues, ['reliable' => getenv('TEMPEST_TEST_RELIABLE') === '1', 'heartbeat' => 1.0]);
+$options = match (getenv('TEMPEST_TEST_RELIABLE')) {
+    '1' => ['reliable' => true, 'heartbeat' => 1.0],
+    '0' => ['reliable' => false],
+    default => [],
+};
+$worker = new Worker($queues, $options);
 $text = ['Content-Type' => 'text/plain'];
 
-$worker->on('url', function (Context $context, array $env) use ($worker, $next, $text) {
+$worker->on('url', function (Context $context, array $env) use ($worker, $queues, $next, $text) {
     [$path, $query] = array_pad(explode('?', $env['url'], 2), 2, '');
     parse_str($query, $params);
     switch ($path) {
@@ -70,6 +77,11 @@ $worker->on('url', function (Context $context, array $env) use ($worker, $next, 
             $results = $context->gather($parts, (float) ($params['timeout'] ?? 2));
             $missing = array_keys(array_filter($results, fn ($r) => $r === null));
             return [200, $text + ['X-Missing' => implode(',', $missing)], (string) array_sum($results)];
+        case '/record':
+            $held = array_map(fn (string $queue) => $worker->redis()->lLen("tempest:processing:{{$queue}}:{$worker->workerId}"),
+                $queues);
+            $worker->redis()->rPush($params['list'], $params['tag'] . ' ' . implode('/', $held));
+            return [200, $text, 'recorded'];
         case '/fail':
             throw new RuntimeException('asked to fail');
         case '/slow':
