@@ -33,6 +33,11 @@ func (w *Worker) processing(queue string) string {
 	return "tempest:processing:{" + queue + "}:" + w.WorkerID
 }
 
+// lowKey is the list of the queue's low-priority jobs.
+func lowKey(queue string) string {
+	return "tempest:low:{" + queue + "}"
+}
+
 func (w *Worker) entries() []any {
 	entries := []any{"tempest:workers"}
 	for _, q := range w.Queues {
@@ -105,18 +110,29 @@ func (w *Worker) takeReliable() ([]byte, error) {
 		w.registered = true
 		w.mu.Unlock()
 	}
-	if len(w.Queues) > 1 {
-		for _, queue := range w.Queues {
-			jobs, err := redis.ByteSlices(w.command("EVAL", takeScript, 2, queue, w.processing(queue), 1))
-			if err != nil {
-				return nil, err
-			}
-			if len(jobs) > 0 {
-				w.holding = queue
-				return jobs[0], nil
-			}
+	for _, queue := range w.Queues {
+		jobs, err := redis.ByteSlices(w.command("EVAL", takeScript, 2, queue, w.processing(queue), 1))
+		if err != nil {
+			return nil, err
+		}
+		if len(jobs) > 0 {
+			w.holding = queue
+			return jobs[0], nil
 		}
 	}
+	// every queue is empty: a low-priority job, into the processing list of its queue
+	for _, queue := range w.Queues {
+		job, err := redis.Bytes(w.command("LMOVE", lowKey(queue), w.processing(queue), "LEFT", "RIGHT"))
+		if err == redis.ErrNil {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		w.holding = queue
+		return job, nil
+	}
+	// block on the first queue alone: a low job pushed meanwhile waits at most this timeout
 	queue := w.Queues[0]
 	timeout := PollTimeout.Seconds()
 	if len(w.Queues) > 1 {

@@ -2,6 +2,11 @@
 // queues, runs the handler of each job's action and sends the answers to tempestd's answer
 // endpoint. It mirrors the Python library (tempest/worker.py).
 //
+// Delivery is reliable by default (jobs moved into a processing list of the worker, given back
+// by tempestd if it dies); Options.NoReliable or TEMPEST_RELIABLE=0 makes it plain BLPOP.
+// Low-priority jobs (tempest:low:{<queue>}) are taken once the queues are empty; a url job
+// taken past its env's deadline is dropped without running.
+//
 //	w := tempest.NewWorker(tempest.Options{Queues: []string{"tempest"}})
 //	w.On("url", func(c *tempest.Context, args []any) (any, error) {
 //		return []any{200, map[string]string{"Content-Type": "text/plain"}, "Hello " + c.Env["url"].(string)}, nil
@@ -34,6 +39,7 @@ const (
 	ReconnectMax    = 5 * time.Second // reconnection backoff: 0.1 s doubling up to this
 	GatherTTL       = 300             // seconds a fan-out's stream lives at most
 	HTTPAction      = "url"
+	ExpiredLogEvery = 10 * time.Second // between two log lines about jobs dropped past their deadline
 )
 
 // Handler runs one job: c describes it, args are the job's arguments (for a url job, [env]).
@@ -45,7 +51,8 @@ type Options struct {
 	Queues         []string      // BLPOP serves them in order; default ["tempest"]
 	RedisURL       string        // default TEMPEST_REDIS_URL, else DefaultRedisURL
 	AnswerPassword string        // default TEMPEST_ANSWER_PASSWORD
-	Reliable       bool          // reliable delivery (processing list + heartbeat)
+	Reliable       bool          // reliable delivery (processing list + heartbeat), whatever TEMPEST_RELIABLE says
+	NoReliable     bool          // plain BLPOP (a job is lost if the worker dies), whatever TEMPEST_RELIABLE says
 	Heartbeat      time.Duration // reliable: seconds without a beat after which the worker is dead; default 15 s
 	NoSignals      bool          // Run does not handle SIGTERM/SIGINT
 	Logger         *log.Logger   // default: stderr
@@ -56,7 +63,9 @@ type Worker struct {
 	Queues    []string
 	RedisURL  string
 	WorkerID  string
-	Processed int
+	Reliable  bool // the delivery in use: Options.Reliable, else not Options.NoReliable, else TEMPEST_RELIABLE (default true)
+	Processed int  // jobs run
+	Expired   int  // url jobs taken past their deadline, dropped without running
 	Log       *log.Logger
 
 	opts       Options
@@ -71,6 +80,16 @@ type Worker struct {
 	publisher  publisher
 	holding    string // reliable: the queue whose processing list holds the job in hand
 	registered bool
+	expiredLog time.Time // when a job dropped past its deadline was last logged
+}
+
+// reliableFromEnv: reliable delivery unless TEMPEST_RELIABLE says 0, false or no (the default when unset).
+func reliableFromEnv() bool {
+	switch strings.ToLower(strings.TrimSpace(os.Getenv("TEMPEST_RELIABLE"))) {
+	case "0", "false", "no":
+		return false
+	}
+	return true
 }
 
 // NewWorker makes a worker; register handlers with On, then call Run.
@@ -93,8 +112,11 @@ func NewWorker(opts Options) *Worker {
 	if opts.Logger == nil {
 		opts.Logger = log.New(os.Stderr, "tempest: ", log.LstdFlags)
 	}
+	// an explicit option wins over the environment
+	opts.Reliable = opts.Reliable || (!opts.NoReliable && reliableFromEnv())
 	host, _ := os.Hostname()
 	w := &Worker{
+		Reliable:  opts.Reliable,
 		Queues:    opts.Queues,
 		RedisURL:  opts.RedisURL,
 		WorkerID:  fmt.Sprintf("%s:%d:%s", host, os.Getpid(), randomHex(3)),
@@ -163,7 +185,11 @@ func (w *Worker) Run() error {
 	for name := range w.handlers {
 		names = append(names, name)
 	}
-	w.Log.Printf("worker on %s (%s): %s", strings.Join(w.Queues, ","), w.RedisURL, strings.Join(names, ", "))
+	mode := "not reliable"
+	if w.Reliable {
+		mode = "reliable, id " + w.WorkerID
+	}
+	w.Log.Printf("worker on %s (%s, %s): %s", strings.Join(w.Queues, ","), w.RedisURL, mode, strings.Join(names, ", "))
 	var beating sync.WaitGroup
 	stopBeating := make(chan struct{})
 	if w.opts.Reliable {
@@ -187,7 +213,11 @@ func (w *Worker) Run() error {
 	}
 	w.mu.Unlock()
 	w.pool.Close()
-	w.Log.Printf("worker stopped after %d jobs", w.Processed)
+	expired := ""
+	if w.Expired > 0 {
+		expired = fmt.Sprintf(" (%d dropped past their deadline)", w.Expired)
+	}
+	w.Log.Printf("worker stopped after %d jobs%s", w.Processed, expired)
 	return nil
 }
 
@@ -243,14 +273,18 @@ func (w *Worker) command(name string, args ...any) (any, error) {
 	return reply, err
 }
 
-// take waits up to PollTimeout for the next job; nil without one.
+// take waits up to PollTimeout for the next job; nil without one. A low-priority job only
+// when every queue is empty: BLPOP over the queues, then their low lists.
 func (w *Worker) take() ([]byte, error) {
 	if w.opts.Reliable {
 		return w.takeReliable()
 	}
-	args := make([]any, 0, len(w.Queues)+1)
+	args := make([]any, 0, 2*len(w.Queues)+1)
 	for _, q := range w.Queues {
 		args = append(args, q)
+	}
+	for _, q := range w.Queues {
+		args = append(args, lowKey(q))
 	}
 	args = append(args, int(PollTimeout/time.Second))
 	item, err := redis.ByteSlices(w.command("BLPOP", args...))
@@ -270,6 +304,12 @@ func (w *Worker) Process(raw []byte) {
 	if err != nil {
 		w.Log.Printf("dropped malformed job %.200q: %v", raw, err)
 		return
+	}
+	if deadline, ok := c.Env["deadline"].(float64); ok {
+		if late := float64(time.Now().UnixNano())/1e9 - deadline; late > 0 {
+			w.expire(c.JobID, late)
+			return
+		}
 	}
 	w.Processed++
 	handler := w.handlers[c.Action]
@@ -291,6 +331,16 @@ func (w *Worker) Process(raw []byte) {
 		if err := c.Answer(result); err != nil {
 			w.Log.Printf("cannot answer job %s: %v", c.JobID, err)
 		}
+	}
+}
+
+// expire counts a job taken past its deadline (nobody waits for its answer any more), logged
+// once every ExpiredLogEvery at most.
+func (w *Worker) expire(jobID string, late float64) {
+	w.Expired++
+	if time.Since(w.expiredLog) >= ExpiredLogEvery {
+		w.expiredLog = time.Now()
+		w.Log.Printf("dropped job %s taken %.3fs past its deadline (%d dropped so far)", jobID, late, w.Expired)
 	}
 }
 

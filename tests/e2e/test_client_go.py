@@ -1,6 +1,7 @@
 """The Go worker client (clients/go) against a real tempestd and redis-server: the hello world
 run from a [worker:] section, streams, sessions, publishing, routing to and from Python
-workers, failing handlers, reliable delivery, SIGTERM and a Redis restart.
+workers, failing handlers, reliable delivery (the default), low-priority jobs, deadlines, SIGTERM and
+a Redis restart.
 
 The binaries are built once per session with ``make -C clients/go`` (offline: redigo from
 Debian's golang-github-gomodule-redigo-dev); the test worker is tests/clients/go/main.go."""
@@ -51,9 +52,9 @@ def started(go_build):
     kill_groups(procs)  # what a test stops gracefully (reliable workers, SIGTERM) it stops itself
 
 
-def start_go(started, args, redis_url, directory, name="go"):
+def start_go(started, args, redis_url, directory, name="go", extra_env=None):
     """A Go worker in its own session, its output in <directory>/<name>.log."""
-    env = dict(os.environ, TEMPEST_REDIS_URL=redis_url)
+    env = dict(os.environ, TEMPEST_REDIS_URL=redis_url, **(extra_env or {}))
     with open(os.path.join(str(directory), f"{name}.log"), "ab") as log:
         proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -358,6 +359,92 @@ def test_the_job_of_a_killed_reliable_worker_is_answered_by_another(go_build, te
     assert second.wait(10) == 0
     assert registered(redis_client, queue) == [] and not redis_client.keys(processing)
     assert not redis_client.keys("tempest:alive:*:%d:*" % second.pid)
+
+
+def record_job(tag, ran, deadline=None):
+    """A url job pushed by hand (no answer wanted) for the test worker's /record: its handler
+    RPUSHes "<tag> <length of its processing list of each queue>" to the list ``ran``."""
+    env = {"method": "GET", "url": f"/record?list={ran}&tag={tag}", "headers": {"host": "x"}}
+    if deadline is not None:
+        env["deadline"] = deadline
+    return json.dumps(["url", [env], None, f"id-{tag}"])
+
+
+def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(go_build, redis_server, redis_client, tmp_path,
+                                                                 started, request):
+    queue = queue_name(request)
+    ran = queue + "-ran"
+    cases = {  # name: (flags, environment, reliable?)
+        "default": ([], {}, True),
+        "env-0": ([], {"TEMPEST_RELIABLE": "0"}, False),
+        "env-false": ([], {"TEMPEST_RELIABLE": "false"}, False),
+        "env-no": ([], {"TEMPEST_RELIABLE": "no"}, False),
+        "option": (["-plain"], {}, False),  # Options{NoReliable: true}
+        "option-wins": (["-reliable"], {"TEMPEST_RELIABLE": "0"}, True),  # Options{Reliable: true}
+    }
+    for name, (flags, env, _) in cases.items():
+        redis_client.rpush(f"{queue}-{name}", record_job(name, ran))
+        start_go(started, [APP, *flags, f"{queue}-{name}"], redis_server.url, tmp_path, name, env)
+    wait_until(lambda: redis_client.llen(ran) == len(cases), 20, message="every worker ran its job")
+    recorded = dict(item.decode().split() for item in redis_client.lrange(ran, 0, -1))
+    # a reliable worker runs the job from its processing list, a plain one (BLPOP) holds nothing
+    assert recorded == {name: "1" if reliable else "0" for name, (_, _, reliable) in cases.items()}
+    for name, (_, _, reliable) in cases.items():
+        assert bool(registered(redis_client, f"{queue}-{name}")) is reliable, name
+    redis_client.delete(ran)
+
+
+@pytest.mark.parametrize("mode", ["reliable", "plain"])
+def test_low_priority_jobs_are_taken_once_the_queues_are_empty(go_build, redis_server, redis_client, tmp_path,
+                                                               started, request, mode):
+    queue = queue_name(request)
+    a, b, ran = queue + "-a", queue + "-b", queue + "-ran"
+    low = lambda name: "tempest:low:{" + name + "}"
+    redis_client.rpush(low(b), record_job("low-b1", ran), record_job("low-b2", ran))
+    redis_client.rpush(low(a), record_job("low-a", ran))
+    redis_client.rpush(b, record_job("normal-b", ran))
+    redis_client.rpush(a, record_job("normal-a1", ran), record_job("normal-a2", ran))
+    redis_client.lpush(a, record_job("high-a", ran))  # a high job, as tempestd pushes it: the head
+    env = {"TEMPEST_RELIABLE": "0"} if mode == "plain" else {}
+    start_go(started, [APP, f"{a},{b}"], redis_server.url, tmp_path, "prio", env)
+    wait_until(lambda: redis_client.llen(ran) == 7, 20, message="the seven jobs run")
+    # the queues in order, then their low lists in order; a low job runs from the processing
+    # list of its own queue (reliable), a plain worker holds nothing
+    held = {"a": "1/0", "b": "0/1"} if mode == "reliable" else {"a": "0/0", "b": "0/0"}
+    order = ["high-a", "normal-a1", "normal-a2", "normal-b", "low-a", "low-b1", "low-b2"]
+    expected = [f"{tag} {held[tag.split('-')[1][0]]}" for tag in order]
+    assert [item.decode() for item in redis_client.lrange(ran, 0, -1)] == expected
+    # idle, blocked on the queues: a low job pushed now is taken within about a second
+    redis_client.rpush(low(a), record_job("low-a2", ran))
+    wait_until(lambda: redis_client.llen(ran) == 8, 5, message="the low job taken by the idle worker")
+    assert redis_client.lindex(ran, -1).decode() == f"low-a2 {held['a']}"
+    wait_until(lambda: not redis_client.keys("tempest:processing:{" + queue + "-*"), message="every job released")
+    assert not redis_client.exists(a, b, low(a), low(b))
+    redis_client.delete(ran)
+
+
+def test_a_job_past_its_deadline_is_dropped_without_running(go_build, redis_server, redis_client, tmp_path, started,
+                                                            request):
+    queue = queue_name(request)
+    ran = queue + "-ran"
+    worker = start_go(started, [APP, queue], redis_server.url, tmp_path, "deadline")
+    wait_until(lambda: registered(redis_client, queue), 15, message="the worker registered")
+    now = time.time()
+    redis_client.rpush(queue, *[record_job(f"late{i}", ran, deadline=now - 5) for i in range(3)])
+    wait_until(lambda: "dropped job id-late0" in read_log(tmp_path, "deadline"), message="the late job dropped")
+    # released like an answered job, not left in the processing list (nor given back)
+    wait_until(lambda: not redis_client.keys("tempest:processing:{" + queue + "}:*") and not redis_client.llen(queue),
+               message="the late jobs released")
+    redis_client.rpush(queue, record_job("due", ran, deadline=time.time() + 60), record_job("undated", ran))
+    wait_until(lambda: redis_client.llen(ran) == 2, message="the jobs within their deadline run")
+    assert redis_client.lrange(ran, 0, -1) == [b"due 1", b"undated 1"]  # the late ones never ran
+    os.killpg(worker.pid, signal.SIGTERM)
+    assert worker.wait(10) == 0
+    log = read_log(tmp_path, "deadline")
+    assert "worker stopped after 2 jobs (3 dropped past their deadline)" in log
+    [line] = [line for line in log.splitlines() if "past its deadline" in line]  # one line for 3 jobs
+    assert "dropped job id-late0 taken" in line and line.endswith("(1 dropped so far)")
+    redis_client.delete(ran)
 
 
 # 8. SIGTERM while a job runs

@@ -1,5 +1,6 @@
 // The Go test worker of tests/e2e/test_client_go.py (built by make -C clients/go into
-// clients/go/bin/testworker): testworker QUEUE [-reliable] [-heartbeat 1s].
+// clients/go/bin/testworker): testworker [-reliable|-plain] [-heartbeat 1s] QUEUE[,QUEUE...];
+// without -reliable or -plain, the client's default (reliable, unless TEMPEST_RELIABLE says no).
 //
 // url jobs, by path:
 //
@@ -12,6 +13,7 @@
 //	/publish?c=CHANNEL publishes "hello from go" (event "greeting" with &event=greeting)
 //	/forward?to=QUEUE  forwards a greet job {"path", "via"} to QUEUE
 //	/gather?q=A,B      square jobs 1, 2... to queues A, B...; answers the sum, X-Missing
+//	/record?list=L&tag=T  RPUSH L "T <length of this worker's processing list of each queue, /-separated>"
 //	anything else      "go worker <pid>: <path>"
 //
 // greet jobs are answered "go greeted <path> from <pid>" (a path ending in /fail panics), square jobs with the number squared.
@@ -31,14 +33,16 @@ import (
 )
 
 func main() {
-	reliable := flag.Bool("reliable", false, "reliable delivery")
-	heartbeat := flag.Duration("heartbeat", time.Second, "reliable: the heartbeat period")
+	reliable := flag.Bool("reliable", false, "reliable delivery, whatever TEMPEST_RELIABLE says")
+	plain := flag.Bool("plain", false, "plain BLPOP, whatever TEMPEST_RELIABLE says")
+	heartbeat := flag.Duration("heartbeat", 15*time.Second, "reliable: the heartbeat period")
 	flag.Parse()
 	queue := "tempest"
 	if flag.NArg() > 0 {
 		queue = flag.Arg(0)
 	}
-	w := tempest.NewWorker(tempest.Options{Queues: strings.Split(queue, ","), Reliable: *reliable, Heartbeat: *heartbeat})
+	queues := strings.Split(queue, ",")
+	w := tempest.NewWorker(tempest.Options{Queues: queues, Reliable: *reliable, NoReliable: *plain, Heartbeat: *heartbeat})
 	pid := os.Getpid()
 	text := map[string]string{"Content-Type": "text/plain"}
 
@@ -84,6 +88,21 @@ func main() {
 			conn.Do("RPUSH", "holding:"+queue, pid)
 			redis.DoWithTimeout(conn, 10*time.Second, "BLPOP", "gate:"+queue, 8)
 			return []any{200, text, fmt.Sprintf("done by %d", pid)}, nil
+		case "/record":
+			conn := w.Redis()
+			defer conn.Close()
+			held := []string{}
+			for _, q := range queues {
+				n, err := redis.Int(conn.Do("LLEN", "tempest:processing:{"+q+"}:"+w.WorkerID))
+				if err != nil {
+					return nil, err
+				}
+				held = append(held, strconv.Itoa(n))
+			}
+			if _, err := conn.Do("RPUSH", query.Get("list"), query.Get("tag")+" "+strings.Join(held, "/")); err != nil {
+				return nil, err
+			}
+			return []any{200, text, "recorded"}, nil
 		case "/session/set":
 			s := c.Session()
 			for k := range query {
