@@ -41,14 +41,20 @@ from tempest.converters import (
     to_list,
     to_prefix,
     to_cookie_name,
+    to_spool,
+    to_directory,
     to_queue,
     to_access_log,
+    to_priority,
+    to_redeliver,
 )
 from tempest.logformat import DEFAULT_FORMAT, LOGGER, check_format
 from tempest.errors import ConfigError
 from tempest.sessions import Secrets, read_secrets, to_secrets
 
 MAX_FILE = 1 << 20  # bytes: an INI file is read whole
+MAX_BODY_IN_MEMORY = 4 << 30  # bytes: a larger max_body needs its route's spool
+SPOOL_KEYS = ("max_body", "spool", "spool_dir", "spool_over")  # a route's body settings: empty, [front]'s
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,25 @@ SETTINGS = (
       "reconnect by themselves); 0: never closed.", restart=True, bounds=(0, 604800)),
     S("front", "queue", to_queue, "tempest", "Queue of requests that no [route:] matches."),
     S("front", "timeout", to_seconds, "30", "Seconds to wait for an answer before 504.", bounds=(0.001, 86400)),
-    S("front", "max_body", to_size, "1M", "Largest request body accepted (K, M, G suffixes); 413 above.", bounds=(0, 4294967296)),
+    S("front", "priority", to_priority, "normal",
+      "Priority of the jobs of requests that no [route:] matches: high (the head of the queue), "
+      "normal or low (a list taken when the queue is empty; not by the 2012 workers)."),
+    S("front", "redeliver", to_redeliver, "idempotent",
+      "Which jobs of a reliable worker that died go to another worker: idempotent (all but POST "
+      "and PATCH, whose clients get 502 at once), always, or never."),
+    S("front", "max_body", to_size, "1M",
+      "Largest request body accepted (K, M, G suffixes); 413 above. Over 4G only with spool (a "
+      "body kept in memory is 4G at most).", bounds=(0, 1 << 40)),
+    S("front", "spool", to_spool, "no",
+      "Where request bodies over spool_over go instead of tempestd's memory: no (they stay in "
+      "memory and travel in the job), yes (a file in spool_dir, for workers on this host) or redis "
+      "(chunks in Redis, for workers anywhere); the job carries a token (env body_file or body_key)."),
+    S("front", "spool_dir", to_directory, "data/spool",
+      "Directory of the spooled bodies (spool = yes); relative to the INI file. Made at start "
+      "(mode 0700) and emptied of the bodies an earlier run of this tempestd left there."),
+    S("front", "spool_over", to_size, "64K",
+      "Bodies larger than this are spooled (a declared Content-Length at once, a chunked body once "
+      "it passes it); smaller ones travel in the job.", bounds=(0, 1 << 30)),
     S("front", "max_queue_length", to_count, "0",
       "Jobs a queue may hold before requests get 503; 0: unbounded.", bounds=(0, 2147483648)),
     S("front", "max_header_size", to_size, "64K", "Largest request head (request line and headers); 431 above.", bounds=(1024, 1048576)),
@@ -199,6 +223,15 @@ SETTINGS = (
     S("worker:", "logfile_backups", to_count, "5", "Rotated log files kept (file.1, file.2...).", bounds=(0, 1000)),
     S("route:", "queue", to_queue, None, "Queue of the requests whose path starts with the prefix."),
     S("route:", "timeout", to_seconds, "", "Answer timeout for this route; empty: [front] timeout.", bounds=(0.001, 86400)),
+    S("route:", "priority", to_priority, "", "Priority of this route's jobs (high, normal, low); empty: [front] priority."),
+    S("route:", "redeliver", to_redeliver, "",
+      "idempotent, always or never (see [front] redeliver); empty: [front] redeliver."),
+    S("route:", "max_body", to_size, "",
+      "Largest request body of this route (over 4G only with spool); empty: [front] max_body.", bounds=(0, 1 << 40)),
+    S("route:", "spool", to_spool, "", "no, yes or redis (see [front] spool); empty: [front] spool."),
+    S("route:", "spool_dir", to_directory, "", "Directory of this route's spooled bodies; empty: [front] spool_dir."),
+    S("route:", "spool_over", to_size, "", "Size above which this route's bodies are spooled; empty: [front] spool_over.",
+      bounds=(0, 1 << 30)),
 )
 _SECTIONS = list(dict.fromkeys(s.section for s in SETTINGS))
 _EMPTY_VALUED = (to_str, to_list, to_environment)  # converters whose empty value is not None
@@ -272,7 +305,9 @@ class Config:
         self.tempest, self.redis = sections["tempest"], sections["redis"]
         self.front, self.pubsub = sections["front"], sections["pubsub"]
         self.admin = sections["admin"]
-        self.default_route = Route(prefix="/", queue=self.front.queue, timeout=self.front.timeout)
+        spooling = {key: getattr(self.front, key) for key in SPOOL_KEYS}
+        self.default_route = Route(prefix="/", **spooling, queue=self.front.queue, timeout=self.front.timeout,
+                                   priority=self.front.priority, redeliver=self.front.redeliver)
 
     def route_for(self, path: str) -> Any:
         """The route of a request path (longest prefix wins), or the default route."""
@@ -302,6 +337,8 @@ def load(path: str) -> Config:
     sections = {name: _section(path, name, {}) for name in SECTION_CLASSES}
     parsed = {name: _section(path, name, dict(parser[name])) for name in parser.sections()}
     sections.update((k, v) for k, v in parsed.items() if k in SECTION_CLASSES)
+    for values in [sections["front"], *(v for k, v in parsed.items() if k.startswith("route:"))]:
+        _resolve(values, "spool_dir", base)  # before the routes take [front]'s
     routes = [_route(path, k, v, sections) for k, v in parsed.items() if k.startswith("route:")]
     programs = [_program(path, k, v, base) for k, v in parsed.items() if k.startswith("worker:")]
     statics = [_static(path, k, v, base) for k, v in parsed.items() if k.startswith("static:")]
@@ -404,10 +441,10 @@ def _route(path: str, name: str, values: dict[str, Any], sections: dict[str, dic
     prefix = name.split(":", 1)[1].strip()
     if not prefix.startswith("/"):
         raise ConfigError(f"a route prefix starts with '/': {prefix!r}", path, name)
-    timeout = values["timeout"]
-    if timeout is None:
-        timeout = sections["front"]["timeout"]
-    return Route(prefix=prefix, queue=values["queue"], timeout=timeout)
+    inherited = {key: sections["front"][key] if values[key] is None else values[key]
+                 for key in ("timeout", "priority", "redeliver")}  # empty: [front]'s
+    spooling = {key: sections["front"][key] if values[key] is None else values[key] for key in SPOOL_KEYS}
+    return Route(prefix=prefix, queue=values["queue"], **spooling, **inherited)
 
 
 def _static(path: str, section: str, values: dict[str, Any], base: str) -> Any:
@@ -495,6 +532,7 @@ def _check(config: Config) -> None:
             raise ConfigError(f"duplicate route prefix {route.prefix!r}", config.path,
                               f"route:{route.prefix}")
         seen[route.prefix] = route
+    _check_spool(config)
     _check_prefixes(config)
 
 
@@ -516,6 +554,18 @@ def _check_prefixes(config: Config) -> None:
             if route.prefix.startswith(prefix):
                 raise ConfigError(f"under {where} {prefix!r}: its requests would never reach the queue",
                                   config.path, f"route:{route.prefix}")
+
+
+def _check_spool(config: Config) -> None:
+    """A body kept in memory is MAX_BODY_IN_MEMORY at most; a spool to files needs a directory."""
+    for route in [config.default_route, *config.routes]:
+        section = "front" if route is config.default_route else f"route:{route.prefix}"
+        if route.spool == "no" and route.max_body > MAX_BODY_IN_MEMORY:
+            limit = _number(MAX_BODY_IN_MEMORY, True)
+            raise ConfigError(f"over {limit} needs spool = yes or redis (a body kept in memory is {limit} at most)",
+                              config.path, section, "max_body")
+        if route.spool == "yes" and not route.spool_dir:
+            raise ConfigError("spool = yes needs a spool_dir", config.path, section, "spool_dir")
 
 
 def markdown() -> str:

@@ -29,6 +29,26 @@ def to_bool(raw: str) -> bool:
     raise ValueError(f"not a boolean (yes/no): {raw!r}")
 
 
+PRIORITIES = ("high", "normal", "low")  # a job's priority (docs/protocol.md, "Priorities")
+REDELIVERIES = ("idempotent", "always", "never")  # which jobs of a dead worker go to another one
+
+
+def to_priority(raw: str) -> str:
+    """A route's priority: high, normal or low."""
+    value = raw.strip().lower()
+    if value not in PRIORITIES:
+        raise ValueError(f"not a priority (high, normal, low): {raw!r}")
+    return value
+
+
+def to_redeliver(raw: str) -> str:
+    """A route's redelivery rule: idempotent (not POST or PATCH), always or never."""
+    value = raw.strip().lower()
+    if value not in REDELIVERIES:
+        raise ValueError(f"not a redelivery rule (idempotent, always, never): {raw!r}")
+    return value
+
+
 def to_access_log(raw: str) -> str:
     """[front] access_log: "" (off), "log" (tempestd's own log) or a file's path."""
     value = raw.strip()
@@ -218,3 +238,20 @@ def to_queue(raw: str) -> str:
     if not _QUEUE.match(value):
         raise ValueError(f"not a queue name (non-empty, no spaces): {raw!r}")
     return value
+
+
+def to_spool(raw: str) -> str:
+    """Where a route's large request bodies go: no (memory), yes (a file) or redis."""
+    value = raw.strip().lower()
+    if value in ("no", "false", "off", "0"):
+        return "no"
+    if value in ("yes", "true", "on", "1", "file"):
+        return "yes"
+    if value == "redis":
+        return value
+    raise ValueError(f"not no, yes or redis: {raw!r}")
+
+
+def to_directory(raw: str) -> str:
+    """A directory's path (an empty one is unset: the route takes [front]'s)."""
+    return raw.strip()

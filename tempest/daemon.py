@@ -29,7 +29,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tempest import config as configuration
-from tempest import embedded, keys, redisconn, systemd
+from tempest import spool
+from tempest import embedded, jobs, keys, redisconn, systemd
 from tempest.answers import AnswerServer
 from tempest.control import ControlServer, socket_path
 from tempest.errors import ConfigError, ExitCode, StartupError
@@ -45,6 +46,7 @@ from tempest.metrics import Requests
 from tempest.pidfile import Pidfile
 from tempest.redisurl import redacted
 from tempest.pusher import Pusher
+from tempest.queuestats import QueueStats
 from tempest.redeliver import Redeliverer
 from tempest.relay import Relay
 from tempest.serving import Serving
@@ -185,7 +187,7 @@ class Daemon:
             self.access_log.apply(config.front.access_log, config.front.access_log_format)
         except OSError as exc:
             raise StartupError(f"cannot open the access log {config.front.access_log}: {exc.strerror}") from None
-        self.registry = Registry(self.stats, max_buffered=config.front.max_stream_buffer)
+        self.registry = registry = Registry(self.stats, max_buffered=config.front.max_stream_buffer)
         self.pusher = Pusher(config.redis.url, self.registry, self.stats, config.front.max_queue_length)
         self.client = client
         sockets = Sockets()  # the open WebSockets, for `ws <socket_id> <json>` answers
@@ -198,18 +200,25 @@ class Daemon:
         self.relay = Relay(config.redis.url, _pooled_client(config.redis.url), self.stats, config.pubsub,
                            self.registry.ledger)  # one bound for what slow clients hold, streams and subscribers
         self._publish_durable(client, config)
+        spools = self._spools(config)
         self.front = Server(config, self.stats,
                             Forwarder(self.registry, self.pusher, self.stats, respond_to, self.serving),
                             StaticFiles(self.stats), EventStreams(self.relay, self.stats),
                             WebSockets(self.relay, self.pusher, self.stats, respond_to, sockets),
-                            room=_room(files, config), requests=Requests(), access_log=self.access_log)
+                            room=_room(files, config), requests=Requests(), access_log=self.access_log,
+                            spools=spools)
         _listen(self.front.server, config.front.listen, "front")
         self.relay.start()
         self.redeliverer = Redeliverer(config.redis.url, self.stats, config.front.redeliver_interval,
-                                       config.front.max_redeliveries, self.serving.workers)
+                                       config.front.max_redeliveries, self.serving.workers, respond_to,
+                                       lambda job_id, payload: registry.answer(job_id, jobs.HTTP_ACTION, payload),
+                                       config.front.answer_password)
+        redeliverer = self.redeliverer
+        self.supervisor.system.on_exit = lambda pid: gevent.spawn(redeliverer.reaped, pid)  # at once, not at expiry
         self.greenlets = [gevent.spawn(self.pusher.run), gevent.spawn(self.registry.run_sweeper),
                           gevent.spawn(self.front.reap), gevent.spawn(self.redeliverer.run),
-                          gevent.spawn(self._flush_access_log)]
+                          gevent.spawn(self._flush_access_log),
+                          gevent.spawn(QueueStats(config.redis.url, self.pusher.pushed).run)]  # tempest queues' rates
         if config.admin.listen is not None:
             self.admin = AdminServer(config, Admin(self))
             _listen(self.admin.server, config.admin.listen, "admin listener")
@@ -225,6 +234,14 @@ class Daemon:
         log.info("tempestd ready: front on http://%s:%d/, answers on %s (respond_to %s), control %s%s",
                  *self.front.address[:2], "%s:%d" % self.answers.address[:2], respond_to, self.control.path,
                  ", admin on http://%s:%d/" % self.admin.server.address[:2] if self.admin is not None else "")
+
+    def _spools(self, config: Config) -> spool.Spools:
+        """Where spooled bodies go; their directories made, and emptied of a crash's leftovers."""
+        try:
+            spool.prepare([config.default_route, *config.routes], config.tempest.name)
+        except OSError as exc:
+            raise StartupError(f"cannot prepare the spool directory {exc.filename}: {exc.strerror}") from None
+        return spool.Spools(config.tempest.name, _pooled_client(config.redis.url))  # connects when first used
 
     def _flush_access_log(self) -> None:
         while True:

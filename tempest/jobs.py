@@ -82,6 +82,14 @@ def encode_http_job(env: dict[str, Any], respond_to: str | None, job_id: str) ->
     for key in ("remote_addr", "body", "body_base64"):
         if key in env:
             parts += [',"', key, '":', _quote(env[key])]
+    for key in ("queued", "deadline"):  # Unix times, added by the front after http_env
+        if key in env:
+            parts += [',"', key, '":', repr(float(env[key]))]
+    if env.get("redeliver") is False:
+        parts.append(',"redeliver":false')
+    for key in ("body_file", "body_key"):  # a spooled body's token, added by the front after http_env
+        if key in env:
+            parts += [',"', key, '":', _ENCODER.encode(env[key])]
     if "session" in env:  # {"id", "ttl"}, added by the front after http_env
         session = env["session"]
         if session.keys() == {"id", "ttl"} and type(session["ttl"]) is int:  # written by hand, as the rest

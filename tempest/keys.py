@@ -21,6 +21,20 @@ def session(session_id: str) -> str:
     return "session:" + session_id
 
 
+# priorities: a high job goes to the head of its queue (LPUSH), a normal one to its tail, a
+# low one to a list of its own, taken when the queue is empty (docs/protocol.md, "Priorities")
+
+
+def low(queue: str) -> str:
+    """The low-priority jobs of ``queue`` (the queue's Cluster slot)."""
+    return "tempest:low:{" + queue + "}"
+
+
+def priority_list(queue: str, priority: str) -> str:
+    """The list a job of ``priority`` (high, normal, low) of ``queue`` is pushed to."""
+    return low(queue) if priority == "low" else queue
+
+
 # reliable delivery: a reliable worker takes jobs into its own processing list and keeps a
 # heartbeat key alive; tempestd gives back the jobs of workers whose heartbeat expired. The
 # per-queue keys carry the queue as a hash tag, so that they share its Cluster slot.
@@ -51,3 +65,9 @@ def gather(gather_id: str) -> str:
     """The stream of a fan-out's answers: made by its gatherer, added to by the answer
     endpoint (entries ``part <index> answer <json>``), read by the gatherer with XREAD."""
     return "tempest:gather:{" + gather_id + "}"
+
+
+def body(token: str) -> str:
+    """A spooled request body (``spool = redis``): a list of chunks, with a TTL, deleted once
+    its job is answered (tempest.spool)."""
+    return "tempest:body:{" + token + "}"

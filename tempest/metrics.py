@@ -39,6 +39,7 @@ COUNTERS = {
     "connections_refused": ("tempest_http_connections_refused", "HTTP connections refused over max_connections (503)."),
     "bad_requests": ("tempest_http_bad_requests", "Malformed or oversized HTTP requests (400, 408, 413, 431)."),
     "clients_gone": ("tempest_http_clients_gone", "Clients that left while their job was pending."),
+    "jobs_withdrawn": ("tempest_jobs_withdrawn", "Of those, jobs no worker had taken: taken back, never run."),
     "requests": ("tempest_jobs", "HTTP requests turned into jobs."),
     "jobs_pushed": ("tempest_jobs_pushed", "Jobs that reached a Redis list."),
     "push_errors": ("tempest_jobs_push_errors", "Jobs that could not be pushed, Redis failing (503)."),
@@ -59,6 +60,7 @@ COUNTERS = {
     "ws_messages": ("tempest_websocket_messages", "WebSocket messages received and turned into jobs."),
     "jobs_redelivered": ("tempest_jobs_redelivered", "Jobs of dead reliable workers put back on their queue."),
     "jobs_dead": ("tempest_jobs_dead_lettered", "Jobs given back too often, moved to their dead-letter list."),
+    "jobs_refused": ("tempest_jobs_not_redelivered", "Jobs of dead reliable workers not safe to run twice (POST...): 502."),
     "static_files": ("tempest_static_files", "Static files served."),
 }
 

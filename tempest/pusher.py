@@ -1,5 +1,7 @@
 """Pushing jobs to Redis in batches: every job submitted during one turn of the event loop
-goes out in one write, one RPUSH (or bounded push) per queue, over a lean connection of its own.
+goes out in one write, one RPUSH (or bounded push) per queue and priority, over a lean
+connection of its own. A high job is pushed to the head of its queue (LPUSH), a low one to the
+queue's low list (``keys.low``).
 
 Pushes are never retried: a retried RPUSH can enqueue a job twice. A push that fails settles
 its requests with UNAVAILABLE (503), and the next batch reconnects.
@@ -16,7 +18,7 @@ import gevent
 import gevent.event
 import hiredis
 
-from tempest import resp
+from tempest import keys, resp
 from tempest.waiting import Outcome, Pending, Registry
 from tempest.redisconn import RawConnection, ConnectionFailed
 from tempest.stats import Stats
@@ -26,17 +28,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Push as many jobs as the queue has room for; return how many were pushed.
+# Push as many jobs as the list has room for (ARGV[2]: RPUSH or LPUSH); return how many were pushed.
 BOUNDED_PUSH = """
 local room = tonumber(ARGV[1]) - redis.call('LLEN', KEYS[1])
-local n = math.min(room, #ARGV - 1)
+local n = math.min(room, #ARGV - 2)
 if n <= 0 then return 0 end
-return redis.call('RPUSH', KEYS[1], unpack(ARGV, 2, n + 1)) and n
+return redis.call(ARGV[2], KEYS[1], unpack(ARGV, 3, n + 2)) and n
 """
+PUSH_COMMAND = {"high": "LPUSH", "normal": "RPUSH", "low": "RPUSH"}
 MAX_BATCH = 1000  # jobs per pipeline; bounds the size of one write to Redis
 CALL_TIMEOUT = 2.0  # seconds call() waits for its reply
 MAX_RESULTS = 1000  # entries a gatherer's stream keeps (about: MAXLEN ~), whoever adds them
-Job = tuple[str, bytes, Pending | None]  # (queue, job, the request waiting for it)
+Job = tuple[str, bytes, Pending | None, str]  # (queue, job, the request waiting for it, priority)
 
 
 class Pusher:
@@ -52,15 +55,16 @@ class Pusher:
         self._calls: list[tuple[resp.Command, gevent.event.AsyncResult[Any]]] = []  # call(): replies awaited
         self._wake = gevent.event.Event()
         self._failing = False
+        self.pushed: dict[str, int] = {}  # queue -> jobs pushed to it (all priorities), since the start
 
     def apply(self, config: Config) -> None:
         """Take a (re)loaded configuration: the queues' bound."""
         self.max_queue_length = config.front.max_queue_length
 
-    def submit(self, queue: str, job: bytes, pending: Pending | None) -> None:
+    def submit(self, queue: str, job: bytes, pending: Pending | None, priority: str = "normal") -> None:
         """Queue ``job`` for the next push; ``pending`` (or None: nobody waits) is settled
-        with UNAVAILABLE or QUEUE_FULL if the push fails."""
-        self._batch.append((queue, job, pending))
+        with UNAVAILABLE or QUEUE_FULL if the push fails. ``priority``: high, normal or low."""
+        self._batch.append((queue, job, pending, priority))
         if not self._wake.is_set():
             self._wake.set()
 
@@ -117,23 +121,24 @@ class Pusher:
                 log.debug("dropped the answer of part %s for %s: nobody gathers it any more", command[8], command[1])
 
     def _push(self, batch: list[Job]) -> None:
-        by_queue: dict[str, tuple[list[bytes], list[Pending | None]]] = {}
-        for queue, job, pending in batch:
+        by_list: dict[tuple[str, str], tuple[list[bytes], list[Pending | None]]] = {}
+        for queue, job, pending, priority in batch:
             if pending is not None and not self._registry.waiting(pending):
                 continue  # its client left or it timed out before the push: skip it
-            jobs, waiting = by_queue.setdefault(queue, ([], []))
+            jobs, waiting = by_list.setdefault((queue, priority), ([], []))
             jobs.append(job)
             waiting.append(pending)
-        if not by_queue:
+        if not by_list:
             return
-        results = self._execute([self._command(queue, jobs) for queue, (jobs, _) in by_queue.items()])
-        for (queue, (jobs, waiting)), result in zip(by_queue.items(), results):
+        results = self._execute([self._command(queue, priority, jobs) for (queue, priority), (jobs, _) in by_list.items()])
+        for ((queue, _), (jobs, waiting)), result in zip(by_list.items(), results):
             self._settle(queue, waiting, result)
 
-    def _command(self, queue: str, jobs: list[bytes]) -> resp.Command:
+    def _command(self, queue: str, priority: str, jobs: list[bytes]) -> resp.Command:
+        key = keys.priority_list(queue, priority)
         if self.max_queue_length:
-            return ["EVALSHA", self._bounded_sha, 1, queue, self.max_queue_length, *jobs]
-        return ["RPUSH", queue, *jobs]
+            return ["EVALSHA", self._bounded_sha, 1, key, self.max_queue_length, PUSH_COMMAND[priority], *jobs]
+        return [PUSH_COMMAND[priority], key, *jobs]
 
     def _execute(self, commands: Sequence[resp.Command]) -> list[Any]:
         later, self._later = self._later[:MAX_BATCH], self._later[MAX_BATCH:]
@@ -163,6 +168,7 @@ class Pusher:
             self._failing = False
         pushed = result if self.max_queue_length else len(waiting)
         self._stats.jobs_pushed += pushed
+        self.pushed[queue] = self.pushed.get(queue, 0) + pushed
         if pushed < len(waiting):
             log.warning("queue %s is full (%d jobs): %d requests refused",
                         queue, self.max_queue_length, len(waiting) - pushed)

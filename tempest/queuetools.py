@@ -90,8 +90,10 @@ class Sample:
 def queues(client: redis.Redis, settings: Config, args: argparse.Namespace) -> int:
     registered = registered_workers(client)
     names = queue_names(settings, registered)
-    if len(names) < len(set(configured_queues(settings)) | set(registered)):
-        print(f"tempest: more than {MAX_QUEUES} queues: {len(names)} shown", file=sys.stderr)
+    known = len(set(configured_queues(settings)) | set(registered))
+    if known > len(names):
+        print(f"tempest: {known} queues; {len(names)} shown: the INI file's, then the first registered ones by name",
+              file=sys.stderr)
     first = sample(client, names)[0] if args.interval else None
     if first is not None:
         time.sleep(args.interval)
@@ -113,7 +115,7 @@ def registered_workers(client: redis.Redis) -> dict[str, list[str]]:
     """Queue -> ids of the reliable workers registered on it (``tempest:workers``)."""
     workers: dict[str, list[str]] = {}
     for member in client.smembers(keys.WORKERS):
-        entry = reliable.parse_entry(member.decode("utf-8", "replace"))
+        entry = reliable.parse_entry(member if isinstance(member, str) else member.decode("utf-8", "replace"))
         if entry is not None:
             workers.setdefault(entry[0], []).append(entry[1])
     return workers
@@ -287,7 +289,8 @@ def dead(client: redis.Redis, args: argparse.Namespace) -> int:
         return requeue(client, args.queue, args.requeue, args.json)
     key = keys.dead(args.queue)
     pipe = client.pipeline(transaction=False)
-    pipe.llen(key).lrange(key, 0, args.limit - 1 if args.limit else -1)
+    pipe.llen(key)
+    pipe.lrange(key, 0, args.limit - 1 if args.limit else -1)
     total, letters = pipe.execute()
     rows = [describe(index, raw) for index, raw in enumerate(letters)]
     if args.json:
@@ -345,7 +348,7 @@ def requeue(client: redis.Redis, queue: str, ids: Sequence[str], as_json: bool) 
     else:
         budget = client.llen(key)  # what is there now: letters that arrive meanwhile are not chased
         while budget > 0 and not _failure(moved):
-            letters = client.lrange(key, 0, min(CHUNK, budget) - 1)
+            letters = _lrange(client, key, 0, min(CHUNK, budget) - 1)
             if not letters:
                 break
             budget -= len(letters)
@@ -370,11 +373,15 @@ def _failure(moved: Sequence[bool | Exception]) -> Exception | None:
 
 def _all_letters(client: redis.Redis, key: str) -> list[bytes]:
     letters: list[bytes] = []
-    while chunk := client.lrange(key, len(letters), len(letters) + CHUNK - 1):
+    while chunk := _lrange(client, key, len(letters), len(letters) + CHUNK - 1):
         letters += chunk
         if len(chunk) < CHUNK:
             break
     return letters
+
+
+def _lrange(client: redis.Redis, key: str, start: int, stop: int) -> list[bytes]:
+    return [raw if isinstance(raw, bytes) else raw.encode() for raw in client.lrange(key, start, stop)]
 
 
 def _move(client: redis.Redis, script: Any, key: str, queue: str, letters: Sequence[bytes]) -> list[bool | Exception]:

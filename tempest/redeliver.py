@@ -7,38 +7,75 @@ whose heartbeat expired goes back to the head of its queue, each job's delivery 
 given back more than ``max_redeliveries`` times goes to the dead-letter list instead, since it
 is what kills its workers. Delivery is at least once: a worker that was only frozen may still
 answer a job another worker got too (the second answer is dropped by the front).
+
+A job that is not safe to run twice (its env says ``"redeliver": false``: POST and PATCH by
+default) is not given back but answered 502 at once, sent to its answer endpoint as a worker
+would. When tempestd's supervisor reaps one of its workers, ``reaped(pid)`` gives back the
+jobs of that process at once, without waiting for its heartbeat to expire.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import urllib.parse
 from collections.abc import Callable
 
 import gevent
+import gevent.lock
 import hiredis
 
-from tempest import keys, reliable
+from tempest import jobs, keys, reliable
 from tempest.redisconn import RawConnection, ConnectionFailed
 from tempest.stats import Stats
 
 log = logging.getLogger(__name__)
 
+REFUSED_ANSWER = jobs.dumps([502, {"Content-Type": "text/plain; charset=utf-8"},
+                             "502 Bad Gateway: the worker died during the request, which is not run twice\n"])
+Answer = Callable[[str, bytes], object]  # (job id, payload): an answer to a job of this front
+
+
 class Redeliverer:
     def __init__(self, url: str, stats: Stats, interval: float, max_redeliveries: int,
-                 on_workers: Callable[[dict[str, int]], None] | None = None) -> None:
+                 on_workers: Callable[[dict[str, int]], None] | None = None, respond_to: str | None = None,
+                 answer: Answer | None = None, answer_password: str | None = None) -> None:
         self.connection = RawConnection(url)
         self.stats = stats
         self.interval = interval
         self.max_redeliveries = max_redeliveries
         self.on_workers = on_workers  # given the live workers per queue after each check
+        self.respond_to = respond_to  # this front's answer endpoint: its jobs are answered through
+        self.answer = answer  # ... this, the others' over the Redis protocol (with this password)
+        self.answer_password = answer_password
+        self.hostname = socket.gethostname()  # a worker id is <hostname>:<pid>:<random>
+        self._lock = gevent.lock.Semaphore()  # one user of the connection at a time
 
     def run(self) -> None:
         while True:
             gevent.sleep(self.interval)
             try:
-                self.check()
+                with self._lock:
+                    self.check()
             except ConnectionFailed as exc:
                 log.debug("cannot check the reliable workers: %s", exc)
+
+    def reaped(self, pid: int) -> None:
+        """A worker process this tempestd supervised exited: the jobs its reliable workers held
+        go back (or are answered 502) now, whatever their heartbeat says."""
+        start = f"{self.hostname}:{pid}:"
+        try:
+            with self._lock:
+                [entries] = self.connection.execute([["SMEMBERS", keys.WORKERS]])
+                if isinstance(entries, hiredis.ReplyError):
+                    return
+                for entry in entries or ():
+                    parsed = reliable.parse_entry(entry.decode("utf-8", "replace"))
+                    if parsed is not None and parsed[1].startswith(start):
+                        self._give_back(entry, *parsed)
+                        self.connection.execute([["DEL", keys.alive(parsed[1])]])
+        except ConnectionFailed as exc:
+            log.debug("cannot give back the jobs of worker process %d now: %s (its heartbeat's expiry will)", pid, exc)
 
     def check(self) -> None:
         """Give back the jobs of every registered worker whose heartbeat expired."""
@@ -63,9 +100,45 @@ class Redeliverer:
             log.error("cannot give back the jobs of worker %s on %s: %s", worker_id, queue, reply)
             return
         self.connection.execute([["SREM", keys.WORKERS, entry]])
-        moved, dead = reply
+        moved, dead, refused = reply
         self.stats.jobs_redelivered += moved
         self.stats.jobs_dead += dead
-        if moved or dead:
-            log.warning("worker %s died holding %d job(s) of queue %s: %d given back, %d to %s",
-                        worker_id, moved + dead, queue, moved, dead, keys.dead(queue))
+        self.stats.jobs_refused += len(refused)
+        if moved or dead or refused:
+            log.warning("worker %s died holding %d job(s) of queue %s: %d given back, %d to %s, %d answered 502 "
+                        "(not run twice)", worker_id, moved + dead + len(refused), queue, moved, dead,
+                        keys.dead(queue), len(refused))
+        if refused:
+            gevent.spawn(self._refuse, refused)
+
+    def _refuse(self, refused: list[bytes]) -> None:
+        """Answer 502 to each job: through ``answer`` for this front's, else to its endpoint."""
+        by_endpoint: dict[str, list[list[bytes | str]]] = {}
+        for raw in refused:
+            try:
+                action, _, respond_to, job_id = jobs.decode_job(raw)
+            except ValueError:
+                continue
+            if not respond_to:
+                continue
+            if respond_to == self.respond_to and self.answer is not None:
+                self.answer(str(job_id), REFUSED_ANSWER)
+            else:
+                by_endpoint.setdefault(respond_to, []).append([jobs.HTTP_ACTION, str(job_id), REFUSED_ANSWER])
+        for respond_to, answers in by_endpoint.items():
+            try:
+                connection = RawConnection(self._endpoint_url(respond_to), timeout=5, connect_timeout=2)
+                try:
+                    connection.execute(answers)
+                finally:
+                    connection.close()
+            except (ConnectionFailed, ValueError) as exc:
+                log.warning("cannot send the 502 answers of %d job(s) to %s: %s", len(answers), respond_to, exc)
+
+    def _endpoint_url(self, respond_to: str) -> str:
+        host, _, port = respond_to.rpartition(":")
+        host = host.strip("[]")
+        netloc = f"[{host}]:{int(port)}" if ":" in host else f"{host}:{int(port)}"
+        if self.answer_password:
+            netloc = ":" + urllib.parse.quote(self.answer_password, safe="") + "@" + netloc
+        return "redis://" + netloc

@@ -35,16 +35,25 @@ local n = 0
 while redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') do n = n + 1 end
 return n
 """
-# KEYS: processing list, queue, deliveries hash, dead-letter list; ARGV: max redeliveries
+# KEYS: processing list, queue, deliveries hash, dead-letter list; ARGV: max redeliveries.
+# A url job whose env says "redeliver": false (POST, PATCH...) is not given back but returned,
+# so that tempestd answers it 502; the others go back to the head of the queue, or to the dead
+# letters once given back more than ARGV[1] times. Returns {given back, dead, {refused jobs}}.
 GIVE_BACK = """
-local moved, dead = 0, 0
+local moved, dead, refused = 0, 0, {}
 while true do
   local job = redis.call('RPOP', KEYS[1])
   if not job then break end
   local ok, decoded = pcall(cjson.decode, job)
   local id = job
-  if ok and type(decoded) == 'table' and decoded[4] ~= nil then id = tostring(decoded[4]) end
-  if redis.call('HINCRBY', KEYS[3], id, 1) > tonumber(ARGV[1]) then
+  local env = nil
+  if ok and type(decoded) == 'table' then
+    if decoded[4] ~= nil then id = tostring(decoded[4]) end
+    if type(decoded[2]) == 'table' and type(decoded[2][1]) == 'table' then env = decoded[2][1] end
+  end
+  if env ~= nil and env['redeliver'] == false then
+    refused[#refused + 1] = job
+  elseif redis.call('HINCRBY', KEYS[3], id, 1) > tonumber(ARGV[1]) then
     redis.call('HDEL', KEYS[3], id)
     redis.call('RPUSH', KEYS[4], job)
     dead = dead + 1
@@ -54,7 +63,7 @@ while true do
   end
 end
 redis.call('EXPIRE', KEYS[3], 86400)
-return {moved, dead}
+return {moved, dead, refused}
 """
 
 
@@ -85,6 +94,12 @@ def take(queue: str, worker_id: str, count: int) -> Command:
     return ["EVAL", TAKE, 2, queue, keys.processing(queue, worker_id), count]
 
 
+def take_low(queue: str, worker_id: str, count: int) -> Command:
+    """Move up to ``count`` waiting low-priority jobs of ``queue`` into its processing list
+    (taken only when the queue itself is empty)."""
+    return ["EVAL", TAKE, 2, keys.low(queue), keys.processing(queue, worker_id), count]
+
+
 def take_blocking(queue: str, worker_id: str, timeout: float) -> Command:
     """Wait up to ``timeout`` seconds for one job, moved into the processing list."""
     return ["BLMOVE", queue, keys.processing(queue, worker_id), "LEFT", "RIGHT", timeout]
@@ -107,7 +122,8 @@ def unregister(worker_id: str, queues: list[str]) -> list[Command]:
 
 
 def give_back(queue: str, worker_id: str, max_redeliveries: int) -> Command:
-    """Give a dead worker's jobs of ``queue`` back; the reply is [given back, dead-lettered].
+    """Give a dead worker's jobs of ``queue`` back; the reply is [given back, dead-lettered,
+    [the jobs not safe to run twice, to answer 502]].
     EVAL, not EVALSHA: it runs only when a worker died, so the script's text costs nothing."""
     keys_ = [keys.processing(queue, worker_id), queue, keys.deliveries(queue), keys.dead(queue)]
     return ["EVAL", GIVE_BACK, 4, *keys_, max_redeliveries]

@@ -28,6 +28,8 @@ class Stats:
     answers: int = 0  # answers handed to a waiting request
     answers_dropped: int = 0  # answers for an unknown, expired or abandoned job
     clients_gone: int = 0  # clients that left while their job was pending
+    jobs_withdrawn: int = 0  # of those, the jobs still on their queue: taken back, so that no worker runs them
+    jobs_refused: int = 0  # jobs of dead reliable workers not safe to run twice (POST...): answered 502
     answer_connections: int = 0  # connections to the answer endpoint accepted
     answer_connections_refused: int = 0  # refused: over answer_max_connections
     answer_connections_closed: int = 0  # closed by the endpoint: idle, no AUTH in time, protocol error, too big

@@ -31,7 +31,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FrameType, TracebackType
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import hiredis
 from redis.backoff import NoBackoff
@@ -39,6 +39,7 @@ from redis.retry import Retry
 
 from tempest import jobs, keys, redisconn, reliable, resp, sessions
 from tempest.publish import Publisher
+from tempest.spool import open_body
 from tempest.redisurl import redacted
 from tempest.redisconn import RawConnection, ConnectionFailed
 
@@ -50,6 +51,7 @@ FLUSH_AFTER = 0.005  # seconds: answers held back for a batch are sent once they
 RECONNECT_MAX = 5.0  # seconds between reconnection attempts, at most
 ANSWER_ACTIONS = (jobs.HTTP_ACTION, "ws")  # the actions every answer endpoint knows
 GATHER_TTL = 300  # seconds a fan-out's results list lives at most (the gatherer deletes it)
+PRIORITIES = ("high", "normal", "low")
 
 Handler = Callable[..., object]  # handler(context, *args): its value, unless None, is the answer
 H = TypeVar("H", bound=Handler)
@@ -90,6 +92,22 @@ class Context:
                 self._session = sessions.Session(self.worker.redis, info["id"], info.get("ttl") or sessions.DEFAULT_TTL)
         return self._session
 
+    def body_file(self) -> BinaryIO:
+        """The request body as a binary file open for reading, wherever it is: a body that
+        tempestd spooled (``env.body_file``: the file itself, on this host; ``env.body_key``:
+        its chunks in Redis, fetched as they are read) or one inline in the job (``body``,
+        ``body_base64``). Close it when done. Its size: ``env.body_file.size`` (or
+        ``body_key.size``); its SHA-256: their ``sha256``.
+
+        Returns:
+            A binary file-like object (read, readinto, readline, iteration).
+
+        Raises:
+            tempest.spool.BodyGone: the spooled body is gone (its request was answered, timed
+                out, or its client left) or expired.
+        """
+        return open_body(self.env or {}, self.worker.redis)
+
     def answer(self, data: object) -> bool:
         """Send an answer; may be called several times (later answers of an HTTP job are
         dropped by the front, a ``ws`` job's answers all reach its socket).
@@ -108,17 +126,18 @@ class Context:
             data = _with_header(data, sessions.REGENERATED_HEADER, self._session.id)
         return self.worker.send_answer(self.respond_to, self.action, self.job_id, data)
 
-    def forward(self, queue: str, action: str, *args: Any) -> None:
+    def forward(self, queue: str, action: str, *args: Any, priority: str = "normal") -> None:
         """Pass the job on: push ``[action, args, respond_to, job_id]`` to ``queue``, so that the
         worker that takes it (in any language) answers the waiting client, or forwards again.
         The handler then sends no answer itself; the answer to a forwarded ``url`` job is an
-        HTTP answer, whoever sends it.
+        HTTP answer, whoever sends it. ``priority``: high, normal or low.
 
         Raises:
             ConnectionFailed: Redis could not be reached (the job was not passed on).
+            ValueError: not a priority.
         """
         self.answered += 1  # someone else answers: no 500 for a handler that returns None
-        self.worker.push(queue, jobs.encode_job(action, list(args), self.respond_to, self.job_id))
+        self.worker.push(queue, jobs.encode_job(action, list(args), self.respond_to, self.job_id), priority)
 
     def gather(self, parts: list[tuple[str, str, list[Any]]], timeout: float = 5.0) -> list[Any]:
         """Fan out: send each part ``(queue, action, args)`` to its queue as a job, wait up to
@@ -219,12 +238,18 @@ class Worker:
             keep a heartbeat: if the worker dies holding jobs, tempestd gives them back to
             their queue (at least once delivery; see docs/protocol.md). Costs a few Redis
             commands per batch. With several queues, the ones after the first are polled
-            every 0.1 s instead of blocking.
+            every 0.1 s instead of blocking. Default: on, unless ``TEMPEST_RELIABLE`` is
+            0, false or no (then a plain ``BLPOP``: a job is lost if its worker dies).
         heartbeat: seconds without a heartbeat after which a reliable worker counts as dead.
+
+    A worker takes the jobs of its queues in priority order: high and normal ones from the
+    queues themselves (tempestd pushes a high job to the head), then low ones
+    (``tempest:low:{queue}``) when the queues are empty. A url job past its ``deadline`` is
+    dropped unrun (counted in ``expired``): nobody waits for its answer any more.
     """
 
     def __init__(self, queues: str | Iterable[str] = "tempest", redis_url: str | None = None,
-                 answer_password: str | None = None, prefetch: int = 1, reliable: bool = False,
+                 answer_password: str | None = None, prefetch: int = 1, reliable: bool | None = None,
                  heartbeat: float = 15.0) -> None:
         self.queues = [queues] if isinstance(queues, str) else list(queues)
         self.redis_url = redis_url or os.environ.get("TEMPEST_REDIS_URL") or DEFAULT_REDIS_URL
@@ -233,6 +258,8 @@ class Worker:
         self.prefetch = max(1, int(prefetch))
         self.stopping = False
         self.processed = 0
+        self.expired = 0  # url jobs taken past their deadline, dropped unrun
+        self._low = [keys.low(q) for q in self.queues]
         # for the handlers (and publish): no automatic retries, which could repeat a write
         self.redis = redisconn.client(self.redis_url, socket_timeout=10, socket_connect_timeout=5,
                                       retry=Retry(NoBackoff(), 0))
@@ -243,7 +270,7 @@ class Worker:
         self._publisher: Publisher | None = None
         self._outbox: dict[str, list[resp.Command]] = {}  # respond_to -> [(action, job_id, payload)] not sent yet
         self._outbox_since: float | None = None
-        self.reliable = reliable
+        self.reliable = reliable if reliable is not None else reliable_from_environment()
         self.heartbeat = float(heartbeat)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._registered = False
@@ -288,7 +315,8 @@ class Worker:
             if self.reliable:
                 heart.join(10)  # no beat (which registers) after the unregistering
                 self._unregister()
-        log.info("worker stopped after %d jobs", self.processed)
+        log.info("worker stopped after %d jobs%s", self.processed,
+                 f" ({self.expired} dropped past their deadline)" if self.expired else "")
 
     def _loop(self) -> None:
         delay = 0.1
@@ -336,12 +364,14 @@ class Worker:
         connection.close()
 
     def _take_reliable(self) -> list[bytes]:
-        """Like _take, moving each job into this worker's processing list of its queue."""
-        for queue in self.queues:
-            jobs = self._command(*reliable.take(queue, self.worker_id, self.prefetch))
-            if jobs:
-                self._holding = queue
-                return jobs
+        """Like _take, moving each job into this worker's processing list of its queue: the
+        queues' jobs first, then their low ones, then a blocking wait on the first queue."""
+        for take in (reliable.take, reliable.take_low):
+            for queue in self.queues:
+                jobs = self._command(*take(queue, self.worker_id, self.prefetch))
+                if jobs:
+                    self._holding = queue
+                    return jobs
         queue = self.queues[0]
         timeout = POLL_TIMEOUT if len(self.queues) == 1 else 0.1
         job = self._command(*reliable.take_blocking(queue, self.worker_id, timeout))
@@ -371,11 +401,11 @@ class Worker:
         """The next jobs: when the last round found work, first take what is waiting without
         blocking (up to ``prefetch``), else block on BLPOP; with prefetch, top it up."""
         if busy and self.prefetch > 1:
-            for queue in self.queues:
+            for queue in self.queues + self._low:
                 jobs = self._command("LPOP", queue, self.prefetch)
                 if jobs:
                     return jobs
-        item = self._command("BLPOP", *self.queues, POLL_TIMEOUT)
+        item = self._command("BLPOP", *self.queues, *self._low, POLL_TIMEOUT)
         if item is None:
             return []
         if self.prefetch > 1:
@@ -388,9 +418,12 @@ class Worker:
             raise reply
         return reply
 
-    def push(self, queue: str, job: bytes) -> None:
-        """RPUSH an encoded job to ``queue`` (never retried: a retried RPUSH may push twice)."""
-        self._command("RPUSH", queue, job)
+    def push(self, queue: str, job: bytes, priority: str = "normal") -> None:
+        """Push an encoded job to ``queue`` (never retried: a retried push may push twice):
+        RPUSH, LPUSH for a high job, RPUSH to the low list for a low one."""
+        if priority not in PRIORITIES:
+            raise ValueError(f"not a priority (high, normal, low): {priority!r}")
+        self._command("LPUSH" if priority == "high" else "RPUSH", keys.priority_list(queue, priority), job)
 
     def gather(self, respond_to: str, parts: list[tuple[str, str, list[Any]]], timeout: float) -> list[Any]:
         """The fan-out of ``Context.gather`` (see docs/protocol.md, "Fan-out and gather")."""
@@ -459,9 +492,13 @@ class Worker:
         except ValueError as exc:
             log.error("dropped malformed job %.200r: %s", raw, exc)
             return
+        env = args[0] if action == jobs.HTTP_ACTION and args and isinstance(args[0], dict) else None
+        if env is not None and _past(env.get("deadline")):
+            self.expired += 1
+            log.debug("dropped job %s: taken past its deadline, nobody waits for it", job_id)
+            return
         self.processed += 1
         handler = self.handlers.get(action)
-        env = args[0] if action == jobs.HTTP_ACTION and args and isinstance(args[0], dict) else None
         context = Context(self, action, respond_to, job_id, env)
         if handler is None:
             log.error("no handler for action %r (job %s)", action, job_id)
@@ -557,6 +594,16 @@ class Worker:
         if self._publisher is None:
             self._publisher = Publisher(self.redis)
         return self._publisher.publish(channel, data, event)
+
+
+def reliable_from_environment() -> bool:
+    """Reliable delivery unless ``TEMPEST_RELIABLE`` is 0, false, no or off."""
+    return os.environ.get("TEMPEST_RELIABLE", "").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _past(deadline: object) -> bool:
+    """A job's ``deadline`` (Unix seconds) has passed; a missing or odd one never has."""
+    return type(deadline) in (int, float) and time.time() > deadline  # type: ignore[operator]
 
 
 def _with_header(answer: object, name: str, value: str) -> object:

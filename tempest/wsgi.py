@@ -40,7 +40,9 @@ import os
 import sys
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from tempest import spool
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -57,7 +59,9 @@ def environ(env: Mapping[str, Any], context: Context | None = None) -> WSGIEnvir
     """The PEP 3333 environ of a ``url`` job's ``env``.
 
     Args:
-        env: the job's env (method, url, headers, body or body_base64, remote_addr).
+        env: the job's env (method, url, headers, body or body_base64, remote_addr); a body
+            that tempestd spooled (body_file, body_key) becomes a ``wsgi.input`` read from
+            where it is, never read into memory whole.
         context: the job's ``Context``, put into the environ as ``tempest.context`` (and its
             session as ``tempest.session``).
 
@@ -69,7 +73,7 @@ def environ(env: Mapping[str, Any], context: Context | None = None) -> WSGIEnvir
         url = urllib.parse.urlunsplit(("", "") + urllib.parse.urlsplit(url)[2:]) or "/"
     path, _, query = url.partition("?")
     headers = env.get("headers") or {}
-    body = _request_body(env)
+    body_input, length = _input(env, context)
     host, port = _server(headers.get("host", ""))
     result: WSGIEnvironment = {
         "REQUEST_METHOD": env.get("method", "GET"),
@@ -79,10 +83,10 @@ def environ(env: Mapping[str, Any], context: Context | None = None) -> WSGIEnvir
         "SERVER_NAME": host,
         "SERVER_PORT": port,
         "SERVER_PROTOCOL": "HTTP/1.1",
-        "CONTENT_LENGTH": str(len(body)) if body else "",
+        "CONTENT_LENGTH": str(length) if length else "",
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": "http",  # what tempestd serves; a proxy's X-Forwarded-Proto is the app's to trust
-        "wsgi.input": io.BytesIO(body),
+        "wsgi.input": body_input,
         "wsgi.input_terminated": True,
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": False,
@@ -131,7 +135,9 @@ def call(app: WSGIApplication, env: Mapping[str, Any], context: Context | None =
         response["status"], response["headers"] = status, headers
         return parts.append  # the legacy write() callable
 
-    iterable = app(environ(env, context), start_response)
+    request = environ(env, context)
+    body_input = request["wsgi.input"]  # kept: middleware may wrap the environ's (wsgiref's validator does)
+    iterable = app(request, start_response)
     try:
         blocks = iter(iterable)
         first = next(blocks, b"")  # a generator calls start_response when first asked
@@ -151,6 +157,7 @@ def call(app: WSGIApplication, env: Mapping[str, Any], context: Context | None =
         close = getattr(iterable, "close", None)
         if close is not None:
             close()
+        body_input.close()  # a spooled body's file or Redis reader
     return [status, headers, _answer_body(b"".join(parts))]
 
 
@@ -215,6 +222,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.on("url")(handler(app))
     worker.run()
     return 0
+
+
+def _input(env: Mapping[str, Any], context: Context | None) -> tuple[BinaryIO, int]:
+    """(wsgi.input, CONTENT_LENGTH): the inline body in memory, or a spooled one (env
+    body_file or body_key) opened where it is."""
+    token = spool.stored(env)
+    if token is None:
+        body = _request_body(env)
+        return io.BytesIO(body), len(body)
+    if context is not None:
+        return context.body_file(), int(token["size"])
+    return spool.open_body(env), int(token["size"])  # a file: a body in Redis needs the context's client
 
 
 def _request_body(env: Mapping[str, Any]) -> bytes:

@@ -23,6 +23,11 @@ this interface only:
 Every request ends in the server's ``finished`` (metrics, access log) when its exchange is
 over, however it ends: the status and the body's bytes are taken from the request
 (``status``, ``sent_from``) and the connection's count of bytes sent.
+
+A request body is bounded by its route's ``max_body`` (declared lengths before any byte is
+read). On a route with ``spool``, a body over ``spool_over`` goes to the server's ``spools``
+(tempest.spool) read by read instead of into memory, and is removed when its exchange ends,
+however it ends (a cut upload, a refusal, a client that left, an answer sent).
 """
 
 from __future__ import annotations
@@ -38,9 +43,12 @@ import gevent
 import httptools
 from gevent import getcurrent
 
+from tempest.config import MAX_BODY_IN_MEMORY
 from tempest.http import response
 from tempest.http.request import METHODS, Request
 from tempest.http.response import Framing
+from tempest.sockets import close_with
+from tempest.spool import SpoolError
 
 if TYPE_CHECKING:
     from tempest.http.server import Listener
@@ -83,6 +91,7 @@ class Connection:
         self._watcher: Any = None
         self._received: list[bytes] = []  # bytes read during a stream, or after an upgrade request
         self.sent = 0  # bytes sent on this connection (for the access log's body sizes)
+        self.linger = False  # refused in the middle of a body: read the rest a while before closing
 
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -103,6 +112,11 @@ class Connection:
         finally:
             if self._watcher is not None:
                 self._watcher.close()
+            for request in (self.current, *self.requests):  # a body cut half-way, requests never served
+                if request is not None:
+                    _drop_body(request)
+            if self.linger:  # so that the client reads the error before the reset of its unread bytes
+                close_with(self.sock, b"")
             self.sock.close()
             self.parser = self._watcher = None  # no cycles left for the GC to find
             self.requests.clear()
@@ -116,6 +130,7 @@ class Connection:
             request.route = handler.route
             return handler.serve(self, request, path)
         finally:  # a stream that ended, a client that left, a connection killed: all logged
+            _drop_body(request)
             self.server.finished(self, request)
 
     def _next_request(self) -> Request | None:
@@ -155,6 +170,7 @@ class Connection:
                     try:
                         self.error(408, request, keep_alive=False)
                     finally:
+                        _drop_body(request)
                         self.server.finished(self, request)
                 return None
         if not data:
@@ -259,11 +275,8 @@ class Connection:
             self._refuse(400)
             raise _Abort
         headers = request.headers
-        if "content-length" in headers:
-            length = headers["content-length"]
-            if length.isdigit() and int(length) > self.limits.max_body:
-                self._refuse(413)
-                raise _Abort
+        if ("content-length" in headers or "transfer-encoding" in headers) and not self._bound_body(request):
+            raise _Abort
         if "expect" in headers and headers["expect"].lower() == "100-continue" and not self.requests and self.idle:
             self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -281,18 +294,63 @@ class Connection:
         request.url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
         return True
 
+    def _bound_body(self, request: Request) -> bool:
+        """Set the body's bound and store from its route; False if it is refused (413) already."""
+        route = self.server.body_route(request, request.target.split("?", 1)[0])
+        request.max_body = route.max_body if route is not None else min(self.limits.max_body, MAX_BODY_IN_MEMORY)
+        length = request.headers.get("content-length", "")
+        declared = int(length) if length.isdigit() else None
+        if declared is not None and declared > request.max_body:
+            self._refuse(413)
+            return False
+        if route is not None and route.spool != "no" and (declared is None or declared > route.spool_over):
+            request.spool_route = route
+            request.spool_over = route.spool_over if declared is None else -1
+        return True
+
     def on_body(self, body: bytes) -> None:
         request = self.current
         assert request is not None
         request.body_size += len(body)
-        if request.body_size > self.limits.max_body:
+        if request.body_size > request.max_body:
             self._refuse(413)
             raise _Abort
-        request.body.append(body)
+        if request.spool_route is not None and request.body_size > request.spool_over:
+            self._spool(request, body)
+        else:
+            request.body.append(body)
+
+    def _spool(self, request: Request, body: bytes) -> None:
+        """Write ``body`` to the request's spooled body, made (with what was kept so far) on the
+        first call; a failure refuses the request (507 when the spool is full)."""
+        try:
+            if request.stored is None:
+                request.stored = self.server.spools.open(request.spool_route, self.limits.body_timeout)
+                kept, request.body = request.body, []
+                for piece in kept:
+                    request.stored.write(piece)
+            request.stored.write(body)
+        except SpoolError as exc:
+            self._spool_failed(exc)
+
+    def _spool_failed(self, exc: SpoolError) -> None:
+        if exc.status == 507:
+            log.warning("%s: %s: 507", self.peer, exc)
+        else:
+            log.error("%s: %s: %d", self.peer, exc, exc.status)
+        self.linger = True
+        self._refuse(exc.status)
+        raise _Abort
 
     def on_message_complete(self) -> None:
-        assert self.current is not None
-        self.requests.append(self.current)
+        request = self.current
+        assert request is not None
+        if request.stored is not None:
+            try:
+                request.stored.finish()
+            except SpoolError as exc:
+                self._spool_failed(exc)
+        self.requests.append(request)
         self.current = None
 
     # waiting: the handlers' interface
@@ -446,3 +504,10 @@ class Connection:
         request.status = status
         request.sent_from = self.sent - body
         self.server.stats.count_response(status)
+
+
+def _drop_body(request: Request) -> None:
+    """Remove the request's spooled body, if any (its exchange is over, or will never be)."""
+    stored, request.stored = request.stored, None
+    if stored is not None:
+        stored.discard()

@@ -12,6 +12,7 @@ with the pusher's next write, its reply ignored).
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from tempest import jobs, keys, sessions
@@ -33,6 +34,7 @@ UNSERVED_HEADERS = [(b"Content-Type", b"text/plain; charset=utf-8"), (b"Retry-Af
 UNSERVED_BODY = b"503 Service Unavailable: no worker is serving this path now; try again later\n"
 NOT_TAKEN_BODY = b"503 Service Unavailable: no worker took the request in time; it was not started\n"
 REGENERATED = sessions.REGENERATED_HEADER.lower().encode()
+NOT_IDEMPOTENT = frozenset(("POST", "PATCH"))  # methods whose jobs a dead worker's death does not rerun
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -72,6 +74,12 @@ class Forwarder:
     def _forward(self, conn: Connection, request: Request, route: Route) -> bool:
         url = request.target
         env = jobs.http_env(request.method, url, request.headers, b"".join(request.body), conn.remote_addr)
+        if request.stored is not None:  # spooled: a token instead of the body (removed by the connection)
+            env.update(request.stored.token())
+        now = round(time.time(), 3)
+        env["queued"], env["deadline"] = now, round(now + route.timeout, 3)  # workers drop jobs past it
+        if route.redeliver == "never" or (route.redeliver == "idempotent" and request.method in NOT_IDEMPOTENT):
+            env["redeliver"] = False  # its worker's death answers it 502, no second run
         session_id = new_session = None
         if self.cookie:
             session_id, new_session = self._session_id(conn, request)
@@ -80,11 +88,13 @@ class Forwarder:
         pending = self.registry.add(job_id, jobs.HTTP_ACTION, route.timeout, conn.notify)
         self.stats.requests += 1
         job = jobs.encode_http_job(env, self.respond_to, job_id)
-        self.pusher.submit(route.queue, job, pending)
+        self.pusher.submit(route.queue, job, pending, route.priority)
         outcome = self._wait(conn, pending)
         if outcome is None:
             self.registry.abandon(pending)
             log.info("%s: client left while job %s on queue %s was pending", conn.peer, job_id, route.queue)
+            if self._take_back(route, job):  # no worker had it yet: none will run it for nobody
+                self.stats.jobs_withdrawn += 1
             return False
         if outcome is not Outcome.ANSWER and outcome is not Outcome.STREAM:
             return self._failed(conn, outcome, request, route, job_id, job)
@@ -165,7 +175,7 @@ class Forwarder:
                 job: bytes) -> bool:
         if outcome is Outcome.TIMEOUT:
             # still on the queue? Then no worker took it: taken back, so that none starts it late
-            if self.pusher.call(["LREM", route.queue, 1, job]) == 1:
+            if self._take_back(route, job):
                 log.warning("no worker took url job %s on queue %s within %ss: taken back, 503",
                             job_id, route.queue, route.timeout)
                 self.serving.not_taken(route.queue, route.timeout)
@@ -177,6 +187,11 @@ class Forwarder:
         else:
             log.info("cannot push to queue %s: 503 for url job %s", route.queue, job_id)
         return conn.error(503, request)
+
+    def _take_back(self, route: Route, job: bytes) -> bool:
+        """Remove ``job`` from its list if no worker has taken it (on the connection that pushed
+        it, so after its push); True if it was there."""
+        return self.pusher.call(["LREM", keys.priority_list(route.queue, route.priority), 1, job]) == 1
 
     def _session_id(self, conn: Connection, request: Request) -> tuple[str, str | None]:
         """(id, the id if it is new else None): the session of the request's cookie if it

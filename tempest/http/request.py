@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tempest.spool import Body
 
 NO_ROUTE = ("none", "")  # a request refused before it reached a handler (malformed, too big)
 METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
@@ -17,7 +21,7 @@ class Request:
 
     __slots__ = ("method", "url", "headers", "body", "body_size", "keep_alive", "version",
                  "error", "head_size", "raw_head", "started", "upgrade", "hosts", "body_started",
-                 "status", "sent_from", "route")
+                 "status", "sent_from", "route", "max_body", "spool_route", "spool_over", "stored")
 
     def __init__(self) -> None:
         self.url = b""
@@ -37,6 +41,10 @@ class Request:
         self.status = 0  # the response's status, once its head is sent (0: none yet)
         self.sent_from = 0  # the connection's bytes sent when the response's body began
         self.route = NO_ROUTE  # (handler, route) for the metrics: set by the handler that serves it
+        self.max_body = 0  # the bound of its body: its route's max_body, set with the head
+        self.spool_route: Any = None  # the route whose spool takes the body once it passes spool_over
+        self.spool_over = 0  # -1: spooled from the first byte (a declared length over the threshold)
+        self.stored: Body | None = None  # the spooled body (tempest.spool), once it is out of memory
 
     def header(self, name: str, default: str = "") -> str:
         """The value of header ``name`` (lower case); a repeated header's values joined."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import gevent
 from gevent.server import StreamServer
 
-from tempest import memory
+from tempest import memory, spool
 from tempest.logformat import CLIENT_LEFT
 from tempest.sockets import close_with
 from tempest.http.connection import Connection
@@ -62,6 +62,8 @@ class Listener:
             ``max_connections`` is lowered to it.
     """
 
+    spools: spool.Spools  # where spooled bodies go (the front's; never asked by a listener without routes)
+
     def __init__(self, address: tuple[str, int], backlog: int, stats: Stats, requests: Requests | None = None,
                  access_log: AccessLog | None = None, room: int | None = None) -> None:
         self.stats = stats
@@ -85,6 +87,10 @@ class Listener:
 
     def handler_for(self, request: Request, path: str) -> Handler:
         raise NotImplementedError
+
+    def body_route(self, request: Request, path: str) -> Any:
+        """The route whose max_body and spool a request's body has; None: [front]'s max_body."""
+        return None
 
     def finished(self, conn: Connection, request: Request) -> None:
         """A request's exchange is over (answered, streamed to its end, or cut): measured, logged."""
@@ -163,14 +169,16 @@ class Server(Listener):
         forwarder: the handler of requests for the workers.
         static: the handler of ``[static:]`` prefixes.
         events, websockets: the pub/sub handlers, or None without a relay.
+        spools: where the bodies of routes with ``spool`` go (tempest.spool).
         requests, access_log, room: as for ``Listener``.
     """
 
     def __init__(self, config: Config, stats: Stats, forwarder: Forwarder, static: StaticFiles,
                  events: EventStreams | None = None, websockets: WebSockets | None = None,
                  room: int | None = None, requests: Requests | None = None,
-                 access_log: AccessLog | None = None) -> None:
+                 access_log: AccessLog | None = None, spools: spool.Spools | None = None) -> None:
         super().__init__(config.front.listen, config.front.backlog, stats, requests, access_log, room)
+        self.spools = spools or spool.Spools(config.tempest.name, None)  # None: files only
         self.forwarder = forwarder
         self.static = static
         self.events = events
@@ -180,6 +188,11 @@ class Server(Listener):
     def apply(self, config: Config) -> None:
         """Take a (re)loaded configuration: for new connections and requests."""
         self.set_limits(config.front, config.front.max_connections)
+        self._config = config
+        try:  # the directories of new spooling routes (tempestd made those of its start)
+            spool.prepare([config.default_route, *config.routes], config.tempest.name, clean=False)
+        except OSError as exc:
+            log.error("cannot make a spool directory: %s; uploads to its routes get 500", exc)
         self._pubsub = config.pubsub
         prefixes = [static_dir.prefix for static_dir in config.statics]
         if self.events is not None:
@@ -206,3 +219,7 @@ class Server(Listener):
         if self.static.match(path) is not None:
             return self.static
         return self.forwarder
+
+    def body_route(self, request: Request, path: str) -> Any:
+        """The route of a request for the workers (its body's max_body and spool), else None."""
+        return self._config.route_for(path) if self.handler_for(request, path) is self.forwarder else None

@@ -159,6 +159,9 @@ class Child:
         """One spawn, watched until its process exits, and what follows the exit."""
         running, returncode = self._spawn_and_watch()
         self.last_exit = describe(returncode)
+        on_exit = getattr(self.system, "on_exit", None)
+        if on_exit is not None and self.proc is not None and returncode is not None:
+            on_exit(self.proc.pid)  # the jobs it held go to other workers now (tempest.redeliver)
         if not self.wanted or (self.proc is not None and self.proc is self._stopped_proc):
             # STOPPING -> STOPPED, or STARTING or RUNNING -> STOPPED if it had exited before
             # stop() could signal it (a start() asked meanwhile spawns it afresh)

@@ -34,6 +34,7 @@ class System:
     """The operating system as the supervisor uses it."""
 
     clock = staticmethod(time.monotonic)
+    on_exit: Callable[[int], object] | None = None  # called with the pid of each child that exited
 
     def spawn(self, argv: list[str], env: dict[str, str], cwd: str, user: str) -> tuple[Proc, int, int]:
         """Start a process in its own session; returns (popen, stdout_fd, stderr_fd)."""

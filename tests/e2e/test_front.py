@@ -142,9 +142,12 @@ def test_raw_redis_worker_like_2012(tempestd_factory, redis_client):
     thread, result = in_thread(http, "POST", daemon.base + "/raw?q=1", body=b"abc")
     action, args, respond_to, job_id = take_job(redis_client, "raw2012")
     assert action == "url" and isinstance(job_id, str) and len(job_id) >= 16
+    env = args[0]
     assert args == [{"method": "POST", "url": "/raw?q=1", "body": "abc", "remote_addr": "127.0.0.1",
-                     "headers": args[0]["headers"]}]
-    assert args[0]["headers"]["content-length"] == "3"
+                     "headers": env["headers"], "queued": env["queued"], "deadline": env["deadline"],
+                     "redeliver": False}]  # a POST is not run twice when its worker dies
+    assert env["headers"]["content-length"] == "3"
+    assert abs(env["queued"] - time.time()) < 5 and abs(env["deadline"] - env["queued"] - 30) < 0.01  # [front] timeout
     host, port = respond_to.rsplit(":", 1)
     answer = redis.Redis(host=host, port=int(port))
     reply = answer.execute_command("url", job_id, json.dumps([200, {"Content-length": 99}, "Hello \u00e9"]))

@@ -15,6 +15,11 @@ SAMPLE = ROOT / "conf" / "tempest.ini"
 DOCS = ROOT / "docs" / "configuration.md"
 
 
+def no_spool(conf):
+    """The body settings of a route that sets none: [front]'s defaults."""
+    return {"max_body": 1 << 20, "spool": "no", "spool_dir": conf.front.spool_dir, "spool_over": 64 << 10}
+
+
 @pytest.fixture
 def write_ini(tmp_path):
     """Write an INI file (dedented) under tmp_path and return its path."""
@@ -77,7 +82,7 @@ def test_sample_ini_loads_with_its_values_and_documented_defaults():
     assert conf.admin.max_connections == 64
     # the [route:/slow/] example is commented out
     assert conf.routes == []
-    assert conf.route_for("/slow/x") == config.Route("/", "tempest", 30.0)
+    assert conf.route_for("/slow/x") == config.Route("/", "tempest", 30.0, "normal", "idempotent", **no_spool(conf))
 
 
 def test_empty_file_gives_every_default(load_ini, tmp_path):
@@ -408,7 +413,7 @@ def test_routes_longest_prefix_wins(load_ini):
     assert conf.route_for("/api/users").queue == "api"
     assert conf.route_for("/api/users").timeout == 5.0
     assert conf.route_for("/about").queue == "a"
-    assert conf.route_for("/other") == config.Route("/", "default", 5.0)
+    assert conf.route_for("/other") == config.Route("/", "default", 5.0, "normal", "idempotent", **no_spool(conf))
 
 
 def test_route_timeout_defaults_to_front_timeout_when_route_comes_first(load_ini):
@@ -418,7 +423,7 @@ def test_route_timeout_defaults_to_front_timeout_when_route_comes_first(load_ini
         [front]
         timeout = 7
     """)
-    assert conf.routes == [config.Route("/slow/", "slow", 7.0)]
+    assert conf.routes == [config.Route("/slow/", "slow", 7.0, "normal", "idempotent", **no_spool(conf))]
 
 
 def test_route_timeout_defaults_to_front_timeout_when_route_comes_last(load_ini):
@@ -537,7 +542,11 @@ def test_every_setting_is_documented_in_docs_configuration_md():
 
 @pytest.mark.parametrize("text, expected", [
     ("[worker:w]\ncommand = x\nnumprocs = 10000\n", "[worker:w] numprocs: out of range (1 to 1024): '10000'"),
-    ("[front]\nmax_body = 99999999999G\n", "[front] max_body: out of range (0 to 4G): '99999999999G'"),
+    ("[front]\nmax_body = 99999999999G\n", "[front] max_body: out of range (0 to 1024G): '99999999999G'"),
+    ("[front]\nmax_body = 5G\n", "[front] max_body: over 4G needs spool = yes or redis"),
+    ("[route:/up/]\nqueue = q\nmax_body = 5G\nspool = no\n", "[route:/up/] max_body: over 4G needs spool"),
+    ("[front]\nspool_over = 2G\n", "[front] spool_over: out of range (0 to 1G): '2G'"),
+    ("[route:/up/]\nqueue = q\nspool = maybe\n", "[route:/up/] spool: not no, yes or redis: 'maybe'"),
     ("[front]\ntimeout = 1e9\n", "[front] timeout: out of range (0.001 to 86400): '1e9'"),
     ("[pubsub]\nmax_frame = 0\n", "[pubsub] max_frame: out of range (1 to 64M): '0'"),
     ("[route:/api/]\nqueue = q\ntimeout = 100000\n", "[route:/api/] timeout: out of range (0.001 to 86400): '100000'"),
