@@ -69,3 +69,18 @@ def test_a_requeued_url_job_is_fresh_and_others_are_untouched():
     other = json.dumps(["mail", [{"deadline": 2.0}], None, "m"]).encode()
     assert refreshed(other, 1000.0) is other
     assert refreshed(b"garbage", 1000.0) == b"garbage"
+
+
+def test_at_most_1000_queues_the_ini_files_first(tmp_path):
+    from tempest import config
+    from tempest.queuetools import MAX_QUEUES, queue_names
+
+    ini = tmp_path / "tempest.ini"
+    ini.write_text("[front]\nqueue = zz-front\n[route:/a/]\nqueue = zz-route\n[pubsub]\nws_queue = zz-ws\n")
+    settings = config.load(str(ini))
+    registered = {f"q{i:04d}": ["w"] for i in range(1500)} | {"zz-route": ["w"]}
+    names = queue_names(settings, registered)
+    assert len(names) == MAX_QUEUES == 1000 and names == sorted(names)
+    assert {"zz-front", "zz-route", "zz-ws"} <= set(names) and names[:2] == ["q0000", "q0001"]
+    assert "q0997" not in names  # 3 places taken by the INI file's queues
+    assert queue_names(settings, {}) == ["zz-front", "zz-route", "zz-ws"]
