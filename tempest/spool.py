@@ -1,0 +1,314 @@
+"""Spooled request bodies: a large upload written out of memory as it arrives, and read back.
+
+On a route with ``spool = yes`` or ``spool = redis``, the front hands each body above
+``spool_over`` to a ``Spools`` store instead of keeping it: ``FileBody`` streams it to a new
+file in ``spool_dir`` (``O_EXCL``, mode 0600, an unguessable name), ``RedisBody`` to a Redis
+list in chunks of CHUNK bytes under a key with a TTL; both hash it (SHA-256) on the way and
+never hold more than one read (or one chunk) of it. The job's env then carries a token,
+``body_file`` or ``body_key`` (docs/protocol.md, section 2), instead of ``body``. The front
+removes the body when its exchange ends (answered, timed out, client gone, refused), and
+``prepare`` removes at start what a crash left in the spool directories.
+
+The reading side, for workers: ``open_body(env, redis)`` gives a binary file for any url
+job's body (the spooled file, the Redis chunks read lazily, or the inline body). Nothing here
+imports gevent: the worker library uses this module too.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import io
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import Any, BinaryIO
+
+import redis
+
+from tempest import keys
+from tempest.errors import TempestError
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256 * 1024  # bytes per Redis list element (the last one may be shorter)
+TTL_MARGIN = 60  # seconds a Redis body outlives the route's timeout (its job's longest wait)
+MEMORY_MAX = 4 << 30  # the largest body ever held in memory: max_body above it needs a spool
+SUFFIX = ".body"
+_TOKEN_BYTES = 16  # 128 random bits in each file name and key
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # the spool has no room: 507
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class SpoolError(TempestError):
+    """A body could not be stored; ``status`` is what the client gets (507 when the store is
+    full, 503 when Redis cannot be reached, 500 for any other failure)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BodyGone(TempestError, OSError):
+    """A spooled body is no longer there (removed after its job was answered or timed out, or
+    expired), or shorter than its token says."""
+
+
+# writing (the front)
+
+
+class FileBody:
+    """A body streamed to a new file of ``directory``."""
+
+    store = "yes"
+
+    def __init__(self, directory: str, prefix: str) -> None:
+        self.path = os.path.join(directory, f"{prefix}.{secrets.token_hex(_TOKEN_BYTES)}{SUFFIX}")
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise _file_error(exc, "cannot create", self.path) from None
+
+    def write(self, data: bytes) -> None:
+        """Append ``data`` (a read from the client: at most one in memory at a time)."""
+        self._hash.update(data)
+        self.size += len(data)
+        assert self._fd is not None, "write after finish"
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            raise _file_error(exc, "cannot write", self.path) from None
+
+    def finish(self) -> None:
+        """The whole body is written: the file is closed (its errors are the write's)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError as exc:
+                raise _file_error(exc, "cannot write", self.path) from None
+
+    def token(self) -> dict[str, Any]:
+        return {"body_file": {"path": self.path, "size": self.size, "sha256": self._hash.hexdigest()}}
+
+    def discard(self) -> None:
+        """Remove the file (never raises: the failure is logged; the next start removes it)."""
+        fd, self._fd = self._fd, None
+        try:
+            if fd is not None:
+                os.close(fd)
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.error("spool: cannot remove %s: %s", self.path, exc.strerror)
+
+
+class RedisBody:
+    """A body pushed to a Redis list, CHUNK bytes an element, under a key that expires."""
+
+    store = "redis"
+
+    def __init__(self, client: redis.Redis, ttl: int, final_ttl: int) -> None:
+        self.client = client
+        self.key = keys.body(secrets.token_hex(_TOKEN_BYTES))
+        self.size = 0
+        self.chunks = 0
+        self._ttl = ttl  # while the body arrives: the upload's time and the job's
+        self._final_ttl = final_ttl  # once it is whole: the job's wait
+        self._hash = hashlib.sha256()
+        self._buffer = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._hash.update(data)
+        self.size += len(data)
+        self._buffer += data
+        while len(self._buffer) >= CHUNK:
+            chunk = bytes(self._buffer[:CHUNK])
+            del self._buffer[:CHUNK]
+            self._push([chunk], self._ttl)
+
+    def finish(self) -> None:
+        """Push what is left, and give the key the TTL of the job's wait."""
+        rest, self._buffer = bytes(self._buffer), bytearray()
+        self._push([rest] if rest else [], self._final_ttl)
+
+    def _push(self, chunks: list[bytes], ttl: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for chunk in chunks:
+            pipe.rpush(self.key, chunk)
+        pipe.expire(self.key, ttl)
+        try:
+            pipe.execute()
+        except redis.ResponseError as exc:
+            status = 507 if str(exc).startswith("OOM") else 500
+            raise SpoolError(status, f"Redis refused a chunk of {self.key}: {exc}") from None
+        except (redis.RedisError, OSError) as exc:
+            raise SpoolError(503, f"cannot push a chunk of {self.key} to Redis: {exc}") from None
+        self.chunks += len(chunks)
+
+    def token(self) -> dict[str, Any]:
+        return {"body_key": {"key": self.key, "size": self.size, "sha256": self._hash.hexdigest(),
+                             "chunks": self.chunks}}
+
+    def discard(self) -> None:
+        """DEL the key (never raises: on failure it expires by its TTL)."""
+        try:
+            self.client.delete(self.key)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("spool: cannot delete %s (it expires by its TTL): %s", self.key, exc)
+
+
+Body = FileBody | RedisBody
+
+
+class Spools:
+    """Where the front stores spooled bodies: files, or the Redis of ``client``.
+
+    Args:
+        name: the [tempest] name, the first part of each file's name (what ``prepare``
+            removes at start is this tempestd's only).
+        client: a redis-py client that many greenlets may share (``spool = redis``).
+    """
+
+    def __init__(self, name: str, client: redis.Redis | None) -> None:
+        self.prefix = file_prefix(name)
+        self.client = client
+
+    def open(self, route: Any, body_timeout: float) -> Body:
+        """A new store for a body of ``route`` (spool yes or redis).
+
+        Raises:
+            SpoolError: the file cannot be created.
+        """
+        if route.spool == "redis":
+            assert self.client is not None, "spool = redis needs a Redis client"
+            final = int(route.timeout) + TTL_MARGIN
+            return RedisBody(self.client, final + int(body_timeout), final)
+        return FileBody(route.spool_dir, self.prefix)
+
+
+def file_prefix(name: str) -> str:
+    """The start of the spool files' names: the [tempest] name, made safe for a file name."""
+    return _UNSAFE.sub("_", name) or "tempest"
+
+
+def directories(routes: Iterable[Any]) -> list[str]:
+    """The spool directories of the routes that spool to files."""
+    return sorted({route.spool_dir for route in routes if route.spool == "yes"})
+
+
+def prepare(routes: Iterable[Any], name: str, clean: bool = True) -> int:
+    """Make each spool directory of ``routes`` (mode 0700) and, with ``clean``, remove the
+    bodies a crashed tempestd of this name left there; returns how many were removed.
+
+    Raises:
+        OSError: a directory cannot be made or read.
+    """
+    pattern = re.compile(re.escape(file_prefix(name)) + r"\.[0-9a-f]{%d}%s$" % (2 * _TOKEN_BYTES, re.escape(SUFFIX)))
+    removed = 0
+    for directory in directories(routes):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not clean:
+            continue
+        for entry in os.scandir(directory):
+            if pattern.match(entry.name) and entry.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        if removed:
+            log.info("spool: removed %d bodies left in %s by an earlier run", removed, directory)
+    return removed
+
+
+def _file_error(exc: OSError, what: str, path: str) -> SpoolError:
+    if exc.errno in _FULL:
+        return SpoolError(507, f"spool full: {what} {path}: {exc.strerror}")
+    return SpoolError(500, f"spool: {what} {path}: {exc.strerror}")
+
+
+# reading (the workers)
+
+
+def stored(env: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The token of a spooled body (``body_file`` or ``body_key``), None for an inline one."""
+    token = env.get("body_file") or env.get("body_key")
+    return token if isinstance(token, Mapping) else None
+
+
+def open_body(env: Mapping[str, Any], client: redis.Redis | None = None) -> BinaryIO:
+    """The body of a url job as a binary file open for reading.
+
+    Args:
+        env: the job's env.
+        client: a redis-py client of the Redis holding the queues (for ``body_key``).
+
+    Returns:
+        The spooled file opened read-only, a reader of the Redis chunks (fetched one at a
+        time, as they are read), or the inline body (``body``, ``body_base64``) in memory.
+
+    Raises:
+        BodyGone: the spooled body was removed (its job answered or timed out) or expired.
+        ValueError: a ``body_key`` without a Redis client.
+    """
+    if isinstance(env.get("body_file"), Mapping):
+        path = env["body_file"]["path"]
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            raise BodyGone(errno.ENOENT, f"spooled body {path} is gone") from None
+    if isinstance(env.get("body_key"), Mapping):
+        if client is None:
+            raise ValueError("a body in Redis (body_key) needs a Redis client")
+        token = env["body_key"]
+        raw = RedisChunks(client, token["key"], int(token["size"]), int(token["chunks"]))
+        return io.BufferedReader(raw, buffer_size=CHUNK)
+    if "body_base64" in env:
+        return io.BytesIO(base64.b64decode(env["body_base64"]))
+    body = env.get("body")
+    return io.BytesIO(body.encode("utf-8") if body else b"")
+
+
+class RedisChunks(io.RawIOBase):
+    """The chunks of a body in Redis, read in order: one LINDEX per chunk, as the reader
+    gets to it, so that no more than one chunk is in memory."""
+
+    def __init__(self, client: redis.Redis, key: str, size: int, chunks: int) -> None:
+        super().__init__()
+        self.client, self.key, self.size, self.chunks = client, key, size, chunks
+        self._index = 0  # the next chunk to fetch
+        self._chunk = memoryview(b"")
+        self._read = 0  # bytes given out so far
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._chunk:
+            if self._read >= self.size:
+                return 0  # the end
+            self._chunk = memoryview(self._fetch())
+        target = memoryview(buffer).cast("B")
+        n = min(len(target), len(self._chunk))
+        target[:n] = self._chunk[:n]
+        self._chunk = self._chunk[n:]
+        self._read += n
+        return n
+
+    def _fetch(self) -> bytes:
+        chunk = self.client.lindex(self.key, self._index) if self._index < self.chunks else None
+        if not isinstance(chunk, bytes) or not chunk:
+            raise BodyGone(errno.ENOENT, f"spooled body {self.key}: chunk {self._index} of {self.chunks} is gone "
+                           f"({self._read} of {self.size} bytes read)")
+        self._index += 1
+        return chunk
