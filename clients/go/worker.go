@@ -83,10 +83,10 @@ type Worker struct {
 	expiredLog time.Time // when a job dropped past its deadline was last logged
 }
 
-// reliableFromEnv: reliable delivery unless TEMPEST_RELIABLE says 0, false or no (the default when unset).
+// reliableFromEnv: reliable delivery unless TEMPEST_RELIABLE says 0, false, no or off (the default when unset).
 func reliableFromEnv() bool {
 	switch strings.ToLower(strings.TrimSpace(os.Getenv("TEMPEST_RELIABLE"))) {
-	case "0", "false", "no":
+	case "0", "false", "no", "off":
 		return false
 	}
 	return true

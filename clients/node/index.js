@@ -102,9 +102,9 @@ const backoff = (retries) => Math.min(RECONNECT_MIN * 2 ** retries, RECONNECT_MA
 const isObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
 const randomId = (bytes) => crypto.randomBytes(bytes).toString('base64url');
 
-/** Reliable delivery unless TEMPEST_RELIABLE says 0, false or no (the default when unset). */
+/** Reliable delivery unless TEMPEST_RELIABLE says 0, false, no or off (the default when unset). */
 function reliableFromEnv(value = process.env.TEMPEST_RELIABLE) {
-  return !/^\s*(0|false|no)\s*$/i.test(value || '');
+  return !/^\s*(0|false|no|off)\s*$/i.test(value || '');
 }
 
 /**
@@ -313,8 +313,8 @@ class Context {
  * Takes jobs from one or more queues and calls the handler of each job's action.
  *
  * Options: redisUrl (default TEMPEST_REDIS_URL, else redis://127.0.0.1:6379/0), answerPassword
- * (default TEMPEST_ANSWER_PASSWORD), reliable (default true, unless TEMPEST_RELIABLE is 0, false
- * or no; `reliable: false` opts out whatever the environment says), heartbeat (seconds, 15).
+ * (default TEMPEST_ANSWER_PASSWORD), reliable (default true, unless TEMPEST_RELIABLE is 0, false,
+ * no or off; `reliable: false` opts out whatever the environment says), heartbeat (seconds, 15).
  *
  * Counters: `processed` (jobs run), `expired` (url jobs dropped unrun past their deadline).
  */

@@ -379,6 +379,7 @@ def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(go_build, redis
         "env-0": ([], {"TEMPEST_RELIABLE": "0"}, False),
         "env-false": ([], {"TEMPEST_RELIABLE": "false"}, False),
         "env-no": ([], {"TEMPEST_RELIABLE": "no"}, False),
+        "env-off": ([], {"TEMPEST_RELIABLE": " off "}, False),
         "option": (["-plain"], {}, False),  # Options{NoReliable: true}
         "option-wins": (["-reliable"], {"TEMPEST_RELIABLE": "0"}, True),  # Options{Reliable: true}
     }

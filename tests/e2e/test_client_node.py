@@ -362,6 +362,7 @@ def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(node, started, 
         "env-0": ([], {"TEMPEST_RELIABLE": "0"}, False),
         "env-false": ([], {"TEMPEST_RELIABLE": "false"}, False),
         "env-no": ([], {"TEMPEST_RELIABLE": "No"}, False),
+        "env-off": ([], {"TEMPEST_RELIABLE": " off "}, False),
         "option": (["--plain"], {}, False),  # new Worker(q, {reliable: false})
         "option-wins": (["--reliable"], {"TEMPEST_RELIABLE": "0"}, True),
     }

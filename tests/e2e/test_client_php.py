@@ -284,6 +284,7 @@ def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(redis_server, r
         "env-0": (None, {"TEMPEST_RELIABLE": "0"}, False),
         "env-false": (None, {"TEMPEST_RELIABLE": "false"}, False),
         "env-no": (None, {"TEMPEST_RELIABLE": "NO"}, False),
+        "env-off": (None, {"TEMPEST_RELIABLE": " off "}, False),
         "option": (False, {}, False),  # new Worker($q, ['reliable' => false])
         "option-wins": (True, {"TEMPEST_RELIABLE": "0"}, True),
     }

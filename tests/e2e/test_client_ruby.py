@@ -328,6 +328,7 @@ def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(redis_server, r
         "env-0": ([], {"TEMPEST_RELIABLE": "0"}, False),
         "env-false": ([], {"TEMPEST_RELIABLE": "FALSE"}, False),
         "env-no": ([], {"TEMPEST_RELIABLE": "no"}, False),
+        "env-off": ([], {"TEMPEST_RELIABLE": " off "}, False),
         "option": (["--plain"], {}, False),  # Tempest::Worker.new(q, reliable: false)
         "option-wins": (["--reliable"], {"TEMPEST_RELIABLE": "0"}, True),
     }

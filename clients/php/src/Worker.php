@@ -14,7 +14,7 @@ namespace Tempest;
  *
  * Options: `redis_url` (default: TEMPEST_REDIS_URL, else redis://127.0.0.1:6379/0),
  * `answer_password` (default: TEMPEST_ANSWER_PASSWORD), `reliable` (default true, unless
- * TEMPEST_RELIABLE is 0, false or no; an explicit true or false wins over it), `heartbeat`
+ * TEMPEST_RELIABLE is 0, false, no or off; an explicit true or false wins over it), `heartbeat`
  * (seconds, 15), `logger` (callable(string $level, string $message)).
  *
  * Jobs are taken from the queues, then from their low-priority lists (`tempest:low:{<queue>}`)
@@ -102,10 +102,10 @@ return id
         $this->workerId = gethostname() . ':' . getmypid() . ':' . bin2hex(random_bytes(3));
     }
 
-    /** Reliable delivery unless TEMPEST_RELIABLE says 0, false or no (the default when unset). */
+    /** Reliable delivery unless TEMPEST_RELIABLE says 0, false, no or off (the default when unset). */
     public static function reliableFromEnv(): bool
     {
-        return !preg_match('/^\s*(0|false|no)\s*$/i', (string) getenv('TEMPEST_RELIABLE'));
+        return !preg_match('/^\s*(0|false|no|off)\s*$/i', (string) getenv('TEMPEST_RELIABLE'));
     }
 
     /** Register `handler(Context $context, ...$args)` for `action` (`url`: HTTP requests, args [env]). */

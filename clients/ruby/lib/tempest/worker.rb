@@ -43,7 +43,7 @@ module Tempest
     # redis://127.0.0.1:6379/0. answer_password: default TEMPEST_ANSWER_PASSWORD.
     # reliable: take jobs into a processing list of this worker, with a heartbeat of
     # `heartbeat` seconds, so that tempestd gives them back if the worker dies; default true,
-    # unless TEMPEST_RELIABLE is 0, false or no (an explicit true or false wins over it).
+    # unless TEMPEST_RELIABLE is 0, false, no or off (an explicit true or false wins over it).
     def initialize(queues = "tempest", redis_url: nil, answer_password: nil, reliable: nil,
                    heartbeat: 15.0, logger: nil)
       @queues = Array(queues).map(&:to_s)
@@ -69,8 +69,8 @@ module Tempest
       @registered = false
     end
 
-    # reliable delivery unless the variable says 0, false or no (the default when unset)
-    def self.reliable_from_env(value) = !value.to_s.strip.match?(/\A(0|false|no)\z/i)
+    # reliable delivery unless the variable says 0, false, no or off (the default when unset)
+    def self.reliable_from_env(value) = !value.to_s.strip.match?(/\A(0|false|no|off)\z/i)
 
     def reliable? = @reliable
     def stopping? = @stopping
