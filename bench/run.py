@@ -290,7 +290,8 @@ def add_mode_options(parser):
                              + "; repeated or several values): the targets tempest-LANG, each with its own "
                                "Redis and tempestd, in every round; the clients run from the working tree")
     parser.add_argument("--reliable", action="store_true",
-                        help="the hello workers use reliable delivery (Worker(reliable=True))")
+                        help="the hello workers use reliable delivery (the library's default since issue 11); "
+                             "without it they run plain BLPOP (hello --plain), as the figures before it did")
     parser.add_argument("--idle-compare", action="store_true",
                         help="with --idle: measure tempest both without and with the idle connections in every "
                              "round (the ceiling without), to compare the load's figures")

@@ -126,7 +126,7 @@ keepalive_timeout = {KEEPALIVE_TIMEOUT}
         if self.lang:
             hello = LANGUAGES[self.lang].argv(QUEUE)
         else:
-            hello = [args.python, "-m", "tempest.examples.hello", QUEUE] + (["--reliable"] if args.reliable else [])
+            hello = [args.python, "-m", "tempest.examples.hello", QUEUE] + (["--reliable"] if args.reliable else ["--plain"])
         for i in range(args.workers):
             self.workers.append(self.procs.start(f"worker{self.suffix}{i}", hello, env=env))
 

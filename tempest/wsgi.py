@@ -208,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prefetch", type=int, default=1, help="jobs taken per round trip (default: 1)")
     parser.add_argument("--redis-url", help="default: TEMPEST_REDIS_URL, else redis://127.0.0.1:6379/0")
     parser.add_argument("--chdir", help="change to this directory (and import from it) first")
+    parser.add_argument("--plain", action="store_true",
+                        help="plain BLPOP instead of reliable delivery (the default, unless TEMPEST_RELIABLE=0): "
+                             "a job is lost if its worker dies")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.chdir:
@@ -218,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ImportError, AttributeError, TypeError, ValueError) as exc:
         print(f"tempest.wsgi: cannot load {args.app}: {exc}", file=sys.stderr)
         return 2
-    worker = Worker(args.queue or "tempest", redis_url=args.redis_url, prefetch=args.prefetch)
+    worker = Worker(args.queue or "tempest", redis_url=args.redis_url, prefetch=args.prefetch,
+                    reliable=False if args.plain else None)
     worker.on("url")(handler(app))
     worker.run()
     return 0

@@ -1,7 +1,8 @@
 """The seed's hello world: answers every request with a counter.
 
-Run: ``python -m tempest.examples.hello [queue] [--reliable]`` (Redis from TEMPEST_REDIS_URL,
-queue ``tempest`` unless given; ``--reliable``: reliable delivery, see the Worker class).
+Run: ``python -m tempest.examples.hello [queue] [--plain]`` (Redis from TEMPEST_REDIS_URL,
+queue ``tempest`` unless given; reliable delivery, the library's default, unless ``--plain``:
+then a plain BLPOP, see the Worker class; ``--reliable`` forces it whatever TEMPEST_RELIABLE says).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ if TYPE_CHECKING:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    reliable = "--reliable" in argv
-    argv = [a for a in argv if a != "--reliable"]
+    reliable = False if "--plain" in argv else True if "--reliable" in argv else None  # None: the default
+    argv = [a for a in argv if a not in ("--reliable", "--plain")]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s hello: %(message)s")
     # a fast handler: take up to 32 waiting jobs per round trip and answer them together
     worker = Worker(argv[0] if argv else "tempest", prefetch=32, reliable=reliable)
