@@ -175,8 +175,9 @@ def _queue_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     dead.add_argument("queue", type=_queue_name, metavar="QUEUE", help="the queue whose dead letters (tempest:dead:{QUEUE}) to list")
     dead.add_argument("--json", action="store_true", help="JSON instead of a table")
     dead.add_argument("--limit", type=_count, default=100, metavar="N", help="list the first N (default 100; 0: all)")
-    dead.add_argument("--requeue", nargs="*", metavar="ID",
-                      help="put them back on the queue instead: all of them, or those with these job ids")
+    dead.add_argument("--requeue", nargs="*", action="extend", metavar="ID",
+                      help="put them back on the queue instead: all of them, or those with these job ids "
+                           "(an id that begins with '-': --requeue=-ID)")
 
 
 def _seconds(text: str) -> float:

@@ -154,7 +154,7 @@ def test_queue_stats_sends_each_push_once(redis_server, redis_client):
 def test_dead_letters_listed_and_requeued(tempestd_factory, redis_client):
     daemon = tempestd_factory(start=False, front={"queue": "qdead"})
     letters = [url_job("first", "/one", method="POST", deadline=time.time() - 60, queued=time.time() - 70),
-               json.dumps(["mail", [{"to": "x"}], None, "second"]), "not json", url_job("third", "/three")]
+               json.dumps(["mail", [{"to": "x"}], None, "second"]), "not json", url_job("-third", "/three")]
     redis_client.rpush(keys.dead("qdead"), *letters)
     out = tempest_cli(daemon, "dead", "qdead", "--json")
     assert out.returncode == 0 and out.stderr == ""
@@ -162,7 +162,7 @@ def test_dead_letters_listed_and_requeued(tempestd_factory, redis_client):
         {"index": 0, "id": "first", "action": "url", "size": len(letters[0]), "method": "POST", "url": "/one"},
         {"index": 1, "id": "second", "action": "mail", "size": len(letters[1]), "method": None, "url": None},
         {"index": 2, "id": None, "action": None, "size": 8, "method": None, "url": None},
-        {"index": 3, "id": "third", "action": "url", "size": len(letters[3]), "method": "GET", "url": "/three"}]
+        {"index": 3, "id": "-third", "action": "url", "size": len(letters[3]), "method": "GET", "url": "/three"}]
     table = tempest_cli(daemon, "dead", "qdead", "--limit", "2")
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["INDEX", "ID", "ACTION", "SIZE", "METHOD", "URL"] and len(lines) == 3
@@ -170,19 +170,19 @@ def test_dead_letters_listed_and_requeued(tempestd_factory, redis_client):
     assert lines[2].split() == ["1", "second", "mail", str(len(letters[1])), "-", "-"]
     assert "2 of 4 dead letters shown" in table.stderr
 
-    some = tempest_cli(daemon, "dead", "qdead", "--requeue", "first", "nope")
+    # an id may begin with '-' (URL-safe base64): --requeue=ID
+    some = tempest_cli(daemon, "dead", "qdead", "--requeue", "first", "nope", "--requeue=-third")
     assert some.returncode == 1 and "no dead letter with id 'nope'" in some.stderr and "Traceback" not in some.stderr
-    assert "1 dead letter put back on queue qdead" in some.stdout
-    [job] = [json.loads(raw) for raw in redis_client.lrange("qdead", 0, -1)]
-    env = job[1][0]
-    assert job[3] == "first" and "deadline" not in env and time.time() - env["queued"] < 30  # runs again, fresh
-    assert redis_client.llen(keys.dead("qdead")) == 3
+    assert "2 dead letters put back on queue qdead" in some.stdout
+    first, third = [json.loads(raw) for raw in redis_client.lrange("qdead", 0, -1)]
+    env = first[1][0]
+    assert first[3] == "first" and "deadline" not in env and time.time() - env["queued"] < 30  # runs again, fresh
+    assert third[3] == "-third" and redis_client.llen(keys.dead("qdead")) == 2
 
     everything = tempest_cli(daemon, "dead", "qdead", "--requeue", "--json")
-    assert everything.returncode == 0 and json.loads(everything.stdout) == {"requeued": 3, "missing": []}
-    queue = redis_client.lrange("qdead", 0, -1)
-    assert queue[1:] == [letters[1].encode(), b"not json", queue[3]]  # in order; other jobs as they were
-    assert json.loads(queue[3])[3] == "third" and redis_client.llen(keys.dead("qdead")) == 0
+    assert everything.returncode == 0 and json.loads(everything.stdout) == {"requeued": 2, "missing": []}
+    assert redis_client.lrange("qdead", 2, -1) == [letters[1].encode(), b"not json"]  # in order, as they were
+    assert redis_client.llen(keys.dead("qdead")) == 0
     assert tempest_cli(daemon, "dead", "qdead").stdout.strip() == "tempest: no dead letters in tempest:dead:{qdead}"
 
 
