@@ -29,6 +29,19 @@ for i = 1, tonumber(ARGV[1]) do
 end
 return out
 """
+# the same from the queue (KEYS[1]), else from its low list (KEYS[3]): one round trip for both
+TAKE_THEN_LOW = """
+local out = {}
+for _, source in ipairs({KEYS[1], KEYS[3]}) do
+  for i = 1, tonumber(ARGV[1]) do
+    local job = redis.call('LMOVE', source, KEYS[2], 'LEFT', 'RIGHT')
+    if not job then break end
+    out[#out + 1] = job
+  end
+  if #out > 0 then break end
+end
+return out
+"""
 # everything left in a processing list (KEYS[1]) back to the head of its queue (KEYS[2]), oldest first
 GIVE_BACK_ALL = """
 local n = 0
@@ -92,6 +105,11 @@ def beat(worker_id: str, queues: list[str], heartbeat: float) -> list[Command]:
 def take(queue: str, worker_id: str, count: int) -> Command:
     """Move up to ``count`` waiting jobs into the processing list, without blocking."""
     return ["EVAL", TAKE, 2, queue, keys.processing(queue, worker_id), count]
+
+
+def take_then_low(queue: str, worker_id: str, count: int) -> Command:
+    """``take``, else ``take_low`` when the queue is empty, in one script."""
+    return ["EVAL", TAKE_THEN_LOW, 3, queue, keys.processing(queue, worker_id), keys.low(queue), count]
 
 
 def take_low(queue: str, worker_id: str, count: int) -> Command:

@@ -366,7 +366,8 @@ class Worker:
     def _take_reliable(self) -> list[bytes]:
         """Like _take, moving each job into this worker's processing list of its queue: the
         queues' jobs first, then their low ones, then a blocking wait on the first queue."""
-        for take in (reliable.take, reliable.take_low):
+        takes = (reliable.take, reliable.take_low) if len(self.queues) > 1 else (reliable.take_then_low,)
+        for take in takes:
             for queue in self.queues:
                 jobs = self._command(*take(queue, self.worker_id, self.prefetch))
                 if jobs:

@@ -93,7 +93,7 @@ class Forwarder:
         if outcome is None:
             self.registry.abandon(pending)
             log.info("%s: client left while job %s on queue %s was pending", conn.peer, job_id, route.queue)
-            if self._take_back(route, job):  # no worker had it yet: none will run it for nobody
+            if self._take_back(route, job, recent=True):  # no worker had it yet: none will run it for nobody
                 self.stats.jobs_withdrawn += 1
             return False
         if outcome is not Outcome.ANSWER and outcome is not Outcome.STREAM:
@@ -188,10 +188,13 @@ class Forwarder:
             log.info("cannot push to queue %s: 503 for url job %s", route.queue, job_id)
         return conn.error(503, request)
 
-    def _take_back(self, route: Route, job: bytes) -> bool:
+    def _take_back(self, route: Route, job: bytes, recent: bool = False) -> bool:
         """Remove ``job`` from its list if no worker has taken it (on the connection that pushed
-        it, so after its push); True if it was there."""
-        return self.pusher.call(["LREM", keys.priority_list(route.queue, route.priority), 1, job]) == 1
+        it, so after its push); True if it was there. LREM scans from the end where the job
+        should be: a job pushed ``recent``ly (its client left early) from the tail where a
+        normal or low job went, a high one, or one that waited its whole timeout, from the head."""
+        direction = -1 if recent and route.priority != "high" else 1
+        return self.pusher.call(["LREM", keys.priority_list(route.queue, route.priority), direction, job]) == 1
 
     def _session_id(self, conn: Connection, request: Request) -> tuple[str, str | None]:
         """(id, the id if it is new else None): the session of the request's cookie if it
