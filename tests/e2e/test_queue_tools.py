@@ -88,9 +88,16 @@ def test_live_busy_and_idle_reliable_workers(tempestd_factory, redis_server, red
         assert (row["live"], row["busy"], row["idle"], row["queued"]) == (2, 1, 1, 0)
         table = tempest_cli(daemon, "queues", "--interval", "0").stdout
         assert next(line.split() for line in table.splitlines() if line.startswith("qbusy "))[3:6] == ["2", "1", "1"]
-        redis_client.rpush("gate:qbusy", 1)
-        thread.join(15)
-        assert result["value"][0] == 200
+        # both busy, a third request waits: its age from the queued time tempestd wrote
+        held = [in_thread(http, "GET", daemon.base + "/hold") for _ in range(2)]
+        row = wait_until(lambda: (r := queue_rows(daemon, "--interval", "0")["qbusy"])["busy"] == 2 and r["queued"] and r,
+                         timeout=10)
+        assert (row["live"], row["busy"], row["idle"], row["queued"]) == (2, 2, 0, 1)
+        assert 0 <= row["oldest_age"] < 15
+        redis_client.rpush("gate:qbusy", 1, 1, 1)
+        for request, answer in [(thread, result), *held]:
+            request.join(15)
+            assert answer["value"][0] == 200
         row = wait_until(lambda: (r := queue_rows(daemon, "--interval", "0")["qbusy"])["busy"] == 0 and r, timeout=10)
         assert (row["live"], row["idle"]) == (2, 2)
     finally:
