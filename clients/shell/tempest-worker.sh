@@ -5,20 +5,29 @@
 #   tempest_on url hello
 #   tempest_run "${1:-tempest}"
 #
-# Every Redis command is one redis-cli process: the queues are read with
-# `BLPOP <queues...> 1`, answers go to the job's respond_to with `redis-cli -h H -p P -x
-# <action> <job_id>` (the JSON from stdin: no quoting, no size limit). Job JSON is taken
-# apart by a small JSON scanner in awk (_TEMPEST_AWK below). See README.md for the API.
+# Every Redis command is one redis-cli process. Delivery is reliable by default: each job is
+# moved into a processing list of this worker (LMOVE/BLMOVE) and a heartbeat process keeps
+# `tempest:alive:<id>` set, so tempestd gives the job back if the worker dies; `tempest_run
+# --plain` or TEMPEST_RELIABLE=0 reads the queues with `BLPOP <queues...> <low lists...> 1`
+# instead. Low-priority jobs (tempest:low:{<queue>}) are taken once the queues are empty; a
+# url job taken past its env's deadline is dropped unrun. Answers go to the job's respond_to
+# with `redis-cli -h H -p P -x <action> <job_id>` (the JSON from stdin: no quoting, no size
+# limit). Job JSON is taken apart by a small JSON scanner in awk (_TEMPEST_AWK below). See
+# README.md for the API.
 
 TEMPEST_REDIS_URL=${TEMPEST_REDIS_URL:-redis://127.0.0.1:6379/0}
 TEMPEST_POLL_TIMEOUT=${TEMPEST_POLL_TIMEOUT:-1}   # seconds a BLPOP blocks
 TEMPEST_COMMAND_TIMEOUT=${TEMPEST_COMMAND_TIMEOUT:-15}  # seconds any redis-cli may take at most
+TEMPEST_HEARTBEAT=${TEMPEST_HEARTBEAT:-15}  # reliable: seconds without a beat after which the worker counts as dead
 
 declare -gA _tempest_handlers=()   # action -> shell function
 declare -gA _tempest_declared=()   # respond_to -> 1 once ACTIONS was sent there
 declare -gA _tempest_failed=()     # respond_to -> 1 after an answer could not be delivered
 _tempest_stopping=0
 _tempest_processed=0
+_tempest_expired=0                 # url jobs taken past their deadline, dropped unrun
+_tempest_expired_at=0              # when one was last logged (Unix seconds)
+_tempest_reliable=1
 _tempest_durable=""                # the cached [pubsub] durable patterns: "pattern history" lines
 _tempest_durable_at=0
 
@@ -59,8 +68,9 @@ _tempest_random_id() {  # 128 random bits, URL-safe base64 without padding: 22 c
 
 # The JSON scanner: `awk "$_TEMPEST_AWK" MODE ARGS... < json`, with LC_ALL=C (bytes).
 #   job            a job envelope: "ok", action, respond_to ("" for null), job id (its text),
-#                  the job id's JSON token, then each of args, one per line (whitespace outside
-#                  strings removed, so a value is always one line)
+#                  the job id's JSON token, the deadline of a url job's env (its JSON token,
+#                  "" without one), then each of args, one per line (whitespace outside strings
+#                  removed, so a value is always one line)
 #   items          a JSON list: "ok", then each element, one per line
 #   get PATH...    the JSON of the value at PATH (object keys, list indexes from 0); exit 1
 #   text PATH...   the same, a string decoded to its text (UTF-8), without a newline
@@ -211,11 +221,16 @@ END {
         action = decode(value(1)); rt = value(3); rt = (rt == "null") ? "" : decode(rt)
         id = value(4); idtext = decode(id)
         if (index(action rt idtext, "\n")) exit 1
-        args = VS[2]
-        printf "ok\n%s\n%s\n%s\n%s\n", action, rt, idtext, id
-        count = members(args)
+        count = members(VS[2])
         if (count < 0) exit 1
-        for (i = 1; i <= count; i++) print value(i)
+        for (i = 1; i <= count; i++) A[i] = value(i)
+        deadline = ""
+        if (action == "url" && count >= 1 && substr(A[1], 1, 1) == "{") {
+            ne = members(VS[1])
+            for (i = 1; i <= ne; i++) if (K[i] == "deadline") { deadline = value(i); break }
+        }
+        printf "ok\n%s\n%s\n%s\n%s\n%s\n", action, rt, idtext, id, deadline
+        for (i = 1; i <= count; i++) print A[i]
     } else if (mode == "items") {
         count = members(1)
         if (count < 0) exit 1
@@ -587,6 +602,28 @@ _tempest_error() {  # _tempest_error STATUS REASON: the error answer of a job no
     tempest_answer "[$1,{\"Content-Type\":\"text/plain\"},\"$1 $2\\n\"]"
 }
 
+# _tempest_past DEADLINE: status 0 when that Unix time (a JSON number) has passed; an odd one never has
+_tempest_past() {
+    local deadline=$1 now=${EPOCHREALTIME//[!0-9]/} frac  # now: microseconds
+    if [[ $deadline =~ ^([0-9]{1,12})(\.([0-9]*))?$ ]]; then
+        frac=${BASH_REMATCH[3]}000000
+        ((10#$now > 10#${BASH_REMATCH[1]}${frac:0:6}))
+    elif [[ $deadline =~ ^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$ ]]; then
+        LC_ALL=C awk -v d="$deadline" -v now="$now" 'BEGIN { exit !(now / 1e6 > d + 0) }'
+    else
+        return 1
+    fi
+}
+
+_tempest_expire() {  # a job taken past its deadline: nobody waits for its answer; counted, logged every 10 s at most
+    local now=${EPOCHSECONDS:-$(date +%s)}
+    _tempest_expired=$((_tempest_expired + 1))
+    if ((now - _tempest_expired_at >= 10)); then
+        _tempest_expired_at=$now
+        tempest_log info "dropped job $TEMPEST_JOB_ID taken past its deadline ($_tempest_expired dropped so far)"
+    fi
+}
+
 tempest_process() {  # tempest_process JOB: run the handler of one job (its JSON envelope)
     local job=$1 lines handler status out
     mapfile -t lines < <(printf '%s' "$job" | _tempest_awk job)
@@ -594,10 +631,14 @@ tempest_process() {  # tempest_process JOB: run the handler of one job (its JSON
         tempest_log error "dropped malformed job ${job:0:200}"
         return 0
     fi
-    _tempest_processed=$((_tempest_processed + 1))
     TEMPEST_ACTION=${lines[1]} TEMPEST_RESPOND_TO=${lines[2]} TEMPEST_JOB_ID=${lines[3]}
     _tempest_job_id_json=${lines[4]}
-    local args=("${lines[@]:5}")
+    if [[ -n ${lines[5]} ]] && _tempest_past "${lines[5]}"; then
+        _tempest_expire
+        return 0
+    fi
+    _tempest_processed=$((_tempest_processed + 1))
+    local args=("${lines[@]:6}")
     TEMPEST_ARGS="[$(IFS=,; printf '%s' "${args[*]}")]"
     TEMPEST_ENV=""
     [[ $TEMPEST_ACTION == url && ${args[0]:-} == '{'* ]] && TEMPEST_ENV=${args[0]}
@@ -623,8 +664,16 @@ tempest_process() {  # tempest_process JOB: run the handler of one job (its JSON
     return 0
 }
 
-tempest_run() {  # tempest_run [QUEUE...] [FUNCTION]: take and run jobs until SIGTERM/SIGINT
-    local queues child status monitor=${-//[^m]/}
+# tempest_run [--plain|--reliable] [QUEUE...] [FUNCTION]: take and run jobs until SIGTERM/SIGINT.
+# Reliable delivery unless --plain, or TEMPEST_RELIABLE is 0, false, no or off (--reliable: whatever it says).
+tempest_run() {
+    local queues child status monitor=${-//[^m]/} setting=${TEMPEST_RELIABLE:-}
+    setting=${setting,,}
+    [[ ${setting//[[:space:]]/} =~ ^(0|false|no|off)$ ]] && _tempest_reliable=0 || _tempest_reliable=1
+    while [[ ${1:-} == --plain || ${1:-} == --reliable ]]; do
+        [[ $1 == --plain ]] && _tempest_reliable=0 || _tempest_reliable=1
+        shift
+    done
     if (($#)) && declare -F "${!#}" >/dev/null; then  # the last argument, a function: the url handler
         tempest_on url "${!#}"
         set -- "${@:1:$#-1}"
@@ -649,28 +698,146 @@ tempest_run() {  # tempest_run [QUEUE...] [FUNCTION]: take and run jobs until SI
     return "$status"
 }
 
-_tempest_loop() {  # the worker: BLPOP, run, answer, until asked to stop (or its parent is gone)
-    local queues=("$@") reply rc delay=100 secs err
+# ---------------------------------------------------------------- taking jobs
+
+_TEMPEST_GIVE_BACK_ALL="local n = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') do n = n + 1 end
+return n"
+
+# _tempest_take: the next job into _tempest_job ("" when none came within the poll timeout) and,
+# reliable, its queue into _tempest_holding; status 1 (the reason in $_tempest_tmp/err) if Redis failed
+_tempest_take() {
+    local queue reply lows=()
+    _tempest_job="" _tempest_holding=""
+    ((_tempest_reliable)) && { _tempest_take_reliable; return; }
+    for queue in "${_tempest_queues[@]}"; do lows+=("tempest:low:{$queue}"); done
+    # the queues first, then their low lists: a low job only when every queue is empty
+    reply=$(_tempest_redis BLPOP "${_tempest_queues[@]}" "${lows[@]}" "$TEMPEST_POLL_TIMEOUT" </dev/null 2>"$_tempest_tmp/err") ||
+        return 1
+    if [[ -n $reply && $reply != *$'\n'* ]]; then  # an error reply
+        printf '%s' "$reply" >"$_tempest_tmp/err"
+        return 1
+    fi
+    [[ -n $reply ]] && _tempest_job=${reply#*$'\n'}
+    return 0
+}
+
+_tempest_move() {  # _tempest_move [B]LMOVE FROM QUEUE [TIMEOUT]: FROM's first job into QUEUE's processing list
+    local job
+    job=$(_tempest_redis -e "$1" "$2" "tempest:processing:{$3}:$TEMPEST_WORKER_ID" LEFT RIGHT ${4:+"$4"} \
+        </dev/null 2>"$_tempest_tmp/err") || return 1
+    [[ -n $job ]] && _tempest_job=$job _tempest_holding=$3
+    return 0
+}
+
+# every queue (LMOVE), then their low lists (LMOVE into the processing list of that queue), then
+# the first queue blocks (BLMOVE; 0.1 s with several, the others polled meanwhile): a low job
+# waits at most that long on an idle worker
+_tempest_take_reliable() {
+    local queue timeout=$TEMPEST_POLL_TIMEOUT
+    for queue in "${_tempest_queues[@]}"; do
+        _tempest_move LMOVE "$queue" "$queue" || return 1
+        [[ -n $_tempest_job ]] && return 0
+    done
+    for queue in "${_tempest_queues[@]}"; do
+        _tempest_move LMOVE "tempest:low:{$queue}" "$queue" || return 1
+        [[ -n $_tempest_job ]] && return 0
+    done
+    ((${#_tempest_queues[@]} > 1)) && timeout=0.1
+    _tempest_move BLMOVE "${_tempest_queues[0]}" "${_tempest_queues[0]}" "$timeout"
+}
+
+_tempest_release() {  # the job is done: the processing list held it alone
+    _tempest_redis -e DEL "tempest:processing:{$_tempest_holding}:$TEMPEST_WORKER_ID" </dev/null >/dev/null 2>&1 ||
+        tempest_log warning "cannot release the finished job of $_tempest_holding: it may be delivered again"
+}
+
+# ---------------------------------------------------------------- reliable delivery
+
+_tempest_beat() {  # the heartbeat, then the registration: never registered without a heartbeat
+    local LC_ALL=C ms queue entries=()
+    printf -v ms '%.0f' "${TEMPEST_HEARTBEAT}e3"
+    for queue in "${_tempest_queues[@]}"; do entries+=("$queue $TEMPEST_WORKER_ID"); done
+    _tempest_redis -e SET "tempest:alive:$TEMPEST_WORKER_ID" 1 PX "$ms" </dev/null >/dev/null &&
+        _tempest_redis -e SADD tempest:workers "${entries[@]}" </dev/null >/dev/null
+}
+
+_tempest_give_back() {  # what the processing lists still hold, back to the head of their queues
+    local queue
+    for queue in "${_tempest_queues[@]}"; do
+        _tempest_redis -e EVAL "$_TEMPEST_GIVE_BACK_ALL" 2 "tempest:processing:{$queue}:$TEMPEST_WORKER_ID" "$queue" \
+            </dev/null >/dev/null || return 1
+    done
+}
+
+# the heartbeat process: a beat every third of TEMPEST_HEARTBEAT, while the worker loop (pid $1)
+# lives; SIGTERM stops it between two beats, never in the middle of one
+_tempest_heart() {
+    local loop=$1 interval sleeper=""
+    trap '[[ -n $sleeper ]] && kill "$sleeper" 2>/dev/null; exit 0' TERM
+    interval=$(LC_ALL=C awk -v h="$TEMPEST_HEARTBEAT" 'BEGIN { printf "%.3f", h / 3 }')
+    while kill -0 "$loop" 2>/dev/null; do
+        sleep "$interval" &
+        sleeper=$!
+        wait "$sleeper"
+        sleeper=""
+        _tempest_beat 2>/dev/null || :  # Redis away: the loop says so; it beats again once back
+    done
+}
+
+_tempest_unregister() {  # a clean stop: the heartbeat process first, then what is held back, then forgotten
+    local queue entries=()
+    if [[ -n ${_tempest_heart_pid:-} ]]; then
+        kill "$_tempest_heart_pid" 2>/dev/null
+        while kill -0 "$_tempest_heart_pid" 2>/dev/null; do wait "$_tempest_heart_pid"; done
+    fi
+    for queue in "${_tempest_queues[@]}"; do entries+=("$queue $TEMPEST_WORKER_ID"); done
+    _tempest_give_back 2>"$_tempest_tmp/err" &&
+        _tempest_redis -e SREM tempest:workers "${entries[@]}" </dev/null >/dev/null 2>"$_tempest_tmp/err" &&
+        _tempest_redis -e DEL "tempest:alive:$TEMPEST_WORKER_ID" </dev/null >/dev/null 2>"$_tempest_tmp/err" ||
+        tempest_log warning "cannot unregister from Redis ($(<"$_tempest_tmp/err")): tempestd will give back what is left"
+}
+
+# ---------------------------------------------------------------- the loop
+
+_tempest_loop() {  # the worker: take, run, answer, until asked to stop (or its parent is gone)
+    local delay=100 secs err registered=0 registered_before=0 mode="not reliable" me=$BASHPID
+    _tempest_queues=("$@")
     set +m
     trap '_tempest_stopping=1' TERM INT USR1
     _tempest_tmp=$(mktemp -d "${TMPDIR:-/tmp}/tempest-worker.XXXXXX") || exit 1
-    tempest_log info "worker on ${queues[*]} ($TEMPEST_REDIS_URL): ${!_tempest_handlers[*]}"
+    # <host>:<pid>:<random>, the pid of the shell that tempestd started (it gives back the jobs of
+    # the workers of a process it reaps)
+    TEMPEST_WORKER_ID="${HOSTNAME:-$(uname -n)}:$$:$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"
+    ((_tempest_reliable)) && mode="reliable, id $TEMPEST_WORKER_ID"
+    tempest_log info "worker on ${_tempest_queues[*]} ($TEMPEST_REDIS_URL, $mode): ${!_tempest_handlers[*]}"
     while ((!_tempest_stopping)) && kill -0 "$$" 2>/dev/null; do  # $$: the parent shell
-        reply=$(_tempest_redis BLPOP "${queues[@]}" "$TEMPEST_POLL_TIMEOUT" </dev/null 2>"$_tempest_tmp/err")
-        rc=$?
-        if ((rc != 0)) || [[ -n $reply && $reply != *$'\n'* ]]; then
+        # reliable: registered before the first take, and again after Redis failed (a job moved
+        # whose reply was lost goes back to its queue then)
+        if ((_tempest_reliable && !registered)) && _tempest_beat 2>"$_tempest_tmp/err" &&
+            { ((!registered_before)) || _tempest_give_back 2>"$_tempest_tmp/err"; }; then
+            registered=1 registered_before=1
+            [[ -n ${_tempest_heart_pid:-} ]] || { _tempest_heart "$me" & _tempest_heart_pid=$!; }
+        fi
+        if ((_tempest_reliable && !registered)) || ! _tempest_take; then
             err=$(<"$_tempest_tmp/err")
             ((_tempest_stopping)) && break
+            registered=0
             printf -v secs '%d.%d' $((delay / 1000)) $((delay % 1000 / 100))
-            tempest_log warning "Redis unreachable (${err:-$reply}); retrying in ${secs}s"
+            tempest_log warning "Redis unreachable (${err:-no reply}); retrying in ${secs}s"
             _tempest_sleep "$delay"
             delay=$((delay * 2 > 5000 ? 5000 : delay * 2))
             continue
         fi
         delay=100
-        [[ -n $reply ]] && tempest_process "${reply#*$'\n'}"
+        [[ -n $_tempest_job ]] || continue
+        tempest_process "$_tempest_job"
+        [[ -n $_tempest_holding ]] && _tempest_release
     done
+    ((_tempest_reliable)) && _tempest_unregister
     rm -rf "$_tempest_tmp"
-    tempest_log info "worker stopped after $_tempest_processed jobs"
+    local expired=""
+    ((_tempest_expired)) && expired=" ($_tempest_expired dropped past their deadline)"
+    tempest_log info "worker stopped after $_tempest_processed jobs$expired"
     exit 0
 }

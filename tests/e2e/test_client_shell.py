@@ -1,12 +1,15 @@
 """The shell client (clients/shell: bash and redis-cli, no library) against a real tempestd and
 redis-server: hello world from a [worker:] section, streams, sessions, publish, forward both
-ways, a failing handler, SIGTERM mid-job, Redis restarted under the worker."""
+ways, a failing handler, reliable delivery (the default) and its opt-outs, low-priority jobs,
+deadlines, SIGTERM mid-job, Redis restarted under the worker."""
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -27,9 +30,9 @@ def runtime():
             missing_runtime(f"{program} is needed by the shell client")
 
 
-def shell_worker(script, args, redis_url, directory, name="shell"):
+def shell_worker(script, args, redis_url, directory, name="shell", extra_env=None):
     """bash SCRIPT ARGS... in its own session, output to NAME.log."""
-    env = dict(os.environ, TEMPEST_REDIS_URL=redis_url)
+    env = dict(os.environ, TEMPEST_REDIS_URL=redis_url, **(extra_env or {}))
     with open(os.path.join(str(directory), f"{name}.log"), "ab") as log:
         return subprocess.Popen(["bash", script, *args], env=env, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -193,6 +196,158 @@ def test_a_failing_handler_answers_500_and_the_worker_goes_on(site):
     assert headers["content-type"] == "text/plain"
     status, _, body = http("GET", site.base + "/after")
     assert status == 200 and body == b"hello /after"
+
+
+# reliable delivery (the default), priorities, deadlines
+
+
+def record_job(tag, ran, deadline=None):
+    """A url job pushed by hand (no answer wanted) for the app's /record: its handler RPUSHes
+    "<tag> <length of its processing list of each queue>" to the list ``ran``."""
+    env = {"method": "GET", "url": f"/record?list={ran}&tag={tag}", "headers": {"host": "x"}}
+    if deadline is not None:
+        env["deadline"] = deadline
+    return json.dumps(["url", [env], None, f"id-{tag}"])
+
+
+def registered(client, queue):
+    return [m for m in client.smembers("tempest:workers") if m.decode().startswith(queue + " ")]
+
+
+def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(redis_server, redis_client, tmp_path):
+    ran = "shell-default-ran"
+    cases = {  # name: (flags, environment, reliable?)
+        "default": ([], {}, True),
+        "env-0": ([], {"TEMPEST_RELIABLE": "0"}, False),
+        "env-false": ([], {"TEMPEST_RELIABLE": "False"}, False),
+        "env-no": ([], {"TEMPEST_RELIABLE": "no"}, False),
+        "env-off": ([], {"TEMPEST_RELIABLE": " off "}, False),
+        "option": (["--plain"], {}, False),  # tempest_run --plain QUEUE
+        "option-wins": (["--reliable"], {"TEMPEST_RELIABLE": "0"}, True),
+    }
+    procs = []
+    try:
+        for name, (flags, env, _) in cases.items():
+            redis_client.rpush(f"shell-default-{name}", record_job(name, ran))
+            procs.append(shell_worker(APP, [*flags, f"shell-default-{name}"], redis_server.url, tmp_path, name, env))
+        wait_until(lambda: redis_client.llen(ran) == len(cases), 20, message="every worker ran its job")
+        recorded = dict(item.decode().split() for item in redis_client.lrange(ran, 0, -1))
+        # a reliable worker runs the job from its processing list, a plain one (BLPOP) holds nothing
+        assert recorded == {name: "1" if reliable else "0" for name, (_, _, reliable) in cases.items()}
+        for name, (_, _, reliable) in cases.items():
+            assert bool(registered(redis_client, f"shell-default-{name}")) is reliable, name
+        # a clean stop gives back nothing, unregisters and deletes the heartbeat
+        stop_group(procs[0])
+        assert procs[0].returncode == 0
+        assert not registered(redis_client, "shell-default-default")
+        assert not redis_client.keys("tempest:processing:{shell-default-*")
+        assert not redis_client.keys(f"tempest:alive:*:{procs[0].pid}:*")
+    finally:
+        kill_groups(procs)
+        redis_client.delete(ran)
+
+
+@pytest.mark.parametrize("mode", ["reliable", "plain"])
+def test_low_priority_jobs_are_taken_once_the_queues_are_empty(redis_server, redis_client, tmp_path, mode):
+    a, b, ran = f"shell-prio-{mode}-a", f"shell-prio-{mode}-b", f"shell-prio-{mode}-ran"
+    low = lambda queue: "tempest:low:{" + queue + "}"
+    redis_client.rpush(low(b), record_job("low-b1", ran), record_job("low-b2", ran))
+    redis_client.rpush(low(a), record_job("low-a", ran))
+    redis_client.rpush(b, record_job("normal-b", ran))
+    redis_client.rpush(a, record_job("normal-a1", ran), record_job("normal-a2", ran))
+    redis_client.lpush(a, record_job("high-a", ran))  # a high job, as tempestd pushes it: the head
+    env = {"TEMPEST_RELIABLE": "0"} if mode == "plain" else {}
+    worker = shell_worker(APP, [f"{a},{b}"], redis_server.url, tmp_path, "prio", env)
+    try:
+        wait_until(lambda: redis_client.llen(ran) == 7, 20, message="the seven jobs run")
+        # the queues in order, then their low lists in order; a low job runs from the processing
+        # list of its own queue (reliable), a plain worker holds nothing
+        held = {"a": "1/0", "b": "0/1"} if mode == "reliable" else {"a": "0/0", "b": "0/0"}
+        order = ["high-a", "normal-a1", "normal-a2", "normal-b", "low-a", "low-b1", "low-b2"]
+        expected = [f"{tag} {held[tag.split('-')[1][0]]}" for tag in order]
+        assert [item.decode() for item in redis_client.lrange(ran, 0, -1)] == expected
+        # idle, blocked on the queues: a low job pushed now is taken within about a second
+        redis_client.rpush(low(b), record_job("low-b3", ran))
+        wait_until(lambda: redis_client.llen(ran) == 8, 5, message="the low job taken by the idle worker")
+        assert redis_client.lindex(ran, -1).decode() == f"low-b3 {held['b']}"
+        wait_until(lambda: not redis_client.keys(f"tempest:processing:{{shell-prio-{mode}-*"),
+                   message="every job released")
+        assert not redis_client.exists(a, b, low(a), low(b))
+    finally:
+        kill_groups([worker])
+        redis_client.delete(ran)
+
+
+def test_a_job_past_its_deadline_is_dropped_without_running(redis_server, redis_client, tmp_path):
+    queue, ran = "shell-deadline", "shell-deadline-ran"
+    worker = shell_worker(APP, [queue], redis_server.url, tmp_path, "deadline")
+    try:
+        wait_until(lambda: registered(redis_client, queue), 15, message="the worker registered")
+        now = time.time()
+        late = [record_job(f"late{i}", ran, deadline=now - 5) for i in range(2)]
+        late.append(record_job("late2", ran, deadline=int(now) - 5))  # an integer deadline too
+        redis_client.rpush(queue, *late)
+        wait_until(lambda: "dropped job id-late0" in log_of(tmp_path, "deadline"), message="the late job dropped")
+        # released like an answered job, not left in the processing list (nor given back)
+        wait_until(lambda: not redis_client.keys("tempest:processing:{shell-deadline}:*") and not redis_client.llen(queue),
+                   message="the late jobs released")
+        redis_client.rpush(queue, record_job("due", ran, deadline=time.time() + 60),
+                           record_job("due-int", ran, deadline=int(time.time()) + 60), record_job("undated", ran))
+        wait_until(lambda: redis_client.llen(ran) == 3, message="the jobs within their deadline run")
+        assert redis_client.lrange(ran, 0, -1) == [b"due 1", b"due-int 1", b"undated 1"]  # the late ones never ran
+        os.killpg(worker.pid, signal.SIGTERM)
+        assert worker.wait(10) == 0
+        log = log_of(tmp_path, "deadline")
+        assert "worker stopped after 3 jobs (3 dropped past their deadline)" in log
+        [line] = [line for line in log.splitlines() if "past its deadline" in line]  # one line for 3 jobs, at info
+        assert " info: dropped job id-late0 taken past its deadline (1 dropped so far)" in line
+    finally:
+        kill_groups([worker])
+        redis_client.delete(ran)
+
+
+def loop_of(shell):
+    """The worker loop of a shell worker: the child of its shell that leads a process group of
+    its own (tempest_run's set -m), with the heartbeat process and the job in hand in it."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == shell.pid and int(fields[2]) == int(entry):  # ppid, pgrp
+                return int(entry)
+    return None
+
+
+def test_reliable_the_job_of_a_killed_worker_is_answered_by_another(tempestd_factory, redis_server, redis_client,
+                                                                    tmp_path):
+    queue = "shell-killed"
+    daemon = tempestd_factory(front={"queue": queue, "timeout": "20", "redeliver_interval": "0.5"})
+    env = {"TEMPEST_HEARTBEAT": "1"}
+    first = shell_worker(APP, [queue], redis_server.url, tmp_path, "first", env)
+    second = None
+    try:
+        wait_until(lambda: len(registered(redis_client, queue)) == 1, 15, message="the first registered")
+        thread, result = in_thread(http, "GET", daemon.base + "/hold?s=3", timeout=25)
+        wait_until(lambda: "hold started" in log_of(tmp_path, "first"), 10, message="the job in hand")
+        [key] = redis_client.keys("tempest:processing:{shell-killed}:*")
+        assert redis_client.llen(key) == 1 and f":{first.pid}:" in key.decode()
+        assert 0 < redis_client.pttl(f"tempest:alive:{key.decode().split(':', 3)[3]}") <= 1000
+        second = shell_worker(APP, [queue], redis_server.url, tmp_path, "second", env)
+        wait_until(lambda: len(registered(redis_client, queue)) == 2, 15, message="the second registered")
+        os.killpg(wait_until(lambda: loop_of(first), message="the first's loop"), signal.SIGKILL)  # mid-job
+        thread.join(25)
+        status, _, body = result["value"]
+        assert (status, body) == (200, f"held by {second.pid}".encode())
+        assert daemon.info()["jobs_redelivered"] == 1
+        wait_until(lambda: len(registered(redis_client, queue)) == 1, 10, message="the dead one forgotten")
+        os.killpg(second.pid, signal.SIGTERM)  # a clean stop: exit 0, nothing left behind
+        assert second.wait(10) == 0
+        assert not registered(redis_client, queue) and not redis_client.keys("tempest:processing:{shell-killed}:*")
+    finally:
+        kill_groups([first] + ([second] if second else []))
 
 
 def test_sigterm_finishes_the_job_in_hand_and_exits_0(tempestd_factory, redis_server, tmp_path):

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# A test worker of the shell client: bash app.sh QUEUE [NEXT_QUEUE]
+# A test worker of the shell client: bash app.sh [--plain|--reliable] QUEUE[,QUEUE...] [NEXT_QUEUE]
+#   (without --plain or --reliable, the client's default: reliable, unless TEMPEST_RELIABLE says no)
 #   url jobs, by path: /stream, /abort (fails in the middle of a stream), /session/set?v=X,
 #   /session/get, /session/regenerate, /publish?c=CHANNEL, /forward (a greet job to NEXT_QUEUE),
-#   /gather?q=QUEUE,...&timeout=S (square jobs gathered, the sum answered), /fail (the handler fails), /slow (sleeps 1 s first); anything else: "hello <path>";
+#   /gather?q=QUEUE,...&timeout=S (square jobs gathered, the sum answered), /fail (the handler fails), /slow (sleeps 1 s first),
+#   /hold?s=S (logs "hold started", sleeps S s, answers "held by <pid>"),
+#   /record?list=L&tag=T (RPUSH L "T <length of this worker's processing list of each queue, /-separated>");
+#   anything else: "hello <path>";
 #   greet jobs ({"path": ..., "via": ...}, as tests/workers/routing.py's front sends them).
 source "$(dirname "${BASH_SOURCE[0]}")/../../../clients/shell/tempest-worker.sh"
 
+flags=()
+while [[ ${1:-} == --* ]]; do flags+=("$1"); shift; done
+IFS=, read -ra queues <<<"$1"
 next_queue=${2:-}
 
 site() {
@@ -60,6 +67,21 @@ site() {
     /fail)
         false
         ;;
+    /hold)
+        tempest_log info "hold started"
+        sleep "${query#s=}"
+        tempest_http 200 "held by $$" Content-Type text/plain
+        ;;
+    /record)
+        local list=${query#list=} tag=${query##*tag=} queue held=() n
+        list=${list%%&*}
+        for queue in "${queues[@]}"; do
+            n=$(redis-cli -u "$TEMPEST_REDIS_URL" LLEN "tempest:processing:{$queue}:$TEMPEST_WORKER_ID") || return 1
+            held+=("$n")
+        done
+        redis-cli -u "$TEMPEST_REDIS_URL" RPUSH "$list" "$tag $(IFS=/; printf '%s' "${held[*]}")" >/dev/null || return 1
+        tempest_http 200 "recorded" Content-Type text/plain
+        ;;
     /slow)
         tempest_log info "slow job started"
         sleep 1
@@ -79,4 +101,4 @@ greet() {
 
 tempest_on url site
 tempest_on greet greet
-tempest_run "$1"
+tempest_run "${flags[@]}" "${queues[@]}"
