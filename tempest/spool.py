@@ -148,9 +148,10 @@ class RedisBody:
         pipe.expire(self.key, ttl)
         try:
             pipe.execute()
+        except redis.exceptions.OutOfMemoryError:
+            raise SpoolError(507, f"Redis full (maxmemory): cannot push a chunk of {self.key}") from None
         except redis.ResponseError as exc:
-            status = 507 if str(exc).startswith("OOM") else 500
-            raise SpoolError(status, f"Redis refused a chunk of {self.key}: {exc}") from None
+            raise SpoolError(500, f"Redis refused a chunk of {self.key}: {exc}") from None
         except (redis.RedisError, OSError) as exc:
             raise SpoolError(503, f"cannot push a chunk of {self.key} to Redis: {exc}") from None
         self.chunks += len(chunks)

@@ -313,6 +313,7 @@ class Connection:
         assert request is not None
         request.body_size += len(body)
         if request.body_size > request.max_body:
+            self.linger = True  # the client is sending still: let it read the 413
             self._refuse(413)
             raise _Abort
         if request.spool_route is not None and request.body_size > request.spool_over:

@@ -1,5 +1,6 @@
 """A WSGI application for the gateway's tests, wrapped in wsgiref's PEP 3333 validator."""
 
+import hashlib
 import json
 from wsgiref.validate import validator
 
@@ -41,6 +42,14 @@ def app(environ, start_response):
     if path == "/missing":
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"no such page"]
+    if path.endswith("/digest"):  # a large body, read in blocks (a spooled one: from where it is)
+        digest, size, stream = hashlib.sha256(), 0, environ["wsgi.input"]
+        while size < int(environ.get("CONTENT_LENGTH") or 0) and (block := stream.read(1 << 20)):
+            digest.update(block)
+            size += len(block)
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"sha256": digest.hexdigest(), "size": size,
+                            "CONTENT_LENGTH": environ.get("CONTENT_LENGTH")}).encode()]
     body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
     seen = {key: value for key, value in environ.items() if isinstance(value, str)}
     seen["body"] = body.decode("latin-1")
