@@ -45,6 +45,9 @@ FRONT = [
     # LOAD on first use, LLEN and RPUSH inside); one key per queue: [front] queue, every
     # [route:] queue, [pubsub] ws_queue
     "+rpush", "+evalsha", "+script|load", "+llen", "~aclq", "~aclparts", "~aclws",
+    # priorities (a high job LPUSHed, a low one on the queue's low list); a job nobody took by
+    # its timeout, or whose client left, taken back (LREM); the push counts of tempest queues
+    "+lpush", "+lrem", "~tempest:low:{aclq}", "+hincrby", "+expire", "~tempest:queue-stats:{*}",
     # pub/sub relay: any channel a browser asks for (narrow &* to your channels' patterns)
     "+subscribe", "+unsubscribe", "&*",
     # durable channels: the patterns for publishers, the history for Last-Event-ID
@@ -52,8 +55,8 @@ FRONT = [
     # the answers of a fan-out's parts, added to their gatherer's stream
     "+xadd", "~tempest:gather:{*}",
     # reliable delivery: the dead workers' jobs given back (a Lua script: RPOP, LPUSH, RPUSH,
-    # HINCRBY, HDEL, EXPIRE)
-    "+smembers", "+exists", "+srem", "+eval", "+rpop", "+lpush", "+hincrby", "+hdel", "+expire",
+    # HINCRBY, HDEL, EXPIRE), a reaped worker's heartbeat deleted
+    "+smembers", "+exists", "+srem", "+eval", "+rpop", "+lpush", "+hincrby", "+hdel", "+expire", "+del",
     "~tempest:workers", "~tempest:alive:*", "~tempest:processing:{*}:*", "~tempest:deliveries:{*}",
     "~tempest:dead:{*}",
     # sessions: each answer refreshes its session's TTL (EXPIRE, reply ignored); no command
@@ -65,9 +68,12 @@ WORKER = [
     "on", ">" + WORKER_PASSWORD, "resetkeys", "resetchannels", "-@all", *CONNECT,
     # jobs: BLPOP, LPOP (prefetch), RPUSH (forward, the parts of a fan-out) on its queues
     "+blpop", "+lpop", "+rpush", "~aclq", "~aclparts",
-    # reliable delivery: heartbeat, registration, processing list (BLMOVE, and LMOVE in scripts)
+    # priorities: the low lists of its queues (a high forward is an LPUSH)
+    "+lpush", "~tempest:low:{aclq}", "~tempest:low:{aclparts}",
+    # reliable delivery (the default): heartbeat, registration, processing lists (BLMOVE, and
+    # LMOVE in scripts)
     "+set", "+sadd", "+srem", "+del", "+blmove", "+lmove", "+eval",
-    "~tempest:workers", "~tempest:alive:*", "~tempest:processing:{aclq}:*",
+    "~tempest:workers", "~tempest:alive:*", "~tempest:processing:{aclq}:*", "~tempest:processing:{aclparts}:*",
     # fan-out and gather: the gatherer's stream
     "+xadd", "+xread", "+expire", "~tempest:gather:{*}",
     # sessions: HSET and EXPIRE in MULTI/EXEC, reads, RENAME (regenerate), DEL (clear)
