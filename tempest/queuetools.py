@@ -51,11 +51,6 @@ return 1
 """
 
 
-def low_key(queue: str) -> str:
-    """The low-priority list of ``queue`` (docs/protocol.md, "Priorities")."""
-    return "tempest:low:{" + queue + "}"
-
-
 def run(settings: Config, args: argparse.Namespace) -> int:
     """Run ``tempest queues`` or ``tempest dead``; the exit status."""
     url = settings.redis.url
@@ -136,7 +131,7 @@ def sample(client: redis.Redis, names: Sequence[str],
     reads = _Reads(client)
     for name in names:
         reads.add("queued", name, "LLEN", name)
-        reads.add("low", name, "LLEN", low_key(name))
+        reads.add("low", name, "LLEN", keys.low(name))
         reads.add("pushed", name, "HGET", stats_key(name), PUSHED)
     for name, worker in _held(names, registered or {}):
         reads.add("alive", (name, worker), "EXISTS", keys.alive(worker))
@@ -144,7 +139,7 @@ def sample(client: redis.Redis, names: Sequence[str],
     if registered is not None:
         for name in names:
             reads.add("dead", name, "LLEN", keys.dead(name))
-            for key in (name, low_key(name)):
+            for key in (name, keys.low(name)):
                 reads.add("ends", (name, key, 0), "LINDEX", key, 0)
                 reads.add("ends", (name, key, -1), "LINDEX", key, -1)
     got = reads.execute()
