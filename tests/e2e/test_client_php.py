@@ -35,6 +35,34 @@ def php():
     return found
 
 
+@pytest.fixture(autouse=True)
+def forget_killed_workers(redis_server):
+    """After each test, what the reliable workers it killed (SIGKILL at teardown, mid-test) left
+    in the session's Redis is removed: their registration, heartbeat and processing list, which
+    may hold a job answered but not yet released when the signal came. Otherwise the tempestd
+    of a later test would give that job back and count it in its jobs_redelivered."""
+    yield
+    client = redis_server.client()
+    try:
+        for entry in client.smembers("tempest:workers"):
+            queue, _, worker_id = entry.decode().partition(" ")
+            host, _, rest = worker_id.partition(":")
+            pid = rest.partition(":")[0]
+            if host != socket.gethostname() or not pid.isdigit():
+                continue
+            try:
+                os.kill(int(pid), 0)
+                continue  # alive: not ours to forget
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            client.delete(f"tempest:processing:{{{queue}}}:{worker_id}", f"tempest:alive:{worker_id}")
+            client.srem("tempest:workers", entry)
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def workers(php, tmp_path):
     """Start PHP test workers (tests/clients/php/app.php) in their own sessions; stopped at teardown."""
@@ -252,7 +280,8 @@ def test_reliable_the_job_of_a_killed_worker_is_answered_by_another(tempestd_fac
     wait_until(lambda: members() == {str(first.pid), str(second.pid)}, timeout=10, message="the second registered")
     os.kill(first.pid, signal.SIGKILL)  # the worker alone: its heartbeat process must notice and stop
     first.wait(10)
-    wait_until(lambda: daemon.info()["jobs_redelivered"] == 1, timeout=10, message="the job given back")
+    wait_until(lambda: redis_client.hvals("tempest:deliveries:{php-rel}") == [b"1"], timeout=10,
+               message="the job given back (once)")
     thread.join(20)
     status, _, body = result["value"]
     assert (status, body) == (200, f"slow done by {second.pid}".encode())

@@ -30,6 +30,34 @@ def runtime():
             missing_runtime(f"{program} is needed by the shell client")
 
 
+@pytest.fixture(autouse=True)
+def forget_killed_workers(redis_server):
+    """After each test, what the reliable workers it killed (SIGKILL at teardown, mid-test) left
+    in the session's Redis is removed: their registration, heartbeat and processing list, which
+    may hold a job answered but not yet released when the signal came. Otherwise the tempestd
+    of a later test would give that job back and count it in its jobs_redelivered."""
+    yield
+    client = redis_server.client()
+    try:
+        for entry in client.smembers("tempest:workers"):
+            queue, _, worker_id = entry.decode().partition(" ")
+            host, _, rest = worker_id.partition(":")
+            pid = rest.partition(":")[0]
+            if host != socket.gethostname() or not pid.isdigit():
+                continue
+            try:
+                os.kill(int(pid), 0)
+                continue  # alive: not ours to forget
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            client.delete(f"tempest:processing:{{{queue}}}:{worker_id}", f"tempest:alive:{worker_id}")
+            client.srem("tempest:workers", entry)
+    finally:
+        client.close()
+
+
 def shell_worker(script, args, redis_url, directory, name="shell", extra_env=None):
     """bash SCRIPT ARGS... in its own session, output to NAME.log."""
     env = dict(os.environ, TEMPEST_REDIS_URL=redis_url, **(extra_env or {}))
@@ -341,7 +369,7 @@ def test_reliable_the_job_of_a_killed_worker_is_answered_by_another(tempestd_fac
         thread.join(25)
         status, _, body = result["value"]
         assert (status, body) == (200, f"held by {second.pid}".encode())
-        assert daemon.info()["jobs_redelivered"] == 1
+        assert redis_client.hvals("tempest:deliveries:{shell-killed}") == [b"1"]  # given back once
         wait_until(lambda: len(registered(redis_client, queue)) == 1, 10, message="the dead one forgotten")
         os.killpg(second.pid, signal.SIGTERM)  # a clean stop: exit 0, nothing left behind
         assert second.wait(10) == 0
