@@ -138,7 +138,7 @@ def raw_get(port, path, headers=""):
 # 1. hello world
 
 
-def test_hello_world_from_a_worker_section(node, tempestd_factory, prefix):
+def test_hello_world_from_a_worker_section(node, tempestd_factory, redis_client, prefix):
     daemon = tempestd_factory(front={"queue": prefix, "timeout": "5"},
                               **{"worker:hello": {"command": f"{node} {HELLO} {prefix}", "numprocs": "2"}})
     wait_until(lambda: [s["state"] for s in daemon.status().values()] == ["RUNNING", "RUNNING"], 15,
@@ -149,6 +149,7 @@ def test_hello_world_from_a_worker_section(node, tempestd_factory, prefix):
     bodies = [http("GET", daemon.base + f"/{i}")[2].decode() for i in range(6)]
     assert all(re.fullmatch(r"Hello from node #[1-7]", b) for b in bodies)
     assert len({s["pid"] for s in daemon.status().values()}) == 2
+    assert len(registered(redis_client, prefix)) == 2  # the hello world is reliable: the default
 
 
 def test_answers_authenticate_with_the_answer_password(node, tempestd_factory, prefix):
