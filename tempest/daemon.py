@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.queue
+import gevent.threadpool
 import redis
 import simplejson as json
 from redis.backoff import NoBackoff
@@ -241,7 +242,9 @@ class Daemon:
             spool.prepare([config.default_route, *config.routes], config.tempest.name)
         except OSError as exc:
             raise StartupError(f"cannot prepare the spool directory {exc.filename}: {exc.strerror}") from None
-        return spool.Spools(config.tempest.name, _pooled_client(config.redis.url))  # connects when first used
+        # a large file's unlink (0.1 s for 1 GiB) on a thread of its own, never on the event loop
+        return spool.Spools(config.tempest.name, _pooled_client(config.redis.url),  # connects when first used
+                            submit=gevent.threadpool.ThreadPool(1).spawn)
 
     def _flush_access_log(self) -> None:
         while True:
