@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from support import RedisServer, Tempestd  # noqa: E402
+from support import RedisServer, Tempestd, forget_dead_workers  # noqa: E402
 
 # With PYTHONDONTWRITEBYTECODE (set on some machines, this one included), every tempestd, worker
 # and CLI that the tests start compiles tempest from source: 0.1 s of CPU each, some 400 times a
@@ -22,6 +22,20 @@ def redis_server(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _forget_dead_workers(request):
+    """After each test that used the session's Redis: what its killed reliable workers left
+    there is removed (support.forget_dead_workers), so that no later test counts it."""
+    server = request.getfixturevalue("redis_server") if "redis_server" in request.fixturenames else None
+    yield
+    if server is not None:
+        client = server.client()
+        try:
+            forget_dead_workers(client)
+        finally:
+            client.close()
 
 
 @pytest.fixture

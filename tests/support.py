@@ -348,3 +348,31 @@ def session_cookie(headers, name="sid"):
 
     match = re.match(rf"{re.escape(name)}=(([A-Za-z0-9_-]{{22}})\.[A-Za-z0-9_-]{{22}});", headers.get("set-cookie", ""))
     return (match.group(2), match.group(1)) if match else (None, None)
+
+
+def forget_dead_workers(client):
+    """Remove from the registry what reliable workers of this host whose process is gone left
+    there (registration, heartbeat, processing list). A worker SIGKILLed at a test's teardown
+    right after its last answer can leave that job in its processing list (the answer goes
+    before the release); the tempestd of a later test sharing the Redis would give it back and
+    count it. Returns how many workers were forgotten."""
+    import socket as _socket
+
+    forgotten = 0
+    for entry in client.smembers("tempest:workers"):
+        queue, _, worker_id = entry.decode().partition(" ")
+        host, _, rest = worker_id.partition(":")
+        pid = rest.partition(":")[0]
+        if host != _socket.gethostname() or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive: not ours to forget
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        client.delete(f"tempest:processing:{{{queue}}}:{worker_id}", f"tempest:alive:{worker_id}")
+        client.srem("tempest:workers", entry)
+        forgotten += 1
+    return forgotten
