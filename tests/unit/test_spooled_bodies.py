@@ -132,3 +132,19 @@ def test_the_wsgi_environ_of_a_spooled_body(tmp_path):
     assert result["CONTENT_LENGTH"] == "100000"
     assert isinstance(result["wsgi.input"], io.BufferedReader) and result["wsgi.input"].read() == b"x" * 100_000
     result["wsgi.input"].close()
+
+
+@pytest.mark.parametrize("token", [
+    {"body_file": {"path": "/srv/tempest/data/spool/tempest.0123abcd.body", "size": 3 << 30, "sha256": "ab" * 32}},
+    {"body_key": {"key": "tempest:body:{0123abcd}", "size": 70000, "sha256": "cd" * 32, "chunks": 1}},
+])
+def test_a_jobs_token_is_the_generic_encoding(token):
+    """The front's hand-written url job (jobs.encode_http_job) carries the token as the generic
+    encoder would, and nothing of the body."""
+    from tempest import jobs
+
+    env = jobs.http_env("POST", "/up", {"host": "x", "content-length": "70000"}, b"", "127.0.0.1")
+    env.update(token)
+    fast = jobs.encode_http_job(env, "127.0.0.1:4000", "id-1")
+    assert fast == jobs.encode_job(jobs.HTTP_ACTION, [env], "127.0.0.1:4000", "id-1")
+    assert jobs.decode_job(fast)[1] == [env] and "body" not in env
