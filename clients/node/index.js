@@ -7,7 +7,9 @@
  * delivery, the default; plain BLPOP with `reliable: false` or TEMPEST_RELIABLE=0), low-priority
  * jobs from `tempest:low:{<queue>}` once the queue is empty, and a url job taken past its env's
  * `deadline` is dropped unrun. Answers are sent as
- * `<action> <job_id> <json>` to the job's `respond_to` endpoint. The vocabulary is the Python
+ * `<action> <job_id> <json>` to the job's `respond_to` endpoint. A handler reads a request body
+ * spooled by tempestd (`body_file`, `body_key`) or inline with `context.bodyStream()` or
+ * `context.body()`. The vocabulary is the Python
  * library's (tempest/worker.py):
  *
  *   const { Worker } = require('tempest-worker');
@@ -17,7 +19,9 @@
  */
 
 const crypto = require('crypto');
+const fs = require('fs');
 const os = require('os');
+const { Readable } = require('stream');
 const { createClient } = require('redis');
 
 const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379/0';
@@ -35,6 +39,7 @@ const DURABLE_CONFIG = 'tempest:pubsub:durable';
 const DURABLE_CACHE = 5000; // ms a publisher trusts its copy of the durable patterns
 const WORKERS = 'tempest:workers';
 const EXPIRED_LOG_EVERY = 10000; // ms between two info lines about jobs dropped past their deadline
+const BODY_BLOCK = 256 * 1024; // bytes read from a spooled file at a time (a Redis chunk's size)
 
 // tempest/reliable.py's scripts, verbatim
 const TAKE = `
@@ -222,6 +227,93 @@ class Session {
   }
 }
 
+/**
+ * A spooled request body that is no longer there (its request was answered, timed out or its
+ * client left; a Redis body expired), or not the bytes its token describes (shorter than its
+ * `size`, another `sha256`). The Python library's tempest.spool.BodyGone; `code` is 'ENOENT'.
+ */
+class BodyGone extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'BodyGone';
+    this.code = 'ENOENT';
+  }
+}
+
+/** A spooled file in blocks of BODY_BLOCK bytes; closed when the reader stops. */
+async function* fileBlocks(path) {
+  let handle;
+  try {
+    handle = await fs.promises.open(path, 'r');
+  } catch (error) {
+    if (error.code === 'ENOENT') throw new BodyGone(`spooled body ${path} is gone`);
+    throw error;
+  }
+  try {
+    for (;;) {
+      const buffer = Buffer.allocUnsafe(BODY_BLOCK);
+      const { bytesRead } = await handle.read(buffer, 0, BODY_BLOCK, null);
+      if (bytesRead === 0) return;
+      yield buffer.subarray(0, bytesRead);
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The chunks of a Redis body, one LINDEX each as the reader gets to it (binary replies). */
+async function* redisChunks(redis, key, chunks) {
+  for (let index = 0; index < chunks; index++) {
+    const chunk = await redis.sendCommand(['LINDEX', key, String(index)], { returnBuffers: true });
+    if (!chunk || chunk.length === 0) throw new BodyGone(`spooled body ${key}: chunk ${index} of ${chunks} is gone`);
+    yield chunk;
+  }
+}
+
+/**
+ * The body of a url job's env as Buffers, in order, wherever it is (docs/protocol.md, "Spooled
+ * bodies"): the spooled file (`body_file`, read in blocks), the Redis chunks (`body_key`,
+ * fetched one at a time with `redis`, a node-redis client of the queues' Redis), or the inline
+ * `body` / `body_base64`. A spooled body is read up to its token's `size` and hashed on the
+ * way; one shorter than `size`, or whose SHA-256 is not the token's, throws BodyGone before its
+ * last block is given out.
+ */
+async function* bodyChunks(env, redis) {
+  const file = isObject(env.body_file) ? env.body_file : null;
+  const stored = file || (isObject(env.body_key) ? env.body_key : null);
+  if (!stored) {
+    const inline = typeof env.body_base64 === 'string' ? Buffer.from(env.body_base64, 'base64')
+      : Buffer.from(typeof env.body === 'string' ? env.body : '', 'utf8');
+    if (inline.length) yield inline;
+    return;
+  }
+  const size = Number(stored.size);
+  if (!Number.isSafeInteger(size) || size < 0) throw new TypeError(`a spooled body's token without a size: ${JSON.stringify(stored)}`);
+  const where = file ? file.path : stored.key;
+  const hash = crypto.createHash('sha256');
+  let read = 0;
+  const source = file ? fileBlocks(file.path) : redisChunks(redis, stored.key, Number(stored.chunks) || 0);
+  const check = () => {
+    const digest = hash.digest('hex');
+    if (typeof stored.sha256 === 'string' && digest !== stored.sha256.toLowerCase()) {
+      throw new BodyGone(`spooled body ${where}: its sha256 is ${digest}, not ${stored.sha256} as its token says`);
+    }
+  };
+  if (size === 0) return check();
+  for await (let block of source) {
+    if (read + block.length > size) block = block.subarray(0, size - read); // read `size` bytes, no more
+    hash.update(block);
+    read += block.length;
+    if (read === size) { // the last block: given out only once the whole body is checked
+      check();
+      yield block;
+      return;
+    }
+    yield block;
+  }
+  throw new BodyGone(`spooled body ${where} is gone (${read} of ${size} bytes read)`);
+}
+
 /** The body of a streamed answer (Context.stream). */
 class Stream {
   constructor(context) {
@@ -276,6 +368,25 @@ class Context {
   }
 
   _regenerated() { return Boolean(this._session && this._session.regenerated); }
+
+  /**
+   * The request body as a Readable stream of Buffers, wherever it is: spooled by tempestd to a
+   * file on this host (`env.body_file`, streamed from the file) or to Redis (`env.body_key`,
+   * its chunks fetched as they are read), or inline in the job (`body`, `body_base64`). A
+   * spooled body is checked against its token's size and sha256 as it streams: the stream
+   * emits a BodyGone error (instead of its last block and 'end') when the body is gone or not
+   * what its token says.
+   */
+  bodyStream() {
+    return Readable.from(bodyChunks(this.env || {}, this.worker.redis), { objectMode: false });
+  }
+
+  /** The whole request body as a Buffer (in memory: for a large spooled body, prefer bodyStream()); rejects with BodyGone as bodyStream() errors. */
+  async body() {
+    const blocks = [];
+    for await (const block of bodyChunks(this.env || {}, this.worker.redis)) blocks.push(block);
+    return Buffer.concat(blocks);
+  }
 
   /** Send an answer (several allowed). False if nobody waits (no respond_to) or it failed. */
   async answer(data) {
@@ -704,4 +815,4 @@ class Worker {
   }
 }
 
-module.exports = { Worker, Context, Stream, Session, decodeJob, withHeader, fnmatch, keys, DEFAULT_REDIS_URL };
+module.exports = { Worker, Context, Stream, Session, BodyGone, bodyChunks, decodeJob, withHeader, fnmatch, keys, DEFAULT_REDIS_URL };

@@ -3,18 +3,45 @@
 // Test workers built on clients/node, by role:
 //   app QUEUE [--reliable|--plain] [--heartbeat S]: url jobs, by path (see below); without
 //       --reliable or --plain, the client's default (reliable, unless TEMPEST_RELIABLE says no)
+//       .../digest[?reader=whole]: the body read with context.bodyStream() (or context.body()),
+//       answered as JSON {form, size, sha256}; a BodyGone error is answered 410
 //   greeter QUEUE: answers `greet` jobs (forwarded by another worker) with an HTTP answer
 //   squarer QUEUE: answers `square` jobs with the square of their number
+const crypto = require('crypto');
 const path = require('path');
-const { Worker } = require(path.join(__dirname, '..', '..', '..', 'clients', 'node'));
+const { Worker, BodyGone } = require(path.join(__dirname, '..', '..', '..', 'clients', 'node'));
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const text = (body, status = 200, headers = {}) => [status, { 'Content-Type': 'text/plain', ...headers }, body];
+
+/** The body as the handler reads it: which form it came in (the env's key), its size and SHA-256. */
+async function digest(context, env, reader) {
+  const form = ['body_file', 'body_key', 'body_base64', 'body'].find((key) => key in env) || 'none';
+  const hash = crypto.createHash('sha256');
+  let size = 0;
+  try {
+    if (reader === 'whole') {
+      const body = await context.body();
+      hash.update(body);
+      size = body.length;
+    } else {
+      for await (const block of context.bodyStream()) {
+        hash.update(block);
+        size += block.length;
+      }
+    }
+  } catch (error) {
+    if (error instanceof BodyGone) return text(`${error.name}: ${error.message}`, 410);
+    throw error;
+  }
+  return [200, { 'Content-Type': 'application/json' }, JSON.stringify({ form, size, sha256: hash.digest('hex') })];
+}
 
 function app(worker, queue) {
   worker.on('url', async (context, env) => {
     const url = new URL(env.url, 'http://localhost');
     const q = Object.fromEntries(url.searchParams);
+    if (url.pathname.endsWith('/digest')) return digest(context, env, q.reader);
     switch (url.pathname) {
       case '/stream': {
         const out = await context.stream(200, { 'Content-Type': 'text/plain' });
