@@ -109,7 +109,8 @@ def post(port, path, data, chunked=False):
 def spooling(module_tempestd_factory, redis_server, tmp_path_factory):
     """A tempestd with a file route and a Redis route, and one spool worker serving both;
     the tests that share it each look only at their own bodies."""
-    daemon = module_tempestd_factory(**routes("spool"))
+    lonely = {"queue": "spool-lonely", "spool": "yes", "max_body": "64M", "timeout": "1"}  # no worker serves it
+    daemon = module_tempestd_factory(**routes("spool"), **{"route:/lonely/": lonely})
     worker = start_worker(SPOOL_WORKER + ["spool-file", "spool-redis"], redis_server.url,
                           tmp_path_factory.mktemp("spool-worker"), ready="worker on ")
     yield daemon
@@ -185,6 +186,33 @@ def test_a_redis_upload_cut_half_way_leaves_no_key(spooling, redis_client):
     wait_until(lambda: redis_client.llen(keys[0]) >= 4, 10, message="1 MiB of chunks")
     conn.close()
     wait_until(lambda: redis_bodies(redis_client) == [], 10, message="the cut upload's key deleted")
+
+
+def test_a_body_whose_request_times_out_or_is_left_is_removed(spooling, redis_client):
+    directory = spool_dir_of(spooling)
+    status, _, _ = upload(spooling.port, "/lonely/late", blocks_of(os.urandom(MiB)), MiB)
+    assert status in (503, 504)  # nobody took it (503), or it was not answered (504): over either way
+    wait_until(lambda: bodies_in(directory) == [], 5, message="the timed-out request's file removed")
+    # a client that leaves once its body is sent, while its job waits
+    redis_client.delete("spool-lonely")
+    conn = socket.create_connection(("127.0.0.1", spooling.port), timeout=10)
+    conn.sendall(f"POST /lonely/gone HTTP/1.1\r\nHost: x\r\nContent-Length: {MiB}\r\n\r\n".encode())
+    conn.sendall(os.urandom(MiB))
+    wait_until(lambda: redis_client.llen("spool-lonely") == 1, 5, message="its job on the queue")
+    assert len(bodies_in(directory)) == 1
+    conn.close()
+    wait_until(lambda: bodies_in(directory) == [], 5, message="the left request's file removed")
+
+
+def test_a_client_that_waits_for_100_continue_is_spooled(spooling):
+    data = os.urandom(2 * MiB)
+    with socket.create_connection(("127.0.0.1", spooling.port), timeout=10) as conn:
+        conn.sendall(f"POST /file/expect HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n"
+                     "Expect: 100-continue\r\nConnection: close\r\n\r\n".encode())
+        assert conn.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"  # what curl waits for above 1 MiB
+        conn.sendall(data)
+        status, _, body = read_response(conn)
+    assert status == 200 and json.loads(body)["body_file"]["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 def test_a_body_over_the_routes_max_body_is_413_and_leaves_nothing(spooling):
