@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024  # bytes per Redis list element (the last one may be shorter)
 TTL_MARGIN = 60  # seconds a Redis body outlives the route's timeout (its job's longest wait)
-MEMORY_MAX = 4 << 30  # the largest body ever held in memory: max_body above it needs a spool
 SUFFIX = ".body"
 _TOKEN_BYTES = 16  # 128 random bits in each file name and key
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # the spool has no room: 507
@@ -252,17 +251,23 @@ def prepare(routes: Iterable[Any], name: str, clean: bool = True) -> int:
     removed = 0
     for directory in directories(routes):
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        if not clean:
-            continue
-        for entry in os.scandir(directory):
+        if clean:
+            removed += _remove_bodies(directory, pattern)
+    return removed
+
+
+def _remove_bodies(directory: str, pattern: re.Pattern[str]) -> int:
+    removed = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
             if pattern.match(entry.name) and entry.is_file(follow_symlinks=False):
                 try:
                     os.unlink(entry.path)
                     removed += 1
                 except FileNotFoundError:
                     pass
-        if removed:
-            log.info("spool: removed %d bodies left in %s by an earlier run", removed, directory)
+    if removed:
+        log.info("spool: removed %d bodies left in %s by an earlier run", removed, directory)
     return removed
 
 
