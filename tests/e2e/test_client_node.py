@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 
 import pytest
 
@@ -525,10 +526,12 @@ def answer_of(redis_client, queue, env, timeout=10):
 
 @pytest.fixture
 def spooling(node, started, tempestd_factory, redis_server, tmp_path, prefix):
-    """tempestd with a file-spooling and a Redis-spooling route, one node app worker on them."""
-    daemon = tempestd_factory(front={"queue": prefix, "timeout": "20"}, **spool_routes(prefix))
-    start_node(node, started, ["app", prefix], redis_server.url, tmp_path, "app")
-    daemon.prefix = prefix
+    """tempestd with a file-spooling and a Redis-spooling route, one node app worker on them
+    (a queue of its own: the prefix of parametrized tests is the same)."""
+    queue = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    daemon = tempestd_factory(front={"queue": queue, "timeout": "20"}, **spool_routes(queue))
+    start_node(node, started, ["app", queue], redis_server.url, tmp_path, "app")
+    daemon.prefix = queue
     assert http("GET", daemon.base + "/warm-up")[0] == 200
     return daemon
 
