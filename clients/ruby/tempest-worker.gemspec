@@ -8,7 +8,7 @@ Gem::Specification.new do |spec|
   spec.summary = "Workers for the Tempest application server, over Redis"
   spec.description = "Take Tempest jobs from Redis queues and answer them on tempestd's answer " \
                      "endpoint: plain and streamed HTTP answers, routing between workers, " \
-                     "sessions, publishing, reliable delivery."
+                     "sessions, publishing, reliable delivery, spooled request bodies."
   spec.authors = ["Tempest"]
   spec.license = "MIT"
   spec.files = Dir["lib/**/*.rb", "examples/*.rb", "README.md"]

@@ -7,8 +7,12 @@
 #                                                  unless TEMPEST_RELIABLE says no)
 #   app.rb greeter QUEUE                           answers greet jobs (forwarded by Python)
 #
+# A site's path .../digest[?reader=each|read|whole] reads the body with context.body (each,
+# read(64K) in a loop, or read) and answers JSON {form, size, sha256}; BodyGone answers 410.
+#
 # TEMPEST_TEST_HEARTBEAT: the reliable worker's heartbeat in seconds.
 $LOAD_PATH.unshift(File.expand_path("../../../clients/ruby/lib", __dir__))
+require "digest"
 require "tempest/worker"
 require "uri"
 
@@ -24,12 +28,35 @@ end
 
 def monotonic = Process.clock_gettime(Process::CLOCK_MONOTONIC)
 
+# the body as the handler reads it: the form it came in (the env's key), its size and SHA-256
+def digest(context, env, reader)
+  form = %w[body_file body_key body_base64 body].find { |key| env.key?(key) } || "none"
+  sha = Digest::SHA256.new
+  size = 0
+  context.body do |body|
+    case reader
+    when "whole" then blocks = [body.read]
+    when "read" then blocks = Enumerator.new { |out| while (block = body.read(65_536)) do out << block end }
+    else blocks = body.each
+    end
+    blocks.each do |block|
+      sha << block
+      size += block.bytesize
+    end
+  end
+  [200, { "Content-Type" => "application/json" }, JSON.generate(form: form, size: size, sha256: sha.hexdigest)]
+rescue Tempest::BodyGone => e
+  [410, { "Content-Type" => "text/plain" }, "BodyGone: #{e.message}"]
+end
+
 case role
 when "site"
   greet_queue = rest.first
   worker.on("url") do |context, env|
     path = env["url"].partition("?")[0]
     query = params(env)
+    next digest(context, env, query["reader"]) if path.end_with?("/digest")
+
     case path
     when "/pid"
       [200, text, "ruby #{Process.pid}"]

@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "tempest/worker/body"
 require "tempest/worker/session"
 
 module Tempest
@@ -31,6 +32,22 @@ module Tempest
         end
       end
       @session
+    end
+
+    # The request body as a Tempest::Body (IO-like: read, gets, each, close, size), wherever it
+    # is: spooled by tempestd to a file on this host (env "body_file") or to Redis ("body_key",
+    # its chunks fetched as they are read), or inline in the job ("body", "body_base64"). With a
+    # block, yields it and closes it after. Raises Tempest::BodyGone (here for a missing file,
+    # while reading for a missing chunk, a short body or another sha256).
+    def body
+      io = Body.open(@env, @worker.redis)
+      return io unless block_given?
+
+      begin
+        yield io
+      ensure
+        io.close
+      end
     end
 
     # Send an answer (any JSON value; for url jobs [status, headers, body]). May be called
