@@ -1,11 +1,35 @@
-"""A WSGI application for the gateway's tests, wrapped in wsgiref's PEP 3333 validator."""
+"""A WSGI application for the gateway's tests, wrapped in wsgiref's PEP 3333 validator.
+
+For the gunicorn worker's tests: /pid answers the process ids (and the one that imported this
+module: the arbiter's with --preload); /sleep/<seconds> sleeps first; /stick/<name> sticks (60 s)
+the first time <name> is asked and answers the later times, each run recorded as a line of
+$WSGIAPP_MARKERS/<name> (the pid that ran it)."""
 
 import hashlib
 import json
+import os
+import time
 from wsgiref.validate import validator
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 closed = []  # paths whose response iterable was closed
+IMPORTED_BY = os.getpid()
+
+
+def pids(**more):
+    return [json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "imported_by": IMPORTED_BY, **more}).encode()]
+
+
+def stick(name):
+    """Record this run; stick if it is the first run of ``name``."""
+    path = os.path.join(os.environ["WSGIAPP_MARKERS"], os.path.basename(name))
+    with open(path, "a") as runs:
+        first = runs.tell() == 0
+        runs.write(f"{os.getpid()}\n")
+    if first:
+        time.sleep(60)
+    with open(path) as runs:
+        return len(runs.read().split())
 
 
 class Stream:
@@ -23,6 +47,17 @@ def app(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/boom":
         raise RuntimeError("the application failed")
+    if path == "/pid":
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return pids()
+    if path.startswith("/sleep/"):
+        time.sleep(float(path.rsplit("/", 1)[1]))
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return pids()
+    if path.startswith("/stick/"):
+        runs = stick(path.rsplit("/", 1)[1])
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return pids(runs=runs)
     if path == "/binary":
         start_response("200 OK", [("Content-Type", "image/png")])
         return [PNG]
