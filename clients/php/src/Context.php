@@ -55,6 +55,34 @@ final class Context
     }
 
     /**
+     * The request body as a generator of strings, wherever it is: spooled by tempestd to a file
+     * on this host (`env.body_file`, read in blocks) or to Redis (`env.body_key`, its chunks
+     * fetched as they are read), or inline in the job (`body`, `body_base64`).
+     *
+     * @return \Generator<int, string>
+     * @throws BodyGone at once for a spooled file that does not exist; while iterating for a
+     *     missing chunk, a body shorter than its token's size or another sha256
+     */
+    public function body(): \Generator
+    {
+        $env = $this->env ?? [];
+        return Body::chunks($env, is_array($env['body_key'] ?? null) ? $this->worker->redis() : null);
+    }
+
+    /**
+     * The request body as a read-only stream resource (fread, stream_get_contents,
+     * stream_copy_to_stream, hash_update_stream...), over body(): the same checks, BodyGone
+     * thrown by the read that meets the problem.
+     *
+     * @return resource
+     * @throws BodyGone at once for a spooled file that does not exist
+     */
+    public function bodyStream()
+    {
+        return BodyStream::open($this->body());
+    }
+
+    /**
      * Send an answer (any JSON value; for `url` jobs [status, headers, body]); may be called
      * several times. Returns false when there is nobody to answer (no respond_to).
      */

@@ -7,6 +7,8 @@
 // /session/regenerate, /publish?channel=&data=&event=, /forward (a `greet` job to NEXT_QUEUE),
 // /gather?q=a,b&timeout= (square parts, summed; missing indexes in X-Missing), /fail, /slow?ms=,
 // /record?list=L&tag=T (RPUSH L "T <length of this worker's processing list of each queue, /-separated>"),
+// .../digest?reader=generator|stream|hash (the body read with $context->body(), with fread() on
+// $context->bodyStream(), or hash_update_stream() on it: JSON {form, size, sha256}; BodyGone: 410),
 // anything else: "php <pid> <path>". Also `greet` jobs (as tests/workers/routing.py's greeter)
 // and `square` jobs.
 
@@ -14,6 +16,7 @@ declare(strict_types=1);
 
 require __DIR__ . '/../../../clients/php/src/autoload.php';
 
+use Tempest\BodyGone;
 use Tempest\Context;
 use Tempest\Worker;
 
@@ -27,9 +30,48 @@ $options = match (getenv('TEMPEST_TEST_RELIABLE')) {
 $worker = new Worker($queues, $options);
 $text = ['Content-Type' => 'text/plain'];
 
+/** The body as the handler reads it: the form it came in (the env's key), its size and SHA-256. */
+function digest(Context $context, array $env, string $reader): array
+{
+    $form = 'none';
+    foreach (['body_file', 'body_key', 'body_base64', 'body'] as $key) {
+        if (array_key_exists($key, $env)) {
+            $form = $key;
+            break;
+        }
+    }
+    $hash = hash_init('sha256');
+    $size = 0;
+    try {
+        if ($reader === 'generator') {
+            foreach ($context->body() as $block) {
+                hash_update($hash, $block);
+                $size += strlen($block);
+            }
+        } elseif ($reader === 'hash') {
+            $size = hash_update_stream($hash, $context->bodyStream());
+        } else {
+            $stream = $context->bodyStream();
+            while (!feof($stream)) {
+                $block = fread($stream, 65536);
+                hash_update($hash, $block);
+                $size += strlen($block);
+            }
+            fclose($stream);
+        }
+    } catch (BodyGone $error) {
+        return [410, ['Content-Type' => 'text/plain'], 'BodyGone: ' . $error->getMessage()];
+    }
+    return [200, ['Content-Type' => 'application/json'],
+        Worker::json(['form' => $form, 'size' => $size, 'sha256' => hash_final($hash)])];
+}
+
 $worker->on('url', function (Context $context, array $env) use ($worker, $queues, $next, $text) {
     [$path, $query] = array_pad(explode('?', $env['url'], 2), 2, '');
     parse_str($query, $params);
+    if (str_ends_with($path, '/digest')) {
+        return digest($context, $env, $params['reader'] ?? 'generator');
+    }
     switch ($path) {
         case '/stream':
             $out = $context->stream(200, $text);
