@@ -151,7 +151,8 @@ def test_hello_world_from_a_worker_section(node, tempestd_factory, redis_client,
     bodies = [http("GET", daemon.base + f"/{i}")[2].decode() for i in range(6)]
     assert all(re.fullmatch(r"Hello from node #[1-7]", b) for b in bodies)
     assert len({s["pid"] for s in daemon.status().values()}) == 2
-    assert len(registered(redis_client, prefix)) == 2  # the hello world is reliable: the default
+    # the hello world is reliable (the default): both register, each at its first pop
+    wait_until(lambda: len(registered(redis_client, prefix)) == 2, 10, message="both node workers registered")
 
 
 def test_answers_authenticate_with_the_answer_password(node, tempestd_factory, prefix):
