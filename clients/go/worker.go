@@ -5,7 +5,8 @@
 // Delivery is reliable by default (jobs moved into a processing list of the worker, given back
 // by tempestd if it dies); Options.NoReliable or TEMPEST_RELIABLE=0 makes it plain BLPOP.
 // Low-priority jobs (tempest:low:{<queue>}) are taken once the queues are empty; a url job
-// taken past its env's deadline is dropped without running.
+// taken past its env's deadline is dropped without running. Context.Body reads a request body,
+// spooled by tempestd (body_file, body_key) or inline.
 //
 //	w := tempest.NewWorker(tempest.Options{Queues: []string{"tempest"}})
 //	w.On("url", func(c *tempest.Context, args []any) (any, error) {

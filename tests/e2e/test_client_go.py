@@ -1,11 +1,12 @@
 """The Go worker client (clients/go) against a real tempestd and redis-server: the hello world
 run from a [worker:] section, streams, sessions, publishing, routing to and from Python
-workers, failing handlers, reliable delivery (the default), low-priority jobs, deadlines, SIGTERM and
-a Redis restart.
+workers, failing handlers, reliable delivery (the default), low-priority jobs, deadlines, SIGTERM, a
+Redis restart, and request bodies spooled to a file or to Redis read with Context.Body.
 
 The binaries are built once per session with ``make -C clients/go`` (offline: redigo from
 Debian's golang-github-gomodule-redigo-dev); the test worker is tests/clients/go/main.go."""
 
+import hashlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 
 import pytest
 
@@ -521,3 +523,98 @@ def test_the_worker_serves_again_after_a_redis_restart(go_build, tempestd_factor
         assert worker.poll() is None  # the same process, reconnected
     finally:
         own.stop()
+
+
+# 10. spooled request bodies (issue 11, item 3)
+
+MiB = 1 << 20
+CHUNK = 256 * 1024  # a Redis body's chunk (docs/protocol.md, "body_key")
+
+
+def spool_routes(queue):
+    """/file/ spools a body over 64K to a file, /redis/ to Redis in chunks: both to ``queue``."""
+    return {"route:/file/": {"queue": queue, "spool": "yes", "spool_over": "64K", "max_body": "16M"},
+            "route:/redis/": {"queue": queue, "spool": "redis", "spool_over": "64K", "max_body": "16M"}}
+
+
+def answer_of(redis_client, queue, env, timeout=10):
+    """Push a url job with ``env`` by hand, its respond_to a minimal answer endpoint here (+OK
+    to every command), and return the answer its worker sends ([status, headers, body])."""
+    import hiredis
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(timeout)
+        redis_client.rpush(queue, json.dumps(["url", [env], "127.0.0.1:%d" % server.getsockname()[1], "by-hand"]))
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(timeout)
+            reader = hiredis.Reader()
+            while True:
+                command = reader.gets()
+                if command is False:
+                    data = conn.recv(65536)
+                    assert data, "the worker closed the answer connection without answering"
+                    reader.feed(data)
+                    continue
+                conn.sendall(b"+OK\r\n")  # to AUTH and ACTIONS too
+                if command[0] == b"url":
+                    return json.loads(command[2])
+
+
+@pytest.fixture
+def spooling(go_build, tempestd_factory, redis_server, tmp_path, started):
+    """tempestd with a file-spooling and a Redis-spooling route, one Go test worker on them (a
+    queue of its own: parametrized tests' queue_name is the same)."""
+    queue = f"go-spool-{uuid.uuid4().hex[:8]}"
+    daemon = tempestd_factory(front={"queue": queue, "timeout": "20"}, **spool_routes(queue))
+    daemon.queue = queue
+    daemon.worker = start_go(started, [APP, queue], redis_server.url, tmp_path, "app")
+    assert http("GET", daemon.base + "/ping")[0] == 200
+    return daemon
+
+
+@pytest.mark.parametrize("reader", ["copy", "readall"])
+@pytest.mark.parametrize("route, form", [("/file/", "body_file"), ("/redis/", "body_key")])
+def test_a_spooled_upload_is_read_by_the_handler(spooling, route, form, reader):
+    data = os.urandom(3 * MiB + 4321)
+    status, _, body = http("POST", f"{spooling.base}{route}digest?reader={reader}", data, timeout=30)
+    assert status == 200, body
+    assert json.loads(body) == {"form": form, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+@pytest.mark.parametrize("reader", ["copy", "readall"])
+def test_an_inline_body_is_read_the_same_way(spooling, reader):
+    cases = [("/file/", b"small \xc3\xa9 text", "body"), ("/redis/", b"\xff\x00 not UTF-8", "body_base64"),
+             ("/redis/", os.urandom(64 * 1024), "body_base64"), ("/file/", b"", "none")]  # 64K: spool_over, inline
+    for route, data, form in cases:
+        status, _, body = http("POST", f"{spooling.base}{route}digest?reader={reader}", data)
+        assert status == 200, body
+        assert json.loads(body) == {"form": form, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+@pytest.mark.parametrize("reader", ["copy", "readall"])
+def test_a_spooled_body_gone_or_not_as_its_token_says_is_body_gone(spooling, redis_client, tmp_path, reader):
+    data = os.urandom(CHUNK + 1000)
+    digest = hashlib.sha256(data).hexdigest()
+    kept = tmp_path / "kept.body"
+    kept.write_bytes(data)
+    partial = f"tempest:body:{{{spooling.queue}-partial}}"
+    redis_client.rpush(partial, data[:CHUNK])  # chunk 1 of 2 missing
+    env = {"method": "POST", "url": f"/file/digest?reader={reader}", "headers": {}}
+    gone = {
+        "missing file": {"body_file": {"path": str(tmp_path / "no-such.body"), "size": len(data), "sha256": digest}},
+        "missing key": {"body_key": {"key": partial + "-none", "size": len(data), "sha256": digest, "chunks": 2}},
+        "missing chunk": {"body_key": {"key": partial, "size": len(data), "sha256": digest, "chunks": 2}},
+        "short file": {"body_file": {"path": str(kept), "size": len(data) + 1, "sha256": digest}},
+        "another sha256": {"body_file": {"path": str(kept), "size": len(data), "sha256": "0" * 64}},
+    }
+    try:
+        for case, token in gone.items():
+            status, _, body = answer_of(redis_client, spooling.queue, {**env, **token})
+            assert (status, body.split(":")[0]) == (410, "BodyGone"), (case, body)
+        # the same file with its true token is read
+        status, _, body = answer_of(redis_client, spooling.queue,
+                                    {**env, "body_file": {"path": str(kept), "size": len(data), "sha256": digest}})
+        assert (status, json.loads(body)) == (200, {"form": "body_file", "size": len(data), "sha256": digest})
+    finally:
+        redis_client.delete(partial)

@@ -14,14 +14,21 @@
 //	/forward?to=QUEUE  forwards a greet job {"path", "via"} to QUEUE
 //	/gather?q=A,B      square jobs 1, 2... to queues A, B...; answers the sum, X-Missing
 //	/record?list=L&tag=T  RPUSH L "T <length of this worker's processing list of each queue, /-separated>"
+//	.../digest?reader=copy|readall  the body read with c.Body() (io.Copy into a SHA-256, or
+//	                   io.ReadAll): JSON {form, size, sha256}; an error wrapping ErrBodyGone: 410
 //	anything else      "go worker <pid>: <path>"
 //
 // greet jobs are answered "go greeted <path> from <pid>" (a path ending in /fail panics), square jobs with the number squared.
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strconv"
@@ -60,6 +67,9 @@ func main() {
 	w.On("url", func(c *tempest.Context, args []any) (any, error) {
 		target, _ := url.Parse(c.Env["url"].(string))
 		query := target.Query()
+		if strings.HasSuffix(target.Path, "/digest") {
+			return digest(c, query.Get("reader"))
+		}
 		switch target.Path {
 		case "/stream":
 			out, err := c.Stream(200, text)
@@ -168,4 +178,37 @@ func main() {
 		return []any{200, text, fmt.Sprintf("go worker %d: %s", pid, target.Path)}, nil
 	})
 	w.Run()
+}
+
+// digest reads the body as a handler does: the form it came in (the env's key), its size and SHA-256.
+func digest(c *tempest.Context, reader string) (any, error) {
+	form := "none"
+	for _, key := range []string{"body_file", "body_key", "body_base64", "body"} {
+		if _, ok := c.Env[key]; ok {
+			form = key
+			break
+		}
+	}
+	hash := sha256.New()
+	var size int64
+	body, err := c.Body()
+	if err == nil {
+		if reader == "readall" {
+			var data []byte
+			data, err = io.ReadAll(body)
+			hash.Write(data)
+			size = int64(len(data))
+		} else {
+			size, err = io.Copy(hash, body)
+		}
+		body.Close()
+	}
+	if errors.Is(err, tempest.ErrBodyGone) {
+		return []any{410, map[string]string{"Content-Type": "text/plain"}, "BodyGone: " + err.Error()}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	answer, _ := json.Marshal(map[string]any{"form": form, "size": size, "sha256": hex.EncodeToString(hash.Sum(nil))})
+	return []any{200, map[string]string{"Content-Type": "application/json"}, string(answer)}, nil
 }
