@@ -31,8 +31,8 @@ end
 """
 
 
-def run_wrk(procs, args, port, connections, duration, tag):
-    """A wrk run; return its figures and the CPU seconds wrk used."""
+def run_wrk(procs, args, port, connections, duration, tag, path="/"):
+    """A wrk run of ``GET path``; return its figures and the CPU seconds wrk used."""
     script = os.path.join(procs.log_dir, "report.lua")
     if not os.path.exists(script):
         with open(script, "w") as handle:
@@ -40,7 +40,7 @@ def run_wrk(procs, args, port, connections, duration, tag):
     threads = max(1, min(args.wrk_threads, connections))
     duration = max(1, round(duration))  # wrk takes whole seconds
     argv = [args.wrk, "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
-            "--timeout", f"{args.wrk_timeout:g}s", "-s", script, f"http://{HOST}:{port}/"]
+            "--timeout", f"{args.wrk_timeout:g}s", "-s", script, f"http://{HOST}:{port}{path}"]
     text, spent = run_child(procs, tag, argv, timeout=duration + args.wrk_timeout + 30)
     line = next((l for l in text.splitlines() if l.startswith("BENCH_JSON ")), None)
     if line is None:
@@ -58,10 +58,12 @@ def run_wrk(procs, args, port, connections, duration, tag):
             "wrk_max_ms": data["max_us"] / 1000, "argv": argv}, spent
 
 
-def run_loadgen(procs, args, port, connections, duration, tag):
-    """A bench/loadgen.py run; return its figures and the CPU seconds it used."""
+def run_loadgen(procs, args, port, connections, duration, tag, path="/"):
+    """A bench/loadgen.py run of ``GET path``; return its figures and the CPU seconds it used."""
     argv = [args.python, os.path.join(HERE, "loadgen.py"), "--port", str(port), "--connections",
             str(connections), "--duration", f"{duration:g}", "--timeout", f"{args.client_timeout:g}"]
+    if path != "/":
+        argv += ["--path", path]
     text, spent = run_child(procs, tag, argv, timeout=duration + args.client_timeout + 30)
     result = json.loads(text.strip().splitlines()[-1])
     result["argv"] = argv
