@@ -29,16 +29,18 @@ for i = 1, tonumber(ARGV[1]) do
 end
 return out
 """
-# the same from the queue (KEYS[1]), else from its low list (KEYS[3]): one round trip for both
+# the same from the queue (KEYS[1]), else from its low list (KEYS[3]): one round trip for both;
+# the reply's first element says where the jobs after it came from (0: the queue, 1: low)
 TAKE_THEN_LOW = """
-local out = {}
-for _, source in ipairs({KEYS[1], KEYS[3]}) do
+local out = {0}
+for which, source in ipairs({KEYS[1], KEYS[3]}) do
+  out[1] = which - 1
   for i = 1, tonumber(ARGV[1]) do
     local job = redis.call('LMOVE', source, KEYS[2], 'LEFT', 'RIGHT')
     if not job then break end
     out[#out + 1] = job
   end
-  if #out > 0 then break end
+  if #out > 1 then break end
 end
 return out
 """
@@ -108,7 +110,8 @@ def take(queue: str, worker_id: str, count: int) -> Command:
 
 
 def take_then_low(queue: str, worker_id: str, count: int) -> Command:
-    """``take``, else ``take_low`` when the queue is empty, in one script."""
+    """``take``, else ``take_low`` when the queue is empty, in one script; the reply is
+    [0 (from the queue) or 1 (from its low list), job...]."""
     return ["EVAL", TAKE_THEN_LOW, 3, queue, keys.processing(queue, worker_id), keys.low(queue), count]
 
 
@@ -118,9 +121,10 @@ def take_low(queue: str, worker_id: str, count: int) -> Command:
     return ["EVAL", TAKE, 2, keys.low(queue), keys.processing(queue, worker_id), count]
 
 
-def take_blocking(queue: str, worker_id: str, timeout: float) -> Command:
-    """Wait up to ``timeout`` seconds for one job, moved into the processing list."""
-    return ["BLMOVE", queue, keys.processing(queue, worker_id), "LEFT", "RIGHT", timeout]
+def take_blocking(queue: str, worker_id: str, timeout: float, low: bool = False) -> Command:
+    """Wait up to ``timeout`` seconds for one job (of the queue's low list if ``low``), moved
+    into the queue's processing list."""
+    return ["BLMOVE", keys.low(queue) if low else queue, keys.processing(queue, worker_id), "LEFT", "RIGHT", timeout]
 
 
 def release(queue: str, worker_id: str) -> Command:

@@ -47,9 +47,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 POLL_TIMEOUT = 1  # seconds a BLPOP blocks, so that a stop request is seen within it
+SHORT_POLL = 0.1  # seconds a reliable worker blocks where it must look at other lists between pops
+LOW_WAKE = 2.0  # seconds after its last low job that a reliable worker blocks on the low list
 FLUSH_AFTER = 0.005  # seconds: answers held back for a batch are sent once they are this old
 RECONNECT_MAX = 5.0  # seconds between reconnection attempts, at most
 ANSWER_ACTIONS = (jobs.HTTP_ACTION, "ws")  # the actions every answer endpoint knows
+ENV_ACTIONS = (jobs.HTTP_ACTION, "authorize")  # jobs whose first argument is Context.env
 GATHER_TTL = 300  # seconds a fan-out's results list lives at most (the gatherer deletes it)
 PRIORITIES = ("high", "normal", "low")
 
@@ -68,7 +71,8 @@ class Context:
             in a job pushed by hand).
         respond_to: ``"host:port"`` of the endpoint waiting for the answer, or None.
         worker: the ``Worker`` running the handler.
-        env: a ``url`` job's env (method, url, headers, body...), None for other actions.
+        env: a ``url`` job's env (method, url, headers, body...), or an ``authorize`` job's
+            request (channel, session, headers: docs/pubsub.md); None for other actions.
     """
 
     def __init__(self, worker: Worker, action: str, respond_to: str | None, job_id: Any,
@@ -85,7 +89,8 @@ class Context:
     @property
     def session(self) -> sessions.Session | None:
         """The request's session (a dict-like ``tempest.sessions.Session`` over Redis), or
-        None when tempestd has no ``session_cookie`` (or the job is not an HTTP request)."""
+        None when tempestd has no ``session_cookie`` (or the job is neither an HTTP request
+        nor an authorize job, or the visitor has no session)."""
         if self._session is None:
             info = (self.env or {}).get("session")
             if isinstance(info, dict) and sessions.valid_id(info.get("id")):
@@ -260,6 +265,7 @@ class Worker:
         self.processed = 0
         self.expired = 0  # url jobs taken past their deadline, dropped unrun
         self._low = [keys.low(q) for q in self.queues]
+        self._low_until = 0.0  # monotonic time until which an idle reliable worker waits on the low list
         # for the handlers (and publish): no automatic retries, which could repeat a write
         self.redis = redisconn.client(self.redis_url, socket_timeout=10, socket_connect_timeout=5,
                                       retry=Retry(NoBackoff(), 0))
@@ -366,18 +372,33 @@ class Worker:
     def _take_reliable(self) -> list[bytes]:
         """Like _take, moving each job into this worker's processing list of its queue: the
         queues' jobs first, then their low ones, then a blocking wait on the first queue."""
-        takes = (reliable.take, reliable.take_low) if len(self.queues) > 1 else (reliable.take_then_low,)
-        for take in takes:
-            for queue in self.queues:
-                jobs = self._command(*take(queue, self.worker_id, self.prefetch))
-                if jobs:
-                    self._holding = queue
-                    return jobs
         queue = self.queues[0]
-        timeout = POLL_TIMEOUT if len(self.queues) == 1 else 0.1
-        job = self._command(*reliable.take_blocking(queue, self.worker_id, timeout))
+        if len(self.queues) == 1:
+            found = self._command(*reliable.take_then_low(queue, self.worker_id, self.prefetch))
+            if len(found) > 1:
+                if found[0]:  # low jobs: the queue is quiet, so wait on the low list for a while
+                    self._low_until = time.monotonic() + LOW_WAKE
+                self._holding = queue
+                return found[1:]
+        else:
+            for take in (reliable.take, reliable.take_low):
+                for queue in self.queues:
+                    jobs = self._command(*take(queue, self.worker_id, self.prefetch))
+                    if jobs:
+                        self._holding = queue
+                        return jobs
+            queue = self.queues[0]
+        # block on the queue; just after low jobs, on its low list in short turns (the queue is
+        # looked at between them), so that a stream of low jobs is not served a second apart
+        low = len(self.queues) == 1 and time.monotonic() < self._low_until
+        timeout = POLL_TIMEOUT if len(self.queues) == 1 and not low else SHORT_POLL
+        job = self._command(*reliable.take_blocking(queue, self.worker_id, timeout, low))
         if job is None:
             return []
+        if low:
+            self._low_until = time.monotonic() + LOW_WAKE
+            self._holding = queue
+            return [job]
         jobs = [job] + ((self._command(*reliable.take(queue, self.worker_id, self.prefetch - 1)) or [])
                         if self.prefetch > 1 else [])
         self._holding = queue
@@ -493,7 +514,8 @@ class Worker:
         except ValueError as exc:
             log.error("dropped malformed job %.200r: %s", raw, exc)
             return
-        env = args[0] if action == jobs.HTTP_ACTION and args and isinstance(args[0], dict) else None
+        # a url job's env, or an authorize job's request (its session and deadline are read alike)
+        env = args[0] if action in ENV_ACTIONS and args and isinstance(args[0], dict) else None
         if env is not None and _past(env.get("deadline")):
             self.expired += 1
             log.debug("dropped job %s: taken past its deadline, nobody waits for it", job_id)
