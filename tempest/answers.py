@@ -5,7 +5,7 @@ A worker connects to the ``respond_to`` address of a job as to a Redis server an
 and always replies ``+OK`` (the 2012 workers exit on an error, so an answer for an unknown or
 expired job is dropped and counted, not refused). Greetings are answered by ``RespServer``.
 
-An answer is a command named after its job's action: ``url`` and ``ws`` are tempestd's own,
+An answer is a command named after its job's action: ``url``, ``ws`` and ``authorize`` are tempestd's own,
 and a worker that answers jobs of other actions (jobs passed between workers) declares them
 first with ``ACTIONS <action> [<action> ...]``. Any other command gets Redis' own reply to an
 unknown command, so that a typo in a worker's command is an error, not an answer dropped
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COMMAND_OVERHEAD = 64 * 1024  # an answer's command name, job id and framing, generously
-BUILTIN_ACTIONS = frozenset((jobs.HTTP_ACTION, "ws"))
+BUILTIN_ACTIONS = frozenset((jobs.HTTP_ACTION, "ws", "authorize"))  # authorize: tempest.grants' jobs
 MAX_ACTIONS = 256  # declared actions kept (a bound: they are never forgotten)
 _ACTION = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 GATHER = b"gather:"  # the job id of a fan-out's part: gather:<gid>:<index>

@@ -41,6 +41,7 @@ from tempest.converters import (
     to_list,
     to_prefix,
     to_cookie_name,
+    to_channel_template,
     to_spool,
     to_directory,
     to_queue,
@@ -196,6 +197,24 @@ SETTINGS = (
       "Bytes queued for one slow client before it is disconnected (it reconnects and resumes).", bounds=(1024, 1073741824)),
     S("pubsub", "max_frame", to_size, "64K", "Largest WebSocket message a browser may send; closed with 1009 above.", bounds=(1, 67108864)),
     S("pubsub", "max_channels", to_positive_int, "16", "Channels one stream may subscribe to.", bounds=(1, 1024)),
+    S("pubsub", "private", to_list, "",
+      "Channel patterns (fnmatch: user.*, team.*) that a stream may subscribe to only when the "
+      "visitor's session grants them (tempest:grants:<session id>) or the authorize_queue's worker "
+      "allows it; 403 otherwise. Needs [front] session_cookie. Other channels stay public."),
+    S("pubsub", "grant_check", to_seconds, "5",
+      "Seconds between two checks of the live private streams' grants (one pipelined round trip "
+      "for all): a stream no longer allowed (revoke, logout) ends within this time.", bounds=(0.05, 3600)),
+    S("pubsub", "authorize_queue", to_queue, "",
+      "Queue of authorize jobs: a private channel the grants do not allow is asked to a worker "
+      "there ({\"allow\": true or false, \"ttl\": seconds}); empty: the grants alone decide."),
+    S("pubsub", "authorize_timeout", to_seconds, "2",
+      "Seconds an authorize job has to be answered; no answer in time is a deny (403).", bounds=(0.001, 60)),
+    S("pubsub", "user_field", to_str, "",
+      "Session field holding the user id: <sub_prefix>~<name> then subscribes to that user's "
+      "channel (user_channel); a session without it gets 403. Empty: no ~ channels."),
+    S("pubsub", "user_channel", to_channel_template, "user.{user}.{name}",
+      "The channel of <sub_prefix>~<name>: {user} is the session's user_field, {name} what "
+      "follows ~. Make it match a private pattern, or anyone may subscribe to it by name."),
     S("static:", "directory", to_str, None, "Directory served under the prefix (GET and HEAD only); relative to the INI file."),
     S("static:", "index", to_str, "index.html", "File served for a directory."),
     S("worker:", "command", to_command, None,
@@ -534,6 +553,19 @@ def _check(config: Config) -> None:
         seen[route.prefix] = route
     _check_spool(config)
     _check_prefixes(config)
+    _check_private(config)
+
+
+def _check_private(config: Config) -> None:
+    """Private and per-user channels are decided by the session: they need its cookie."""
+    pubsub = config.pubsub
+    for key in ("private", "user_field"):
+        if getattr(pubsub, key) and not config.front.session_cookie:
+            raise ConfigError("needs [front] session_cookie (the session decides who may subscribe)",
+                              config.path, "pubsub", key)
+    if pubsub.authorize_queue is not None and not pubsub.private:
+        raise ConfigError("authorize_queue without private: no channel would ever be authorized",
+                          config.path, "pubsub", "authorize_queue")
 
 
 def _check_prefixes(config: Config) -> None:

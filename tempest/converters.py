@@ -6,6 +6,7 @@ import pwd
 import re
 import shlex
 import signal
+import string
 import urllib.parse
 
 from tempest import redisurl
@@ -13,6 +14,7 @@ from tempest import redisurl
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.IGNORECASE)
 _QUEUE = re.compile(r"^[^\s]+$")
+_CHANNEL = re.compile(r"^[^\x00-\x20,\x7f]+$")  # as tempest.http.sse accepts in a path
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
@@ -230,6 +232,23 @@ def to_cookie_name(raw: str) -> str:
     value = raw.strip()
     if value and not _TOKEN.match(value):
         raise ValueError(f"not a cookie name (letters, digits and !#$%&'*+-.^_`|~): {raw!r}")
+    return value
+
+
+def to_channel_template(raw: str) -> str:
+    """A per-user channel's name with ``{user}`` (the session's user id) and ``{name}`` (what
+    follows ``~`` in the path): ``user.{user}.{name}``."""
+    value = raw.strip()
+    try:
+        parsed = list(string.Formatter().parse(value))
+        sample = value.format(user="42", name="inbox")
+    except (ValueError, IndexError, KeyError) as exc:
+        raise ValueError(f"not a channel template ({exc}): {raw!r}") from None
+    fields = {field for _, field, _, _ in parsed if field is not None}
+    if "user" not in fields or fields - {"user", "name"} or any(spec or conv for _, f, spec, conv in parsed if f):
+        raise ValueError(f"not a channel template (with {{user}}, and maybe {{name}}, nothing else in braces): {raw!r}")
+    if not _CHANNEL.match(sample):
+        raise ValueError(f"not a channel name once filled in (no spaces, commas or control characters): {raw!r}")
     return value
 
 

@@ -35,6 +35,7 @@ from tempest import embedded, jobs, keys, redisconn, systemd
 from tempest.answers import AnswerServer
 from tempest.control import ControlServer, socket_path
 from tempest.errors import ConfigError, ExitCode, StartupError
+from tempest.grants import Access
 from tempest.accesslog import AccessLog
 from tempest.http.admin import Admin, AdminServer
 from tempest.http.forward import Forwarder
@@ -89,6 +90,7 @@ class Daemon:
         self.client: redis.Redis | None = None
         self.redeliverer: Redeliverer | None = None
         self.admin: AdminServer | None = None
+        self.access: Access | None = None  # who may subscribe to private channels
         self.serving = Serving(self.stats)  # which queues have no worker
         self.access_log = AccessLog()
         self.greenlets: list[gevent.Greenlet[..., Any]] = []
@@ -162,6 +164,8 @@ class Daemon:
         self.registry.apply(new)
         self.relay.apply(new)
         self.pusher.apply(new)
+        if self.access is not None:
+            self.access.apply(new)
         self._publish_durable(self.client, new)
         added, removed, changed = self.supervisor.reload(new.programs)  # the embedded Redis is reserved
         self.config = new
@@ -202,10 +206,12 @@ class Daemon:
                            self.registry.ledger)  # one bound for what slow clients hold, streams and subscribers
         self._publish_durable(client, config)
         spools = self._spools(config)
+        self.access = access = Access(config, _pooled_client(config.redis.url), self.pusher, registry, self.stats,
+                                      respond_to)
         self.front = Server(config, self.stats,
                             Forwarder(self.registry, self.pusher, self.stats, respond_to, self.serving),
-                            StaticFiles(self.stats), EventStreams(self.relay, self.stats),
-                            WebSockets(self.relay, self.pusher, self.stats, respond_to, sockets),
+                            StaticFiles(self.stats), EventStreams(self.relay, self.stats, access),
+                            WebSockets(self.relay, self.pusher, self.stats, respond_to, sockets, access),
                             room=_room(files, config), requests=Requests(), access_log=self.access_log,
                             spools=spools)
         _listen(self.front.server, config.front.listen, "front")
@@ -218,7 +224,7 @@ class Daemon:
         self.supervisor.system.on_exit = lambda pid: gevent.spawn(redeliverer.reaped, pid)  # at once, not at expiry
         self.greenlets = [gevent.spawn(self.pusher.run), gevent.spawn(self.registry.run_sweeper),
                           gevent.spawn(self.front.reap), gevent.spawn(self.redeliverer.run),
-                          gevent.spawn(self._flush_access_log),
+                          gevent.spawn(self._flush_access_log), gevent.spawn(access.run),
                           gevent.spawn(QueueStats(config.redis.url, self.pusher.pushed).run)]  # tempest queues' rates
         if config.admin.listen is not None:
             self.admin = AdminServer(config, Admin(self))
@@ -254,8 +260,9 @@ class Daemon:
     # what the admin listener reads
 
     def queues(self) -> list[str]:
-        """Every queue the configuration names: the routes' and the WebSocket messages'."""
-        return sorted(set(_queues(self.config)) | {self.config.pubsub.ws_queue})
+        """Every queue the configuration names: the routes', the WebSocket messages' and the authorize jobs'."""
+        pubsub = self.config.pubsub
+        return sorted(set(_queues(self.config)) | {q for q in (pubsub.ws_queue, pubsub.authorize_queue) if q})
 
     def routed_queues(self) -> list[str]:
         """The queues of HTTP requests (the default route's and the [route:]s')."""

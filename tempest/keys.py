@@ -21,6 +21,12 @@ def session(session_id: str) -> str:
     return "session:" + session_id
 
 
+def grants(session_id: str) -> str:
+    """The set of channel patterns a session may subscribe to when they are private
+    ([pubsub] private): written by workers (SADD, SREM), read by the front (SMEMBERS)."""
+    return "tempest:grants:" + session_id
+
+
 # priorities: a high job goes to the head of its queue (LPUSH), a normal one to its tail, a
 # low one to a list of its own, taken when the queue is empty (docs/protocol.md, "Priorities")
 

@@ -42,6 +42,17 @@ READ_TIMEOUT = 3 * PING_INTERVAL  # no byte for this long: the connection is dea
 CONFIRM_TIMEOUT = 5.0  # how long a new subscriber waits for Redis to confirm SUBSCRIBE
 RECONNECT_MAX = 5.0
 HEARTBEAT = object()  # pushed to every subscriber every [pubsub] heartbeat seconds
+
+
+class Revoked:
+    """Pushed to a private stream its session no longer allows (tempest.grants): its writer
+    ends it (SSE: ``event: revoked``; WebSocket: close code 4403)."""
+
+    __slots__ = ("channels",)
+
+    def __init__(self, channels: list[str]) -> None:
+        self.channels = channels
+
 StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]  # XRANGE's reply: (id, fields) pairs
 
 
@@ -60,7 +71,7 @@ class Subscriber:
         # set by an idle writer: writes an item straight to the socket, True when it did; this
         # spares a greenlet switch per client and message, the bulk of a fan-out's cost
         self.direct: Callable[[Any], bool] | None = None
-        # events.Message, HEARTBEAT, a WebSocket's websocket.Direct, or the bytes left of a frame
+        # events.Message, HEARTBEAT, Revoked, a WebSocket's websocket.Direct, or the bytes left of a frame
         self.items: collections.deque[Any] = collections.deque()
         self.size = 0
         self.limit = limit
@@ -116,7 +127,7 @@ class Subscriber:
         self.ledger.value -= self.size
         items, self.items, self.size = self.items, collections.deque(), 0
         if self.skip:
-            return [m for m in items if m is HEARTBEAT or not _replayed(m, self.skip)]
+            return [m for m in items if not isinstance(m, events.Message) or not _replayed(m, self.skip)]
         return items
 
 

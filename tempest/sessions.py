@@ -31,6 +31,7 @@ REGENERATED_HEADER = "X-Tempest-Session"  # answer header: the session's new id 
 MIN_SECRET = 16  # bytes: a shorter session secret is refused
 _ID = re.compile(r"[A-Za-z0-9_-]{22}\Z")  # 128 random bits, URL-safe base64
 _SIGNED = re.compile(r"([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{22})\Z")  # <id>.<mac>: the cookie's value
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def new_id() -> str:
@@ -197,21 +198,66 @@ class Session:
         return {_text(field): _value(raw, None) for field, raw in self.redis.hgetall(self.key).items()}
 
     def clear(self) -> None:
-        """Forget every field (logout); the id stays, regenerate() it too."""
-        self.redis.delete(self.key)
+        """Forget every field and every grant (logout), in one command; the id stays,
+        regenerate() it too. Private streams of the session end within [pubsub] grant_check."""
+        self.redis.delete(self.key, keys.grants(self.id))
 
     def regenerate(self) -> str:
-        """Give the session a new id, keeping its fields (call it at login): the old id, which
-        the client had before it authenticated, stops working."""
-        import redis  # the worker's client has loaded it already
-
-        old, self.id = self.key, new_id()
-        try:
-            self.redis.rename(old, self.key)
-        except redis.ResponseError:  # no such key: nothing written yet, nothing to move
-            pass
+        """Give the session a new id, keeping its fields and grants (call it at login): the old
+        id, which the client had before it authenticated, stops working. Both keys are renamed
+        in one transaction (MULTI/EXEC)."""
+        old_id, self.id = self.id, new_id()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.rename(keys.session(old_id), self.key)
+        pipe.rename(keys.grants(old_id), keys.grants(self.id))
+        for reply in pipe.execute(raise_on_error=False):
+            if isinstance(reply, Exception) and "no such key" not in str(reply).lower():
+                raise reply  # "no such key": nothing written yet, nothing to move
         self.regenerated = True
         return self.id
+
+    # grants: the private channels ([pubsub] private) this session may subscribe to
+
+    def grant(self, *patterns: str) -> None:
+        """Let this session subscribe to the private channels matching ``patterns`` (fnmatch:
+        ``user.42.*``), at once, for the session's lifetime: SADD and EXPIRE in one transaction.
+
+        A pattern is matched as it is: ``*`` grants every private channel. Build one from
+        untrusted text (a user name) with ``glob.escape(text)``, so that a name such as ``*``
+        or ``[a-z]`` matches only itself.
+
+        Raises:
+            ValueError: an empty pattern, or one with control characters.
+        """
+        checked = [_pattern(p) for p in patterns]
+        if not checked:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.sadd(keys.grants(self.id), *checked)
+        pipe.expire(keys.grants(self.id), self.ttl)
+        pipe.execute()
+
+    def revoke(self, *patterns: str) -> None:
+        """Take grants back (SREM): a live stream they allowed ends within [pubsub]
+        grant_check. A pattern never granted is ignored; revoke a pattern as it was granted
+        (``revoke("user.42.*")`` does not take back part of a ``*``)."""
+        if patterns:
+            self.redis.srem(keys.grants(self.id), *patterns)
+
+    def grants(self) -> set[str]:
+        """The patterns granted to this session (SMEMBERS)."""
+        return {_text(p) for p in self.redis.smembers(keys.grants(self.id))}
+
+
+def _pattern(pattern: object) -> str:
+    if not isinstance(pattern, str) or not pattern or _CONTROL.search(pattern):
+        raise ValueError(f"not a channel pattern (a non-empty string without control characters): {pattern!r}")
+    return pattern
+
+
+def short(session_id: str | None) -> str:
+    """A session id as a log line shows it: its first 6 characters (of 22), never the whole."""
+    return "none" if session_id is None else session_id[:6] + "…"
 
 
 def _value(raw: bytes | str, default: Any) -> Any:

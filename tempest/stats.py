@@ -38,6 +38,9 @@ class Stats:
     slow_clients_dropped: int = 0  # subscribers disconnected because their buffer overflowed
     silent_clients_dropped: int = 0  # WebSockets disconnected for sending nothing between two pings
     bad_messages: int = 0  # pub/sub messages dropped (CR/LF in an event name, bad envelope)
+    subscriptions_refused: int = 0  # SSE and WebSocket subscriptions to private channels refused: 403
+    subscriptions_revoked: int = 0  # private streams ended because their session no longer allows them
+    authorize_timeouts: int = 0  # authorize jobs not answered within authorize_timeout: denied
     relay_reconnects: int = 0  # times the subscription connection was re-established
     ws_messages: int = 0  # WebSocket messages received and turned into jobs
     jobs_redelivered: int = 0  # jobs of dead reliable workers put back on their queue

@@ -57,6 +57,7 @@ class Forwarder:
         self.session_secure = config.front.session_secure
         self.signer = sessions.Signer(config.session_secrets) if self.cookie else None
         self._ttl_arg = b"%d" % self.session_ttl  # EXPIRE's argument, made once
+        self._grants = bool(config.pubsub.private)  # the grants' set lives as long as its session
 
     def serve(self, conn: Connection, request: Request, path: str) -> bool:
         route = self.config.route_for(path)
@@ -117,6 +118,8 @@ class Forwarder:
         if session_id is not None:
             headers, session_id = self._session_cookie(headers, session_id, new_session)
             self.pusher.send_later([b"EXPIRE", keys.session(session_id).encode(), self._ttl_arg])
+            if self._grants:
+                self.pusher.send_later([b"EXPIRE", keys.grants(session_id).encode(), self._ttl_arg])
         elif any(n.lower() == REGENERATED for n, _ in headers):  # meant for the front alone
             headers = [(n, v) for n, v in headers if n.lower() != REGENERATED]
         if outcome is Outcome.STREAM:

@@ -18,10 +18,11 @@ from tempest import events
 from tempest.http.connection import Connection
 from tempest.http.request import Request
 from tempest.http.response import Framing
-from tempest.relay import HEARTBEAT, Relay, Subscriber
+from tempest.relay import HEARTBEAT, Relay, Revoked, Subscriber
 
 if TYPE_CHECKING:
     from tempest.config import Config
+    from tempest.grants import Access
     from tempest.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,10 @@ def cors_headers(request: Request, allowed: tuple[str, ...]) -> list[tuple[bytes
 class EventStreams:
     """The handler of ``GET <sub_prefix><channels>``."""
 
-    def __init__(self, relay: Relay, stats: Stats) -> None:
+    def __init__(self, relay: Relay, stats: Stats, access: Access | None = None) -> None:
         self.relay = relay
         self.stats = stats
+        self.access = access  # who may subscribe to private channels (tempest.grants); None: anyone
 
     route = ("sse", "")
 
@@ -65,6 +67,13 @@ class EventStreams:
         channels = channels_of(path, settings.sub_prefix, settings.max_channels)
         if channels is None:
             return conn.error(400, request)
+        admission = self.access.admit(request, conn.peer, channels) if self.access is not None else None
+        if admission is not None:
+            if admission.status == 400:
+                return conn.error(400, request)
+            if admission.status != 200:
+                return conn.respond(request, *admission.refusal())
+            channels = admission.channels
         last_event_id = request.header("last-event-id") or _query(request, "lastEventId")
         durable = [c for c in channels if relay.durable(c)]
         subscriber = Subscriber(channels, settings.client_buffer, conn.notify, conn.abort, relay.ledger)
@@ -78,6 +87,8 @@ class EventStreams:
             if request.method == "HEAD":
                 return False
             conn.begin_stream()
+            if admission is not None and self.access is not None:
+                self.access.watch(admission.watch, subscriber)  # ended once no longer allowed
             positions: dict[str, str] = {}
             if last_event_id and durable:
                 _replay(conn, relay, subscriber, durable, last_event_id, positions)
@@ -86,6 +97,8 @@ class EventStreams:
             log.debug("%s: SSE client gone: %s", conn.peer, exc)
         finally:
             relay.unsubscribe(subscriber)
+            if admission is not None and self.access is not None:
+                self.access.unwatch(admission.watch)
         return False
 
 
@@ -147,6 +160,10 @@ def _stream(conn: Connection, subscriber: Subscriber, durable: list[str], positi
             if isinstance(item, bytes):  # the rest of a frame the direct writer began
                 frames.append(item)
                 continue
+            if isinstance(item, Revoked):  # the session no longer allows it (tempest.grants)
+                frames.append(b"event: revoked\ndata: %s\n\n" % ",".join(item.channels).encode())
+                conn.send(b"".join(frames))
+                return
             frames.append(item.sse(_event_id(item, durable, positions)))
             if item.end:
                 conn.send(b"".join(frames))
@@ -173,7 +190,7 @@ def _direct_writer(conn: Connection, subscriber: Subscriber) -> Callable[[Any], 
     def direct(item: Any) -> bool:
         if item is HEARTBEAT:
             frame = HEARTBEAT_FRAME
-        elif item.end:
+        elif isinstance(item, Revoked) or item.end:
             return False  # the stream's greenlet ends the stream
         else:
             last = subscriber.skip.get(item.channel)

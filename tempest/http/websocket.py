@@ -27,10 +27,11 @@ from tempest import jobs
 from tempest.http.connection import Connection
 from tempest.http.request import Request
 from tempest.http.sse import channels_of
-from tempest.relay import HEARTBEAT, Relay, Subscriber
+from tempest.relay import HEARTBEAT, Relay, Revoked, Subscriber
 
 if TYPE_CHECKING:
     from tempest.config import Config
+    from tempest.grants import Access
     from tempest.pusher import Pusher
     from tempest.stats import Stats
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 WS_ACTION = "ws"
 MESSAGE_TOO_BIG = 1009
 GOING_AWAY = 1001
+REVOKED = 4403  # the session no longer allows a private channel of the socket (tempest.grants)
 
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
@@ -106,12 +108,14 @@ class Sockets:
 class WebSockets:
     """The handler of ``<ws_prefix><channel>``: the upgrade, then one ``WebSocket``."""
 
-    def __init__(self, relay: Relay, pusher: Pusher, stats: Stats, respond_to: str, sockets: Sockets) -> None:
+    def __init__(self, relay: Relay, pusher: Pusher, stats: Stats, respond_to: str, sockets: Sockets,
+                 access: Access | None = None) -> None:
         self.relay = relay
         self.pusher = pusher
         self.stats = stats
         self.respond_to = respond_to
         self.sockets = sockets
+        self.access = access  # who may subscribe to private channels (tempest.grants); None: anyone
 
     route = ("websocket", "")
 
@@ -138,6 +142,13 @@ class WebSockets:
         except (LocalProtocolError, RemoteProtocolError, StopIteration) as exc:
             log.info("%s: bad WebSocket handshake: %s", conn.peer, exc)
             return conn.error(400, request)
+        admission = self.access.admit(request, conn.peer, channels) if self.access is not None else None
+        if admission is not None:  # refused before the upgrade, as a bad Origin is
+            if admission.status == 400:
+                return conn.error(400, request)
+            if admission.status != 200:
+                return conn.respond(request, *admission.refusal())
+            channels = admission.channels
         socket = WebSocket(self, conn, ws, channels)
         self.sockets.add(socket)
         confirmed = self.relay.subscribe(socket.subscriber)  # the upgrade only once Redis subscribed
@@ -146,12 +157,16 @@ class WebSockets:
                 log.warning("%s: Redis did not confirm the subscription to %s: 503", conn.peer, ",".join(channels))
                 return conn.error(503, request)
             conn.switch_protocols(request, accept)
+            if admission is not None and self.access is not None:
+                self.access.watch(admission.watch, socket.subscriber)  # closed 4403 once no longer allowed
             socket.run()
         except OSError as exc:
             log.debug("%s: WebSocket client gone: %s", conn.peer, exc)
         finally:
             self.relay.unsubscribe(socket.subscriber)
             self.sockets.remove(socket)
+            if admission is not None and self.access is not None:
+                self.access.unwatch(admission.watch)
         return False
 
     def job(self, socket: WebSocket, data: str | bytes) -> None:
@@ -218,6 +233,10 @@ class WebSocket:
                 out.append(self.ws.send(Ping()))
             elif isinstance(item, Direct):
                 out.append(self.ws.send(Message(data=item.text)))
+            elif isinstance(item, Revoked):
+                out.append(self.ws.send(CloseConnection(code=REVOKED, reason="revoked")))
+                self.closed = True
+                break
             elif item.end:
                 out.append(self.ws.send(CloseConnection(code=1000, reason="unsubscribed")))
                 self.closed = True

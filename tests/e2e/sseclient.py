@@ -60,10 +60,10 @@ class SSE:
 
 
 class WS:
-    def __init__(self, port, path, origin=None, timeout=10, host=None):
+    def __init__(self, port, path, origin=None, timeout=10, host=None, headers=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.ws = WSConnection(ConnectionType.CLIENT)
-        extra = [("Origin", origin)] if origin else []
+        extra = ([("Origin", origin)] if origin else []) + list((headers or {}).items())
         self.sock.sendall(self.ws.send(Request(host=host or f"127.0.0.1:{port}", target=path, extra_headers=extra)))
         self.accepted = None
         self.status = None

@@ -62,6 +62,10 @@ FRONT = [
     # sessions: each answer refreshes its session's TTL (EXPIRE, reply ignored); no command
     # that reads a hash is allowed, so the front cannot read them
     "~session:*",
+    # private channels ([pubsub] private): a session's grants read (SMEMBERS) and their TTL
+    # refreshed; EXISTS of the session (a logout); with [pubsub] user_field add +hget, which
+    # reads that field of the session (docs/pubsub.md)
+    "~tempest:grants:*",
 ]
 
 WORKER = [
@@ -76,8 +80,10 @@ WORKER = [
     "~tempest:workers", "~tempest:alive:*", "~tempest:processing:{aclq}:*", "~tempest:processing:{aclparts}:*",
     # fan-out and gather: the gatherer's stream
     "+xadd", "+xread", "+expire", "~tempest:gather:{*}",
-    # sessions: HSET and EXPIRE in MULTI/EXEC, reads, RENAME (regenerate), DEL (clear)
+    # sessions: HSET and EXPIRE in MULTI/EXEC, reads, RENAME (regenerate), DEL (clear); their
+    # grants (SADD, SREM, SMEMBERS; renamed and deleted with the session)
     "+hget", "+hset", "+hdel", "+hexists", "+hgetall", "+rename", "+multi", "+exec", "~session:*",
+    "+smembers", "~tempest:grants:*",
     # publishing: the durable patterns, PUBLISH, the durable script (XADD and PUBLISH inside)
     "+get", "~tempest:pubsub:durable", "+publish", "+evalsha", "+script|load", "~tempest:stream:{news.*}",
     "&news.*",
