@@ -12,8 +12,9 @@
 # instead. Low-priority jobs (tempest:low:{<queue>}) are taken once the queues are empty; a
 # url job taken past its env's deadline is dropped unrun. Answers go to the job's respond_to
 # with `redis-cli -h H -p P -x <action> <job_id>` (the JSON from stdin: no quoting, no size
-# limit). Job JSON is taken apart by a small JSON scanner in awk (_TEMPEST_AWK below). See
-# README.md for the API.
+# limit). Job JSON is taken apart by a small JSON scanner in awk (_TEMPEST_AWK below).
+# tempest_body writes a request body, spooled by tempestd (body_file, body_key) or inline, to
+# stdout or a file. See README.md for the API.
 
 TEMPEST_REDIS_URL=${TEMPEST_REDIS_URL:-redis://127.0.0.1:6379/0}
 TEMPEST_POLL_TIMEOUT=${TEMPEST_POLL_TIMEOUT:-1}   # seconds a BLPOP blocks
@@ -455,6 +456,111 @@ tempest_gather() {
     _tempest_redis DEL "$key" </dev/null >/dev/null
     ((got < count)) && tempest_log info "gather $gid: $((count - got)) of $count parts missing after ${timeout}s"
     for answer in "${results[@]}"; do printf '%s\n' "${answer:-null}"; done
+}
+
+# ---------------------------------------------------------------- the request body
+
+# tempest_body [FILE]: the body of the url job in hand, whatever form it came in (inline `body` or
+# `body_base64`, a `body_file` that tempestd spooled, a `body_key` in Redis), written to FILE
+# (created or truncated) or to stdout. A spooled body is streamed twice, never held in memory:
+# once to check it against its token (its size, and the SHA-256 of its first `size` bytes), then
+# to copy it out, so that a body gone or not as its token says writes nothing. Status 0; 2 when
+# the spooled body is gone or not as its token says (the Python library's BodyGone: the reason
+# in TEMPEST_BODY_ERROR, when run in the handler's shell, and on stderr); 1 for another failure
+# (Redis unreachable, FILE not writable).
+tempest_body() {
+    local target=${1:-} form where size chunks=0 sha256 digest status reason=""
+    TEMPEST_BODY_ERROR=""
+    if where=$(tempest_env_get body_file path); then
+        form=file
+    elif where=$(tempest_env_get body_key key); then
+        form=key
+        chunks=$(tempest_env_get body_key chunks) || chunks=0
+    else
+        _tempest_to "$target" _tempest_body_inline
+        return
+    fi
+    size=$(tempest_env_get "body_$form" size)
+    if [[ ! $size =~ ^[0-9]+$ || ! $chunks =~ ^[0-9]+$ ]]; then
+        tempest_log error "tempest_body: a body_$form token without a size: $(tempest_json_get "$TEMPEST_ENV" "body_$form")"
+        return 1
+    fi
+    sha256=$(tempest_env_get "body_$form" sha256) || sha256=""
+    _tempest_body_stored "$form" "$where" "$size" "$chunks" 2>"$_tempest_tmp/body.err" |
+        sha256sum >"$_tempest_tmp/body.sum"
+    status=${PIPESTATUS[0]}
+    if ((status == 0)); then
+        digest=$(<"$_tempest_tmp/body.sum")
+        digest=${digest%% *}
+        if [[ -n $sha256 && $digest != "${sha256,,}" ]]; then
+            reason="spooled body $where: its sha256 is $digest, not $sha256 as its token says"
+            status=2
+        fi
+    fi
+    if ((status == 0)); then
+        _tempest_to "$target" _tempest_body_stored "$form" "$where" "$size" "$chunks" 2>"$_tempest_tmp/body.err"
+        status=$?
+    fi
+    if ((status == 2)); then
+        TEMPEST_BODY_ERROR=${reason:-$(<"$_tempest_tmp/body.err")}
+        printf 'tempest_body: BodyGone: %s\n' "$TEMPEST_BODY_ERROR" >&2
+    elif ((status != 0)); then
+        cat "$_tempest_tmp/body.err" >&2
+    fi
+    return "$status"
+}
+
+_tempest_to() {  # _tempest_to FILE COMMAND...: COMMAND's stdout into FILE, or left as it is when FILE is ""
+    if [[ -n $1 ]]; then
+        "${@:2}" >"$1"
+    else
+        "${@:2}"
+    fi
+}
+
+_tempest_body_inline() {  # the inline body's bytes (body_base64 decoded); nothing without one
+    if tempest_json_get "$TEMPEST_ENV" body_base64 >/dev/null 2>&1; then
+        tempest_env_get body_base64 | base64 -d
+    else
+        tempest_env_get body 2>/dev/null
+        return 0
+    fi
+}
+
+# _tempest_body_stored FORM WHERE SIZE CHUNKS: the first SIZE bytes of a spooled body on stdout,
+# from the file WHERE (FORM file) or from the CHUNKS chunks of the Redis list WHERE (FORM key, one
+# LINDEX at a time); status 2, the reason on stderr, when the file, a chunk or a part is missing
+_tempest_body_stored() {
+    local form=$1 where=$2 size=$3 chunks=$4 have=0 i n
+    if [[ $form == file ]]; then
+        if ! have=$(stat -c %s -- "$where" 2>/dev/null); then
+            printf 'spooled body %s is gone\n' "$where" >&2
+            return 2
+        fi
+        if ((have < size)); then
+            printf 'spooled body %s is gone (%d of %d bytes there)\n' "$where" "$have" "$size" >&2
+            return 2
+        fi
+        head -c "$size" -- "$where" && return 0
+        [[ -e $where ]] && return 1
+        printf 'spooled body %s is gone\n' "$where" >&2
+        return 2
+    fi
+    for ((i = 0; i < chunks && have < size; i++)); do
+        _tempest_redis -e LINDEX "$where" "$i" </dev/null >"$_tempest_tmp/chunk" || return 1
+        n=$(($(stat -c %s "$_tempest_tmp/chunk") - 1))  # redis-cli ends the reply with a newline
+        if ((n <= 0)); then
+            printf 'spooled body %s: chunk %d of %d is gone (%d of %d bytes read)\n' "$where" "$i" "$chunks" "$have" "$size" >&2
+            return 2
+        fi
+        ((n > size - have)) && n=$((size - have))  # SIZE bytes, no more
+        head -c "$n" "$_tempest_tmp/chunk" || return 1
+        have=$((have + n))
+    done
+    if ((have < size)); then
+        printf 'spooled body %s is gone (%d of %d bytes read)\n' "$where" "$have" "$size" >&2
+        return 2
+    fi
 }
 
 # ---------------------------------------------------------------- sessions (the hash session:<id>)

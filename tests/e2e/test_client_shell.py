@@ -1,8 +1,10 @@
 """The shell client (clients/shell: bash and redis-cli, no library) against a real tempestd and
 redis-server: hello world from a [worker:] section, streams, sessions, publish, forward both
 ways, a failing handler, reliable delivery (the default) and its opt-outs, low-priority jobs,
-deadlines, SIGTERM mid-job, Redis restarted under the worker."""
+deadlines, SIGTERM mid-job, Redis restarted under the worker, request bodies spooled to a file or
+to Redis written out by tempest_body."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -10,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 
 import pytest
 
@@ -416,3 +419,101 @@ def test_the_worker_serves_again_after_redis_restarts(tempestd_factory, tmp_path
     finally:
         stop_group(worker)
         server.stop()
+
+
+# spooled request bodies (issue 11, item 3)
+
+MiB = 1 << 20
+CHUNK = 256 * 1024  # a Redis body's chunk (docs/protocol.md, "body_key")
+
+
+def spool_routes(queue):
+    """/file/ spools a body over 64K to a file, /redis/ to Redis in chunks: both to ``queue``."""
+    return {"route:/file/": {"queue": queue, "spool": "yes", "spool_over": "64K", "max_body": "16M"},
+            "route:/redis/": {"queue": queue, "spool": "redis", "spool_over": "64K", "max_body": "16M"}}
+
+
+def answer_of(redis_client, queue, env, timeout=15):
+    """Push a url job with ``env`` by hand, its respond_to a minimal answer endpoint here (+OK
+    to every command, on as many connections as come: redis-cli makes one per command), and
+    return the answer its worker sends ([status, headers, body])."""
+    import hiredis
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(timeout)
+        redis_client.rpush(queue, json.dumps(["url", [env], "127.0.0.1:%d" % server.getsockname()[1], "by-hand"]))
+        while True:
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(timeout)
+                reader = hiredis.Reader()
+                while data := conn.recv(65536):
+                    reader.feed(data)
+                    while (command := reader.gets()) is not False:
+                        conn.sendall(b"+OK\r\n")  # to ACTIONS too
+                        if command[0] == b"url":
+                            return json.loads(command[2])
+
+
+@pytest.fixture
+def spooling(tempestd_factory, redis_server, tmp_path):
+    """tempestd with a file-spooling and a Redis-spooling route, the shell test app on them (a
+    queue of its own per test)."""
+    queue = f"shell-spool-{uuid.uuid4().hex[:8]}"
+    daemon = tempestd_factory(front={"queue": queue, "timeout": "30"}, **spool_routes(queue))
+    worker = shell_worker(APP, [queue], redis_server.url, tmp_path)
+    daemon.queue = queue
+    wait_until(lambda: http("GET", daemon.base + "/ping", timeout=5)[0] == 200, 15, interval=0.1,
+               message="the shell worker serving")
+    yield daemon
+    kill_groups([worker])
+
+
+@pytest.mark.parametrize("reader", ["stdout", "file"])
+@pytest.mark.parametrize("route, form", [("/file/", "body_file"), ("/redis/", "body_key")])
+def test_a_spooled_upload_is_read_by_the_handler(spooling, route, form, reader):
+    data = os.urandom(3 * MiB + 4321)
+    status, _, body = http("POST", f"{spooling.base}{route}digest?reader={reader}", data, timeout=30)
+    assert status == 200, body
+    assert json.loads(body) == {"form": form, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+@pytest.mark.parametrize("reader", ["stdout", "file"])
+def test_an_inline_body_is_read_the_same_way(spooling, reader):
+    cases = [("/file/", b"small \xc3\xa9 text", "body"), ("/redis/", b"\xff\x00 not UTF-8", "body_base64"),
+             ("/redis/", os.urandom(64 * 1024), "body_base64"), ("/file/", b"", "none")]  # 64K: spool_over, inline
+    for route, data, form in cases:
+        status, _, body = http("POST", f"{spooling.base}{route}digest?reader={reader}", data)
+        assert status == 200, body
+        assert json.loads(body) == {"form": form, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+@pytest.mark.parametrize("reader", ["stdout", "file"])
+def test_a_spooled_body_gone_or_not_as_its_token_says_is_status_2(spooling, redis_client, tmp_path, reader):
+    data = os.urandom(CHUNK + 1000)
+    digest = hashlib.sha256(data).hexdigest()
+    kept = tmp_path / "kept.body"
+    kept.write_bytes(data)
+    partial = f"tempest:body:{{{spooling.queue}-partial}}"
+    redis_client.rpush(partial, data[:CHUNK])  # chunk 1 of 2 missing
+    env = {"method": "POST", "url": f"/file/digest?reader={reader}", "headers": {}}
+    gone = {
+        "missing file": {"body_file": {"path": str(tmp_path / "no-such.body"), "size": len(data), "sha256": digest}},
+        "missing key": {"body_key": {"key": partial + "-none", "size": len(data), "sha256": digest, "chunks": 2}},
+        "missing chunk": {"body_key": {"key": partial, "size": len(data), "sha256": digest, "chunks": 2}},
+        "short file": {"body_file": {"path": str(kept), "size": len(data) + 1, "sha256": digest}},
+        "another sha256": {"body_file": {"path": str(kept), "size": len(data), "sha256": "0" * 64}},
+    }
+    try:
+        for case, token in gone.items():
+            status, _, body = answer_of(redis_client, spooling.queue, {**env, **token})
+            assert (status, body.split(":")[0]) == (410, "BodyGone"), (case, body)
+            if reader == "file":  # tempest_body ran in the handler's shell: TEMPEST_BODY_ERROR says why
+                assert body.startswith("BodyGone: spooled body "), (case, body)
+        # the same file with its true token is read
+        status, _, body = answer_of(redis_client, spooling.queue,
+                                    {**env, "body_file": {"path": str(kept), "size": len(data), "sha256": digest}})
+        assert (status, json.loads(body)) == (200, {"form": "body_file", "size": len(data), "sha256": digest})
+        assert log_of(tmp_path).count("tempest_body: BodyGone: spooled body ") == len(gone)  # and on stderr
+    finally:
+        redis_client.delete(partial)

@@ -6,6 +6,8 @@
 #   /gather?q=QUEUE,...&timeout=S (square jobs gathered, the sum answered), /fail (the handler fails), /slow (sleeps 1 s first),
 #   /hold?s=S (logs "hold started", sleeps S s, answers "held by <pid>"),
 #   /record?list=L&tag=T (RPUSH L "T <length of this worker's processing list of each queue, /-separated>");
+#   .../digest?reader=stdout|file (the body read with tempest_body, to a pipe or to a file:
+#   JSON {"form", "size", "sha256"}; status 2, BodyGone: 410 "BodyGone: <TEMPEST_BODY_ERROR>"),
 #   anything else: "hello <path>";
 #   greet jobs ({"path": ..., "via": ...}, as tests/workers/routing.py's front sends them).
 source "$(dirname "${BASH_SOURCE[0]}")/../../../clients/shell/tempest-worker.sh"
@@ -21,6 +23,9 @@ site() {
     path=${url%%\?*}
     query=${url#"$path"}; query=${query#\?}
     case $path in
+    */digest)
+        digest "${query#reader=}"
+        ;;
     /stream)
         tempest_stream_begin 200 '{"Content-Type":"text/plain"}'
         tempest_stream_chunk $'one\n'
@@ -91,6 +96,29 @@ site() {
         tempest_http 200 "hello $path" Content-Type text/plain
         ;;
     esac
+}
+
+digest() {  # digest READER: the body as the handler reads it: its form (the env's key), size and SHA-256
+    local form=none key sum size status
+    for key in body_file body_key body_base64 body; do
+        if tempest_json_get "$TEMPEST_ENV" "$key" >/dev/null 2>&1; then form=$key; break; fi
+    done
+    rm -f "$_tempest_tmp/digest.body"
+    if [[ $1 == file ]]; then
+        tempest_body "$_tempest_tmp/digest.body"
+        status=$?
+    else
+        tempest_body | tee "$_tempest_tmp/digest.body" >/dev/null  # through a pipe (its message on stderr only)
+        status=${PIPESTATUS[0]}
+    fi
+    if ((status == 2)); then
+        tempest_http 410 "BodyGone: $TEMPEST_BODY_ERROR" Content-Type text/plain
+        return 0
+    fi
+    ((status == 0)) || return 1
+    sum=$(sha256sum <"$_tempest_tmp/digest.body") size=$(stat -c %s "$_tempest_tmp/digest.body")
+    printf '[200,{"Content-Type":"application/json"},%s]\n' \
+        "$(tempest_json_quote "{\"form\":\"$form\",\"size\":$size,\"sha256\":\"${sum%% *}\"}")"
 }
 
 greet() {
