@@ -71,7 +71,10 @@ def decision(payload: bytes) -> tuple[bool, float]:
     Raises:
         ValueError: not such an answer.
     """
-    value = jobs.loads(payload)
+    try:
+        value = jobs.loads(payload)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
     if isinstance(value, bool):
         return value, 0.0
     if not isinstance(value, dict) or not isinstance(value.get("allow"), bool):

@@ -10,6 +10,9 @@ by workers that set none, as the 2012 clients, expire too). Workers read and wri
 (``Session``, the worker library's ``context.session``), each write refreshing its TTL.
 After a login a worker should ``regenerate()`` the id (against session fixation): the answer
 then carries ``X-Tempest-Session: <new id>``, which the front signs into the new cookie.
+A session's grants (``tempest:grants:<id>``, the private channels it may subscribe to: see
+tempest.grants) are a set beside the hash: ``grant``/``revoke`` write it, ``regenerate``
+renames it with the hash, ``clear`` deletes both.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ The response head goes out at once (EventSource's ``open`` fires before any mess
 durable channel each event carries its stream id; a client reconnecting with ``Last-Event-ID``
 first receives what it missed (after an ``event: gap`` if some of it is no longer kept), then
 the live feed: the subscription is made before the replay is read, and live messages already
-replayed are skipped, so there is neither a hole nor a duplicate between the two.
+replayed are skipped, so there is neither a hole nor a duplicate between the two. A stream
+naming a private channel is admitted first (tempest.grants: 403 when the session does not
+allow it) and ends with ``event: revoked`` once the session no longer does.
 """
 
 from __future__ import annotations

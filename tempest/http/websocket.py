@@ -8,7 +8,9 @@ Origin, which browsers always send). Messages from the browser are bounded by ``
 (closed with 1009 above); a ping every ``heartbeat`` seconds keeps proxies and NATs open, and
 a client that has sent nothing (not even the pong browsers send by themselves) between one
 ping and the next is taken for gone and disconnected: a dead peer is found within two
-heartbeats, not after the system's TCP keepalive (hours).
+heartbeats, not after the system's TCP keepalive (hours). A socket naming a private channel
+is admitted before the upgrade (tempest.grants: 403 when the session does not allow it) and
+closed with 4403 once the session no longer does.
 """
 
 from __future__ import annotations

@@ -416,3 +416,49 @@ def test_private_channels_need_the_session_cookie(tmp_path, redis_server):
     assert result.returncode == 2
     assert result.stderr.strip() == (f"tempestd: {ini} [pubsub] private: needs [front] session_cookie "
                                      "(the session decides who may subscribe)")
+
+
+def test_an_authorize_queue_nobody_serves_denies_in_time_and_keeps_no_job(tempestd_factory, redis_server):
+    """A worker that never answers: each subscription waits authorize_timeout, is denied, and
+    its job is taken back (the queue does not grow with refused subscriptions)."""
+    queue = f"priv-none-{secrets.token_hex(3)}"
+    daemon = tempestd_factory(**settings(queue, authorize_timeout="0.5"))
+    channels = ",".join(f"team.none.{i}" for i in range(3))  # one job per channel, awaited together
+    started = time.monotonic()
+    assert refused(sse(daemon, f"/sub/{channels}"))
+    assert 0.4 <= time.monotonic() - started < 1.5
+    assert daemon.info()["authorize_timeouts"] == 3
+    wait_until(lambda: redis_server.client().llen(f"{queue}-auth") == 0, 5, message="the jobs taken back")
+    head = raw_head(daemon.port, "HEAD /sub/team.none.1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 403 "), head
+
+
+def raw_head(port, request):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request.encode())
+        return conn.recv(65536)
+
+
+def test_a_durable_private_channel_replays_only_to_an_allowed_session(tempestd_factory, redis_server, tmp_path):
+    queue = f"priv-dur-{secrets.token_hex(3)}"
+    daemon = tempestd_factory(**settings(queue, authorize=False, durable="user.*"))
+    worker = start_worker(APP + [queue], redis_server.url, tmp_path, name="app", ready="worker on ")
+    try:
+        from tempest.publish import Publisher
+
+        user = f"dur{secrets.token_hex(3)}"
+        channel = f"user.{user}.log"
+        publisher = Publisher(redis_server.client(), patterns=[("user.*", 100)])
+        first = publisher.publish(channel, "one")
+        publisher.publish(channel, "two")
+        stranger = sse(daemon, f"/sub/{channel}", visit(daemon), **{"Last-Event-ID": first})
+        assert refused(stranger)  # no replay before the admission
+        cookie = visit(daemon)
+        call(daemon, f"/login/{user}", cookie)
+        allowed = sse(daemon, f"/sub/{channel}", cookie, **{"Last-Event-ID": first})
+        assert allowed.next() == {"comment": "ok"}
+        assert allowed.next_message()["data"] == "two"
+    finally:
+        kill_groups([worker])
