@@ -302,21 +302,61 @@ def open_body(env: Mapping[str, Any], client: redis.Redis | None = None) -> Bina
         ValueError: a ``body_key`` without a Redis client.
     """
     if isinstance(env.get("body_file"), Mapping):
-        path = env["body_file"]["path"]
+        token = env["body_file"]
+        path = token["path"]
         try:
-            return open(path, "rb")
+            raw: io.RawIOBase = open(path, "rb", buffering=0)
         except FileNotFoundError:
             raise BodyGone(errno.ENOENT, f"spooled body {path} is gone") from None
+        return io.BufferedReader(Checked(raw, path, token), buffer_size=CHUNK)
     if isinstance(env.get("body_key"), Mapping):
         if client is None:
             raise ValueError("a body in Redis (body_key) needs a Redis client")
         token = env["body_key"]
         raw = RedisChunks(client, token["key"], int(token["size"]), int(token["chunks"]))
-        return io.BufferedReader(raw, buffer_size=CHUNK)
+        return io.BufferedReader(Checked(raw, token["key"], token), buffer_size=CHUNK)
     if "body_base64" in env:
         return io.BytesIO(base64.b64decode(env["body_base64"]))
     body = env.get("body")
     return io.BytesIO(body.encode("utf-8") if body else b"")
+
+
+class Checked(io.RawIOBase):
+    """A spooled body read through: its bytes counted and hashed as they pass, and, at the end,
+    checked against its token's ``size`` and ``sha256`` (as every shipped client checks them):
+    a body that is not the one tempestd received raises BodyGone instead of ending quietly."""
+
+    def __init__(self, raw: io.RawIOBase, name: str, token: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.raw, self.name = raw, name
+        self.size, self.sha256 = int(token["size"]), str(token.get("sha256", ""))
+        self._hash = hashlib.sha256()
+        self._read = 0
+        self._checked = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.raw.readinto(buffer)
+        if n:
+            self._read += n
+            if self._read > self.size:
+                raise BodyGone(errno.EIO, f"spooled body {self.name} is longer than its {self.size} bytes")
+            self._hash.update(memoryview(buffer)[:n])
+        elif n == 0 and not self._checked:
+            self._checked = True
+            if self._read != self.size:
+                raise BodyGone(errno.EIO, f"spooled body {self.name}: {self._read} of {self.size} bytes")
+            if self.sha256 and self._hash.hexdigest() != self.sha256:
+                raise BodyGone(errno.EIO, f"spooled body {self.name}: its sha256 is not its token's")
+        return n or 0
+
+    def close(self) -> None:
+        try:
+            self.raw.close()
+        finally:
+            super().close()
 
 
 class RedisChunks(io.RawIOBase):

@@ -109,7 +109,8 @@ class Context:
 
         Raises:
             tempest.spool.BodyGone: the spooled body is gone (its request was answered, timed
-                out, or its client left) or expired.
+                out, or its client left) or expired; raised by a read, at the end of the body,
+                when its size or SHA-256 is not its token's.
         """
         return open_body(self.env or {}, self.worker.redis)
 

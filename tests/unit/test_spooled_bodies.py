@@ -121,6 +121,16 @@ def test_open_body_gives_a_file_for_every_kind_of_body(tmp_path):
         spool.open_body({"body_key": {"key": "k", "size": 1, "sha256": "", "chunks": 1}})
 
 
+@pytest.mark.parametrize("content, message", [(b"spooles", "sha256"), (b"spool", "5 of 7 bytes"),
+                                              (b"spooled!", "longer than its 7 bytes")])
+def test_a_spooled_file_that_is_not_its_tokens_body_raises_at_its_end(tmp_path, content, message):
+    path = tmp_path / "b.body"
+    path.write_bytes(content)
+    env = {"body_file": {"path": str(path), "size": 7, "sha256": hashlib.sha256(b"spooled").hexdigest()}}
+    with spool.open_body(env) as body, pytest.raises(spool.BodyGone, match=message):
+        body.read()
+
+
 def test_the_wsgi_environ_of_a_spooled_body(tmp_path):
     from tempest.wsgi import environ
 
