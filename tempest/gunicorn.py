@@ -50,6 +50,9 @@ SETTINGS = {
     "TEMPEST_HEARTBEAT": "15",  # seconds without a heartbeat after which tempestd counts a worker dead
     "TEMPEST_MAX_REDELIVERIES": "3",  # as tempestd's [front] max_redeliveries: a job cut short more often is a dead letter
 }
+# the arbiter's signals (reload, re-exec, more or fewer workers): a worker ignores them, where
+# gunicorn's would die (HUP, USR2) or be suspended (TTIN, TTOU) when they reach the whole group
+ARBITER_SIGNALS = ("SIGHUP", "SIGUSR2", "SIGTTIN", "SIGTTOU")
 DIED = "502 Bad Gateway: the worker died during the request, which is not run twice\n"
 TIMED_OUT = "504 Gateway Timeout: the worker ran past gunicorn's --timeout; the request is not run twice\n"
 
@@ -164,6 +167,11 @@ class Worker(base.Worker):
                 self.jobs.stop()
             if not self.busy:
                 self.notify()
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        for name in ARBITER_SIGNALS:  # sent to the process group (tempest signal HUP NAME): not ours
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)

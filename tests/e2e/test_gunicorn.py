@@ -308,19 +308,25 @@ def test_term_finishes_the_jobs_in_hand(tempestd_factory, gunicorn, redis_client
     assert arbiter.log().count("worker stopped after 1 jobs") == 2  # the library's clean stop
 
 
-def test_quick_shutdown_gives_back_the_job_in_hand(tempestd_factory, gunicorn, redis_client):
+def test_quick_shutdown_gives_back_the_jobs_in_hand(tempestd_factory, gunicorn, redis_client):
     daemon = tempestd_factory(front={"queue": "g-quit", "timeout": "30"})
-    first = gunicorn("g-quit", "-w", "1")
-    wait_workers(redis_client, "g-quit", 1)
-    thread, result = in_thread(http, "GET", daemon.base + "/stick/quit", timeout=25)
-    [victim] = wait_until(lambda: runs(first, "quit"), 10, message="the job running")
-    os.kill(first.pid, signal.SIGQUIT)  # quick: the job in hand is cut short, not finished
-    assert first.proc.wait(10) == 0 and not alive(victim)
-    assert redis_client.llen("g-quit") == 1  # back on its queue, its client still waiting
+    first = gunicorn("g-quit", "-w", "2")
+    wait_workers(redis_client, "g-quit", 2)
+    get, got = in_thread(http, "GET", daemon.base + "/stick/get", timeout=25)
+    post, posted = in_thread(http, "POST", daemon.base + "/stick/post", timeout=25)
+    victims = wait_until(lambda: runs(first, "get") + runs(first, "post") if runs(first, "get") and runs(first, "post")
+                         else None, 10, message="both jobs running")
+    os.kill(first.pid, signal.SIGQUIT)  # quick: the jobs in hand are cut short, not finished
+    assert first.proc.wait(10) == 0 and not any(alive(pid) for pid in victims)
+    post.join(5)
+    status, _, body = posted["value"]
+    assert status == 502 and b"not run twice" in body  # answered at once
+    assert redis_client.llen("g-quit") == 1  # the GET is back on its queue, its client still waiting
     second = gunicorn("g-quit", "-w", "1")
-    thread.join(25)
-    status, _, body = result["value"]
+    get.join(25)
+    status, _, body = got["value"]
     assert status == 200 and json.loads(body)["ppid"] == second.pid and json.loads(body)["runs"] == 2
+    assert runs(first, "post") == victims[1:]  # run once
 
 
 def gunicorn_section(queue, tmp_path, *options):
@@ -338,6 +344,16 @@ def test_supervised_by_tempestd(tempestd_factory, redis_client, tmp_path):
     arbiter = wait_until(lambda: (row := daemon.status().get("gunicorn:0")) and row["state"] == "RUNNING" and row["pid"])
     answers = [get_json(daemon.base + "/pid") for _ in range(10)]
     assert {a["pid"] for a in answers} == pids and {a["ppid"] for a in answers} == {arbiter}
+    # tempest signal HUP gunicorn: the whole group gets it; the workers leave it to the arbiter,
+    # which reloads: a new generation, the job in hand finished by the old one
+    thread, result = in_thread(http, "GET", daemon.base + "/sleep/1")
+    wait_until(lambda: held(redis_client, "g-angel") == 1, 10, message="a job in hand")
+    assert daemon.control("SIGNAL", "HUP", "gunicorn") == ["gunicorn:0"]
+    thread.join(10)
+    assert result["value"][0] == 200 and json.loads(result["value"][2])["pid"] in pids
+    pids = wait_workers(redis_client, "g-angel", 2, not_in=pids)
+    assert {get_json(daemon.base + "/pid")["pid"] for _ in range(10)} == pids
+    assert daemon.status()["gunicorn:0"]["pid"] == arbiter and "was sent SIGHUP" not in daemon.log()
     thread, result = in_thread(http, "GET", daemon.base + "/sleep/1")
     wait_until(lambda: held(redis_client, "g-angel") == 1, 10, message="a job in hand")
     assert daemon.stop() == 0
@@ -372,6 +388,18 @@ def test_a_missing_application_is_one_line(tmp_path, redis_server):
     assert status == 4, log  # gunicorn's "App failed to load."
     assert "tempest.gunicorn: cannot load the application nosuch.wsgi:application: No module named 'nosuch'" in log
     assert "Traceback" not in log, log
+
+
+def test_a_gunicorn_config_file(tempestd_factory, gunicorn, redis_client, tmp_path):
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text('worker_class = "tempest.gunicorn.Worker"\nworkers = 3\nbind = "127.0.0.1:0"\n'
+                      'raw_env = ["TEMPEST_QUEUE=g-conf", "TEMPEST_PREFETCH=2"]\n')
+    daemon = tempestd_factory(front={"queue": "g-conf"})
+    arbiter = gunicorn("", "-c", str(config), env={"TEMPEST_QUEUE": "not-this-one"})
+    pids = wait_workers(redis_client, "g-conf", 3)
+    assert {get_json(daemon.base + "/pid")["pid"] for _ in range(30)} <= pids
+    assert "tempest: workers take jobs from g-conf on redis://127.0.0.1:" in arbiter.log()
+    assert "(prefetch 2, reliable delivery)" in arbiter.log()
 
 
 def test_the_queue_defaults_to_tempest(gunicorn, redis_server):
