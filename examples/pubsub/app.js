@@ -6,7 +6,12 @@
 //   messages arrive as the JSON list that was published (["hello"]), a worker's answer to
 //   this socket as its text ("echo: hello");
 // - the form sends the input's text on the WebSocket (it becomes a `ws` job);
-// - document.body.dataset.ready is "yes" once both are open (tests wait for it).
+// - document.body.dataset.ready is "yes" once both are open (tests wait for it);
+// - the login form POSTs the name to /login (the worker grants the session user.<name>.*),
+//   then an EventSource on /sub/~inbox (the session's user.<name>.inbox, a private channel)
+//   appends to #inbox; "log out" POSTs /logout, after which tempestd ends that stream with
+//   a "revoked" event within [pubsub] grant_check; document.body.dataset.inbox says where
+//   it is: "none", "open", "revoked" or "refused" (a 403: EventSource gives up).
 (function () {
   "use strict";
 
@@ -80,4 +85,66 @@
 
   updateReady();
   connect();
+
+  // the private inbox
+  var inbox = null;
+
+  function inboxState(state) { document.body.dataset.inbox = state; }
+
+  function showUser(user) {
+    $("who").textContent = user ? "logged in as " + user : "not logged in";
+    $("logout").hidden = !user;
+    $("inbox-form").hidden = !user;
+    $("login-form").hidden = !!user;
+  }
+
+  function openInbox() {
+    if (inbox) { inbox.close(); }
+    var source = inbox = new EventSource("/sub/~inbox");
+    source.addEventListener("open", function () { inboxState("open"); });
+    source.addEventListener("message", function (event) { append("inbox", event.data); });
+    source.addEventListener("revoked", function () {  // logged out: the session no longer allows it
+      source.close();
+      inboxState("revoked");
+    });
+    source.addEventListener("error", function () {
+      if (source.readyState === EventSource.CLOSED && document.body.dataset.inbox !== "revoked") {
+        inboxState("refused");  // a 403: EventSource does not retry
+      }
+    });
+  }
+
+  function post(path, body) {
+    return fetch(path, {method: "POST", body: body, credentials: "same-origin"}).then(function (response) {
+      return response.json();
+    });
+  }
+
+  $("login-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    post("/login", $("name").value).then(function (answer) {
+      if (answer.user) {
+        showUser(answer.user);
+        openInbox();  // with the cookie the login's answer set (a new id: it was regenerated)
+      }
+    });
+  });
+
+  $("logout").addEventListener("click", function () {
+    post("/logout", "").then(function () { showUser(null); });  // the stream ends by itself
+  });
+
+  $("inbox-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var input = $("inbox-text");
+    post("/inbox", input.value).then(function () { input.value = ""; });
+  });
+
+  inboxState("none");
+  fetch("/whoami", {credentials: "same-origin"}).then(function (response) {
+    return response.json();
+  }).then(function (answer) {
+    showUser(answer.user);
+    if (answer.user) { openInbox(); }
+  });
 }());

@@ -78,11 +78,18 @@ def browser(browser_bins, tmp_path):
         driver.quit()
 
 
+GRANT_CHECK = 0.5  # seconds: the example's private inbox ends this long after a logout, at most
+
+
 @pytest.fixture
 def example_daemon(tempestd_factory):
-    worker = shlex.join([sys.executable, os.path.join(EXAMPLE, "worker.py"), "e2e-browser-ws"])
+    """examples/pubsub/tempest.ini's settings, on free ports and the tests' Redis."""
+    worker = shlex.join([sys.executable, os.path.join(EXAMPLE, "worker.py"), "e2e-browser-ws", "e2e-browser-http"])
     return tempestd_factory(**{
-        "pubsub": {"ws_queue": "e2e-browser-ws"},
+        "front": {"queue": "e2e-browser-http", "session_cookie": "sid",
+                  "session_secret": "browser-test-secret-0123456789"},
+        "pubsub": {"ws_queue": "e2e-browser-ws", "private": "user.*", "user_field": "user",
+                   "grant_check": str(GRANT_CHECK)},
         "static:/examples/": {"directory": EXAMPLE},
         "worker:chat": {"command": worker, "directory": EXAMPLE},
     })
@@ -144,3 +151,61 @@ def test_example_page_in_chromium(browser_bins, example_daemon, browser, redis_c
     wait_for_item(browser, example_daemon, "ws-messages", "echo: hi from the browser")
     wait_for_item(browser, example_daemon, "messages", "hi from the browser")
     assert box.get_attribute("value") == ""
+
+
+def wait_for(driver, daemon, script, expected, what, timeout=WAIT):
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: d.execute_script(script) == expected)
+    except TimeoutException:
+        pytest.fail(f"{what}: {script!r} is {driver.execute_script(script)!r}, not {expected!r}, "
+                    f"after {timeout}s\n" + diagnostics(driver, daemon))
+
+
+@pytest.mark.timeout(120)
+def test_login_and_a_private_inbox_in_chromium(browser_bins, example_daemon, browser, redis_client):
+    """The example's login grants the session user.<name>.*; the page then reads /sub/~inbox
+    (user.<name>.inbox); another user's inbox stays closed to it, and to a visitor without the
+    cookie; the logout ends the stream (event: revoked) within grant_check."""
+    import time
+
+    from selenium.webdriver.common.by import By
+
+    from sseclient import SSE
+    from tempest.publish import Publisher
+
+    browser.get(f"{example_daemon.base}/examples/index.html")
+    wait_for(browser, example_daemon, "return document.body.dataset.ready", "yes", "the page's streams")
+    wait_for(browser, example_daemon, "return document.getElementById('who').textContent", "not logged in",
+             "the page asked /whoami")
+    probe = ("window.probe = new EventSource(arguments[0]); "
+             "window.probe.onerror = function () { document.body.dataset.probe = String(window.probe.readyState); };")
+    browser.execute_script(probe, "/sub/user.carol.inbox")  # before the login: refused, and EventSource gives up
+    wait_for(browser, example_daemon, "return document.body.dataset.probe", "2", "a private channel refused")
+
+    browser.find_element(By.ID, "name").send_keys("carol")
+    browser.find_element(By.ID, "login").click()
+    wait_for(browser, example_daemon, "return document.body.dataset.inbox", "open", "the inbox after the login")
+    assert browser.find_element(By.ID, "who").text == "logged in as carol"
+    assert Publisher(redis_client, patterns=[]).publish("user.carol.inbox", "for carol only") >= 1
+    wait_for_item(browser, example_daemon, "inbox", "for carol only")
+    box = browser.find_element(By.ID, "inbox-text")
+    box.send_keys("a note to myself")
+    browser.find_element(By.ID, "inbox-send").click()  # POST /inbox: the worker publishes to user.carol.inbox
+    wait_for_item(browser, example_daemon, "inbox", "a note to myself")
+
+    browser.execute_script("document.body.dataset.probe = ''; " + probe, "/sub/user.dave.inbox")
+    wait_for(browser, example_daemon, "return document.body.dataset.probe", "2", "another user's inbox refused")
+    stranger = SSE(example_daemon.port, "/sub/user.carol.inbox")  # no cookie: not carol's session
+    assert stranger.status_line.split()[1] == "403"
+
+    browser.find_element(By.ID, "logout").click()
+    started = time.monotonic()
+    wait_for(browser, example_daemon, "return document.body.dataset.inbox", "revoked", "the inbox after the logout",
+             timeout=GRANT_CHECK + 5)
+    assert time.monotonic() - started < GRANT_CHECK + 2
+    assert example_daemon.info()["subscriptions_revoked"] == 1
+    wait_for(browser, example_daemon, "return document.getElementById('who').textContent", "not logged in",
+             "the page after the logout")
