@@ -29,8 +29,8 @@ from types import FrameType
 from typing import Any
 
 import hiredis
-from gunicorn.arbiter import Arbiter
-from gunicorn.workers import base
+from gunicorn.arbiter import Arbiter  # type: ignore[import-untyped]
+from gunicorn.workers import base  # type: ignore[import-untyped]
 
 from tempest import converters, jobs, keys, reliable
 from tempest import worker as library
@@ -99,6 +99,8 @@ class Worker(base.Worker):
     and SIGABRT (``--timeout``) cut it short.
     """
 
+    alive: bool  # gunicorn's: false once the worker is asked to stop
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # in the arbiter, before the fork
         self.jobs: _Jobs | None = None
@@ -130,7 +132,7 @@ class Worker(base.Worker):
         except ImportError as exc:
             app_uri = getattr(self.app, "app_uri", None) or ""
             parts = app_uri.partition(":")[0].split(".")
-            if exc.name not in (".".join(parts[:n]) for n in range(1, len(parts) + 1)):
+            if exc.name not in {".".join(parts[:n]) for n in range(1, len(parts) + 1)}:
                 raise  # the application failed inside its own imports: its traceback says where
             self.log.error("tempest.gunicorn: cannot load the application %s: %s", app_uri, exc)
             sys.exit(Arbiter.APP_LOAD_ERROR)
@@ -181,6 +183,7 @@ class Worker(base.Worker):
     def handle_quit(self, sig: int, frame: FrameType | None) -> None:
         if self.busy or self.jobs is None:
             super().handle_quit(sig, frame)  # SystemExit: the job in hand is cut short
+            return
         self.alive = False
         self.cfg.worker_int(self)
         self.jobs.stop()  # idle: out of the loop within a second
