@@ -38,33 +38,6 @@ def php():
     return found
 
 
-@pytest.fixture(autouse=True)
-def forget_killed_workers(redis_server):
-    """After each test, what the reliable workers it killed (SIGKILL at teardown, mid-test) left
-    in the session's Redis is removed: their registration, heartbeat and processing list, which
-    may hold a job answered but not yet released when the signal came. Otherwise the tempestd
-    of a later test would give that job back and count it in its jobs_redelivered."""
-    yield
-    client = redis_server.client()
-    try:
-        for entry in client.smembers("tempest:workers"):
-            queue, _, worker_id = entry.decode().partition(" ")
-            host, _, rest = worker_id.partition(":")
-            pid = rest.partition(":")[0]
-            if host != socket.gethostname() or not pid.isdigit():
-                continue
-            try:
-                os.kill(int(pid), 0)
-                continue  # alive: not ours to forget
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-            client.delete(f"tempest:processing:{{{queue}}}:{worker_id}", f"tempest:alive:{worker_id}")
-            client.srem("tempest:workers", entry)
-    finally:
-        client.close()
-
 
 @pytest.fixture
 def workers(php, tmp_path):
