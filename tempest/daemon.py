@@ -308,6 +308,8 @@ class Daemon:
         log.info("tempestd stopped")
 
     def _stop_services(self) -> None:
+        if self.redeliverer is not None:
+            self.redeliverer.on_workers = None  # workers stopping now are no news for the front's queues
         if self.supervisor is not None:
             self.supervisor.shutdown([n for n in self.supervisor.programs if n != embedded.NAME])
         if self.admin is not None:
