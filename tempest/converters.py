@@ -244,11 +244,22 @@ def to_channel_template(raw: str) -> str:
         sample = value.format(user="42", name="inbox")
     except (ValueError, IndexError, KeyError) as exc:
         raise ValueError(f"not a channel template ({exc}): {raw!r}") from None
-    fields = {field for _, field, _, _ in parsed if field is not None}
-    if "user" not in fields or fields - {"user", "name"} or any(spec or conv for _, f, spec, conv in parsed if f):
-        raise ValueError(f"not a channel template (with {{user}}, and maybe {{name}}, nothing else in braces): {raw!r}")
+    fields = [field for _, field, _, _ in parsed if field is not None]
+    if ("user" not in fields or set(fields) - {"user", "name"} or len(fields) != len(set(fields))
+            or any(spec or conv for _, f, spec, conv in parsed if f)):
+        raise ValueError(f"not a channel template (with {{user}} once, maybe {{name}} once, nothing else in "
+                         f"braces): {raw!r}")
     if not _CHANNEL.match(sample):
         raise ValueError(f"not a channel name once filled in (no spaces, commas or control characters): {raw!r}")
+    if "name" in fields:
+        # a name is letters, digits, '_' and '-' only: with a character outside these between
+        # {user} and {name}, a channel comes from one (user, name) pair only, so that the user
+        # "bob" asking for ~smith.inbox never reaches the inbox of the user "bob.smith"
+        user, name = value.index("{user}"), value.index("{name}")
+        between = value[user + len("{user}"):name] if user < name else value[name + len("{name}"):user]
+        if not re.search(r"[^A-Za-z0-9_-]", between):
+            raise ValueError(f"not a channel template: {{user}} and {{name}} need a separator that is not a "
+                             f"letter, digit, '_' or '-' (user.{{user}}.{{name}}): {raw!r}")
     return value
 
 

@@ -49,6 +49,9 @@ MAX_TTL = 86400.0  # seconds an authorize answer may be cached at most
 MAX_USER = 256  # characters of a user id put into a channel name
 LOG_BURST = 20  # refusal lines logged per second at most (a flood of refusals is counted, not logged)
 _CHANNEL = re.compile(r"^[^\x00-\x20,\x7f]+$")  # as tempest.http.sse accepts in a path
+# what may follow ~: a separator outside these sits between {user} and {name} in user_channel
+# (tempest.converters), so that a channel comes from one user and one name only
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FORBIDDEN = (b"403 Forbidden: this session may not subscribe to every channel of this stream "
              b"(private channels need a grant)\n")
 UNAVAILABLE = b"503 Service Unavailable: cannot check who may subscribe now; try again later\n"
@@ -219,6 +222,8 @@ class Access:
         private = [n for n in names if n not in per_user and self.private(n)]
         if not per_user and not private:
             return Admission(names)  # public channels: as without private ones
+        if not all(_NAME.match(n[len(USER_PREFIX):]) for n in per_user):
+            return Admission(names, 400)
         session_id = self._session(request)
         try:
             patterns, exists, user = self._read(session_id, bool(per_user))
@@ -231,8 +236,6 @@ class Access:
         if per_user:
             if user is None:
                 return self._refused(peer, session_id, per_user[0], "no user in the session")
-            if any(len(n) == len(USER_PREFIX) for n in per_user):
-                return Admission(names, 400)
             watch.user = user
             watch.derived = [settings.user_channel.format(user=user, name=n[len(USER_PREFIX):]) for n in per_user]
             channels = list(dict.fromkeys(channels + watch.derived))
@@ -260,7 +263,7 @@ class Access:
         pipe.exists(keys.session(session_id))
         if with_user:
             pipe.hget(keys.session(session_id), self.settings.user_field)
-        replies = pipe.execute()
+        replies = pipe.execute()  # a command error (a key of another type) raises: 503
         return (_patterns(replies[0]), bool(replies[1]), user_id(replies[2]) if with_user else None)
 
     def _decide(self, watch: Watch, ungranted: list[str], headers: dict[str, str]) -> tuple[str, str] | None:
@@ -411,15 +414,21 @@ class Access:
             pipe.exists(keys.session(session_id))
             if with_user:
                 pipe.hget(keys.session(session_id), self.settings.user_field)
-        replies = iter(pipe.execute() if wanted else [])
-        state: dict[str | None, tuple[set[str], bool, str | None]] = {None: (set(), False, None)}
+        # a command's error (a key of another type) is that session's alone: its streams end
+        replies = iter(pipe.execute(raise_on_error=False) if wanted else [])
+        state: dict[str | None, tuple[set[str], bool, str | None] | Exception] = {None: (set(), False, None)}
         for session_id, with_user in wanted.items():
-            patterns, exists = _patterns(next(replies)), bool(next(replies))
-            state[session_id] = (patterns, exists, user_id(next(replies)) if with_user else None)
+            mine = [next(replies) for _ in range(3 if with_user else 2)]
+            failed = next((r for r in mine if isinstance(r, Exception)), None)
+            state[session_id] = failed or (_patterns(mine[0]), bool(mine[1]), user_id(mine[2]) if with_user else None)
         now = time.monotonic()
         for watch in watches:
             if watch in self.watches and not watch.revoked:
-                self._recheck(watch, *state[watch.session], now)
+                found = state[watch.session]
+                if isinstance(found, Exception):
+                    self._revoke(watch, watch.private + watch.derived, f"cannot read its grants: {found}")
+                else:
+                    self._recheck(watch, *found, now)
 
     def _recheck(self, watch: Watch, patterns: set[str], exists: bool, user: str | None, now: float) -> None:
         if watch.existed and not exists:

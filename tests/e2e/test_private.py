@@ -462,3 +462,35 @@ def test_a_durable_private_channel_replays_only_to_an_allowed_session(tempestd_f
         assert allowed.next_message()["data"] == "two"
     finally:
         kill_groups([worker])
+
+
+def test_a_name_after_the_tilde_cannot_reach_another_users_channel(site, redis_server):
+    """The user "bob" asking for ~smith.inbox would get user.bob.smith.inbox, the inbox of the
+    user "bob.smith": a name is letters, digits, '_' and '-' only (400 otherwise)."""
+    bob = f"bob{secrets.token_hex(3)}"
+    cookie, victim = visit(site), visit(site)
+    call(site, f"/login/{bob}", cookie)
+    call(site, f"/login/{bob}.smith", victim)
+    for name in ["~smith.inbox", "~a%2Eb", "~x*", "~" + "n" * 65]:
+        assert status(sse(site, f"/sub/{name}", cookie)) == 400, name
+    assert streams(site, redis_server, sse(site, "/sub/~inbox", victim), f"user.{bob}.smith.inbox")
+
+
+def test_a_grants_key_of_another_type_ends_only_that_sessions_streams(site, redis_server):
+    """A key a buggy worker clobbered (a string where the grants' set was): that session's
+    streams end and its new ones get 503; the other sessions' checks go on."""
+    one, two = f"one{secrets.token_hex(3)}", f"two{secrets.token_hex(3)}"
+    cookie, other = visit(site), visit(site)
+    call(site, f"/login/{one}", cookie)
+    call(site, f"/login/{two}", other)
+    first = sse(site, f"/sub/user.{one}.x", cookie)
+    assert streams(site, redis_server, first, f"user.{one}.x")
+    second = sse(site, f"/sub/user.{two}.x", other)
+    assert streams(site, redis_server, second, f"user.{two}.x")
+    redis_server.client().set(f"tempest:grants:{cookie.split('.')[0]}", "clobbered")
+    ended_with_revoked(first, f"user.{one}.x", GRANT_CHECK + 0.5)
+    assert status(sse(site, f"/sub/user.{one}.x", cookie)) == 503
+    assert streams(site, redis_server, second, f"user.{two}.x")
+    call(site, f"/revoke/user.{two}.*", other)  # the checks go on for everyone else
+    ended_with_revoked(second, f"user.{two}.x", GRANT_CHECK + 0.5)
+    assert "cannot read its grants: WRONGTYPE" in site.log()

@@ -91,7 +91,8 @@ def test_channel_templates(template):
 
 @pytest.mark.parametrize("template", ["user.{name}", "user", "user.{user}.{other}", "user.{user.__class__}",
                                       "user.{user!r}", "user.{user:>9}", "user.{0}", "user.{user", "user {user}",
-                                      "user,{user}", "{user}}"])
+                                      "user,{user}", "{user}}", "{name}{user}", "user-{user}-{name}",
+                                      "u.{user}_{name}", "{user}.{user}", "{user}.{name}.{name}"])
 def test_bad_channel_templates(template):
     with pytest.raises(ValueError):
         to_channel_template(template)
