@@ -127,6 +127,10 @@ SETTINGS = (
     S("front", "spool_over", to_size, "64K",
       "Bodies larger than this are spooled (a declared Content-Length at once, a chunked body once "
       "it passes it); smaller ones travel in the job.", bounds=(0, 1 << 30)),
+    S("front", "spool_redis_max", to_size, "256M",
+      "Bytes of request bodies this tempestd holds in Redis at once (spool = redis), all routes "
+      "together; a body that would go over is refused with 507 rather than fill Redis' memory.",
+      restart=True, bounds=(1 << 20, 1 << 40)),
     S("front", "max_queue_length", to_count, "0",
       "Jobs a queue may hold before requests get 503; 0: unbounded.", bounds=(0, 2147483648)),
     S("front", "max_header_size", to_size, "64K", "Largest request head (request line and headers); 431 above.", bounds=(1024, 1048576)),

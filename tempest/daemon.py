@@ -250,7 +250,7 @@ class Daemon:
             raise StartupError(f"cannot prepare the spool directory {exc.filename}: {exc.strerror}") from None
         # a large file's unlink (0.1 s for 1 GiB) on a thread of its own, never on the event loop
         return spool.Spools(config.tempest.name, _pooled_client(config.redis.url),  # connects when first used
-                            submit=gevent.threadpool.ThreadPool(1).spawn)
+                            submit=gevent.threadpool.ThreadPool(1).spawn, redis_max=config.front.spool_redis_max)
 
     def _flush_access_log(self) -> None:
         while True:

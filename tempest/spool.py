@@ -148,11 +148,13 @@ class RedisBody:
 
     store = "redis"
 
-    def __init__(self, client: redis.Redis, ttl: int, final_ttl: int) -> None:
+    def __init__(self, client: redis.Redis, ttl: int, final_ttl: int, budget: Budget | None = None) -> None:
         self.client = client
         self.key = keys.body(secrets.token_hex(_TOKEN_BYTES))
         self.size = 0
         self.chunks = 0
+        self.budget = budget  # the bytes this tempestd may hold in Redis at once, all bodies together
+        self.held = 0  # bytes of this body pushed to Redis
         self._ttl = ttl  # while the body arrives: the upload's time and the job's
         self._final_ttl = final_ttl  # once it is whole: the job's wait
         self._hash = hashlib.sha256()
@@ -173,6 +175,10 @@ class RedisBody:
         self._push([rest] if rest else [], self._final_ttl)
 
     def _push(self, chunks: list[bytes], ttl: int) -> None:
+        size = sum(len(chunk) for chunk in chunks)
+        if self.budget is not None and not self.budget.take(size):
+            raise SpoolError(507, f"spool_redis_max ({self.budget.limit} bytes) reached: cannot push a chunk of {self.key}")
+        self.held += size
         pipe = self.client.pipeline(transaction=False)
         for chunk in chunks:
             pipe.rpush(self.key, chunk)
@@ -193,6 +199,9 @@ class RedisBody:
 
     def discard(self) -> None:
         """DEL the key (never raises: on failure it expires by its TTL)."""
+        if self.budget is not None:
+            self.budget.give(self.held)
+        self.held = 0
         try:
             self.client.delete(self.key)
         except (redis.RedisError, OSError) as exc:
@@ -200,6 +209,24 @@ class RedisBody:
 
 
 Body = FileBody | RedisBody
+
+
+class Budget:
+    """Bytes that bodies may hold at once (``[front] spool_redis_max`` for the Redis store):
+    a body over it is refused (507) rather than filling Redis' memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used = max(0, self.used - size)
 
 
 class Spools:
@@ -212,10 +239,12 @@ class Spools:
         submit: how FileBody removes its files (see FileBody); None: at once.
     """
 
-    def __init__(self, name: str, client: redis.Redis | None, submit: Submit | None = None) -> None:
+    def __init__(self, name: str, client: redis.Redis | None, submit: Submit | None = None,
+                 redis_max: int | None = None) -> None:
         self.prefix = file_prefix(name)
         self.client = client
         self.submit = submit
+        self.redis_budget = Budget(redis_max) if redis_max is not None else None
 
     def open(self, route: Any, body_timeout: float) -> Body:
         """A new store for a body of ``route`` (spool yes or redis).
@@ -226,7 +255,7 @@ class Spools:
         if route.spool == "redis":
             assert self.client is not None, "spool = redis needs a Redis client"
             final = int(route.timeout) + TTL_MARGIN
-            return RedisBody(self.client, final + int(body_timeout), final)
+            return RedisBody(self.client, final + int(body_timeout), final, self.redis_budget)
         return FileBody(route.spool_dir, self.prefix, self.submit)
 
 

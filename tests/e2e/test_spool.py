@@ -289,6 +289,23 @@ def test_a_redis_out_of_memory_is_507(tempestd_factory, tmp_path):
         small.stop()
 
 
+def test_bodies_over_spool_redis_max_together_are_507_and_the_budget_comes_back(tempestd_factory, redis_server,
+                                                                                tmp_path):
+    daemon = tempestd_factory(front={"spool_redis_max": "1M"}, **routes("budget"))
+    worker = start_worker(SPOOL_WORKER + ["budget-file", "budget-redis"], redis_server.url, tmp_path, ready="worker on ")
+    try:
+        status, _, body = upload(daemon.port, "/redis/big", blocks_of(os.urandom(2 * MiB)), 2 * MiB)
+        assert (status, body) == (507, b"507 Insufficient Storage\n")
+        assert "spool_redis_max (1048576 bytes) reached" in daemon.log() and "Traceback" not in daemon.log()
+        assert redis_bodies(redis_server.client()) == []
+        # what the refused body held is given back: bodies under the bound pass, one after another
+        for _ in range(3):
+            data = os.urandom(MiB - 4096)
+            assert post(daemon.port, "/redis/fits", data)["sha256"] == hashlib.sha256(data).hexdigest()
+    finally:
+        kill_groups([worker])
+
+
 def vm(pid, field):
     """A /proc/<pid>/status field in bytes (VmRSS, VmHWM)."""
     with open(f"/proc/{pid}/status") as handle:
