@@ -49,6 +49,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 POLL_TIMEOUT = 1  # seconds a BLPOP blocks, so that a stop request is seen within it
 SHORT_POLL = 0.1  # seconds a reliable worker blocks where it must look at other lists between pops
 LOW_WAKE = 2.0  # seconds after its last low job that a reliable worker blocks on the low list
+EXPIRED_LOG_EVERY = 10.0  # seconds between two log lines about jobs dropped past their deadline
 FLUSH_AFTER = 0.005  # seconds: answers held back for a batch are sent once they are this old
 RECONNECT_MAX = 5.0  # seconds between reconnection attempts, at most
 ANSWER_ACTIONS = (jobs.HTTP_ACTION, "ws")  # the actions every answer endpoint knows
@@ -267,6 +268,7 @@ class Worker:
         self.expired = 0  # url jobs taken past their deadline, dropped unrun
         self._low = [keys.low(q) for q in self.queues]
         self._low_until = 0.0  # monotonic time until which an idle reliable worker waits on the low list
+        self._expired_logged = -EXPIRED_LOG_EVERY  # when the last "dropped past its deadline" line was logged
         # for the handlers (and publish): no automatic retries, which could repeat a write
         self.redis = redisconn.client(self.redis_url, socket_timeout=10, socket_connect_timeout=5,
                                       retry=Retry(NoBackoff(), 0))
@@ -519,7 +521,10 @@ class Worker:
         env = args[0] if action in ENV_ACTIONS and args and isinstance(args[0], dict) else None
         if env is not None and _past(env.get("deadline")):
             self.expired += 1
-            log.debug("dropped job %s: taken past its deadline, nobody waits for it", job_id)
+            if time.monotonic() >= self._expired_logged + EXPIRED_LOG_EVERY:  # a line now and then, not per job
+                self._expired_logged = time.monotonic()
+                log.info("dropped job %s, taken past its deadline (nobody waits for it): %d so far (if the front "
+                         "still waited, this host's clock runs ahead of the front's)", job_id, self.expired)
             return
         self.processed += 1
         handler = self.handlers.get(action)
