@@ -160,7 +160,8 @@ class Worker(base.Worker):
     def _watch(self, stopped: threading.Event) -> None:
         """Tell the arbiter this worker lives while it waits for jobs; pass gunicorn's stop
         requests (``alive`` false: --reload, the arbiter gone) on to the library."""
-        interval = min(NOTIFY_EVERY, self.timeout / 2) if self.timeout else NOTIFY_EVERY
+        # self.timeout: half the arbiter's --timeout (0: none), as gunicorn hands it to a worker
+        interval = min(NOTIFY_EVERY, self.timeout) if self.timeout else NOTIFY_EVERY
         while not stopped.wait(interval):
             if self.alive and self.ppid != os.getppid():
                 self.log.info("Parent changed, shutting down: %s", self)
@@ -276,7 +277,6 @@ class _Jobs(library.Worker):
             log.warning("cannot give back the jobs in hand (%s): tempestd will, once the heartbeat expires", exc)
         finally:
             connection.close()
-
 
 
 def answer_job(answerer: library.Worker, raw: bytes | str, answer: str) -> None:

