@@ -21,9 +21,26 @@ SECRET = "a-secret-of-sixteen-bytes-or-more"
     ("user.bob.inbox", ["user.[*].*"], False),
     ("user.[a]lice.x", ["user.alice.*"], False),  # a channel's [ ] are text
     ("user.42.inbox", [], False),
+    ("user.42.inbox", ["user.42.inbox"], True),  # a plain name: itself only
+    ("user.42.inboxes", ["user.42.inbox"], False),
+    ("user.42", ["user.42.*"], False),
+    ("user.42.", ["user.42.*"], True),
+    ("user.42.inbox", ["user.4?.*"], True),
+    ("user.42.inbox", ["user.[0-9][0-9].*"], True),
+    ("user.42.inbox", ["*.inbox"], True),
+    ("user.42.inbox", ["user.*.outbox", "nope", "user.42.*"], True),
 ])
 def test_grants_match_as_fnmatch_patterns(channel, patterns, expected):
     assert grants.granted(channel, patterns) is expected
+
+
+@pytest.mark.parametrize("pattern", ["user.42.*", "user.42.inbox", "*", "user.*.inbox", "u?er.*", "[!x]*", "a*b*",
+                                     "user.4[2].*", "user.42.**", "*.*"])
+@pytest.mark.parametrize("channel", ["user.42.inbox", "user.42.", "user.4", "a", "ab", "xuser.42.inbox", "user.42.x\ny"])
+def test_the_fast_paths_agree_with_fnmatch(pattern, channel):
+    import fnmatch
+
+    assert grants.granted(channel, [pattern]) is fnmatch.fnmatchcase(channel, pattern)
 
 
 @pytest.mark.parametrize("payload, expected", [
