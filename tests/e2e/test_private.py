@@ -494,3 +494,42 @@ def test_a_grants_key_of_another_type_ends_only_that_sessions_streams(site, redi
     call(site, f"/revoke/user.{two}.*", other)  # the checks go on for everyone else
     ended_with_revoked(second, f"user.{two}.x", GRANT_CHECK + 0.5)
     assert "cannot read its grants: WRONGTYPE" in site.log()
+
+
+def test_an_authorize_worker_on_the_node_client(tempestd_factory, redis_server, tmp_path):
+    """A shipped client of another language answers authorize jobs with nothing made for
+    them: clients/node's worker.on('authorize', ...), its answer sent as `authorize <job_id>
+    <json>` like any other."""
+    import shutil
+
+    node = shutil.which("node")
+    client = os.path.join(REPO, "clients", "node")
+    if node is None or not os.path.isdir(os.path.join(client, "node_modules", "redis")):
+        from support import missing_runtime
+
+        missing_runtime("node and clients/node/node_modules (npm install in clients/node)")
+    queue = f"priv-node-{secrets.token_hex(3)}"
+    daemon = tempestd_factory(**settings(queue))
+    log = open(tmp_path / "node.log", "ab")
+    proc = subprocess.Popen([node, os.path.join(REPO, "tests", "clients", "node", "authorize.js"), f"{queue}-auth"],
+                            env=dict(os.environ, TEMPEST_REDIS_URL=redis_server.url), stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    daemon.queue = queue
+    workers = [proc, start_worker(APP + [queue], redis_server.url, tmp_path, name="app", ready="worker on ")]
+    try:
+        tag = secrets.token_hex(3)
+        cookie = visit(daemon)
+        assert streams(daemon, redis_server, sse(daemon, f"/sub/team.{tag}.node-yes", cookie), f"team.{tag}.node-yes")
+        assert refused(sse(daemon, f"/sub/team.{tag}.node-no", cookie))
+        user = f"nod{tag}"
+        assert refused(sse(daemon, f"/sub/team.mine.{user}", cookie))
+        call(daemon, f"/login/{user}", cookie)
+        assert streams(daemon, redis_server, sse(daemon, f"/sub/team.mine.{user}", cookie), f"team.mine.{user}")
+        jobs = authorize_log(redis_server, daemon)
+        assert [job[1]["channel"] for job in jobs] == [f"team.{tag}.node-yes", f"team.{tag}.node-no",
+                                                       f"team.mine.{user}", f"team.mine.{user}"]
+        assert jobs[0][0] == "authorize" and jobs[0][1]["session"]["id"] == cookie.split(".")[0]
+        assert daemon.info()["authorize_timeouts"] == 0
+    finally:
+        kill_groups(workers)
