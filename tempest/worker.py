@@ -284,6 +284,7 @@ class Worker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._registered = False
         self._holding: str | None = None  # reliable: the queue whose processing list holds the batch in hand
+        self._done = 0  # jobs of the batch in hand that are over (the first ones of its processing list)
 
     def on(self, action: str) -> Callable[[H], H]:
         """Decorator registering ``handler(context, *args)`` for ``action``.
@@ -323,6 +324,7 @@ class Worker:
             beating.set()
             if self.reliable:
                 heart.join(10)  # no beat (which registers) after the unregistering
+                self._leave_batch()
                 self._unregister()
         log.info("worker stopped after %d jobs%s", self.processed,
                  f" ({self.expired} dropped past their deadline)" if self.expired else "")
@@ -346,8 +348,12 @@ class Worker:
                 self._sleep(RECONNECT_MAX)
                 continue
             busy = bool(batch)
+            self._done = 0
             for raw in batch:
-                self.process(raw)
+                try:
+                    self.process(raw)
+                finally:  # a job that ended in an exception out of the loop was answered too
+                    self._done += 1
                 if self._outbox_since is not None and time.monotonic() - self._outbox_since > FLUSH_AFTER:
                     self.flush()
             self.flush()
@@ -414,6 +420,20 @@ class Worker:
             self._queue.execute([reliable.release(queue, self.worker_id)])
         except ConnectionFailed as exc:
             log.warning("cannot release the finished jobs of %s (%s): they may be delivered again", queue, exc)
+
+    def _leave_batch(self) -> None:
+        """``run`` left in the middle of a batch (SystemExit in a handler, say): what was
+        answered is sent and dropped from the processing list, so that the clean stop gives
+        back only the jobs that never started (safe to give to another worker, POSTs too)."""
+        if self._holding is None:
+            return
+        queue, self._holding = self._holding, None
+        try:
+            self.flush()
+            if self._done:
+                self._queue.execute([["LTRIM", keys.processing(queue, self.worker_id), self._done, -1]])
+        except ConnectionFailed as exc:
+            log.warning("cannot drop the answered jobs of %s (%s): they may be delivered again", queue, exc)
 
     def _unregister(self) -> None:
         """A clean stop: jobs still held (none, normally) go back, the worker is forgotten."""
@@ -541,6 +561,12 @@ class Worker:
                 context.open_stream.abort()  # its head is gone: the client's body is cut
             self._answer_error(context, 500, "Internal Server Error")
             return
+        except BaseException:  # SystemExit, KeyboardInterrupt: answered, then the worker stops
+            log.error("handler of %r stopped the worker on job %s", action, job_id)
+            if context.open_stream is not None:
+                context.open_stream.abort()
+            self._answer_error(context, 500, "Internal Server Error")
+            raise
         if result is not None:
             context.answer(result)
 

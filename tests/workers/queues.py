@@ -3,7 +3,7 @@
 Reliable by default (the library's default; TEMPEST_RELIABLE=0 makes it plain). Every job it
 runs is recorded on the Redis list ran:<queue> (its url); /crash kills the first process that
 takes it (exit 3; the key crashed:<queue>:<url> says who), the next ones answer it; /hold waits for an item on
-gate:<queue>; anything else is answered at once with the url and the pid."""
+gate:<queue>; /exit calls sys.exit(4); anything else is answered at once with the url and the pid."""
 
 import logging
 import os
@@ -24,6 +24,8 @@ def main():
         worker.redis.rpush(f"ran:{queue}", url)
         if url.startswith("/crash") and worker.redis.set(f"crashed:{queue}:{url}", os.getpid(), nx=True):
             os._exit(3)
+        if url.startswith("/exit"):
+            sys.exit(4)  # a handler that ends the process (an app calling sys.exit)
         if url.startswith("/hold"):
             worker.redis.blpop([f"gate:{queue}"], timeout=8)
         return [200, {}, f"{url} by {os.getpid()}"]
