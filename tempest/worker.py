@@ -46,6 +46,7 @@ from tempest.redisconn import RawConnection, ConnectionFailed
 log = logging.getLogger(__name__)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_HEARTBEAT = 15.0  # seconds without a heartbeat after which a reliable worker counts as dead
 POLL_TIMEOUT = 1  # seconds a BLPOP blocks, so that a stop request is seen within it
 SHORT_POLL = 0.1  # seconds a reliable worker blocks where it must look at other lists between pops
 LOW_WAKE = 2.0  # seconds after its last low job that a reliable worker blocks on the low list
@@ -247,7 +248,8 @@ class Worker:
             commands per batch. With several queues, the ones after the first are polled
             every 0.1 s instead of blocking. Default: on, unless ``TEMPEST_RELIABLE`` is
             0, false or no (then a plain ``BLPOP``: a job is lost if its worker dies).
-        heartbeat: seconds without a heartbeat after which a reliable worker counts as dead.
+        heartbeat: seconds without a heartbeat after which a reliable worker counts as dead;
+            default: ``TEMPEST_HEARTBEAT`` from the environment, else 15.
 
     A worker takes the jobs of its queues in priority order: high and normal ones from the
     queues themselves (tempestd pushes a high job to the head), then low ones
@@ -257,7 +259,7 @@ class Worker:
 
     def __init__(self, queues: str | Iterable[str] = "tempest", redis_url: str | None = None,
                  answer_password: str | None = None, prefetch: int = 1, reliable: bool | None = None,
-                 heartbeat: float = 15.0) -> None:
+                 heartbeat: float | None = None) -> None:
         self.queues = [queues] if isinstance(queues, str) else list(queues)
         self.redis_url = redis_url or os.environ.get("TEMPEST_REDIS_URL") or DEFAULT_REDIS_URL
         self.answer_password = answer_password or os.environ.get("TEMPEST_ANSWER_PASSWORD") or None
@@ -280,7 +282,7 @@ class Worker:
         self._outbox: dict[str, list[resp.Command]] = {}  # respond_to -> [(action, job_id, payload)] not sent yet
         self._outbox_since: float | None = None
         self.reliable = reliable if reliable is not None else reliable_from_environment()
-        self.heartbeat = float(heartbeat)
+        self.heartbeat = float(heartbeat) if heartbeat is not None else heartbeat_from_environment()
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._registered = False
         self._holding: str | None = None  # reliable: the queue whose processing list holds the batch in hand
@@ -649,6 +651,24 @@ class Worker:
         if self._publisher is None:
             self._publisher = Publisher(self.redis)
         return self._publisher.publish(channel, data, event)
+
+
+def heartbeat_from_environment() -> float:
+    """``TEMPEST_HEARTBEAT`` (seconds, above 0), else 15.
+
+    Raises:
+        ValueError: it is set to something else.
+    """
+    raw = os.environ.get("TEMPEST_HEARTBEAT", "").strip()
+    if not raw:
+        return DEFAULT_HEARTBEAT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 86400:
+        raise ValueError(f"TEMPEST_HEARTBEAT: not a number of seconds above 0: {raw[:40]!r}")
+    return value
 
 
 def reliable_from_environment() -> bool:

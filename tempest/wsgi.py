@@ -221,8 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ImportError, AttributeError, TypeError, ValueError) as exc:
         print(f"tempest.wsgi: cannot load {args.app}: {exc}", file=sys.stderr)
         return 2
-    worker = Worker(args.queue or "tempest", redis_url=args.redis_url, prefetch=args.prefetch,
-                    reliable=False if args.plain else None)
+    try:
+        worker = Worker(args.queue or "tempest", redis_url=args.redis_url, prefetch=args.prefetch,
+                        reliable=False if args.plain else None)
+    except ValueError as exc:  # a bad TEMPEST_* setting
+        print(f"tempest.wsgi: {exc}", file=sys.stderr)
+        return 2
     worker.on("url")(handler(app))
     worker.run()
     return 0

@@ -122,3 +122,14 @@ def test_load_names_module_and_attribute():
 
 def test_a_generator_with_content_length_is_one_answer():
     assert run(jobs.http_env("GET", "/sized", {"host": "h"}, b""))[2] == b"sized"
+
+
+def test_a_bad_heartbeat_in_the_environment_is_one_line_and_exit_2():
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TEMPEST_HEARTBEAT="soon")
+    done = subprocess.run([sys.executable, "-m", "tempest.wsgi", "wsgiref.simple_server:demo_app"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "TEMPEST_HEARTBEAT: not a number of seconds above 0: 'soon'" in done.stderr
