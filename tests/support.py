@@ -376,3 +376,16 @@ def forget_dead_workers(client):
         client.srem("tempest:workers", entry)
         forgotten += 1
     return forgotten
+
+
+def registered(client, queue):
+    """The registry's entries (b"<queue> <worker id>") of the reliable workers on ``queue``."""
+    return [m for m in client.smembers("tempest:workers") if m.decode().partition(" ")[0] == queue]
+
+
+def hand_job(action, args, respond_to=None, job_id="by-hand"):
+    """A job for a test to push by hand, in tempestd's envelope: the JSON array
+    [action, args, respond_to, job_id] (``respond_to`` None: no answer wanted)."""
+    import json
+
+    return json.dumps([action, args, respond_to, job_id])

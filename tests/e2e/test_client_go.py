@@ -6,7 +6,6 @@ Redis restart, and request bodies spooled to a file or to Redis read with Contex
 The binaries are built once per session with ``make -C clients/go`` (offline: redigo from
 Debian's golang-github-gomodule-redigo-dev); the test worker is tests/clients/go/main.go."""
 
-import hashlib
 import json
 import os
 import re
@@ -15,13 +14,16 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
 
 import pytest
 
 import support
-from support import REPO, RedisServer, http, in_thread, kill_groups, start_worker, wait_until
+from support import REPO, RedisServer, http, in_thread, kill_groups, registered, start_worker, wait_until
 from sseclient import SSE
+
+pytest.register_assert_rewrite("client_cases")
+import client_cases  # noqa: E402
+from client_cases import log_of  # noqa: E402
 
 CLIENT = os.path.join(REPO, "clients", "go")
 HELLO = os.path.join(CLIENT, "bin", "hello")
@@ -65,18 +67,19 @@ def start_go(started, args, redis_url, directory, name="go", extra_env=None):
     return proc
 
 
-def read_log(directory, name):
-    with open(os.path.join(str(directory), f"{name}.log"), encoding="utf-8", errors="replace") as handle:
-        return handle.read()
-
-
 def queue_name(request):
     return "go-" + re.sub(r"[^a-z0-9]", "", request.node.name[5:].lower())[:30]
 
 
-def registered(client, queue):
-    """The reliable workers registered on ``queue``."""
-    return [m for m in client.smembers("tempest:workers") if m.decode().startswith(queue + " ")]
+@pytest.fixture
+def app(started, redis_server, tmp_path):
+    """The Go test worker for client_cases: its reliable option is -plain (Options{NoReliable:
+    true}) or -reliable (Options{Reliable: true})."""
+    def start(queues, name, option=None, env=None):
+        flags = [f"-{option}"] if option else []
+        return start_go(started, [APP, *flags, queues], redis_server.url, tmp_path, name, env)
+
+    return client_cases.App(start, tmp_path)
 
 
 # 1. the hello world, run by tempestd from a [worker:] section
@@ -296,39 +299,12 @@ def test_a_failing_handler_answers_500_and_the_worker_serves_on(site, redis_clie
     assert site.worker.poll() is None
 
 
-def fake_endpoint():
-    """A one-connection answer endpoint that replies +OK to everything: (port, thread, what it got)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(10)
-
-    def serve():
-        with listener:
-            conn, _ = listener.accept()
-            with conn:
-                conn.settimeout(10)
-                received = b""
-                while not (b"Not Implemented" in received and received.endswith(b"\r\n")):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    received += chunk
-                    conn.sendall(b"+OK\r\n" * chunk.count(b"*"))  # a reply per command (no * in their arguments)
-                return received
-
-    thread, result = in_thread(serve)
-    return listener.getsockname()[1], thread, result
-
-
 def test_a_job_without_a_handler_answers_501_and_numeric_ids_come_back(site, redis_client):
-    port, thread, result = fake_endpoint()
     # a job pushed by hand with a number for its id, for an action nobody handles
-    redis_client.rpush(site.queue, f'["nothing", [], "127.0.0.1:{port}", 12345]')
-    thread.join(10)
-    received = result["value"]
+    commands = client_cases.answer_commands(redis_client, site.queue, "nothing", [], job_id=12345)
     # on connecting: ACTIONS for the handlers' actions (greet, square), then the 501 under url
-    assert received.startswith(b"*3\r\n$7\r\nACTIONS\r\n$5\r\ngreet\r\n$6\r\nsquare\r\n")
-    answer = b'[501,{"Content-Type":"text/plain"},"501 Not Implemented\\n"]'
-    assert received.endswith(b"*3\r\n$3\r\nurl\r\n$5\r\n12345\r\n$%d\r\n%s\r\n" % (len(answer), answer))
+    assert commands[0] == [b"ACTIONS", b"greet", b"square"]
+    assert commands[-1] == [b"url", b"12345", b'[501,{"Content-Type":"text/plain"},"501 Not Implemented\\n"]']
 
 
 # 7. reliable delivery
@@ -365,91 +341,18 @@ def test_the_job_of_a_killed_reliable_worker_is_answered_by_another(go_build, te
     assert not redis_client.keys("tempest:alive:*:%d:*" % second.pid)
 
 
-def record_job(tag, ran, deadline=None):
-    """A url job pushed by hand (no answer wanted) for the test worker's /record: its handler
-    RPUSHes "<tag> <length of its processing list of each queue>" to the list ``ran``."""
-    env = {"method": "GET", "url": f"/record?list={ran}&tag={tag}", "headers": {"host": "x"}}
-    if deadline is not None:
-        env["deadline"] = deadline
-    return json.dumps(["url", [env], None, f"id-{tag}"])
-
-
-def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(go_build, redis_server, redis_client, tmp_path,
-                                                                 started, request):
-    queue = queue_name(request)
-    ran = queue + "-ran"
-    cases = {  # name: (flags, environment, reliable?)
-        "default": ([], {}, True),
-        "env-0": ([], {"TEMPEST_RELIABLE": "0"}, False),
-        "env-false": ([], {"TEMPEST_RELIABLE": "false"}, False),
-        "env-no": ([], {"TEMPEST_RELIABLE": "no"}, False),
-        "env-off": ([], {"TEMPEST_RELIABLE": " off "}, False),
-        "option": (["-plain"], {}, False),  # Options{NoReliable: true}
-        "option-wins": (["-reliable"], {"TEMPEST_RELIABLE": "0"}, True),  # Options{Reliable: true}
-    }
-    for name, (flags, env, _) in cases.items():
-        redis_client.rpush(f"{queue}-{name}", record_job(name, ran))
-        start_go(started, [APP, *flags, f"{queue}-{name}"], redis_server.url, tmp_path, name, env)
-    wait_until(lambda: redis_client.llen(ran) == len(cases), 20, message="every worker ran its job")
-    recorded = dict(item.decode().split() for item in redis_client.lrange(ran, 0, -1))
-    # a reliable worker runs the job from its processing list, a plain one (BLPOP) holds nothing
-    assert recorded == {name: "1" if reliable else "0" for name, (_, _, reliable) in cases.items()}
-    for name, (_, _, reliable) in cases.items():
-        assert bool(registered(redis_client, f"{queue}-{name}")) is reliable, name
-    redis_client.delete(ran)
+def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(app, redis_client, request):
+    client_cases.reliable_is_the_default(redis_client, app, queue_name(request))
 
 
 @pytest.mark.parametrize("mode", ["reliable", "plain"])
-def test_low_priority_jobs_are_taken_once_the_queues_are_empty(go_build, redis_server, redis_client, tmp_path,
-                                                               started, request, mode):
-    queue = queue_name(request)
-    a, b, ran = queue + "-a", queue + "-b", queue + "-ran"
-    low = lambda name: "tempest:low:{" + name + "}"
-    redis_client.rpush(low(b), record_job("low-b1", ran), record_job("low-b2", ran))
-    redis_client.rpush(low(a), record_job("low-a", ran))
-    redis_client.rpush(b, record_job("normal-b", ran))
-    redis_client.rpush(a, record_job("normal-a1", ran), record_job("normal-a2", ran))
-    redis_client.lpush(a, record_job("high-a", ran))  # a high job, as tempestd pushes it: the head
-    env = {"TEMPEST_RELIABLE": "0"} if mode == "plain" else {}
-    start_go(started, [APP, f"{a},{b}"], redis_server.url, tmp_path, "prio", env)
-    wait_until(lambda: redis_client.llen(ran) == 7, 20, message="the seven jobs run")
-    # the queues in order, then their low lists in order; a low job runs from the processing
-    # list of its own queue (reliable), a plain worker holds nothing
-    held = {"a": "1/0", "b": "0/1"} if mode == "reliable" else {"a": "0/0", "b": "0/0"}
-    order = ["high-a", "normal-a1", "normal-a2", "normal-b", "low-a", "low-b1", "low-b2"]
-    expected = [f"{tag} {held[tag.split('-')[1][0]]}" for tag in order]
-    assert [item.decode() for item in redis_client.lrange(ran, 0, -1)] == expected
-    # idle, blocked on the queues: a low job pushed now is taken within about a second
-    redis_client.rpush(low(a), record_job("low-a2", ran))
-    wait_until(lambda: redis_client.llen(ran) == 8, 5, message="the low job taken by the idle worker")
-    assert redis_client.lindex(ran, -1).decode() == f"low-a2 {held['a']}"
-    wait_until(lambda: not redis_client.keys("tempest:processing:{" + queue + "-*"), message="every job released")
-    assert not redis_client.exists(a, b, low(a), low(b))
-    redis_client.delete(ran)
+def test_low_priority_jobs_are_taken_once_the_queues_are_empty(app, redis_client, request, mode):
+    client_cases.low_jobs_after_the_queues(redis_client, app, queue_name(request), mode)
 
 
-def test_a_job_past_its_deadline_is_dropped_without_running(go_build, redis_server, redis_client, tmp_path, started,
-                                                            request):
-    queue = queue_name(request)
-    ran = queue + "-ran"
-    worker = start_go(started, [APP, queue], redis_server.url, tmp_path, "deadline")
-    wait_until(lambda: registered(redis_client, queue), 15, message="the worker registered")
-    now = time.time()
-    redis_client.rpush(queue, *[record_job(f"late{i}", ran, deadline=now - 5) for i in range(3)])
-    wait_until(lambda: "dropped job id-late0" in read_log(tmp_path, "deadline"), message="the late job dropped")
-    # released like an answered job, not left in the processing list (nor given back)
-    wait_until(lambda: not redis_client.keys("tempest:processing:{" + queue + "}:*") and not redis_client.llen(queue),
-               message="the late jobs released")
-    redis_client.rpush(queue, record_job("due", ran, deadline=time.time() + 60), record_job("undated", ran))
-    wait_until(lambda: redis_client.llen(ran) == 2, message="the jobs within their deadline run")
-    assert redis_client.lrange(ran, 0, -1) == [b"due 1", b"undated 1"]  # the late ones never ran
-    os.killpg(worker.pid, signal.SIGTERM)
-    assert worker.wait(10) == 0
-    log = read_log(tmp_path, "deadline")
-    assert "worker stopped after 2 jobs (3 dropped past their deadline)" in log
-    [line] = [line for line in log.splitlines() if "past its deadline" in line]  # one line for 3 jobs
-    assert "dropped job id-late0 taken" in line and line.endswith("(1 dropped so far)")
-    redis_client.delete(ran)
+def test_a_job_past_its_deadline_is_dropped_without_running(app, redis_client, request):
+    # the worker's Log.Printf: no level in its line
+    client_cases.late_jobs_are_dropped(redis_client, app, queue_name(request), logged=client_cases.DROPPED)
 
 
 # 8. SIGTERM while a job runs
@@ -463,7 +366,7 @@ def test_sigterm_finishes_the_job_in_hand_then_exits_0(go_build, tempestd_factor
     thread, result = in_thread(http, "GET", daemon.base + "/hold", timeout=20)
     assert wait_until(lambda: redis_client.lpop("holding:" + queue), timeout=10) == str(worker.pid).encode()
     os.killpg(worker.pid, signal.SIGTERM)
-    wait_until(lambda: "stopping after the job in hand" in read_log(tmp_path, "app"), timeout=5,
+    wait_until(lambda: "stopping after the job in hand" in log_of(tmp_path, "app"), timeout=5,
                message="the signal seen")
     assert worker.poll() is None  # still in the job
     redis_client.rpush("gate:" + queue, 1)
@@ -483,7 +386,7 @@ def test_the_worker_serves_again_after_a_redis_restart(go_build, tempestd_factor
         worker = start_go(started, [HELLO, queue], own.url, tmp_path, "hello")
         assert http("GET", daemon.base + "/")[2] == b"Hello from go #1"
         own.stop()
-        wait_until(lambda: "Redis unreachable" in read_log(tmp_path, "hello"), timeout=10,
+        wait_until(lambda: "Redis unreachable" in log_of(tmp_path, "hello"), timeout=10,
                    message="the worker saw Redis go")
         own = RedisServer(tmp_path / "own-redis", port=own.port).start()
 
@@ -500,94 +403,27 @@ def test_the_worker_serves_again_after_a_redis_restart(go_build, tempestd_factor
 
 # 10. spooled request bodies (issue 11, item 3)
 
-MiB = 1 << 20
-CHUNK = 256 * 1024  # a Redis body's chunk (docs/protocol.md, "body_key")
-
-
-def spool_routes(queue):
-    """/file/ spools a body over 64K to a file, /redis/ to Redis in chunks: both to ``queue``."""
-    return {"route:/file/": {"queue": queue, "spool": "yes", "spool_over": "64K", "max_body": "16M"},
-            "route:/redis/": {"queue": queue, "spool": "redis", "spool_over": "64K", "max_body": "16M"}}
-
-
-def answer_of(redis_client, queue, env, timeout=10):
-    """Push a url job with ``env`` by hand, its respond_to a minimal answer endpoint here (+OK
-    to every command), and return the answer its worker sends ([status, headers, body])."""
-    import hiredis
-
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        server.settimeout(timeout)
-        redis_client.rpush(queue, json.dumps(["url", [env], "127.0.0.1:%d" % server.getsockname()[1], "by-hand"]))
-        conn, _ = server.accept()
-        with conn:
-            conn.settimeout(timeout)
-            reader = hiredis.Reader()
-            while True:
-                command = reader.gets()
-                if command is False:
-                    data = conn.recv(65536)
-                    assert data, "the worker closed the answer connection without answering"
-                    reader.feed(data)
-                    continue
-                conn.sendall(b"+OK\r\n")  # to AUTH and ACTIONS too
-                if command[0] == b"url":
-                    return json.loads(command[2])
-
 
 @pytest.fixture
-def spooling(go_build, tempestd_factory, redis_server, tmp_path, started):
-    """tempestd with a file-spooling and a Redis-spooling route, one Go test worker on them (a
-    queue of its own: parametrized tests' queue_name is the same)."""
-    queue = f"go-spool-{uuid.uuid4().hex[:8]}"
-    daemon = tempestd_factory(front={"queue": queue, "timeout": "20"}, **spool_routes(queue))
-    daemon.queue = queue
-    daemon.worker = start_go(started, [APP, queue], redis_server.url, tmp_path, "app")
+def spooling(app, tempestd_factory):
+    """tempestd with a file-spooling and a Redis-spooling route, one Go test worker on them."""
+    daemon = client_cases.spooling_front(tempestd_factory, "go")
+    daemon.worker = app.start(daemon.queue, "app")
     assert http("GET", daemon.base + "/ping")[0] == 200
     return daemon
 
 
 @pytest.mark.parametrize("reader", ["copy", "readall"])
-@pytest.mark.parametrize("route, form", [("/file/", "body_file"), ("/redis/", "body_key")])
+@pytest.mark.parametrize("route, form", client_cases.SPOOLED)
 def test_a_spooled_upload_is_read_by_the_handler(spooling, route, form, reader):
-    data = os.urandom(3 * MiB + 4321)
-    status, _, body = http("POST", f"{spooling.base}{route}digest?reader={reader}", data, timeout=30)
-    assert status == 200, body
-    assert json.loads(body) == {"form": form, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    client_cases.a_spooled_upload_is_read(spooling, route, form, reader)
 
 
 @pytest.mark.parametrize("reader", ["copy", "readall"])
 def test_an_inline_body_is_read_the_same_way(spooling, reader):
-    cases = [("/file/", b"small \xc3\xa9 text", "body"), ("/redis/", b"\xff\x00 not UTF-8", "body_base64"),
-             ("/redis/", os.urandom(64 * 1024), "body_base64"), ("/file/", b"", "none")]  # 64K: spool_over, inline
-    for route, data, form in cases:
-        status, _, body = http("POST", f"{spooling.base}{route}digest?reader={reader}", data)
-        assert status == 200, body
-        assert json.loads(body) == {"form": form, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    client_cases.inline_bodies_are_read(spooling, reader)
 
 
 @pytest.mark.parametrize("reader", ["copy", "readall"])
 def test_a_spooled_body_gone_or_not_as_its_token_says_is_body_gone(spooling, redis_client, tmp_path, reader):
-    data = os.urandom(CHUNK + 1000)
-    digest = hashlib.sha256(data).hexdigest()
-    kept = tmp_path / "kept.body"
-    kept.write_bytes(data)
-    partial = f"tempest:body:{{{spooling.queue}-partial}}"
-    redis_client.rpush(partial, data[:CHUNK])  # chunk 1 of 2 missing
-    env = {"method": "POST", "url": f"/file/digest?reader={reader}", "headers": {}}
-    gone = {
-        "missing file": {"body_file": {"path": str(tmp_path / "no-such.body"), "size": len(data), "sha256": digest}},
-        "missing key": {"body_key": {"key": partial + "-none", "size": len(data), "sha256": digest, "chunks": 2}},
-        "missing chunk": {"body_key": {"key": partial, "size": len(data), "sha256": digest, "chunks": 2}},
-        "short file": {"body_file": {"path": str(kept), "size": len(data) + 1, "sha256": digest}},
-        "another sha256": {"body_file": {"path": str(kept), "size": len(data), "sha256": "0" * 64}},
-    }
-    try:
-        for case, token in gone.items():
-            status, _, body = answer_of(redis_client, spooling.queue, {**env, **token})
-            assert (status, body.split(":")[0]) == (410, "BodyGone"), (case, body)
-        # the same file with its true token is read
-        status, _, body = answer_of(redis_client, spooling.queue,
-                                    {**env, "body_file": {"path": str(kept), "size": len(data), "sha256": digest}})
-        assert (status, json.loads(body)) == (200, {"form": "body_file", "size": len(data), "sha256": digest})
-    finally:
-        redis_client.delete(partial)
+    client_cases.a_body_gone_is_410(redis_client, spooling.queue, tmp_path, reader)

@@ -3,22 +3,23 @@ hello world from a [worker:] section, streams, sessions, publish, routing with P
 failures, reliable delivery (the default), low-priority jobs, deadlines, SIGTERM, a Redis
 restart, and request bodies spooled to a file or to Redis read with context.bodyStream()."""
 
-import hashlib
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import time
-import uuid
 
 import pytest
 
-from support import REPO, RedisServer, http, in_thread, kill_groups, missing_runtime, session_cookie, start_worker, stop_group, wait_until
+from support import (REPO, RedisServer, hand_job, http, in_thread, kill_groups, missing_runtime, registered, session_cookie,
+                     start_worker, stop_group, wait_until)
 
 from sseclient import SSE
+
+pytest.register_assert_rewrite("client_cases")
+import client_cases  # noqa: E402
+from client_cases import log_of  # noqa: E402
 
 CLIENT = os.path.join(REPO, "clients", "node")
 HELLO = os.path.join(CLIENT, "examples", "hello.js")
@@ -60,9 +61,15 @@ def start_node(node, started, args, redis_url, directory, name="node", extra_env
     return proc
 
 
-def log_of(directory, name):
-    with open(os.path.join(str(directory), f"{name}.log"), encoding="utf-8", errors="replace") as handle:
-        return handle.read()
+@pytest.fixture
+def app(node, started, redis_server, tmp_path):
+    """The node app for client_cases: its reliable option is --plain (new Worker(q, {reliable:
+    false})) or --reliable."""
+    def start(queues, name, option=None, env=None):
+        flags = [f"--{option}"] if option else []
+        return start_node(node, started, ["app", queues, *flags], redis_server.url, tmp_path, name, env)
+
+    return client_cases.App(start, tmp_path)
 
 
 @pytest.fixture
@@ -136,33 +143,9 @@ def test_answers_authenticate_with_the_answer_password(node, tempestd_factory, p
 
 
 def test_a_job_id_pushed_as_a_number_is_sent_back_as_its_decimal_text(site, redis_client):
-    import socket
-    import threading
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(10)
-    received = bytearray()
-
-    def endpoint():  # a minimal RESP endpoint: +OK to every command, keeps what it got
-        conn, _ = server.accept()
-        conn.settimeout(10)
-        with conn:
-            while b"12345678901234567890" not in received:
-                data = conn.recv(65536)
-                if not data:
-                    return
-                received.extend(data)
-                conn.sendall(b"+OK\r\n" * data.count(b"\r\n*") + (b"+OK\r\n" if data.startswith(b"*") else b""))
-
-    thread = threading.Thread(target=endpoint, daemon=True)
-    thread.start()
-    respond_to = "127.0.0.1:%d" % server.getsockname()[1]
-    redis_client.rpush(site.prefix, '["url", [{"method": "GET", "url": "/n"}], "%s", 12345678901234567890]' % respond_to)
-    thread.join(10)
-    server.close()
-    assert b"$3\r\nurl\r\n$20\r\n12345678901234567890\r\n" in received
+    commands = client_cases.answer_commands(redis_client, site.prefix, "url", [{"method": "GET", "url": "/n"}],
+                                            job_id=12345678901234567890)
+    assert commands[-1][:2] == [b"url", b"12345678901234567890"]
 
 
 # 2. streams
@@ -307,7 +290,7 @@ def test_a_raising_handler_answers_500_at_once_and_the_worker_serves_on(site):
 def test_a_malformed_job_is_dropped_and_a_missing_handler_answers_501(site, redis_client, tmp_path):
     redis_client.rpush(site.prefix, "not json", json.dumps(["url", "not a list", None, "x"]))
     respond_to = f"127.0.0.1:{site.answer_port}"
-    redis_client.rpush(site.prefix, json.dumps(["nothing", [], respond_to, "nohandler"]))
+    redis_client.rpush(site.prefix, hand_job("nothing", [], respond_to, "nohandler"))
     wait_until(lambda: "no handler for action" in log_of(tmp_path, "app"), message="the 501 logged")
     assert log_of(tmp_path, "app").count("dropped malformed job") == 2
     assert http("GET", site.base + "/still")[0] == 200
@@ -322,7 +305,7 @@ def test_reliable_the_job_of_a_killed_worker_is_answered_by_the_other(node, star
     client = redis_server.client()
     args = ["app", prefix, "--reliable", "--heartbeat", "1"]
     workers = [start_node(node, started, args, redis_server.url, tmp_path, f"rel{i}") for i in range(2)]
-    mine = lambda: {m.decode() for m in client.smembers("tempest:workers") if m.decode().startswith(prefix + " ")}
+    mine = lambda: registered(client, prefix)
     wait_until(lambda: len(mine()) == 2, message="two reliable workers registered")
     thread, result = in_thread(http, "GET", daemon.base + "/slow?ms=3000", timeout=25)
 
@@ -347,85 +330,17 @@ def test_reliable_the_job_of_a_killed_worker_is_answered_by_the_other(node, star
     assert not mine() and not client.keys("tempest:processing:{" + prefix + "}:*")  # a clean stop unregisters
 
 
-def record_job(tag, ran, deadline=None):
-    """A url job pushed by hand (no answer wanted) for the app's /record: its handler RPUSHes
-    "<tag> <length of its processing list>" to the list ``ran``."""
-    env = {"method": "GET", "url": f"/record?list={ran}&tag={tag}", "headers": {"host": "x"}}
-    if deadline is not None:
-        env["deadline"] = deadline
-    return json.dumps(["url", [env], None, f"id-{tag}"])
-
-
-def registered(client, queue):
-    return {m.decode() for m in client.smembers("tempest:workers") if m.decode().startswith(queue + " ")}
-
-
-def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(node, started, redis_server, redis_client, tmp_path,
-                                                                 prefix):
-    ran = prefix + "-ran"
-    cases = {  # name: (flags, environment, reliable?)
-        "default": ([], {}, True),
-        "env-0": ([], {"TEMPEST_RELIABLE": "0"}, False),
-        "env-false": ([], {"TEMPEST_RELIABLE": "false"}, False),
-        "env-no": ([], {"TEMPEST_RELIABLE": "No"}, False),
-        "env-off": ([], {"TEMPEST_RELIABLE": " off "}, False),
-        "option": (["--plain"], {}, False),  # new Worker(q, {reliable: false})
-        "option-wins": (["--reliable"], {"TEMPEST_RELIABLE": "0"}, True),
-    }
-    for name, (flags, env, _) in cases.items():
-        redis_client.rpush(f"{prefix}-{name}", record_job(name, ran))
-        start_node(node, started, ["app", f"{prefix}-{name}", *flags], redis_server.url, tmp_path, name, env)
-    wait_until(lambda: redis_client.llen(ran) == len(cases), 20, message="every worker ran its job")
-    recorded = dict(item.decode().split() for item in redis_client.lrange(ran, 0, -1))
-    # a reliable worker runs the job from its processing list, a plain one (BLPOP) holds nothing
-    assert recorded == {name: "1" if reliable else "0" for name, (_, _, reliable) in cases.items()}
-    for name, (_, _, reliable) in cases.items():
-        assert bool(registered(redis_client, f"{prefix}-{name}")) is reliable, name
-    redis_client.delete(ran)
+def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(app, redis_client, prefix):
+    client_cases.reliable_is_the_default(redis_client, app, prefix)
 
 
 @pytest.mark.parametrize("mode", ["reliable", "plain"])
-def test_low_priority_jobs_are_taken_once_the_queue_is_empty(node, started, redis_server, redis_client, tmp_path,
-                                                             prefix, mode):
-    queue, ran, low = prefix, prefix + "-ran", "tempest:low:{" + prefix + "}"
-    redis_client.rpush(low, record_job("low1", ran), record_job("low2", ran))
-    redis_client.rpush(queue, record_job("normal1", ran), record_job("normal2", ran))
-    redis_client.lpush(queue, record_job("high", ran))  # a high job, as tempestd pushes it: the head
-    env = {"TEMPEST_RELIABLE": "0"} if mode == "plain" else {}
-    start_node(node, started, ["app", queue], redis_server.url, tmp_path, "prio", env)
-    wait_until(lambda: redis_client.llen(ran) == 5, 20, message="the five jobs run")
-    held = "1" if mode == "reliable" else "0"  # a low job too runs from the processing list of its queue
-    order = ["high", "normal1", "normal2", "low1", "low2"]
-    assert [item.decode() for item in redis_client.lrange(ran, 0, -1)] == [f"{tag} {held}" for tag in order]
-    # idle, blocked on the queue: a low job pushed now is taken within about a second
-    redis_client.rpush(low, record_job("low3", ran))
-    wait_until(lambda: redis_client.llen(ran) == 6, 5, message="the low job taken by the idle worker")
-    assert redis_client.lindex(ran, -1).decode() == f"low3 {held}"
-    wait_until(lambda: not redis_client.keys("tempest:processing:{" + queue + "}:*"), message="every job released")
-    assert not redis_client.exists(queue, low)
-    redis_client.delete(ran)
+def test_low_priority_jobs_are_taken_once_the_queue_is_empty(app, redis_client, prefix, mode):
+    client_cases.low_jobs_after_the_queue(redis_client, app, prefix, mode)
 
 
-def test_a_job_past_its_deadline_is_dropped_without_running(node, started, redis_server, redis_client, tmp_path, prefix):
-    queue, ran = prefix, prefix + "-ran"
-    worker = start_node(node, started, ["app", queue], redis_server.url, tmp_path, "deadline")
-    wait_until(lambda: registered(redis_client, queue), message="the worker registered")
-    now = time.time()
-    redis_client.rpush(queue, *[record_job(f"late{i}", ran, deadline=now - 5) for i in range(3)])
-    wait_until(lambda: "dropped job id-late0" in log_of(tmp_path, "deadline"), message="the late job dropped")
-    # released like an answered job, not left in the processing list (nor given back)
-    wait_until(lambda: not redis_client.keys("tempest:processing:{" + queue + "}:*") and not redis_client.llen(queue),
-               message="the late jobs released")
-    redis_client.rpush(queue, record_job("due", ran, deadline=time.time() + 60), record_job("undated", ran))
-    wait_until(lambda: redis_client.llen(ran) == 2, message="the jobs within their deadline run")
-    assert redis_client.lrange(ran, 0, -1) == [b"due 1", b"undated 1"]  # the late ones never ran
-    stop_group(worker)
-    assert worker.returncode == 0
-    log = log_of(tmp_path, "deadline")
-    assert "worker stopped after 2 jobs (3 dropped past their deadline)" in log
-    [line] = [line for line in log.splitlines() if "past its deadline" in line]  # one line for 3 jobs, at info
-    assert " INFO " in line and "dropped job id-late0" in line
-    redis_client.delete(ran)
+def test_a_job_past_its_deadline_is_dropped_without_running(app, redis_client, prefix):
+    client_cases.late_jobs_are_dropped(redis_client, app, prefix)
 
 
 # 8. SIGTERM
@@ -464,94 +379,27 @@ def test_the_worker_serves_again_after_a_redis_restart(node, started, tempestd_f
 
 # 10. spooled request bodies (issue 11, item 3)
 
-MiB = 1 << 20
-CHUNK = 256 * 1024  # a Redis body's chunk (docs/protocol.md, "body_key")
-
-
-def spool_routes(queue):
-    """/file/ spools a body over 64K to a file, /redis/ to Redis in chunks: both to ``queue``."""
-    return {"route:/file/": {"queue": queue, "spool": "yes", "spool_over": "64K", "max_body": "16M"},
-            "route:/redis/": {"queue": queue, "spool": "redis", "spool_over": "64K", "max_body": "16M"}}
-
-
-def answer_of(redis_client, queue, env, timeout=10):
-    """Push a url job with ``env`` by hand, its respond_to a minimal answer endpoint here (+OK
-    to every command), and return the answer its worker sends ([status, headers, body])."""
-    import hiredis
-
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        server.settimeout(timeout)
-        redis_client.rpush(queue, json.dumps(["url", [env], "127.0.0.1:%d" % server.getsockname()[1], "by-hand"]))
-        conn, _ = server.accept()
-        with conn:
-            conn.settimeout(timeout)
-            reader = hiredis.Reader()
-            while True:
-                command = reader.gets()
-                if command is False:
-                    data = conn.recv(65536)
-                    assert data, "the worker closed the answer connection without answering"
-                    reader.feed(data)
-                    continue
-                conn.sendall(b"+OK\r\n")  # to AUTH and ACTIONS too
-                if command[0] == b"url":
-                    return json.loads(command[2])
-
 
 @pytest.fixture
-def spooling(node, started, tempestd_factory, redis_server, tmp_path, prefix):
-    """tempestd with a file-spooling and a Redis-spooling route, one node app worker on them
-    (a queue of its own: the prefix of parametrized tests is the same)."""
-    queue = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    daemon = tempestd_factory(front={"queue": queue, "timeout": "20"}, **spool_routes(queue))
-    start_node(node, started, ["app", queue], redis_server.url, tmp_path, "app")
-    daemon.prefix = queue
+def spooling(app, tempestd_factory):
+    """tempestd with a file-spooling and a Redis-spooling route, one node app worker on them."""
+    daemon = client_cases.spooling_front(tempestd_factory, "node")
+    app.start(daemon.queue, "app")
     assert http("GET", daemon.base + "/warm-up")[0] == 200
     return daemon
 
 
 @pytest.mark.parametrize("reader", ["stream", "whole"])
-@pytest.mark.parametrize("route, form", [("/file/", "body_file"), ("/redis/", "body_key")])
+@pytest.mark.parametrize("route, form", client_cases.SPOOLED)
 def test_a_spooled_upload_is_read_by_the_handler(spooling, route, form, reader):
-    data = os.urandom(3 * MiB + 4321)
-    status, _, body = http("POST", f"{spooling.base}{route}digest?reader={reader}", data, timeout=30)
-    assert status == 200, body
-    assert json.loads(body) == {"form": form, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    client_cases.a_spooled_upload_is_read(spooling, route, form, reader)
 
 
 @pytest.mark.parametrize("reader", ["stream", "whole"])
 def test_an_inline_body_is_read_the_same_way(spooling, reader):
-    cases = [("/file/", b"small \xc3\xa9 text", "body"), ("/redis/", b"\xff\x00 not UTF-8", "body_base64"),
-             ("/redis/", os.urandom(64 * 1024), "body_base64"), ("/file/", b"", "none")]  # 64K: spool_over, inline
-    for route, data, form in cases:
-        status, _, body = http("POST", f"{spooling.base}{route}digest?reader={reader}", data)
-        assert status == 200, body
-        assert json.loads(body) == {"form": form, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    client_cases.inline_bodies_are_read(spooling, reader)
 
 
 @pytest.mark.parametrize("reader", ["stream", "whole"])
 def test_a_spooled_body_gone_or_not_as_its_token_says_is_body_gone(spooling, redis_client, tmp_path, reader):
-    data = os.urandom(CHUNK + 1000)
-    digest = hashlib.sha256(data).hexdigest()
-    kept = tmp_path / "kept.body"
-    kept.write_bytes(data)
-    partial = f"tempest:body:{{{spooling.prefix}-partial}}"
-    redis_client.rpush(partial, data[:CHUNK])  # chunk 1 of 2 missing
-    env = {"method": "POST", "url": f"/file/digest?reader={reader}", "headers": {}}
-    gone = {
-        "missing file": {"body_file": {"path": str(tmp_path / "no-such.body"), "size": len(data), "sha256": digest}},
-        "missing key": {"body_key": {"key": partial + "-none", "size": len(data), "sha256": digest, "chunks": 2}},
-        "missing chunk": {"body_key": {"key": partial, "size": len(data), "sha256": digest, "chunks": 2}},
-        "short file": {"body_file": {"path": str(kept), "size": len(data) + 1, "sha256": digest}},
-        "another sha256": {"body_file": {"path": str(kept), "size": len(data), "sha256": "0" * 64}},
-    }
-    try:
-        for case, token in gone.items():
-            status, _, body = answer_of(redis_client, spooling.prefix, {**env, **token})
-            assert (status, body.split(":")[0]) == (410, "BodyGone"), (case, body)
-        # the same file with its true token is read
-        status, _, body = answer_of(redis_client, spooling.prefix,
-                                    {**env, "body_file": {"path": str(kept), "size": len(data), "sha256": digest}})
-        assert (status, json.loads(body)) == (200, {"form": "body_file", "size": len(data), "sha256": digest})
-    finally:
-        redis_client.delete(partial)
+    client_cases.a_body_gone_is_410(redis_client, spooling.queue, tmp_path, reader)

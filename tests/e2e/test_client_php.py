@@ -3,7 +3,6 @@ world under tempestd, streams, sessions, publish, routing with Python workers, f
 reliable delivery (the default), low-priority jobs, deadlines, SIGTERM, a Redis restart, and request
 bodies spooled to a file or to Redis read with $context->body() and bodyStream()."""
 
-import hashlib
 import json
 import os
 import re
@@ -12,12 +11,15 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
 
 import pytest
 
 from sseclient import SSE
-from support import REPO, RedisServer, http, in_thread, kill_groups, missing_runtime, raw_exchange, session_cookie, start_worker, wait_until
+from support import (REPO, RedisServer, hand_job, http, in_thread, kill_groups, missing_runtime, raw_exchange,
+                     session_cookie, start_worker, wait_until)
+
+pytest.register_assert_rewrite("client_cases")
+import client_cases  # noqa: E402
 
 HELLO = os.path.join(REPO, "clients", "php", "examples", "hello.php")
 APP = os.path.join(REPO, "tests", "clients", "php", "app.php")
@@ -58,6 +60,24 @@ def workers(php, tmp_path):
 
     yield start
     kill_groups(started)  # what a test stops gracefully (reliable workers, SIGTERM) it stops itself
+
+
+def terminate(proc):
+    """A clean stop of a PHP worker: SIGTERM to the worker alone (its handler stops its heartbeat
+    process); its exit status."""
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(10)
+
+
+@pytest.fixture
+def app(workers, redis_server, tmp_path):
+    """The PHP test app for client_cases: its reliable option is TEMPEST_TEST_RELIABLE=0
+    (new Worker($q, ['reliable' => false])) or =1."""
+    def start(queues, name, option=None, env=None):
+        reliable = {None: None, "plain": False, "reliable": True}[option]
+        return workers(queues, redis_server.url, name=name, reliable=reliable, env=env)
+
+    return client_cases.App(start, tmp_path, terminate)
 
 
 def read_until(conn, end):
@@ -233,7 +253,7 @@ def test_a_failing_handler_answers_500_at_once_and_the_worker_lives_on(tempestd_
     import redis
 
     client = redis.Redis(port=redis_server.port)
-    client.rpush("php-fail", b"not json", json.dumps(["nope", [], f"127.0.0.1:{daemon.answer_port}", 12345]))
+    client.rpush("php-fail", b"not json", hand_job("nope", [], f"127.0.0.1:{daemon.answer_port}", 12345))
     wait_until(lambda: "no handler for action 'nope' (job 12345)" in log_of(worker), message="the 501 logged")
     assert "dropped malformed job not json" in log_of(worker)
     assert http("GET", daemon.base + "/again")[0] == 200 and worker.poll() is None
@@ -269,88 +289,17 @@ def test_reliable_the_job_of_a_killed_worker_is_answered_by_another(tempestd_fac
     assert not [k for k in redis_client.keys("tempest:alive:*") if f":{second.pid}:".encode() in k]
 
 
-def record_job(tag, ran, deadline=None):
-    """A url job pushed by hand (no answer wanted) for the app's /record: its handler RPUSHes
-    "<tag> <length of its processing list of each queue>" to the list ``ran``."""
-    env = {"method": "GET", "url": f"/record?list={ran}&tag={tag}", "headers": {"host": "x"}}
-    if deadline is not None:
-        env["deadline"] = deadline
-    return json.dumps(["url", [env], None, f"id-{tag}"])
-
-
-def registered(redis_client, queue):
-    return [m for m in redis_client.smembers("tempest:workers") if m.decode().startswith(queue + " ")]
-
-
-def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(redis_server, redis_client, workers):
-    ran = "php-default-ran"
-    cases = {  # name: (reliable option, environment, reliable?)
-        "default": (None, {}, True),
-        "env-0": (None, {"TEMPEST_RELIABLE": "0"}, False),
-        "env-false": (None, {"TEMPEST_RELIABLE": "false"}, False),
-        "env-no": (None, {"TEMPEST_RELIABLE": "NO"}, False),
-        "env-off": (None, {"TEMPEST_RELIABLE": " off "}, False),
-        "option": (False, {}, False),  # new Worker($q, ['reliable' => false])
-        "option-wins": (True, {"TEMPEST_RELIABLE": "0"}, True),
-    }
-    for name, (option, env, _) in cases.items():
-        redis_client.rpush(f"php-default-{name}", record_job(name, ran))
-        workers(f"php-default-{name}", redis_server.url, name=name, reliable=option, env=env)
-    wait_until(lambda: redis_client.llen(ran) == len(cases), 20, message="every worker ran its job")
-    recorded = dict(item.decode().split() for item in redis_client.lrange(ran, 0, -1))
-    # a reliable worker runs the job from its processing list, a plain one (BLPOP) holds nothing
-    assert recorded == {name: "1" if reliable else "0" for name, (_, _, reliable) in cases.items()}
-    for name, (_, _, reliable) in cases.items():
-        assert bool(registered(redis_client, f"php-default-{name}")) is reliable, name
-    redis_client.delete(ran)
+def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(app, redis_client):
+    client_cases.reliable_is_the_default(redis_client, app, "php-default")
 
 
 @pytest.mark.parametrize("mode", ["reliable", "plain"])
-def test_low_priority_jobs_are_taken_once_the_queues_are_empty(redis_server, redis_client, workers, mode):
-    a, b, ran = f"php-prio-{mode}-a", f"php-prio-{mode}-b", f"php-prio-{mode}-ran"
-    low = lambda queue: "tempest:low:{" + queue + "}"
-    redis_client.rpush(low(b), record_job("low-b1", ran), record_job("low-b2", ran))
-    redis_client.rpush(low(a), record_job("low-a", ran))
-    redis_client.rpush(b, record_job("normal-b", ran))
-    redis_client.rpush(a, record_job("normal-a1", ran), record_job("normal-a2", ran))
-    redis_client.lpush(a, record_job("high-a", ran))  # a high job, as tempestd pushes it: the head
-    workers(f"{a},{b}", redis_server.url, name="prio", env={"TEMPEST_RELIABLE": "0"} if mode == "plain" else {})
-    wait_until(lambda: redis_client.llen(ran) == 7, 20, message="the seven jobs run")
-    # the queues in order, then their low lists in order; a low job runs from the processing
-    # list of its own queue (reliable), a plain worker holds nothing
-    held = {"a": "1/0", "b": "0/1"} if mode == "reliable" else {"a": "0/0", "b": "0/0"}
-    order = ["high-a", "normal-a1", "normal-a2", "normal-b", "low-a", "low-b1", "low-b2"]
-    expected = [f"{tag} {held[tag.split('-')[1][0]]}" for tag in order]
-    assert [item.decode() for item in redis_client.lrange(ran, 0, -1)] == expected
-    # idle, blocked on the queues: a low job pushed now is taken within about a second
-    redis_client.rpush(low(b), record_job("low-b3", ran))
-    wait_until(lambda: redis_client.llen(ran) == 8, 5, message="the low job taken by the idle worker")
-    assert redis_client.lindex(ran, -1).decode() == f"low-b3 {held['b']}"
-    wait_until(lambda: not redis_client.keys(f"tempest:processing:{{php-prio-{mode}-*"), message="every job released")
-    assert not redis_client.exists(a, b, low(a), low(b))
-    redis_client.delete(ran)
+def test_low_priority_jobs_are_taken_once_the_queues_are_empty(app, redis_client, mode):
+    client_cases.low_jobs_after_the_queues(redis_client, app, "php-prio", mode)
 
 
-def test_a_job_past_its_deadline_is_dropped_without_running(redis_server, redis_client, workers):
-    queue, ran = "php-deadline", "php-deadline-ran"
-    worker = workers(queue, redis_server.url, name="deadline")
-    wait_until(lambda: registered(redis_client, queue), 15, message="the worker registered")
-    now = time.time()
-    redis_client.rpush(queue, *[record_job(f"late{i}", ran, deadline=now - 5) for i in range(3)])
-    wait_until(lambda: "dropped job id-late0" in log_of(worker), message="the late job dropped")
-    # released like an answered job, not left in the processing list (nor given back)
-    wait_until(lambda: not redis_client.keys("tempest:processing:{php-deadline}:*") and not redis_client.llen(queue),
-               message="the late jobs released")
-    redis_client.rpush(queue, record_job("due", ran, deadline=time.time() + 60), record_job("undated", ran))
-    wait_until(lambda: redis_client.llen(ran) == 2, message="the jobs within their deadline run")
-    assert redis_client.lrange(ran, 0, -1) == [b"due 1", b"undated 1"]  # the late ones never ran
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(10) == 0
-    log = log_of(worker)
-    assert "worker stopped after 2 jobs (3 dropped past their deadline)" in log
-    [line] = [line for line in log.splitlines() if "past its deadline" in line]  # one line for 3 jobs, at info
-    assert " INFO " in line and "dropped job id-late0" in line
-    redis_client.delete(ran)
+def test_a_job_past_its_deadline_is_dropped_without_running(app, redis_client):
+    client_cases.late_jobs_are_dropped(redis_client, app, "php-deadline")
 
 
 # 8. SIGTERM while a job runs
@@ -391,94 +340,27 @@ def test_the_worker_serves_again_after_a_redis_restart(tempestd_factory, workers
 
 # 10. spooled request bodies (issue 11, item 3)
 
-MiB = 1 << 20
-CHUNK = 256 * 1024  # a Redis body's chunk (docs/protocol.md, "body_key")
-
-
-def spool_routes(queue):
-    """/file/ spools a body over 64K to a file, /redis/ to Redis in chunks: both to ``queue``."""
-    return {"route:/file/": {"queue": queue, "spool": "yes", "spool_over": "64K", "max_body": "16M"},
-            "route:/redis/": {"queue": queue, "spool": "redis", "spool_over": "64K", "max_body": "16M"}}
-
-
-def answer_of(redis_client, queue, env, timeout=10):
-    """Push a url job with ``env`` by hand, its respond_to a minimal answer endpoint here (+OK
-    to every command), and return the answer its worker sends ([status, headers, body])."""
-    import hiredis
-
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        server.settimeout(timeout)
-        redis_client.rpush(queue, json.dumps(["url", [env], "127.0.0.1:%d" % server.getsockname()[1], "by-hand"]))
-        conn, _ = server.accept()
-        with conn:
-            conn.settimeout(timeout)
-            reader = hiredis.Reader()
-            while True:
-                command = reader.gets()
-                if command is False:
-                    data = conn.recv(65536)
-                    assert data, "the worker closed the answer connection without answering"
-                    reader.feed(data)
-                    continue
-                conn.sendall(b"+OK\r\n")  # to AUTH and ACTIONS too
-                if command[0] == b"url":
-                    return json.loads(command[2])
-
 
 @pytest.fixture
-def spooling(tempestd_factory, redis_server, workers):
-    """tempestd with a file-spooling and a Redis-spooling route, one PHP worker on them (a
-    queue of its own per test)."""
-    queue = f"php-spool-{uuid.uuid4().hex[:8]}"
-    daemon = tempestd_factory(front={"queue": queue, "timeout": "20"}, **spool_routes(queue))
-    workers(queue, redis_server.url)
-    daemon.queue = queue
+def spooling(app, tempestd_factory):
+    """tempestd with a file-spooling and a Redis-spooling route, one PHP worker on them."""
+    daemon = client_cases.spooling_front(tempestd_factory, "php")
+    app.start(daemon.queue, "php")
     assert http("GET", daemon.base + "/warm-up")[0] == 200
     return daemon
 
 
 @pytest.mark.parametrize("reader", ["generator", "stream", "hash"])
-@pytest.mark.parametrize("route, form", [("/file/", "body_file"), ("/redis/", "body_key")])
+@pytest.mark.parametrize("route, form", client_cases.SPOOLED)
 def test_a_spooled_upload_is_read_by_the_handler(spooling, route, form, reader):
-    data = os.urandom(3 * MiB + 4321)
-    status, _, body = http("POST", f"{spooling.base}{route}digest?reader={reader}", data, timeout=30)
-    assert status == 200, body
-    assert json.loads(body) == {"form": form, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    client_cases.a_spooled_upload_is_read(spooling, route, form, reader)
 
 
 @pytest.mark.parametrize("reader", ["generator", "stream"])
 def test_an_inline_body_is_read_the_same_way(spooling, reader):
-    cases = [("/file/", b"small \xc3\xa9 text", "body"), ("/redis/", b"\xff\x00 not UTF-8", "body_base64"),
-             ("/redis/", os.urandom(64 * 1024), "body_base64"), ("/file/", b"", "none")]  # 64K: spool_over, inline
-    for route, data, form in cases:
-        status, _, body = http("POST", f"{spooling.base}{route}digest?reader={reader}", data)
-        assert status == 200, body
-        assert json.loads(body) == {"form": form, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    client_cases.inline_bodies_are_read(spooling, reader)
 
 
 @pytest.mark.parametrize("reader", ["generator", "stream"])
 def test_a_spooled_body_gone_or_not_as_its_token_says_is_body_gone(spooling, redis_client, tmp_path, reader):
-    data = os.urandom(CHUNK + 1000)
-    digest = hashlib.sha256(data).hexdigest()
-    kept = tmp_path / "kept.body"
-    kept.write_bytes(data)
-    partial = f"tempest:body:{{{spooling.queue}-partial}}"
-    redis_client.rpush(partial, data[:CHUNK])  # chunk 1 of 2 missing
-    env = {"method": "POST", "url": f"/file/digest?reader={reader}", "headers": {}}
-    gone = {
-        "missing file": {"body_file": {"path": str(tmp_path / "no-such.body"), "size": len(data), "sha256": digest}},
-        "missing key": {"body_key": {"key": partial + "-none", "size": len(data), "sha256": digest, "chunks": 2}},
-        "missing chunk": {"body_key": {"key": partial, "size": len(data), "sha256": digest, "chunks": 2}},
-        "short file": {"body_file": {"path": str(kept), "size": len(data) + 1, "sha256": digest}},
-        "another sha256": {"body_file": {"path": str(kept), "size": len(data), "sha256": "0" * 64}},
-    }
-    try:
-        for case, token in gone.items():
-            status, _, body = answer_of(redis_client, spooling.queue, {**env, **token})
-            assert (status, body.split(":")[0]) == (410, "BodyGone"), (case, body)
-        # the same file with its true token is read
-        status, _, body = answer_of(redis_client, spooling.queue,
-                                    {**env, "body_file": {"path": str(kept), "size": len(data), "sha256": digest}})
-        assert (status, json.loads(body)) == (200, {"form": "body_file", "size": len(data), "sha256": digest})
-    finally:
-        redis_client.delete(partial)
+    client_cases.a_body_gone_is_410(redis_client, spooling.queue, tmp_path, reader)

@@ -4,21 +4,22 @@ workers, failing handlers, reliable delivery (the default), low-priority jobs, d
 Redis restart, and request bodies spooled to a file or to Redis read with context.body."""
 
 from http.client import IncompleteRead
-import hashlib
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
-import uuid
 
 import pytest
 
-from support import REPO, RedisServer, free_port, http, in_thread, kill_groups, session_cookie, start_worker, stop_group, wait_until
+from support import (REPO, RedisServer, hand_job, http, in_thread, kill_groups, registered, session_cookie, start_worker,
+                     stop_group, wait_until)
 from sseclient import SSE
+
+pytest.register_assert_rewrite("client_cases")
+import client_cases  # noqa: E402
 
 HELLO = os.path.join(REPO, "clients", "ruby", "examples", "hello.rb")
 APP = os.path.join(REPO, "tests", "clients", "ruby", "app.rb")
@@ -58,6 +59,18 @@ def workers():
     started = []
     yield started
     kill_groups(started)  # what a test stops gracefully (reliable workers, SIGTERM) it stops itself
+
+
+@pytest.fixture
+def app(redis_server, tmp_path, workers):
+    """The Ruby site app for client_cases: its reliable option is --plain
+    (Tempest::Worker.new(q, reliable: false)) or --reliable."""
+    def start(queues, name, option=None, env=None):
+        flags = [f"--{option}"] if option else []
+        workers.append(start_ruby([APP, "site", queues, *flags], redis_server.url, tmp_path, name, env))
+        return workers[-1]
+
+    return client_cases.App(start, tmp_path)
 
 
 def serve(tempestd_factory, redis_server, tmp_path, workers, request, front=None, count=1, **sections):
@@ -264,7 +277,7 @@ def test_a_failing_handler_answers_500_and_the_worker_serves_on(tempestd_factory
     # a job pushed by hand with a number for its id: answered under its decimal string
     dropped = daemon.info()["answers_dropped"]
     env = {"method": "GET", "url": "/pid", "headers": {}}
-    redis_client.rpush(daemon.queue, json.dumps(["url", [env], f"127.0.0.1:{daemon.answer_port}", 17]))
+    redis_client.rpush(daemon.queue, hand_job("url", [env], f"127.0.0.1:{daemon.answer_port}", 17))
     wait_until(lambda: daemon.info()["answers_dropped"] == dropped + 1, timeout=10)  # no such job: dropped
     assert "dropped answer url 17:" in daemon.log()
     assert http("GET", daemon.base + "/pid")[0] == 200
@@ -275,10 +288,6 @@ def test_a_failing_handler_answers_500_and_the_worker_serves_on(tempestd_factory
 
 
 # 7. reliable delivery
-
-
-def registered(redis_client, queue):
-    return [m for m in redis_client.smembers("tempest:workers") if m.decode().startswith(queue + " ")]
 
 
 def test_the_job_of_a_killed_reliable_worker_is_answered_by_another(tempestd_factory, redis_server, tmp_path,
@@ -309,90 +318,17 @@ def test_the_job_of_a_killed_reliable_worker_is_answered_by_another(tempestd_fac
     assert registered(redis_client, queue) == [] and not redis_client.keys(f"tempest:processing:{{{queue}}}:*")
 
 
-def log_of(directory, name):
-    with open(os.path.join(str(directory), f"{name}.log"), encoding="utf-8", errors="replace") as handle:
-        return handle.read()
-
-
-def record_job(tag, ran, deadline=None):
-    """A url job pushed by hand (no answer wanted) for the app's /record: its handler RPUSHes
-    "<tag> <length of its processing list>" to the list ``ran``."""
-    env = {"method": "GET", "url": f"/record?list={ran}&tag={tag}", "headers": {"host": "x"}}
-    if deadline is not None:
-        env["deadline"] = deadline
-    return json.dumps(["url", [env], None, f"id-{tag}"])
-
-
-def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(redis_server, redis_client, tmp_path, workers,
-                                                                 request):
-    queue = queue_name(request)
-    ran = queue + "-ran"
-    cases = {  # name: (flags, environment, reliable?)
-        "default": ([], {}, True),
-        "env-0": ([], {"TEMPEST_RELIABLE": "0"}, False),
-        "env-false": ([], {"TEMPEST_RELIABLE": "FALSE"}, False),
-        "env-no": ([], {"TEMPEST_RELIABLE": "no"}, False),
-        "env-off": ([], {"TEMPEST_RELIABLE": " off "}, False),
-        "option": (["--plain"], {}, False),  # Tempest::Worker.new(q, reliable: false)
-        "option-wins": (["--reliable"], {"TEMPEST_RELIABLE": "0"}, True),
-    }
-    for name, (flags, env, _) in cases.items():
-        redis_client.rpush(f"{queue}-{name}", record_job(name, ran))
-        workers.append(start_ruby([APP, "site", f"{queue}-{name}", *flags], redis_server.url, tmp_path, name, env))
-    wait_until(lambda: redis_client.llen(ran) == len(cases), 20, message="every worker ran its job")
-    recorded = dict(item.decode().split() for item in redis_client.lrange(ran, 0, -1))
-    # a reliable worker runs the job from its processing list, a plain one (BLPOP) holds nothing
-    assert recorded == {name: "1" if reliable else "0" for name, (_, _, reliable) in cases.items()}
-    for name, (_, _, reliable) in cases.items():
-        assert bool(registered(redis_client, f"{queue}-{name}")) is reliable, name
-    redis_client.delete(ran)
+def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(app, redis_client, request):
+    client_cases.reliable_is_the_default(redis_client, app, queue_name(request))
 
 
 @pytest.mark.parametrize("mode", ["reliable", "plain"])
-def test_low_priority_jobs_are_taken_once_the_queue_is_empty(redis_server, redis_client, tmp_path, workers, request,
-                                                             mode):
-    queue = queue_name(request)
-    ran, low = queue + "-ran", "tempest:low:{" + queue + "}"
-    redis_client.rpush(low, record_job("low1", ran), record_job("low2", ran))
-    redis_client.rpush(queue, record_job("normal1", ran), record_job("normal2", ran))
-    redis_client.lpush(queue, record_job("high", ran))  # a high job, as tempestd pushes it: the head
-    env = {"TEMPEST_RELIABLE": "0"} if mode == "plain" else {}
-    workers.append(start_ruby([APP, "site", queue], redis_server.url, tmp_path, "prio", env))
-    wait_until(lambda: redis_client.llen(ran) == 5, 20, message="the five jobs run")
-    held = "1" if mode == "reliable" else "0"  # a low job too runs from the processing list of its queue
-    order = ["high", "normal1", "normal2", "low1", "low2"]
-    assert [item.decode() for item in redis_client.lrange(ran, 0, -1)] == [f"{tag} {held}" for tag in order]
-    # idle, blocked on the queue: a low job pushed now is taken within about a second
-    redis_client.rpush(low, record_job("low3", ran))
-    wait_until(lambda: redis_client.llen(ran) == 6, 5, message="the low job taken by the idle worker")
-    assert redis_client.lindex(ran, -1).decode() == f"low3 {held}"
-    wait_until(lambda: not redis_client.keys("tempest:processing:{" + queue + "}:*"), message="every job released")
-    assert not redis_client.exists(queue, low)
-    redis_client.delete(ran)
+def test_low_priority_jobs_are_taken_once_the_queue_is_empty(app, redis_client, request, mode):
+    client_cases.low_jobs_after_the_queue(redis_client, app, queue_name(request), mode)
 
 
-def test_a_job_past_its_deadline_is_dropped_without_running(redis_server, redis_client, tmp_path, workers, request):
-    queue = queue_name(request)
-    ran = queue + "-ran"
-    worker = start_ruby([APP, "site", queue], redis_server.url, tmp_path, "deadline")
-    workers.append(worker)
-    wait_until(lambda: registered(redis_client, queue), 15, message="the worker registered")
-    now = time.time()
-    redis_client.rpush(queue, *[record_job(f"late{i}", ran, deadline=now - 5) for i in range(3)])
-    wait_until(lambda: "dropped job id-late0" in log_of(tmp_path, "deadline"), message="the late job dropped")
-    # released like an answered job, not left in the processing list (nor given back)
-    wait_until(lambda: not redis_client.keys("tempest:processing:{" + queue + "}:*") and not redis_client.llen(queue),
-               message="the late jobs released")
-    redis_client.rpush(queue, record_job("due", ran, deadline=time.time() + 60), record_job("undated", ran))
-    wait_until(lambda: redis_client.llen(ran) == 2, message="the jobs within their deadline run")
-    assert redis_client.lrange(ran, 0, -1) == [b"due 1", b"undated 1"]  # the late ones never ran
-    stop_group(worker)
-    assert worker.returncode == 0
-    log = log_of(tmp_path, "deadline")
-    assert "worker stopped after 2 jobs (3 dropped past their deadline)" in log
-    [line] = [line for line in log.splitlines() if "past its deadline" in line]  # one line for 3 jobs, at info
-    assert " INFO " in line and "dropped job id-late0" in line
-    redis_client.delete(ran)
+def test_a_job_past_its_deadline_is_dropped_without_running(app, redis_client, request):
+    client_cases.late_jobs_are_dropped(redis_client, app, queue_name(request))
 
 
 # 8. SIGTERM
@@ -441,95 +377,28 @@ def test_the_worker_serves_again_after_redis_restarts(tempestd_factory, tmp_path
 
 # 10. spooled request bodies (issue 11, item 3)
 
-MiB = 1 << 20
-CHUNK = 256 * 1024  # a Redis body's chunk (docs/protocol.md, "body_key")
-
-
-def spool_routes(queue):
-    """/file/ spools a body over 64K to a file, /redis/ to Redis in chunks: both to ``queue``."""
-    return {"route:/file/": {"queue": queue, "spool": "yes", "spool_over": "64K", "max_body": "16M"},
-            "route:/redis/": {"queue": queue, "spool": "redis", "spool_over": "64K", "max_body": "16M"}}
-
-
-def answer_of(redis_client, queue, env, timeout=10):
-    """Push a url job with ``env`` by hand, its respond_to a minimal answer endpoint here (+OK
-    to every command), and return the answer its worker sends ([status, headers, body])."""
-    import hiredis
-
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        server.settimeout(timeout)
-        redis_client.rpush(queue, json.dumps(["url", [env], "127.0.0.1:%d" % server.getsockname()[1], "by-hand"]))
-        conn, _ = server.accept()
-        with conn:
-            conn.settimeout(timeout)
-            reader = hiredis.Reader()
-            while True:
-                command = reader.gets()
-                if command is False:
-                    data = conn.recv(65536)
-                    assert data, "the worker closed the answer connection without answering"
-                    reader.feed(data)
-                    continue
-                conn.sendall(b"+OK\r\n")  # to AUTH and ACTIONS too
-                if command[0] == b"url":
-                    return json.loads(command[2])
-
 
 @pytest.fixture
-def spooling(tempestd_factory, redis_server, tmp_path, workers):
-    """tempestd with a file-spooling and a Redis-spooling route, one Ruby site worker on them
-    (a queue of its own: parametrized tests' queue_name is the same)."""
-    queue = f"ruby-spool-{uuid.uuid4().hex[:8]}"
-    daemon = tempestd_factory(front={"queue": queue, "timeout": "20"}, **spool_routes(queue))
-    workers.append(start_ruby([APP, "site", queue], redis_server.url, tmp_path, "site"))
-    daemon.queue = queue
+def spooling(app, tempestd_factory):
+    """tempestd with a file-spooling and a Redis-spooling route, one Ruby site worker on them."""
+    daemon = client_cases.spooling_front(tempestd_factory, "ruby")
+    app.start(daemon.queue, "site")
     wait_until(lambda: http("GET", daemon.base + "/pid", timeout=5)[0] == 200, timeout=20, interval=0.1,
                message="the ruby worker serving")
     return daemon
 
 
 @pytest.mark.parametrize("reader", ["each", "read", "whole"])
-@pytest.mark.parametrize("route, form", [("/file/", "body_file"), ("/redis/", "body_key")])
+@pytest.mark.parametrize("route, form", client_cases.SPOOLED)
 def test_a_spooled_upload_is_read_by_the_handler(spooling, route, form, reader):
-    data = os.urandom(3 * MiB + 4321)
-    status, _, body = http("POST", f"{spooling.base}{route}digest?reader={reader}", data, timeout=30)
-    assert status == 200, body
-    assert json.loads(body) == {"form": form, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    client_cases.a_spooled_upload_is_read(spooling, route, form, reader)
 
 
 @pytest.mark.parametrize("reader", ["each", "read", "whole"])
 def test_an_inline_body_is_read_the_same_way(spooling, reader):
-    cases = [("/file/", b"small \xc3\xa9 text", "body"), ("/redis/", b"\xff\x00 not UTF-8", "body_base64"),
-             ("/redis/", os.urandom(64 * 1024), "body_base64"), ("/file/", b"", "none")]  # 64K: spool_over, inline
-    for route, data, form in cases:
-        status, _, body = http("POST", f"{spooling.base}{route}digest?reader={reader}", data)
-        assert status == 200, body
-        assert json.loads(body) == {"form": form, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    client_cases.inline_bodies_are_read(spooling, reader)
 
 
 @pytest.mark.parametrize("reader", ["each", "whole"])
 def test_a_spooled_body_gone_or_not_as_its_token_says_is_body_gone(spooling, redis_client, tmp_path, reader):
-    data = os.urandom(CHUNK + 1000)
-    digest = hashlib.sha256(data).hexdigest()
-    kept = tmp_path / "kept.body"
-    kept.write_bytes(data)
-    partial = f"tempest:body:{{{spooling.queue}-partial}}"
-    redis_client.rpush(partial, data[:CHUNK])  # chunk 1 of 2 missing
-    env = {"method": "POST", "url": f"/file/digest?reader={reader}", "headers": {}}
-    gone = {
-        "missing file": {"body_file": {"path": str(tmp_path / "no-such.body"), "size": len(data), "sha256": digest}},
-        "missing key": {"body_key": {"key": partial + "-none", "size": len(data), "sha256": digest, "chunks": 2}},
-        "missing chunk": {"body_key": {"key": partial, "size": len(data), "sha256": digest, "chunks": 2}},
-        "short file": {"body_file": {"path": str(kept), "size": len(data) + 1, "sha256": digest}},
-        "another sha256": {"body_file": {"path": str(kept), "size": len(data), "sha256": "0" * 64}},
-    }
-    try:
-        for case, token in gone.items():
-            status, _, body = answer_of(redis_client, spooling.queue, {**env, **token})
-            assert (status, body.split(":")[0]) == (410, "BodyGone"), (case, body)
-        # the same file with its true token is read
-        status, _, body = answer_of(redis_client, spooling.queue,
-                                    {**env, "body_file": {"path": str(kept), "size": len(data), "sha256": digest}})
-        assert (status, json.loads(body)) == (200, {"form": "body_file", "size": len(data), "sha256": digest})
-    finally:
-        redis_client.delete(partial)
+    client_cases.a_body_gone_is_410(redis_client, spooling.queue, tmp_path, reader)

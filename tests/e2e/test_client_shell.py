@@ -4,20 +4,19 @@ ways, a failing handler, reliable delivery (the default) and its opt-outs, low-p
 deadlines, SIGTERM mid-job, Redis restarted under the worker, request bodies spooled to a file or
 to Redis written out by tempest_body."""
 
-import hashlib
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import time
-import uuid
 
 import pytest
 
 from sseclient import SSE
-from support import REPO, RedisServer, http, in_thread, kill_groups, session_cookie, start_worker, stop_group, wait_until
+from support import REPO, RedisServer, http, in_thread, kill_groups, registered, session_cookie, start_worker, stop_group, wait_until
+
+pytest.register_assert_rewrite("client_cases")
+import client_cases  # noqa: E402
 
 HELLO = os.path.join(REPO, "clients", "shell", "hello.sh")
 APP = os.path.join(REPO, "tests", "clients", "shell", "app.sh")
@@ -45,6 +44,21 @@ def shell_worker(script, args, redis_url, directory, name="shell", extra_env=Non
 def log_of(directory, name="shell"):
     with open(os.path.join(str(directory), f"{name}.log"), encoding="utf-8", errors="replace") as handle:
         return handle.read()
+
+
+@pytest.fixture
+def app(redis_server, tmp_path):
+    """The shell test app for client_cases, killed at teardown: its reliable option is --plain
+    (tempest_run --plain QUEUE) or --reliable."""
+    started = []
+
+    def start(queues, name, option=None, env=None):
+        flags = [f"--{option}"] if option else []
+        started.append(shell_worker(APP, [*flags, queues], redis_server.url, tmp_path, name, env))
+        return started[-1]
+
+    yield client_cases.App(start, tmp_path)
+    kill_groups(started)
 
 
 @pytest.fixture
@@ -205,109 +219,18 @@ def test_a_failing_handler_answers_500_and_the_worker_goes_on(site):
 # reliable delivery (the default), priorities, deadlines
 
 
-def record_job(tag, ran, deadline=None):
-    """A url job pushed by hand (no answer wanted) for the app's /record: its handler RPUSHes
-    "<tag> <length of its processing list of each queue>" to the list ``ran``."""
-    env = {"method": "GET", "url": f"/record?list={ran}&tag={tag}", "headers": {"host": "x"}}
-    if deadline is not None:
-        env["deadline"] = deadline
-    return json.dumps(["url", [env], None, f"id-{tag}"])
-
-
-def registered(client, queue):
-    return [m for m in client.smembers("tempest:workers") if m.decode().startswith(queue + " ")]
-
-
-def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(redis_server, redis_client, tmp_path):
-    ran = "shell-default-ran"
-    cases = {  # name: (flags, environment, reliable?)
-        "default": ([], {}, True),
-        "env-0": ([], {"TEMPEST_RELIABLE": "0"}, False),
-        "env-false": ([], {"TEMPEST_RELIABLE": "False"}, False),
-        "env-no": ([], {"TEMPEST_RELIABLE": "no"}, False),
-        "env-off": ([], {"TEMPEST_RELIABLE": " off "}, False),
-        "option": (["--plain"], {}, False),  # tempest_run --plain QUEUE
-        "option-wins": (["--reliable"], {"TEMPEST_RELIABLE": "0"}, True),
-    }
-    procs = []
-    try:
-        for name, (flags, env, _) in cases.items():
-            redis_client.rpush(f"shell-default-{name}", record_job(name, ran))
-            procs.append(shell_worker(APP, [*flags, f"shell-default-{name}"], redis_server.url, tmp_path, name, env))
-        wait_until(lambda: redis_client.llen(ran) == len(cases), 20, message="every worker ran its job")
-        recorded = dict(item.decode().split() for item in redis_client.lrange(ran, 0, -1))
-        # a reliable worker runs the job from its processing list, a plain one (BLPOP) holds nothing
-        assert recorded == {name: "1" if reliable else "0" for name, (_, _, reliable) in cases.items()}
-        for name, (_, _, reliable) in cases.items():
-            assert bool(registered(redis_client, f"shell-default-{name}")) is reliable, name
-        # a clean stop gives back nothing, unregisters and deletes the heartbeat
-        stop_group(procs[0])
-        assert procs[0].returncode == 0
-        assert not registered(redis_client, "shell-default-default")
-        assert not redis_client.keys("tempest:processing:{shell-default-*")
-        assert not redis_client.keys(f"tempest:alive:*:{procs[0].pid}:*")
-    finally:
-        kill_groups(procs)
-        redis_client.delete(ran)
+def test_reliable_is_the_default_and_tempest_reliable_0_opts_out(app, redis_client):
+    client_cases.reliable_is_the_default(redis_client, app, "shell-default")
 
 
 @pytest.mark.parametrize("mode", ["reliable", "plain"])
-def test_low_priority_jobs_are_taken_once_the_queues_are_empty(redis_server, redis_client, tmp_path, mode):
-    a, b, ran = f"shell-prio-{mode}-a", f"shell-prio-{mode}-b", f"shell-prio-{mode}-ran"
-    low = lambda queue: "tempest:low:{" + queue + "}"
-    redis_client.rpush(low(b), record_job("low-b1", ran), record_job("low-b2", ran))
-    redis_client.rpush(low(a), record_job("low-a", ran))
-    redis_client.rpush(b, record_job("normal-b", ran))
-    redis_client.rpush(a, record_job("normal-a1", ran), record_job("normal-a2", ran))
-    redis_client.lpush(a, record_job("high-a", ran))  # a high job, as tempestd pushes it: the head
-    env = {"TEMPEST_RELIABLE": "0"} if mode == "plain" else {}
-    worker = shell_worker(APP, [f"{a},{b}"], redis_server.url, tmp_path, "prio", env)
-    try:
-        wait_until(lambda: redis_client.llen(ran) == 7, 20, message="the seven jobs run")
-        # the queues in order, then their low lists in order; a low job runs from the processing
-        # list of its own queue (reliable), a plain worker holds nothing
-        held = {"a": "1/0", "b": "0/1"} if mode == "reliable" else {"a": "0/0", "b": "0/0"}
-        order = ["high-a", "normal-a1", "normal-a2", "normal-b", "low-a", "low-b1", "low-b2"]
-        expected = [f"{tag} {held[tag.split('-')[1][0]]}" for tag in order]
-        assert [item.decode() for item in redis_client.lrange(ran, 0, -1)] == expected
-        # idle, blocked on the queues: a low job pushed now is taken within about a second
-        redis_client.rpush(low(b), record_job("low-b3", ran))
-        wait_until(lambda: redis_client.llen(ran) == 8, 5, message="the low job taken by the idle worker")
-        assert redis_client.lindex(ran, -1).decode() == f"low-b3 {held['b']}"
-        wait_until(lambda: not redis_client.keys(f"tempest:processing:{{shell-prio-{mode}-*"),
-                   message="every job released")
-        assert not redis_client.exists(a, b, low(a), low(b))
-    finally:
-        kill_groups([worker])
-        redis_client.delete(ran)
+def test_low_priority_jobs_are_taken_once_the_queues_are_empty(app, redis_client, mode):
+    client_cases.low_jobs_after_the_queues(redis_client, app, "shell-prio", mode)
 
 
-def test_a_job_past_its_deadline_is_dropped_without_running(redis_server, redis_client, tmp_path):
-    queue, ran = "shell-deadline", "shell-deadline-ran"
-    worker = shell_worker(APP, [queue], redis_server.url, tmp_path, "deadline")
-    try:
-        wait_until(lambda: registered(redis_client, queue), 15, message="the worker registered")
-        now = time.time()
-        late = [record_job(f"late{i}", ran, deadline=now - 5) for i in range(2)]
-        late.append(record_job("late2", ran, deadline=int(now) - 5))  # an integer deadline too
-        redis_client.rpush(queue, *late)
-        wait_until(lambda: "dropped job id-late0" in log_of(tmp_path, "deadline"), message="the late job dropped")
-        # released like an answered job, not left in the processing list (nor given back)
-        wait_until(lambda: not redis_client.keys("tempest:processing:{shell-deadline}:*") and not redis_client.llen(queue),
-                   message="the late jobs released")
-        redis_client.rpush(queue, record_job("due", ran, deadline=time.time() + 60),
-                           record_job("due-int", ran, deadline=int(time.time()) + 60), record_job("undated", ran))
-        wait_until(lambda: redis_client.llen(ran) == 3, message="the jobs within their deadline run")
-        assert redis_client.lrange(ran, 0, -1) == [b"due 1", b"due-int 1", b"undated 1"]  # the late ones never ran
-        os.killpg(worker.pid, signal.SIGTERM)
-        assert worker.wait(10) == 0
-        log = log_of(tmp_path, "deadline")
-        assert "worker stopped after 3 jobs (3 dropped past their deadline)" in log
-        [line] = [line for line in log.splitlines() if "past its deadline" in line]  # one line for 3 jobs, at info
-        assert " info: dropped job id-late0 taken past its deadline (1 dropped so far)" in line
-    finally:
-        kill_groups([worker])
-        redis_client.delete(ran)
+def test_a_job_past_its_deadline_is_dropped_without_running(app, redis_client):
+    logged = r" info: dropped job id-late0 taken past its deadline \(1 dropped so far\)$"  # tempest_log's line
+    client_cases.late_jobs_are_dropped(redis_client, app, "shell-deadline", logged)
 
 
 def loop_of(shell):
@@ -396,97 +319,33 @@ def test_the_worker_serves_again_after_redis_restarts(tempestd_factory, tmp_path
 
 # spooled request bodies (issue 11, item 3)
 
-MiB = 1 << 20
-CHUNK = 256 * 1024  # a Redis body's chunk (docs/protocol.md, "body_key")
-
-
-def spool_routes(queue):
-    """/file/ spools a body over 64K to a file, /redis/ to Redis in chunks: both to ``queue``."""
-    return {"route:/file/": {"queue": queue, "spool": "yes", "spool_over": "64K", "max_body": "16M"},
-            "route:/redis/": {"queue": queue, "spool": "redis", "spool_over": "64K", "max_body": "16M"}}
-
-
-def answer_of(redis_client, queue, env, timeout=15):
-    """Push a url job with ``env`` by hand, its respond_to a minimal answer endpoint here (+OK
-    to every command, on as many connections as come: redis-cli makes one per command), and
-    return the answer its worker sends ([status, headers, body])."""
-    import hiredis
-
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        server.settimeout(timeout)
-        redis_client.rpush(queue, json.dumps(["url", [env], "127.0.0.1:%d" % server.getsockname()[1], "by-hand"]))
-        while True:
-            conn, _ = server.accept()
-            with conn:
-                conn.settimeout(timeout)
-                reader = hiredis.Reader()
-                while data := conn.recv(65536):
-                    reader.feed(data)
-                    while (command := reader.gets()) is not False:
-                        conn.sendall(b"+OK\r\n")  # to ACTIONS too
-                        if command[0] == b"url":
-                            return json.loads(command[2])
-
 
 @pytest.fixture
-def spooling(tempestd_factory, redis_server, tmp_path):
-    """tempestd with a file-spooling and a Redis-spooling route, the shell test app on them (a
-    queue of its own per test)."""
-    queue = f"shell-spool-{uuid.uuid4().hex[:8]}"
-    daemon = tempestd_factory(front={"queue": queue, "timeout": "30"}, **spool_routes(queue))
-    worker = shell_worker(APP, [queue], redis_server.url, tmp_path)
-    daemon.queue = queue
+def spooling(app, tempestd_factory):
+    """tempestd with a file-spooling and a Redis-spooling route, the shell test app on them."""
+    daemon = client_cases.spooling_front(tempestd_factory, "shell", timeout="30")
+    app.start(daemon.queue, "shell")
     wait_until(lambda: http("GET", daemon.base + "/ping", timeout=5)[0] == 200, 15, interval=0.1,
                message="the shell worker serving")
-    yield daemon
-    kill_groups([worker])
+    return daemon
 
 
 @pytest.mark.parametrize("reader", ["stdout", "file"])
-@pytest.mark.parametrize("route, form", [("/file/", "body_file"), ("/redis/", "body_key")])
+@pytest.mark.parametrize("route, form", client_cases.SPOOLED)
 def test_a_spooled_upload_is_read_by_the_handler(spooling, route, form, reader):
-    data = os.urandom(3 * MiB + 4321)
-    status, _, body = http("POST", f"{spooling.base}{route}digest?reader={reader}", data, timeout=30)
-    assert status == 200, body
-    assert json.loads(body) == {"form": form, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    client_cases.a_spooled_upload_is_read(spooling, route, form, reader)
 
 
 @pytest.mark.parametrize("reader", ["stdout", "file"])
 def test_an_inline_body_is_read_the_same_way(spooling, reader):
-    cases = [("/file/", b"small \xc3\xa9 text", "body"), ("/redis/", b"\xff\x00 not UTF-8", "body_base64"),
-             ("/redis/", os.urandom(64 * 1024), "body_base64"), ("/file/", b"", "none")]  # 64K: spool_over, inline
-    for route, data, form in cases:
-        status, _, body = http("POST", f"{spooling.base}{route}digest?reader={reader}", data)
-        assert status == 200, body
-        assert json.loads(body) == {"form": form, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    client_cases.inline_bodies_are_read(spooling, reader)
 
 
 @pytest.mark.parametrize("reader", ["stdout", "file"])
 def test_a_spooled_body_gone_or_not_as_its_token_says_is_status_2(spooling, redis_client, tmp_path, reader):
-    data = os.urandom(CHUNK + 1000)
-    digest = hashlib.sha256(data).hexdigest()
-    kept = tmp_path / "kept.body"
-    kept.write_bytes(data)
-    partial = f"tempest:body:{{{spooling.queue}-partial}}"
-    redis_client.rpush(partial, data[:CHUNK])  # chunk 1 of 2 missing
-    env = {"method": "POST", "url": f"/file/digest?reader={reader}", "headers": {}}
-    gone = {
-        "missing file": {"body_file": {"path": str(tmp_path / "no-such.body"), "size": len(data), "sha256": digest}},
-        "missing key": {"body_key": {"key": partial + "-none", "size": len(data), "sha256": digest, "chunks": 2}},
-        "missing chunk": {"body_key": {"key": partial, "size": len(data), "sha256": digest, "chunks": 2}},
-        "short file": {"body_file": {"path": str(kept), "size": len(data) + 1, "sha256": digest}},
-        "another sha256": {"body_file": {"path": str(kept), "size": len(data), "sha256": "0" * 64}},
-    }
-    try:
-        for case, token in gone.items():
-            status, _, body = answer_of(redis_client, spooling.queue, {**env, **token})
-            assert (status, body.split(":")[0]) == (410, "BodyGone"), (case, body)
-            if reader == "file":  # tempest_body ran in the handler's shell: TEMPEST_BODY_ERROR says why
-                assert body.startswith("BodyGone: spooled body "), (case, body)
-        # the same file with its true token is read
-        status, _, body = answer_of(redis_client, spooling.queue,
-                                    {**env, "body_file": {"path": str(kept), "size": len(data), "sha256": digest}})
-        assert (status, json.loads(body)) == (200, {"form": "body_file", "size": len(data), "sha256": digest})
-        assert log_of(tmp_path).count("tempest_body: BodyGone: spooled body ") == len(gone)  # and on stderr
-    finally:
-        redis_client.delete(partial)
+    # redis-cli opens a connection per command
+    answers = client_cases.a_body_gone_is_410(redis_client, spooling.queue, tmp_path, reader, connections=10,
+                                              timeout=15)
+    if reader == "file":  # tempest_body ran in the handler's shell: TEMPEST_BODY_ERROR says why
+        assert all(body.startswith("BodyGone: spooled body ") for body in answers.values()), answers
+    assert log_of(tmp_path).count("tempest_body: BodyGone: spooled body ") == len(answers)  # and on stderr
