@@ -1,0 +1,8 @@
+"""The test project's URLs: the admin only."""
+
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+]
