@@ -5,7 +5,7 @@ Its routes cover what web applications do: text (non-ASCII, a path parameter, HE
 the query string and request headers, a form POST, a redirect, a 404, a cookie set and read, a
 Flask session (a signed cookie), a file sent with send_file (gunicorn gives it a
 wsgi.file_wrapper, tempest does not: werkzeug's own is used), binary bytes, a body streamed from
-a generator, an exception (500). A WSGI middleware in front of it answers /legacy/write with the
+a generator, one that fails half-way, an exception (500). A WSGI middleware in front of it answers /legacy/write with the
 write() callable that start_response returns, as old applications do. /tempest/session is the one
 route that differs by design: the tempest session (environ["tempest.session"], None without
 tempestd's session_cookie) and the client address (REMOTE_ADDR).
@@ -95,6 +95,16 @@ def stream():
     def blocks():
         for number in range(5):
             yield f"block {number} \u00e9\n"
+
+    return Response(blocks(), mimetype="text/plain")
+
+
+@app.route("/stream/broken")
+def broken_stream():
+    def blocks():
+        yield "first block\n"
+        yield "second block\n"
+        raise RuntimeError("the stream failed")
 
     return Response(blocks(), mimetype="text/plain")
 
