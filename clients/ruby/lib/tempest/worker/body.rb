@@ -10,8 +10,8 @@ module Tempest
   # raises for a stream it cannot read.
   class BodyGone < IOError; end
 
-  # A url job's request body as an IO-like object (a Rack input's read, gets, each, close),
-  # wherever it is (docs/protocol.md, "Spooled bodies"): the spooled file (env "body_file",
+  # A url job's request body as an IO-like object (a Rack input's read, gets, each, rewind,
+  # close), wherever it is (docs/protocol.md, "Spooled bodies"): the spooled file (env "body_file",
   # opened read-only and read in blocks), its chunks in Redis (env "body_key", one LINDEX each
   # as the reader gets to it), or the inline "body" / "body_base64". A spooled body is read
   # up to its token's size and hashed on the way: a missing file or chunk, a body shorter than
@@ -105,6 +105,20 @@ module Tempest
       buffered.zero?
     end
 
+    # back to the first byte (IO#rewind; a Rack 2 input must rewind): a spooled body is read
+    # again from its file or its chunks, and checked again
+    def rewind
+      raise IOError, "closed body" if @closed
+
+      @source.rewind
+      @digest.reset
+      @read = 0
+      @done = false
+      @buffer = String.new(encoding: Encoding::BINARY)
+      @pos = 0
+      0
+    end
+
     def close
       return if @closed
 
@@ -177,6 +191,7 @@ module Tempest
       end
 
       def next_block = @file.read(BLOCK)
+      def rewind = @file.rewind
       def close = @file.close
       def to_s = @path
     end
@@ -200,6 +215,10 @@ module Tempest
         chunk.b
       end
 
+      def rewind
+        @index = 0
+      end
+
       def close = nil
       def to_s = @key
     end
@@ -209,14 +228,19 @@ module Tempest
       attr_reader :size
 
       def initialize(data)
-        @data = data.b
-        @size = @data.bytesize
+        @whole = data.b
+        @data = @whole
+        @size = @whole.bytesize
       end
 
       def next_block
         data = @data
         @data = nil
         data.nil? || data.empty? ? nil : data
+      end
+
+      def rewind
+        @data = @whole
       end
 
       def close = nil
