@@ -55,14 +55,16 @@ def need(module):
 
 
 def exchange(base, method, path, body=None, headers=None, timeout=20):
-    """One request on its own connection: (status, [(lower-case name, value), ...] in order,
-    repeats kept, body bytes: b"<incomplete>" and what came when the body was cut)."""
+    """One request on its own connection, its body bytes or a list of blocks (sent chunked):
+    (status, [(lower-case name, value), ...] in order, repeats kept, body bytes: b"<incomplete>"
+    and what came when the body was cut)."""
     import http.client
 
     parts = urllib.parse.urlsplit(base)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        chunked = body is not None and not isinstance(body, bytes)  # blocks: sent chunked
+        conn.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
         response = conn.getresponse()
         try:
             data = response.read()
@@ -311,6 +313,9 @@ def flask_visit(base):
     binary = bytes(range(256)) * 4
     assert step("binary POST", "POST", "/echo", binary, {"Content-Type": "application/octet-stream"})[::2] == \
         (200, binary)
+    blocks = [b"chunked ", "upl\u00f6ad ".encode(), b"in three blocks"]
+    assert step("chunked POST", "POST", "/echo", blocks, {"Content-Type": "text/plain"})[::2] == \
+        (200, b"".join(blocks))
     status, found, _ = step("redirect", "GET", "/redirect")
     assert (status, header(found, "location")) == (302, "/hello/redirected")
     assert step("404", "GET", "/nosuch")[0] == 404
