@@ -18,7 +18,7 @@ import time
 import pytest
 
 import support
-from support import REPO, free_port, registered, session_cookie, stop_group, wait_until
+from support import REPO, free_port, hand_job, registered, session_cookie, stop_group, wait_until
 
 RACK = os.path.join(REPO, "clients", "ruby", "bin", "tempest-rack")
 LINT = os.path.join(REPO, "tests", "clients", "rack", "lint.ru")
@@ -101,6 +101,27 @@ def raw_get(port, path, head=b"Host: x\r\n", version=b"HTTP/1.1", timeout=5):
     return received, times
 
 
+def answer_of(redis_client, queue, env, timeout=10):
+    """Push a url job with ``env`` by hand, its respond_to a minimal answer endpoint here that
+    replies +OK to every command: the answer [status, headers, body] of its url command."""
+    import hiredis
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(timeout)
+        redis_client.rpush(queue, hand_job("url", [env], f"127.0.0.1:{server.getsockname()[1]}"))
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(timeout)
+            reader = hiredis.Reader()
+            while data := conn.recv(65536):
+                reader.feed(data)
+                while (command := reader.gets()) is not False:
+                    conn.sendall(b"+OK\r\n")
+                    if command[0] == b"url":
+                        return json.loads(command[2])
+    raise AssertionError("the worker closed its answer connection without answering")
+
+
 # 1. the Rack::Lint-wrapped application
 
 
@@ -162,6 +183,41 @@ def test_the_path_stays_as_sent_and_server_name_comes_from_host(site):
     assert head.startswith(b"HTTP/1.1 200"), head
     cgi = json.loads(body)["cgi"]
     assert (cgi["SERVER_NAME"][0], cgi["SERVER_PORT"][0]) == ("localhost", "80") and "HTTP_HOST" not in cgi
+
+
+def test_env_of_jobs_the_front_does_not_send(site, redis_client):
+    """What the front refuses or always sets (a raw UTF-8 path, absolute-form URLs, no Host, no
+    method, no remote_addr) still makes an env that Rack::Lint accepts."""
+    status, _, body = answer_of(redis_client, site.queue, {"url": "/bare/caf\u00c3\u00a9/env", "headers": {}})
+    assert status == 200, body
+    cgi = json.loads(body)["cgi"]
+    # the front's url and header values are ISO-8859-1 code points: the request's bytes
+    assert cgi["PATH_INFO"] == ["/café/env", "ASCII-8BIT"] and cgi["REQUEST_METHOD"] == ["GET", "UTF-8"]
+    assert (cgi["SERVER_NAME"][0], cgi["SERVER_PORT"][0]) == ("localhost", "80")
+    assert not {"REMOTE_ADDR", "HTTP_HOST", "CONTENT_LENGTH"} & set(cgi)
+    status, _, body = answer_of(redis_client, site.queue, {"method": "GET", "url": "http://example.test:81/env?q=1",
+                                                           "headers": {"host": "example.test:81"}})
+    cgi = json.loads(body)["cgi"]
+    assert (status, cgi["PATH_INFO"][0], cgi["QUERY_STRING"][0], cgi["SERVER_PORT"][0]) == (200, "/env", "q=1", "81")
+
+
+def test_a_spooled_body_gone_is_410(site, redis_client, tmp_path):
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    partial = f"tempest:body:{{{site.queue}-partial}}"
+    redis_client.rpush(partial, data[:262_144])  # chunk 1 of 2 missing
+    start = site.worker.log_size()
+    env = {"method": "POST", "url": "/echo", "headers": {"content-length": str(len(data))}}
+    try:
+        for token in [{"body_file": {"path": str(tmp_path / "no-such.body"), "size": len(data), "sha256": digest}},
+                      {"body_key": {"key": partial, "size": len(data), "sha256": digest, "chunks": 2}}]:
+            assert answer_of(redis_client, site.queue, {**env, **token}) == [410, {"Content-Type": "text/plain"},
+                                                                             "410 Gone\n"]
+    finally:
+        redis_client.delete(partial)
+    log = site.worker.log(start)
+    assert "WARN -- tempest-rack: POST /echo (job by-hand): its body is gone: spooled body " in log
+    assert log.count("its body is gone") == 2 and "ERROR" not in log
 
 
 @pytest.mark.parametrize("route, data, form", [
@@ -273,6 +329,22 @@ def test_reliable_by_default_and_plain_on_request(site, redis_server, redis_clie
         assert "worker stopped after 1 jobs" in plain.log()
     finally:
         plain.stop()
+
+
+def test_run_from_a_worker_section(tempestd_factory, request):
+    queue = f"rack-section-{os.getpid()}"
+    daemon = tempestd_factory(front={"queue": queue, "timeout": "20"},
+                              **{"worker:rack": {"command": f"ruby {RACK} lint.ru --queue {queue} -E production",
+                                                 "directory": os.path.dirname(LINT), "numprocs": "2"}})
+    status, _, body, _ = exchange(daemon.base, "GET", "/env", timeout=30)  # waits in the queue for a worker
+    assert status == 200, body
+    assert json.loads(body)["cgi"]["SERVER_PROTOCOL"] == ["HTTP/1.1", "UTF-8"]
+    wait_until(lambda: [row["state"] for row in daemon.status().values()] == ["RUNNING", "RUNNING"],
+               timeout=20, message="two tempest-rack workers running")
+    assert daemon.stop() == 0  # tempestd's clean stop stops them (SIGTERM) within stopwaitsecs
+    log = daemon.log()
+    assert "stopped: rack:0 (exit status 0)" in log and "stopped: rack:1 (exit status 0)" in log
+    assert log.count("tempest-rack: worker stopped after") == 2
 
 
 @pytest.mark.parametrize("args, config, expected", [

@@ -31,6 +31,7 @@ module Tempest
     SPEC_VERSION = [1, 3].freeze # rack.version of Rack 2.2's SPEC (::Rack::VERSION when loaded)
     SPECIAL_HEADERS = { "content-type" => "CONTENT_TYPE", "content-length" => "CONTENT_LENGTH" }.freeze
     ERROR_ANSWER = [500, { "Content-Type" => "text/plain" }, "500 Internal Server Error\n"].freeze
+    GONE_ANSWER = [410, { "Content-Type" => "text/plain" }, "410 Gone\n"].freeze
     USAGE = "usage: tempest-rack CONFIG.ru [--queue NAME]... [--redis-url URL] [--plain] [--env NAME] [--chdir DIR]"
 
     module_function
@@ -195,16 +196,22 @@ module Tempest
       utf8.valid_encoding? ? utf8 : value.b.encode(Encoding::UTF_8, Encoding::ISO_8859_1)
     end
 
+    # a request body gone (BodyGone: the request is over, its answer dropped anyway) is a
+    # warning and a 410; any other exception an error and a 500
     def failed(context, logger, job, error)
       where = Array(error.backtrace).first || "no backtrace"
       message = error.message.to_s.gsub(/\s*\n\s*/, " ")
-      logger.error("#{job['method']} #{job['url']} (job #{context.job_id}) failed: " \
-                   "#{error.class}: #{message} (#{where})")
+      request = "#{job['method']} #{job['url']} (job #{context.job_id})"
+      if error.is_a?(BodyGone)
+        logger.warn("#{request}: its body is gone: #{message}")
+      else
+        logger.error("#{request} failed: #{error.class}: #{message} (#{where})")
+      end
       stream = context.open_stream
       if stream
         stream.abort unless stream.closed? # its head is gone: the client's body is cut
       elsif context.answered.zero?
-        context.answer(ERROR_ANSWER)
+        context.answer(error.is_a?(BodyGone) ? GONE_ANSWER : ERROR_ANSWER)
       end
     end
 
