@@ -26,24 +26,25 @@ class LintApp
     end
   end
 
+  BINARY = { "Content-Type" => "application/octet-stream" }.freeze
+  PAUSE = -> { sleep 0.2 }
+
   def call(env)
     case env["PATH_INFO"]
     when %r{/env\z} then json(describe(env))
-    when %r{/echo\z} then json(echo(env["rack.input"]).merge("content_length" => env["CONTENT_LENGTH"], "form" => form(env)))
+    when %r{/echo\z} then json(echo(env["rack.input"]).merge("content_length" => env["CONTENT_LENGTH"],
+                                                             "form" => form(env)))
     when "/raw" then raw(env)
-    when "/binary" then [200, { "Content-Type" => "application/octet-stream", "Content-Length" => "256" },
-                         [(0..255).to_a.pack("C*")]]
-    when "/binary/stream" then [200, { "Content-Type" => "application/octet-stream" },
-                                Body.new("binary-stream", [[0xff, 0x00].pack("C*"), (128..255).to_a.pack("C*")])]
-    when "/stream" then [200, TEXT.dup, Body.new("stream", ["one\n", -> { sleep 0.2 }, "two\n", -> { sleep 0.2 }, "three\n"])]
-    when "/length" then [200, TEXT.merge("Content-Length" => "6"), Body.new("length", ["le", "ngth"])]
+    when "/binary" then [200, BINARY.merge("Content-Length" => "256"), [(0..255).to_a.pack("C*")]]
+    when "/binary/stream" then [200, BINARY.dup, Body.new("binary-stream", ["\xff\x00".b, (128..255).to_a.pack("C*")])]
+    when "/stream" then [200, TEXT.dup, Body.new("stream", ["one\n", PAUSE, "two\n", PAUSE, "three\n"])]
+    when "/length" then [200, TEXT.merge("Content-Length" => "6"), Body.new("length", %w[le ngth])]
     when "/array" then [200, TEXT.dup, ["an ", "array"]]
     when "/fail/stream" then [200, TEXT.dup, Body.new("fail-stream", ["partial\n", -> { raise IOError, "broken feed" }])]
     when "/fail/length" then [200, TEXT.merge("Content-Length" => "9"), Body.new("fail-length", ["part", -> { raise "half" }])]
     when "/closes" then json(CLOSED.dup).tap { CLOSED.clear }
     when "/boom" then boom
-    when "/headers" then [200, TEXT.merge("Set-Cookie" => "a=1; Path=/\nb=2", "X-Multi" => "x\ny", "Content-Length" => "2"),
-                          ["ok"]]
+    when "/headers" then headers
     when "/lint-violation" then [200, TEXT.merge("X-Count" => 3), ["a header value that is not a String"]]
     when "/session" then session(env["tempest.session"])
     else [404, TEXT.dup, ["no route #{env['PATH_INFO']}"]]
@@ -105,6 +106,11 @@ class LintApp
     data = env["rack.input"].read
     [200, { "Content-Type" => env["CONTENT_TYPE"] || "application/octet-stream",
             "Content-Length" => data.bytesize.to_s }, [data]]
+  end
+
+  # Rack 2's several values of a header: one String, "\n" between them
+  def headers
+    [200, TEXT.merge("Set-Cookie" => "a=1; Path=/\nb=2", "X-Multi" => "x\ny", "Content-Length" => "2"), ["ok"]]
   end
 
   def boom

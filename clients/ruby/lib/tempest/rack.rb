@@ -25,10 +25,10 @@ module Tempest
   # REMOTE_ADDR from the job's remote_addr, every header as HTTP_* but those whose name has a
   # "_", CONTENT_LENGTH the body's real length, the session as tempest.session. It differs
   # where Rack does: PATH_INFO stays percent-encoded as sent (as WEBrick and Puma pass it),
-  # values with non-ASCII bytes are those bytes, binary (ASCII-8BIT), an IPv6 SERVER_NAME keeps its
-  # brackets (an authority). No hijacking (rack.hijack? false).
+  # values with non-ASCII bytes are those bytes, binary (ASCII-8BIT), an IPv6 SERVER_NAME keeps
+  # its brackets (an authority). No hijacking (rack.hijack? false).
   module Rack
-    SPEC_VERSION = [1, 3].freeze # rack.version of Rack 2.2's SPEC (::Rack::VERSION when loaded)
+    SPEC_VERSION = [1, 3].freeze # rack.version of Rack 2.2's SPEC (Rack 3.1's Rack::VERSION is a String)
     SPECIAL_HEADERS = { "content-type" => "CONTENT_TYPE", "content-length" => "CONTENT_LENGTH" }.freeze
     ERROR_ANSWER = [500, { "Content-Type" => "text/plain" }, "500 Internal Server Error\n"].freeze
     GONE_ANSWER = [410, { "Content-Type" => "text/plain" }, "410 Gone\n"].freeze
@@ -52,7 +52,7 @@ module Tempest
         "SERVER_NAME" => cgi(name),
         "SERVER_PORT" => port,
         "SERVER_PROTOCOL" => "HTTP/1.1",
-        "rack.version" => defined?(::Rack::VERSION) ? ::Rack::VERSION : SPEC_VERSION,
+        "rack.version" => SPEC_VERSION,
         "rack.url_scheme" => "http", # what tempestd serves; a proxy's X-Forwarded-Proto is the app's to trust
         "rack.input" => input,
         "rack.errors" => $stderr,
@@ -69,7 +69,7 @@ module Tempest
         key = SPECIAL_HEADERS.fetch(header) { "HTTP_#{header.upcase.tr('-', '_')}" }
         env[key] = cgi(value.to_s) unless key == "CONTENT_LENGTH" # the body's real length, set above
       end
-      env["HTTP_VERSION"] ||= env["SERVER_PROTOCOL"] # as Rack 2's WEBrick handler and Puma set it
+      env["HTTP_VERSION"] ||= env["SERVER_PROTOCOL"] # as Rack 2.2's WEBrick handler: Sinatra's redirect reads it
       if context
         env["tempest.context"] = context
         env["tempest.session"] = context.session # nil without [front] session_cookie
@@ -219,12 +219,16 @@ module Tempest
       options = { queues: [], redis_url: nil, plain: false, env: nil, chdir: nil }
       parser = OptionParser.new do |opts|
         opts.banner = USAGE
-        opts.on("-q", "--queue NAME", "queue to take jobs from (repeatable; default: tempest)") { |q| options[:queues] << q }
-        opts.on("--redis-url URL", "default: TEMPEST_REDIS_URL, else redis://127.0.0.1:6379/0") { |u| options[:redis_url] = u }
+        opts.on("-q", "--queue NAME", "queue to take jobs from (repeatable; default: tempest)") do |queue|
+          options[:queues] << queue
+        end
+        opts.on("--redis-url URL", "default: TEMPEST_REDIS_URL, else redis://127.0.0.1:6379/0") do |url|
+          options[:redis_url] = url
+        end
         opts.on("--plain", "plain BLPOP instead of reliable delivery: a job is lost if its worker dies") do
           options[:plain] = true
         end
-        opts.on("-E", "--env NAME", "RACK_ENV for the app (production...), as rackup -E sets it (no middleware added)") do |name|
+        opts.on("-E", "--env NAME", "RACK_ENV for the app (production...), as rackup -E sets it") do |name|
           options[:env] = name
         end
         opts.on("--chdir DIR", "change to this directory first (config.ru's requires are relative to it)") do |dir|
