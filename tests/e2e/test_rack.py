@@ -297,6 +297,11 @@ def test_an_exception_is_a_500_and_one_log_line(site):
     assert (status, body) == (500, b"500 Internal Server Error\n")
     wait_until(lambda: "Rack::Lint::LintError: a header value must be a String" in site.worker.log(start),
                timeout=5, message="Lint's error logged")
+    # a Rack 3 streaming body (call, no each), without Lint: a 500 before any head
+    start = site.worker.log_size()
+    assert exchange(site.base, "GET", "/bare/rack3/streaming-body")[::2] == (500, b"500 Internal Server Error\n")
+    wait_until(lambda: "TypeError: the body (Proc) does not respond to each" in site.worker.log(start),
+               timeout=5, message="the streaming body's error logged")
     assert exchange(site.base, "GET", "/env")[0] == 200  # the worker lives on
 
 
@@ -306,6 +311,12 @@ def test_header_values_joined_by_newlines_are_separate_header_lines(site):
     assert [(name, value) for name, value in headers
             if name in ("set-cookie", "x-multi") and not value.startswith("sid=")] == [  # sid: tempest's session
         ("set-cookie", "a=1; Path=/"), ("set-cookie", "b=2"), ("x-multi", "x"), ("x-multi", "y")]
+    # Rack 3's Array values (without Lint: Rack 2.2's rejects them)
+    status, headers, body, _ = exchange(site.base, "GET", "/bare/rack3/headers")
+    assert (status, body) == (200, b"ok")
+    assert [(name, value) for name, value in headers
+            if name in ("set-cookie", "x-multi") and not value.startswith("sid=")] == [
+        ("set-cookie", "c=3"), ("set-cookie", "d=4"), ("x-multi", "z"), ("x-multi", "w")]
 
 
 def test_the_session_is_tempest_session(site):

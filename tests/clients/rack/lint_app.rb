@@ -45,6 +45,8 @@ class LintApp
     when "/closes" then json(CLOSED.dup).tap { CLOSED.clear }
     when "/boom" then boom
     when "/headers" then headers
+    when "/rack3/headers" then [200, { "set-cookie" => ["c=3", "d=4"], "x-multi" => %w[z w] }, ["ok"]]
+    when "/rack3/streaming-body" then [200, {}, ->(stream) { stream.write("never") }]
     when "/lint-violation" then [200, TEXT.merge("X-Count" => 3), ["a header value that is not a String"]]
     when "/session" then session(env["tempest.session"])
     else [404, TEXT.dup, ["no route #{env['PATH_INFO']}"]]

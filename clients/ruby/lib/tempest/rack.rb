@@ -173,6 +173,10 @@ module Tempest
     end
 
     def respond(context, status, headers, body)
+      unless body.respond_to?(:each)
+        raise TypeError, "the body (#{body.class}) does not respond to each (Rack 3 streaming bodies are not supported)"
+      end
+
       headers = answer_headers(headers)
       if context.respond_to && !body.is_a?(Array) && headers.none? { |name, _| name.casecmp?("content-length") }
         context.stream(status, headers) { |out| body.each { |part| out.write(part) } }
