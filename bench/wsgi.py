@@ -191,10 +191,16 @@ def measure(stack, target, args, tag):
     result, cpu = with_cpu(target, lambda: client(stack.procs, args, target.port, args.connections, args.duration,
                                                   tag, target.path))
     rps = result.get("rps") or 0
-    server = sum(cpu[kind] for kind in target.pids())  # % of one core
+    kinds = list(target.pids())  # tempestd, redis (tempest targets), workers
+    per_request = {kind: round(10_000 * cpu[kind] / rps, 1) if rps else None for kind in kinds}  # % of a core -> µs
     errors = result.get("error_total", sum((result.get("errors") or {}).values()))
-    return {"rps": rps, "errors": errors, "cpu": cpu,
-            "cpu_us_per_request": round(10_000 * server / rps, 1) if rps else None}
+    return {"rps": rps, "errors": errors, "cpu": cpu, "us_per_request": per_request,
+            "cpu_us_per_request": round(sum(per_request.values()), 1) if rps else None}
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return f"{statistics.median(values):.1f}" if values else "-"
 
 
 def loadavg():
@@ -207,16 +213,17 @@ def report(results, args, before, after):
           f"per target, prefetch {args.prefetch}, {'reliable' if args.reliable else 'plain'} delivery, "
           f"{'wrk' if args.wrk else 'loadgen'}")
     print(f"load average before: {before}; after: {after}\n")
-    print("| target | median req/s | rounds (req/s) | errors | CPU per request (µs, median) |")
-    print("|---|---:|---|---:|---:|")
+    print("| target | median req/s | rounds (req/s) | errors | CPU µs per request, all (median) "
+          "| tempestd / workers / Redis |")
+    print("|---|---:|---|---:|---:|---|")
     medians = {}
     for name in TARGETS:
         runs = results[name]
         medians[name] = statistics.median(r["rps"] for r in runs)
-        per_request = [r["cpu_us_per_request"] for r in runs if r["cpu_us_per_request"]]
         rounds = ", ".join(f"{r['rps']:,.0f}" for r in runs)
+        kinds = " / ".join(_median(r["us_per_request"].get(kind) for r in runs) for kind in ("tempestd", "workers", "redis"))
         print(f"| {name} | {medians[name]:,.0f} | {rounds} | {sum(r['errors'] for r in runs)} | "
-              f"{statistics.median(per_request) if per_request else '-'} |")
+              f"{_median(r['cpu_us_per_request'] for r in runs)} | {kinds} |")
     print("\n| ratio of the medians | |\n|---|---:|")
     for top, bottom in RATIOS:
         ratio = medians[top] / medians[bottom] if medians[bottom] else float("nan")
