@@ -221,7 +221,7 @@ def report(results, args, before, after):
         runs = results[name]
         medians[name] = statistics.median(r["rps"] for r in runs)
         rounds = ", ".join(f"{r['rps']:,.0f}" for r in runs)
-        kinds = " / ".join(_median(r["us_per_request"].get(kind) for r in runs) for kind in ("tempestd", "workers", "redis"))
+        kinds = " / ".join(_median(r["us_per_request"].get(k) for r in runs) for k in ("tempestd", "workers", "redis"))
         print(f"| {name} | {medians[name]:,.0f} | {rounds} | {sum(r['errors'] for r in runs)} | "
               f"{_median(r['cpu_us_per_request'] for r in runs)} | {kinds} |")
     print("\n| ratio of the medians | |\n|---|---:|")
