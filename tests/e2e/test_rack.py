@@ -51,7 +51,11 @@ class Rack:
             self.proc = subprocess.Popen(["ruby", RACK, config, "--queue", queue, "--redis-url", redis_url, *flags],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
-        wait_until(self.started, timeout=30, interval=0.05, message=f"tempest-rack {name} taking jobs")
+        try:
+            wait_until(self.started, timeout=30, interval=0.05, message=f"tempest-rack {name} taking jobs")
+        except AssertionError:
+            self.stop()
+            raise
 
     def log(self, start=0):
         with open(self.log_path, "rb") as handle:
