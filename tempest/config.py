@@ -50,7 +50,9 @@ from tempest.converters import (
     to_redeliver,
 )
 from tempest.logformat import DEFAULT_FORMAT, LOGGER, check_format
+from tempest import redisurl, tls
 from tempest.errors import ConfigError
+from tempest.roles import address_problem, is_front_section, read_secret_file
 from tempest.sessions import Secrets, read_secrets, to_secrets
 
 MAX_FILE = 1 << 20  # bytes: an INI file is read whole
@@ -86,7 +88,14 @@ SETTINGS = (
       "File to write tempestd's log to; empty writes to standard error.", restart=True),
     S("redis", "url", to_redis_url, "redis://127.0.0.1:6379/0",
       "The Redis that holds the queues (redis://[:password@]host:port/db, rediss://, unix://, or "
-      "redis+sentinel://host:port[,host:port...]/service[/db] to follow the master that Redis Sentinel names).", restart=True),
+      "redis+sentinel://host:port[,host:port...]/service[/db] to follow the master that Redis Sentinel names). "
+      "TLS options as query parameters, as redis-py's from_url takes them: ssl_ca_certs, ssl_certfile, "
+      "ssl_keyfile (files, relative to the INI file), ssl_cert_reqs (required, optional, none), "
+      "ssl_check_hostname; with Sentinel also ssl=yes (the master in TLS), sentinel_ssl=yes, "
+      "sentinel_username, sentinel_password (see docs/security.md). Logged with its passwords as ***.", restart=True),
+    S("redis", "password_file", to_str, "",
+      "File whose first line is the Redis password, merged into url at start (which then must have "
+      "none); relative to the INI file. Keeps the password out of the INI file.", restart=True),
     S("redis", "embedded", to_bool, "no",
       "yes: tempestd starts its own redis-server on the host and port of url, stops it last.", restart=True),
     S("redis", "data_dir", to_str, "data",
@@ -97,9 +106,13 @@ SETTINGS = (
     S("front", "answer_listen", to_hostport, "127.0.0.1:0",
       "host:port of the answer endpoint (RESP); port 0 picks a free port.", restart=True),
     S("front", "answer_advertise", to_optional_hostport, "",
-      "host:port put into each job's respond_to; empty: the bound answer address.", restart=True),
+      "host:port put into each job's respond_to; empty: the bound answer address. Required when "
+      "listen is beyond loopback and answer_listen on it (workers elsewhere could not answer).", restart=True),
     S("front", "answer_password", to_str, "",
-      "If set, workers must AUTH with it before answering.", restart=True),
+      "If set, workers must AUTH with it before answering (tempestd's [worker:] children get it "
+      "as TEMPEST_ANSWER_PASSWORD). An answer endpoint beyond loopback without one logs a WARNING.", restart=True),
+    S("front", "answer_password_file", to_str, "",
+      "File whose first line is answer_password instead; relative to the INI file; read at start.", restart=True),
     S("front", "answer_max_connections", to_count, "1024",
       "Connections the answer endpoint holds at most (a worker keeps one per tempestd); more "
       "are refused with -ERR max number of clients reached. 0: no bound.", restart=True, bounds=(0, 1000000)),
@@ -318,6 +331,7 @@ class Config:
     pubsub: Any
     admin: Any
     session_secrets: Secrets = Secrets()  # [front] session_secret, or the lines of session_secret_file
+    has_front: bool = True  # the file has a [front] section: a front, else a worker host
 
     def __init__(self, path: str, sections: dict[str, Any], routes: list[Any], programs: list[Any],
                  statics: list[Any]) -> None:
@@ -369,11 +383,13 @@ def load(path: str) -> Config:
         _resolve(sections["tempest"], key, base)
     _resolve(sections["redis"], "data_dir", base)
     _resolve(sections["front"], "session_secret_file", base)
+    _secret_files(path, sections, base)
     if sections["front"]["access_log"] != LOGGER:
         _resolve(sections["front"], "access_log", base)
     routes.sort(key=lambda r: len(r.prefix), reverse=True)
     statics.sort(key=lambda s: len(s.prefix), reverse=True)
     config = Config(path, {k: SECTION_CLASSES[k](**v) for k, v in sections.items()}, routes, programs, statics)
+    config.has_front = any(map(is_front_section, parsed))  # none: a worker host (tempest/roles.py)
     config.session_secrets = _session_secrets(config)
     _check(config)
     return config
@@ -519,6 +535,35 @@ def _resolve(values: dict[str, Any], key: str, base: str) -> None:
         values[key] = os.path.normpath(os.path.join(base, values[key]))
 
 
+def _secret_files(path: str, sections: dict[str, dict[str, Any]], base: str) -> None:
+    """[redis] password_file merged into the URL, [front] answer_password_file read, the URL's
+    TLS files checked; no error quotes a secret."""
+    redis_, front = sections["redis"], sections["front"]
+    for values, key in ((redis_, "password_file"), (front, "answer_password_file")):
+        _resolve(values, key, base)
+    if redis_["password_file"]:
+        if redisurl.has_password(redis_["url"]):
+            raise ConfigError("set a password in url or password_file, not both", path, "redis", "password_file")
+        redis_["url"] = redisurl.with_password(redis_["url"], _secret(path, "redis", redis_["password_file"]))
+    if front["answer_password_file"]:
+        if front["answer_password"]:
+            raise ConfigError("set answer_password or answer_password_file, not both", path, "front",
+                              "answer_password_file")
+        front["answer_password"] = _secret(path, "front", front["answer_password_file"])
+    try:
+        redis_["url"] = tls.check(redis_["url"], base)
+    except ValueError as exc:
+        raise ConfigError(str(exc), path, "redis", "url") from None
+
+
+def _secret(path: str, section: str, file: str) -> str:
+    try:
+        return read_secret_file(file)
+    except ValueError as exc:
+        key = "password_file" if section == "redis" else "answer_password_file"
+        raise ConfigError(str(exc), path, section, key) from None
+
+
 def _session_secrets(config: Config) -> Secrets:
     """The session secrets, the file's read now; session_cookie needs some. Errors never quote one."""
     front, where = config.front, (config.path, "front")
@@ -542,6 +587,13 @@ def _check(config: Config) -> None:
         if scheme != "redis":
             raise ConfigError(f"embedded Redis needs a redis:// URL, not {scheme}://",
                               config.path, "redis", "url")
+    front = config.front
+    problem = address_problem(front.listen, front.answer_listen, front.answer_advertise) if config.has_front else None
+    if problem:
+        raise ConfigError(problem, config.path, "front", "answer_advertise")
+    if config.admin.listen is not None and not config.has_front:
+        raise ConfigError("the admin listener needs a [front] section (without one this tempestd is a worker host)",
+                          config.path, "admin", "listen")
     host, _ = config.front.answer_listen
     if host in ("0.0.0.0", "::", "*") and config.front.answer_advertise is None:
         raise ConfigError("answer_listen on every interface needs answer_advertise "

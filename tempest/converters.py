@@ -119,16 +119,16 @@ def to_redis_url(raw: str) -> str:
         try:
             redisurl.sentinel_parts(url)
         except ValueError as exc:
-            raise ValueError(f"{exc}: {raw!r}") from None
+            raise ValueError(f"{exc}: {redisurl.redacted(raw)!r}") from None
         return url
     if parsed.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"not a redis://, rediss://, unix:// or redis+sentinel:// URL: {raw!r}")
+        raise ValueError(f"not a redis://, rediss://, unix:// or redis+sentinel:// URL: {redisurl.redacted(raw)!r}")
     if parsed.scheme != "unix" and not parsed.hostname:
-        raise ValueError(f"no host in Redis URL: {raw!r}")
+        raise ValueError(f"no host in Redis URL: {redisurl.redacted(raw)!r}")
     try:
         parsed.port
     except ValueError:
-        raise ValueError(f"bad port in Redis URL: {raw!r}") from None
+        raise ValueError(f"bad port in Redis URL: {redisurl.redacted(raw)!r}") from None
     return url
 
 

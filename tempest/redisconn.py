@@ -23,7 +23,7 @@ import hiredis
 import redis
 from redis.sentinel import Sentinel
 
-from tempest import resp
+from tempest import resp, tls
 from tempest.errors import TempestError
 from tempest.redisurl import SENTINEL, sentinel_parts
 
@@ -127,14 +127,23 @@ def master_address(url: str, timeout: float) -> tuple[str, int]:
         ConnectionError: no Sentinel answered with a master.
     """
     sentinels, service, _, _, _ = sentinel_parts(url)
+    params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+    auth = [params[k] for k in ("sentinel_username", "sentinel_password") if params.get(k)]
+    setup = [["AUTH", *auth]] if params.get("sentinel_password") else []
     problems: list[str] = []
     for host, port in sentinels:
         try:
-            with socket.create_connection((host, port), timeout=timeout) as sock:
-                sock.sendall(resp.pack(["SENTINEL", "get-master-addr-by-name", service]))
-                reply = read_reply(sock, hiredis.Reader())
-        except OSError as exc:
+            with socket.create_connection((host, port), timeout=timeout) as plain:
+                sock = _wrap(plain, url, host) if tls.sentinel_tls(url) else plain
+                sock.sendall(b"".join(map(resp.pack, [*setup, ["SENTINEL", "get-master-addr-by-name", service]])))
+                reader = hiredis.Reader()
+                replies = [read_reply(sock, reader) for _ in range(len(setup) + 1)]
+                reply = replies[-1]
+        except (OSError, hiredis.ProtocolError) as exc:
             problems.append(f"{host}:{port}: {exc}")
+            continue
+        if setup and isinstance(replies[0], hiredis.ReplyError):
+            problems.append(f"{host}:{port}: the Sentinel refused AUTH ({replies[0]})")
             continue
         if isinstance(reply, list) and len(reply) == 2:
             return reply[0].decode(), int(reply[1])
@@ -148,9 +157,16 @@ def client(url: str, **options: Any) -> redis.Redis:
     if urllib.parse.urlsplit(url).scheme != SENTINEL:
         return redis.Redis.from_url(url, **options)
     sentinels, service, db, username, password = sentinel_parts(url)
-    timeouts = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout") if k in options}
-    return Sentinel(sentinels, **timeouts).master_for(service, db=db, username=username, password=password,
-                                                      **options)
+    params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+    asked: dict[str, Any] = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout") if k in options}
+    if params.get("sentinel_password"):
+        asked.update(username=params.get("sentinel_username") or None, password=params["sentinel_password"])
+    if tls.sentinel_tls(url):
+        asked.update(tls.redis_py_options(url))
+    if tls.master_tls(url):
+        options = {**tls.redis_py_options(url), **options}
+    return Sentinel(sentinels, sentinel_kwargs=asked).master_for(service, db=db, username=username,
+                                                                 password=password, **options)
 
 
 def open_socket(url: urllib.parse.ParseResult, connect_timeout: float) -> socket.socket:
@@ -170,9 +186,18 @@ def open_socket(url: urllib.parse.ParseResult, connect_timeout: float) -> socket
     sock = socket.create_connection(address, timeout=connect_timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    if url.scheme == "rediss":
-        sock = ssl.create_default_context().wrap_socket(sock, server_hostname=url.hostname)
+    if tls.master_tls(url.geturl()):
+        sock = _wrap(sock, url.geturl(), address[0])
     return sock
+
+
+def _wrap(sock: socket.socket, url: str, host: str | None) -> ssl.SSLSocket:
+    """``sock`` in TLS as the parameters of ``url`` say (closed if the handshake fails)."""
+    try:
+        return tls.context(url).wrap_socket(sock, server_hostname=host)
+    except (OSError, ValueError) as exc:
+        sock.close()
+        raise ssl.SSLError(str(exc)) if isinstance(exc, ValueError) else exc
 
 
 def _readable(sock: socket.socket) -> bool:

