@@ -25,6 +25,7 @@ medians; the load average before and after (the machine may be shared).
 
     python bench/wsgi.py --duration 5 --rounds 5
     python bench/wsgi.py --duration 5 --rounds 3 -c 50 --json wsgi.json
+    python bench/wsgi.py --duration 5 --rounds 5 --commit HEAD   # the committed code, not the working tree
 
 The application served is ``application`` below (the same response as the hello worker's:
 ``Hello world! #N``, text/html, with Content-Length). Importing this file for it loads the
@@ -44,6 +45,7 @@ import time
 from measuring import run_loadgen, run_wrk, with_cpu
 from probes import HOST, background_cpu, cpu_seconds, free_ports, resp_command, wait_until
 from processes import BenchError, Processes
+from provenance import extract_commit, git_state, tempest_package
 from targets import redis_binary, tempestd_command
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -124,9 +126,9 @@ class Stack:
         wait_until("redis-server", lambda: resp_command(self.redis_port, "PING").startswith(b"+PONG"), deadline,
                    self.procs)
         url = f"redis://{HOST}:{self.redis_port}/0"
-        tempestd = self.procs.start("tempestd", tempestd_command(args.python) + ["-c", self._ini(url)])
+        tempestd = self.procs.start("tempestd", tempestd_command(args.python) + ["-c", self._ini(url)], env=args.env)
         shared = {"tempestd": tempestd, "redis": redis}
-        env = dict(os.environ, TEMPEST_REDIS_URL=url)
+        env = dict(args.env, TEMPEST_REDIS_URL=url)
         for name in TARGETS:
             if name == "gunicorn-gevent":
                 target = Target(name, self.gevent_port, "/", {})
@@ -212,6 +214,7 @@ def report(results, args, before, after):
     print(f"\n{args.rounds} rounds of {args.duration:g} s, {args.connections} connections, {args.workers} processes "
           f"per target, prefetch {args.prefetch}, {'reliable' if args.reliable else 'plain'} delivery, "
           f"{'wrk' if args.wrk else 'loadgen'}")
+    print(f"code: {args.code}")
     print(f"load average before: {before}; after: {after}\n")
     print("| target | median req/s | rounds (req/s) | errors | CPU µs per request, all (median) "
           "| tempestd / workers / Redis |")
@@ -243,6 +246,8 @@ def parse(argv):
     parser.add_argument("--reliable", action="store_true", help="reliable delivery for the three tempest targets")
     parser.add_argument("--no-wrk", dest="wrk", action="store_false", help="bench/loadgen.py even if wrk is on PATH")
     parser.add_argument("--json", help="write every figure to this file")
+    parser.add_argument("--commit", metavar="REV", help="run tempestd and the workers on the tempest package of this "
+                        "commit (git archive), not the working tree's")
     parser.add_argument("--start-timeout", type=float, default=60)
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args(argv)
@@ -252,12 +257,31 @@ def parse(argv):
     return args
 
 
+def locate_code(args, tmp):
+    """The children's environment (with ``--commit``: the tempest package of that commit
+    first on PYTHONPATH) and a line saying which code runs."""
+    args.env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if args.commit:
+        src = os.path.join(tmp, "src")
+        commit = extract_commit(args.commit, src)
+        args.env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
+        return f"tempest of commit {commit[:12]} ({args.commit})"
+    package = tempest_package(args.python, args.env)
+    if not package:
+        raise BenchError(f"{args.python} cannot import tempest")
+    state = git_state(package)
+    changed = state.get("tempest_changes") or []
+    return (f"the working tree's tempest ({package}), at {state.get('commit', '?')[:12]}"
+            + (f" with {len(changed)} changed files: {', '.join(changed)}" if changed else ""))
+
+
 def main(argv=None):
     args = parse(argv)
     tmp = tempfile.mkdtemp(prefix="tempest-bench-wsgi-")
     stack = Stack(args, tmp)
     code = 1
     try:
+        args.code = locate_code(args, tmp)
         before = f"{loadavg()} (busy CPU before starting: {background_cpu(1.0):.0f}% of one core)"
         stack.start()
         results = {name: [] for name in TARGETS}
@@ -269,7 +293,7 @@ def main(argv=None):
         medians = report(results, args, before, loadavg())
         if args.json:
             with open(args.json, "w") as handle:
-                json.dump({"args": {k: v for k, v in vars(args).items()}, "load_before": before,
+                json.dump({"args": {k: v for k, v in vars(args).items() if k != "env"}, "load_before": before,
                            "load_after": loadavg(), "results": results, "medians": medians}, handle, indent=1)
         code = 0
     except BenchError as exc:
