@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import gevent.socket
 
-from tempest import resp
+from tempest import resp, roles
 from tempest.converters import to_signal
 from tempest.errors import StartupError
 from tempest.respserver import ClientState, RespServer, arity
@@ -169,6 +169,12 @@ class ControlServer(RespServer):
     def cmd_shutdown(self, client: ClientState, args: list[bytes]) -> bytes:
         self.daemon.request_shutdown("control socket")
         return resp.OK
+
+    def cmd_instance(self, client: ClientState, args: list[bytes]) -> bytes:
+        """``INSTANCE``: [this run's instance id, its role (front, workers, front+workers)]."""
+        config = self.daemon.config
+        return resp.encode([self.daemon.instance_id, roles.role_name(config.has_front, len(config.programs))],
+                           client.protocol)
 
     def cmd_info(self, client: ClientState, args: list[bytes]) -> bytes:
         lines = [f"{name}:{value}" for name, value in self.daemon.stats.as_dict().items()]

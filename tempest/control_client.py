@@ -60,7 +60,10 @@ def status(client: redis.Redis, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows))
     else:
-        print(format_status(rows))
+        print(format_status(rows) if rows else "no processes (no [worker:] section)")
+        if not args.targets:  # the instance last: the table's header stays the first line
+            instance_id, role = (_text(cell) for cell in client.execute_command("INSTANCE"))
+            print(f"instance {instance_id} role {role}")
     return NOT_RUNNING if any(row["state"] != "RUNNING" for row in rows) else ExitCode.OK
 
 
@@ -136,7 +139,7 @@ def uptime(seconds: int) -> str:
 
 def format_table(header: Sequence[object], rows: Iterable[Iterable[object]]) -> str:
     cells = [[str(cell) for cell in row] for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    widths = [max([len(str(h)), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]  # no rows: the header's
     lines = ["  ".join(str(h).upper().ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in cells]
     return "\n".join(line.rstrip() for line in lines)

@@ -31,7 +31,7 @@ from redis.retry import Retry
 
 from tempest import config as configuration
 from tempest import spool
-from tempest import embedded, jobs, keys, redisconn, systemd
+from tempest import embedded, jobs, keys, redisconn, roles, systemd
 from tempest.answers import AnswerServer
 from tempest.control import ControlServer, socket_path
 from tempest.errors import ConfigError, ExitCode, StartupError
@@ -46,7 +46,7 @@ from tempest.http.websocket import Sockets, WebSockets
 from tempest.logfiles import reopen_handlers
 from tempest.metrics import Requests
 from tempest.pidfile import Pidfile
-from tempest.redisurl import redacted
+from tempest.redisurl import redact_text, redacted
 from tempest.pusher import Pusher
 from tempest.queuestats import QueueStats
 from tempest.redeliver import Redeliverer
@@ -94,6 +94,7 @@ class Daemon:
         self.serving = Serving(self.stats)  # which queues have no worker
         self.access_log = AccessLog()
         self.greenlets: list[gevent.Greenlet[..., Any]] = []
+        self.instance_id = roles.instance_id()  # this run's, in the instance registry and connection names
         self._signals: gevent.queue.Queue[str] = gevent.queue.Queue()
         self._stopping = False
 
@@ -152,9 +153,14 @@ class Daemon:
             section, key = setting.section, setting.key
             if getattr(getattr(new, section), key) != getattr(getattr(self.config, section), key):
                 log.warning("reload: [%s] %s changed; it takes effect when tempestd restarts", section, key)
-        assert self.front is not None and self.relay is not None and self.pusher is not None  # made by _start
-        assert self.registry is not None
-        assert self.client is not None and self.supervisor is not None
+        assert self.client is not None and self.supervisor is not None  # made by _start
+        if new.has_front != self.config.has_front:
+            log.warning("reload: the [front] section was %s; it takes effect when tempestd restarts",
+                        "added" if new.has_front else "removed")
+        if self.front is None:  # a worker host: only its workers change
+            self._reload_programs(new)
+            return None
+        assert self.relay is not None and self.pusher is not None and self.registry is not None  # made by _start
         try:
             self.access_log.apply(new.front.access_log, new.front.access_log_format)
         except OSError as exc:
@@ -167,11 +173,15 @@ class Daemon:
         if self.access is not None:
             self.access.apply(new)
         self._publish_durable(self.client, new)
+        self._reload_programs(new)
+        return None
+
+    def _reload_programs(self, new: Config) -> None:
+        assert self.supervisor is not None  # made by _start
         added, removed, changed = self.supervisor.reload(new.programs)  # the embedded Redis is reserved
         self.config = new
         log.info("reloaded: %d workers added, %d removed, %d changed", len(added), len(removed), len(changed))
         systemd.notify("READY=1")
-        return None
 
     def _start(self) -> None:
         config = self.config
@@ -187,14 +197,41 @@ class Daemon:
         try:
             client.ping()
         except redis.RedisError as exc:
-            raise StartupError(f"Redis at {redacted(config.redis.url)} does not answer: {exc}") from None
+            raise StartupError(f"Redis at {redacted(config.redis.url)} does not answer: "
+                               f"{redact_text(str(exc), config.redis.url)}") from None
+        self.client = client
+        respond_to = self._start_front(config, client, files) if config.has_front else None
+        self.supervisor.env = self._worker_env(respond_to)
+        for spec in config.programs:
+            self.supervisor.add(spec)
+        self.supervisor.wait_spawned()
+        self.control = ControlServer(socket_path(config), self)
+        self.control.start()
+        gc.freeze()  # what start-up made lives forever: keep it out of every collection
+        systemd.notify("READY=1\nSTATUS=serving")
+        role = roles.role_name(config.has_front, len(config.programs))
+        if self.front is None or self.answers is None:
+            log.info("tempestd ready: a worker host (no front), %d programs, control %s, id %s role %s",
+                     len(config.programs), self.control.path, self.instance_id, role)
+            return
+        log.info("tempestd ready: front on http://%s:%d/, answers on %s (respond_to %s), control %s%s, id %s role %s",
+                 *self.front.address[:2], "%s:%d" % self.answers.address[:2], respond_to, self.control.path,
+                 ", admin on http://%s:%d/" % self.admin.server.address[:2] if self.admin is not None else "",
+                 self.instance_id, role)
+
+    def _start_front(self, config: Config, client: redis.Redis, files: int | None) -> str:
+        """The front's parts: the answer endpoint, the relay, the HTTP front, the redeliverer...;
+        returns the answer address put into jobs (respond_to)."""
+        assert self.supervisor is not None  # made by _start
+        if roles.exposed_without_password(config.front.answer_listen, config.front.answer_password):
+            log.warning("the answer endpoint listens on %s:%d, beyond loopback, without answer_password: "
+                        "anyone who reaches it can answer any job", *config.front.answer_listen)
         try:
             self.access_log.apply(config.front.access_log, config.front.access_log_format)
         except OSError as exc:
             raise StartupError(f"cannot open the access log {config.front.access_log}: {exc.strerror}") from None
         self.registry = registry = Registry(self.stats, max_buffered=config.front.max_stream_buffer)
         self.pusher = Pusher(config.redis.url, self.registry, self.stats, config.front.max_queue_length)
-        self.client = client
         sockets = Sockets()  # the open WebSockets, for `ws <socket_id> <json>` answers
         self.answers = AnswerServer(config.front.answer_listen, self.registry, self.stats, sockets, self.pusher,
                                     config.front.answer_password, config.front.max_answer,
@@ -230,17 +267,7 @@ class Daemon:
             self.admin = AdminServer(config, Admin(self))
             _listen(self.admin.server, config.admin.listen, "admin listener")
             self.greenlets.append(gevent.spawn(self.admin.reap))
-        self.supervisor.env = self._worker_env(respond_to)
-        for spec in config.programs:
-            self.supervisor.add(spec)
-        self.supervisor.wait_spawned()
-        self.control = ControlServer(socket_path(config), self)
-        self.control.start()
-        gc.freeze()  # what start-up made lives forever: keep it out of every collection
-        systemd.notify("READY=1\nSTATUS=serving")
-        log.info("tempestd ready: front on http://%s:%d/, answers on %s (respond_to %s), control %s%s",
-                 *self.front.address[:2], "%s:%d" % self.answers.address[:2], respond_to, self.control.path,
-                 ", admin on http://%s:%d/" % self.admin.server.address[:2] if self.admin is not None else "")
+        return respond_to
 
     def _spools(self, config: Config) -> spool.Spools:
         """Where spooled bodies go; their directories made, and emptied of a crash's leftovers."""
@@ -284,18 +311,23 @@ class Daemon:
         except redis.RedisError as exc:
             log.warning("cannot store the durable channel patterns in Redis: %s", exc)
 
-    def _worker_env(self, respond_to: str) -> dict[str, str]:
-        # "python" in a command means tempestd's own interpreter (its virtualenv, say)
+    def _worker_env(self, respond_to: str | None) -> dict[str, str]:
+        # "python" in a command means tempestd's own interpreter (its virtualenv, say); the
+        # Redis URL (its password and TLS parameters) goes in the environment, never in argv (ps)
         path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
-        env = dict(os.environ, PATH=path, TEMPEST_REDIS_URL=self.config.redis.url,
-                   TEMPEST_ANSWER_ADDRESS=respond_to)
+        env = dict(os.environ, PATH=path, TEMPEST_REDIS_URL=self.config.redis.url)
+        if respond_to is not None:  # a worker host's workers answer to the address each job names
+            env["TEMPEST_ANSWER_ADDRESS"] = respond_to
         if self.config.front.answer_password:
             env["TEMPEST_ANSWER_PASSWORD"] = self.config.front.answer_password
         return env
 
     def _shutdown(self) -> None:
-        assert self.front is not None and self.registry is not None  # made by _start
         systemd.notify("STOPPING=1")
+        if self.front is None or self.registry is None:  # a worker host
+            self._stop_services()
+            log.info("tempestd stopped")
+            return
         self.front.stop_accepting()
         deadline = time.monotonic() + self.config.front.graceful_timeout
         while (self.front.busy() or len(self.registry)) and time.monotonic() < deadline:
