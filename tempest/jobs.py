@@ -165,6 +165,22 @@ def decode_http_answer(data: bytes | str) -> tuple[int, list[tuple[bytes, bytes]
     return status, headers, body
 
 
+def declared_length(data: bytes | str) -> int | None:
+    """The Content-Length a worker's answer declares (its framing headers are dropped
+    otherwise), or None: what a HEAD's answer without a body says of the GET's length."""
+    try:
+        answer = _json(data)
+    except BadAnswer:
+        return None
+    headers = answer[1] if isinstance(answer, list) and len(answer) > 1 else None
+    pairs = headers.items() if isinstance(headers, dict) else headers if isinstance(headers, list) else ()
+    for pair in pairs:
+        if isinstance(pair, (list, tuple)) and len(pair) == 2 and str(pair[0]).lower() == "content-length":
+            value = str(pair[1]).strip()
+            return int(value) if value.isdigit() and len(value) < 19 else None
+    return None
+
+
 def decode_stream_head(data: bytes | str) -> tuple[int, list[tuple[bytes, bytes]], bool]:
     """Decode and check a streamed answer's head, ``[status, headers]`` or
     ``[status, headers, {"chunks": "json"}]``.

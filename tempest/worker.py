@@ -46,6 +46,7 @@ from tempest.redisconn import RawConnection, ConnectionFailed
 log = logging.getLogger(__name__)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+CUT_BODY = "502 Bad Gateway: the worker stopped during the request, which is not run twice\n"
 DEFAULT_HEARTBEAT = 15.0  # seconds without a heartbeat after which a reliable worker counts as dead
 POLL_TIMEOUT = 1  # seconds a BLPOP blocks, so that a stop request is seen within it
 SHORT_POLL = 0.1  # seconds a reliable worker blocks where it must look at other lists between pops
@@ -287,6 +288,7 @@ class Worker:
         self._registered = False
         self._holding: str | None = None  # reliable: the queue whose processing list holds the batch in hand
         self._done = 0  # jobs of the batch in hand that are over (the first ones of its processing list)
+        self._cut: bytes | str | None = None  # the job whose handler stopped the worker
 
     def on(self, action: str) -> Callable[[H], H]:
         """Decorator registering ``handler(context, *args)`` for ``action``.
@@ -350,12 +352,10 @@ class Worker:
                 self._sleep(RECONNECT_MAX)
                 continue
             busy = bool(batch)
-            self._done = 0
+            self._done, self._cut = 0, None
             for raw in batch:
-                try:
-                    self.process(raw)
-                finally:  # a job that ended in an exception out of the loop was answered too
-                    self._done += 1
+                self.process(raw)  # SystemExit and the like leave the loop here (self._cut says which job)
+                self._done += 1
                 if self._outbox_since is not None and time.monotonic() - self._outbox_since > FLUSH_AFTER:
                     self.flush()
             self.flush()
@@ -425,15 +425,23 @@ class Worker:
 
     def _leave_batch(self) -> None:
         """``run`` left in the middle of a batch (SystemExit in a handler, say): what was
-        answered is sent and dropped from the processing list, so that the clean stop gives
-        back only the jobs that never started (safe to give to another worker, POSTs too)."""
+        answered is sent and dropped from the processing list, and the job cut short follows
+        the redelivery rule (docs/queues.md): one that is not run twice (a POST) is answered 502
+        and dropped, another stays to be given back with the jobs that never started, by the
+        clean stop that follows."""
         if self._holding is None:
             return
         queue, self._holding = self._holding, None
+        processing = keys.processing(queue, self.worker_id)
         try:
             self.flush()
             if self._done:
-                self._queue.execute([["LTRIM", keys.processing(queue, self.worker_id), self._done, -1]])
+                self._queue.execute([["LTRIM", processing, self._done, -1]])
+            cut, self._cut = self._cut, None
+            if cut is not None and not _redelivered(cut) and self._command("LREM", processing, 1, cut) == 1:
+                _, _, respond_to, job_id = jobs.decode_job(cut)
+                self.send_answer(respond_to, jobs.HTTP_ACTION, job_id, [502, {"Content-Type": "text/plain"}, CUT_BODY])
+                self.flush()
         except ConnectionFailed as exc:
             log.warning("cannot drop the answered jobs of %s (%s): they may be delivered again", queue, exc)
 
@@ -563,11 +571,11 @@ class Worker:
                 context.open_stream.abort()  # its head is gone: the client's body is cut
             self._answer_error(context, 500, "Internal Server Error")
             return
-        except BaseException:  # SystemExit, KeyboardInterrupt: answered, then the worker stops
+        except BaseException:  # SystemExit, KeyboardInterrupt: the worker stops (see _leave_batch)
             log.error("handler of %r stopped the worker on job %s", action, job_id)
             if context.open_stream is not None:
                 context.open_stream.abort()
-            self._answer_error(context, 500, "Internal Server Error")
+            self._cut = raw
             raise
         if result is not None:
             context.answer(result)
@@ -669,6 +677,17 @@ def heartbeat_from_environment() -> float:
     if not 0 < value < 86400:
         raise ValueError(f"TEMPEST_HEARTBEAT: not a number of seconds above 0: {raw[:40]!r}")
     return value
+
+
+def _redelivered(raw: bytes | str) -> bool:
+    """Whether a job cut short may go to another worker: not a url job whose env says
+    ``"redeliver": false`` (a POST...)."""
+    try:
+        action, args, _, _ = jobs.decode_job(raw)
+    except ValueError:
+        return True
+    env = args[0] if action == jobs.HTTP_ACTION and args and isinstance(args[0], dict) else {}
+    return env.get("redeliver") is not False
 
 
 def reliable_from_environment() -> bool:

@@ -471,10 +471,14 @@ class Connection:
             request.keep_alive = keep_alive
         return self.respond(request, status, [(b"Content-Type", b"text/plain; charset=utf-8")], body)
 
-    def respond(self, request: Request, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
-        """Send a whole response; True: the connection is kept alive."""
+    def respond(self, request: Request, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
+                head_length: int | None = -1) -> bool:
+        """Send a whole response; True: the connection is kept alive. ``head_length``: for a
+        HEAD answered without a body, the Content-Length to send (a GET's, as the worker
+        declared it; None: none), instead of the body's 0."""
         keep_alive = request.keep_alive and not self.server.closing
-        head = response.head(status, headers, self.server.date(), Framing.LENGTH, len(body), keep_alive,
+        length = len(body) if head_length == -1 or body or request.method != "HEAD" else head_length
+        head = response.head(status, headers, self.server.date(), Framing.LENGTH, length, keep_alive,
                              request.version == "1.0")
         with_body = request.method != "HEAD" and status not in (204, 304)
         if with_body:

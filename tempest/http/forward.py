@@ -113,8 +113,8 @@ class Forwarder:
             if outcome is Outcome.STREAM:
                 self.registry.forget(pending)
             return conn.error(502, request)
-        if not any(name.lower() == b"content-type" for name, _ in headers):
-            headers.append(DEFAULT_CONTENT_TYPE)
+        if status not in (204, 304) and not any(name.lower() == b"content-type" for name, _ in headers):
+            headers.append(DEFAULT_CONTENT_TYPE)  # not to a 204 or 304, which have no body to type
         if session_id is not None:
             headers, session_id = self._session_cookie(headers, session_id, new_session)
             self.pusher.send_later([b"EXPIRE", keys.session(session_id).encode(), self._ttl_arg])
@@ -124,6 +124,8 @@ class Forwarder:
             headers = [(n, v) for n, v in headers if n.lower() != REGENERATED]
         if outcome is Outcome.STREAM:
             return self._stream(conn, request, pending, status, headers, json_chunks)
+        if request.method == "HEAD" and not body:  # the Content-Length of the GET, as the worker says it
+            return conn.respond(request, status, headers, body, jobs.declared_length(pending.payload))
         return conn.respond(request, status, headers, body)
 
     def _wait(self, conn: Connection, pending: Pending) -> Outcome | None:

@@ -59,15 +59,17 @@ class HttpDate:
 
 
 def head(status: int, headers: list[tuple[bytes, bytes]], date: bytes, framing: Framing,
-         length: int, keep_alive: bool, http10: bool) -> list[bytes]:
-    """The parts of a response head, to be joined (with the body, if any, appended)."""
+         length: int | None, keep_alive: bool, http10: bool) -> list[bytes]:
+    """The parts of a response head, to be joined (with the body, if any, appended);
+    ``length`` None with Framing.LENGTH: no Content-Length (a HEAD's answer that declared none)."""
     parts = [status_line(status), date, b"\r\n"]
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
     if status in (204, 304) or 100 <= status < 200:
         pass  # no body, and no framing header for one
     elif framing is Framing.LENGTH:
-        parts += (b"Content-Length: ", b"%d" % length, b"\r\n")
+        if length is not None:
+            parts += (b"Content-Length: ", b"%d" % length, b"\r\n")
     elif framing is Framing.CHUNKED:
         parts.append(b"Transfer-Encoding: chunked\r\n")
     if not keep_alive:

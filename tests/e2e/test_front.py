@@ -159,6 +159,25 @@ def test_raw_redis_worker_like_2012(tempestd_factory, redis_client):
     assert headers["content-length"] == str(len(body))
 
 
+def test_a_head_answer_keeps_the_content_length_its_worker_declared(tempestd_factory, redis_client):
+    """A HEAD's Content-Length is the GET's (RFC 9110, 9.3.2): the worker's, since the body it
+    sends for a HEAD is empty; none when it declares none, never a 0 that is not the GET's."""
+    daemon = tempestd_factory(front={"queue": "head-length"})
+    for declared, expected in (({"Content-Length": "1234"}, b"Content-Length: 1234\r\n"), ({}, None)):
+        thread, result = in_thread(raw_exchange, daemon.port, b"HEAD /h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        _, _, respond_to, job_id = take_job(redis_client, "head-length")
+        host, port = respond_to.rsplit(":", 1)
+        answer = json.dumps([200, {"Content-Type": "text/plain", **declared}, ""])
+        assert redis.Redis(host=host, port=int(port)).execute_command("url", job_id, answer) == b"OK"
+        thread.join(10)
+        head = result["value"]
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n")
+        if expected is None:
+            assert b"Content-Length" not in head
+        else:
+            assert expected in head and head.count(b"Content-Length") == 1
+
+
 def test_repeated_headers_reach_the_worker_joined(tempestd_factory, redis_client):
     daemon = tempestd_factory(front={"queue": "repeat"})
     head = (b"GET /r HTTP/1.1\r\nHost: x\r\nX-Tag: a\r\nCookie: s=1\r\nx-tag: b\r\n"

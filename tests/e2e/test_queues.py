@@ -155,16 +155,16 @@ def test_workers_are_reliable_by_default_and_plain_with_tempest_reliable_0(redis
         stop_groups([default, plain])
 
 
-def test_a_handler_that_exits_answers_500_and_leaves_nothing_to_run_again(tempestd_factory, redis_server, tmp_path):
-    """sys.exit in a handler: the client gets a 500 at once, the job is not given back (it ran)."""
+def test_a_post_whose_handler_exits_gets_502_and_leaves_nothing_to_run_again(tempestd_factory, redis_server, tmp_path):
+    """sys.exit in a handler: the POST's client gets a 502 at once, the job is not given back."""
     queue = "exits"
     daemon = tempestd_factory(front={"queue": queue, "timeout": "20", "redeliver_interval": "0.2"})
     client = redis_server.client()
     worker = start_worker(APP + [queue], redis_server.url, tmp_path, ready="worker on ")
     try:
         wait_until(lambda: registered(client, queue), message="the worker registered")
-        status, _, _ = http("POST", daemon.base + "/exit", body=b"x")
-        assert status == 500 and worker.wait(10) == 4
+        status, _, body = http("POST", daemon.base + "/exit", body=b"x")
+        assert status == 502 and b"not run twice" in body and worker.wait(10) == 4
         assert registered(client, queue) == [] and client.keys(keys.processing(queue, "*")) == []
         assert client.llen(queue) == 0 and [u.decode() for u in client.lrange(f"ran:{queue}", 0, -1)] == ["/exit"]
         info = daemon.info()
