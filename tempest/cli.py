@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> ExitCode:
         return Daemon(settings, pidfile=args.pidfile).run()
     except StartupError as exc:
         logging.getLogger("tempest").error("cannot start: %s", exc)
-        return ExitCode.RUNTIME
+        return exc.exit_code
     except Exception:
         logging.getLogger("tempest").exception("tempestd failed")
         return ExitCode.RUNTIME
@@ -142,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("targets", nargs="*", metavar="TARGET", help="NAME, NAME:INDEX, a glob, or all")
         if name == "status":
             sub.add_argument("--json", action="store_true", help="the rows as JSON objects")
+            sub.add_argument("--all", action="store_true",
+                             help="every live tempestd on this Redis and its processes (reads Redis, not the control socket)")
         if name == "signal":
             sub.add_argument("signal", help="TERM, HUP, USR1...")
         if name in ("start", "stop", "restart", "signal"):
@@ -225,6 +227,10 @@ def _tempest(argv: Sequence[str] | None) -> int:
         from tempest import queuetools
 
         return queuetools.run(settings, args)
+    if args.command == "status" and args.all:
+        from tempest import instances
+
+        return instances.run(settings, args)
     from tempest.control_client import run
 
     return run(settings, args)

@@ -31,7 +31,7 @@ from redis.retry import Retry
 
 from tempest import config as configuration
 from tempest import spool
-from tempest import embedded, jobs, keys, redisconn, roles, systemd
+from tempest import cluster, embedded, instances, jobs, keys, redisconn, roles, systemd
 from tempest.answers import AnswerServer
 from tempest.control import ControlServer, socket_path
 from tempest.errors import ConfigError, ExitCode, StartupError
@@ -95,6 +95,9 @@ class Daemon:
         self.access_log = AccessLog()
         self.greenlets: list[gevent.Greenlet[..., Any]] = []
         self.instance_id = roles.instance_id()  # this run's, in the instance registry and connection names
+        self.started = time.monotonic()
+        self.respond_to: str | None = None  # the answer address put into jobs
+        self.registration: instances.Registration | None = None
         self._signals: gevent.queue.Queue[str] = gevent.queue.Queue()
         self._stopping = False
 
@@ -193,20 +196,27 @@ class Daemon:
             self.embedded = embedded.EmbeddedRedis(config.redis.url, config.redis.data_dir,
                                                    config.redis.server_bin)
             self.embedded.start(self.supervisor)
-        client = redis_client(config.redis.url, socket_timeout=10)
+        name = _name(self.instance_id, config)  # of every connection to Redis (CLIENT LIST)
+        client = redis_client(config.redis.url, socket_timeout=10, redis_connect_func=instances.naming(name))
         try:
             client.ping()
         except redis.RedisError as exc:
             raise StartupError(f"Redis at {redacted(config.redis.url)} does not answer: "
                                f"{redact_text(str(exc), config.redis.url)}") from None
+        cluster.refuse_cluster(client, config.redis.url)  # not "ready", then MOVED errors
         self.client = client
-        respond_to = self._start_front(config, client, files) if config.has_front else None
+        respond_to = self._start_front(config, client, files, name) if config.has_front else None
         self.supervisor.env = self._worker_env(respond_to)
         for spec in config.programs:
             self.supervisor.add(spec)
         self.supervisor.wait_spawned()
         self.control = ControlServer(socket_path(config), self)
         self.control.start()
+        self.registration = instances.Registration(
+            config.redis.url, lambda: instances.describe(self, self.instance_id, self.started, self._stopping),
+            self.instance_id)
+        instances.name_raw([self.registration.connection], name)
+        self.greenlets.append(gevent.spawn(self.registration.run))
         gc.freeze()  # what start-up made lives forever: keep it out of every collection
         systemd.notify("READY=1\nSTATUS=serving")
         role = roles.role_name(config.has_front, len(config.programs))
@@ -219,7 +229,7 @@ class Daemon:
                  ", admin on http://%s:%d/" % self.admin.server.address[:2] if self.admin is not None else "",
                  self.instance_id, role)
 
-    def _start_front(self, config: Config, client: redis.Redis, files: int | None) -> str:
+    def _start_front(self, config: Config, client: redis.Redis, files: int | None, name: str) -> str:
         """The front's parts: the answer endpoint, the relay, the HTTP front, the redeliverer...;
         returns the answer address put into jobs (respond_to)."""
         assert self.supervisor is not None  # made by _start
@@ -239,11 +249,13 @@ class Daemon:
                                     idle_timeout=config.front.answer_idle_timeout)
         _listen(self.answers.server, config.front.answer_listen, "answer endpoint")
         respond_to = "%s:%d" % (config.front.answer_advertise or self.answers.address[:2])
-        self.relay = Relay(config.redis.url, _pooled_client(config.redis.url), self.stats, config.pubsub,
-                           self.registry.ledger)  # one bound for what slow clients hold, streams and subscribers
+        self.respond_to = respond_to
+        self.relay = Relay(config.redis.url, _pooled_client(config.redis.url, name), self.stats, config.pubsub,
+                           self.registry.ledger)
+        self.relay.client_name = name  # one bound for what slow clients hold, streams and subscribers
         self._publish_durable(client, config)
         spools = self._spools(config)
-        self.access = access = Access(config, _pooled_client(config.redis.url), self.pusher, registry, self.stats,
+        self.access = access = Access(config, _pooled_client(config.redis.url, name), self.pusher, registry, self.stats,
                                       respond_to)
         self.front = Server(config, self.stats,
                             Forwarder(self.registry, self.pusher, self.stats, respond_to, self.serving),
@@ -258,11 +270,13 @@ class Daemon:
                                        lambda job_id, payload: registry.answer(job_id, jobs.HTTP_ACTION, payload),
                                        config.front.answer_password)
         redeliverer = self.redeliverer
+        queue_stats = QueueStats(config.redis.url, self.pusher.pushed)  # tempest queues' rates
+        instances.name_raw([self.pusher.connection, redeliverer.connection, queue_stats.connection], name)
         self.supervisor.system.on_exit = lambda pid: gevent.spawn(redeliverer.reaped, pid)  # at once, not at expiry
         self.greenlets = [gevent.spawn(self.pusher.run), gevent.spawn(self.registry.run_sweeper),
                           gevent.spawn(self.front.reap), gevent.spawn(self.redeliverer.run),
                           gevent.spawn(self._flush_access_log), gevent.spawn(access.run),
-                          gevent.spawn(QueueStats(config.redis.url, self.pusher.pushed).run)]  # tempest queues' rates
+                          gevent.spawn(queue_stats.run)]
         if config.admin.listen is not None:
             self.admin = AdminServer(config, Admin(self))
             _listen(self.admin.server, config.admin.listen, "admin listener")
@@ -276,7 +290,8 @@ class Daemon:
         except OSError as exc:
             raise StartupError(f"cannot prepare the spool directory {exc.filename}: {exc.strerror}") from None
         # a large file's unlink (0.1 s for 1 GiB) on a thread of its own, never on the event loop
-        return spool.Spools(config.tempest.name, _pooled_client(config.redis.url),  # connects when first used
+        name = _name(self.instance_id, config)
+        return spool.Spools(config.tempest.name, _pooled_client(config.redis.url, name),  # connects when first used
                             submit=gevent.threadpool.ThreadPool(1).spawn, redis_max=config.front.spool_redis_max)
 
     def _flush_access_log(self) -> None:
@@ -351,6 +366,8 @@ class Daemon:
             if server is not None:
                 server.stop()
         gevent.killall(self.greenlets)
+        if self.registration is not None:
+            self.registration.withdraw()  # gone from tempest status --all now, not at its TTL
         if self.supervisor is not None:
             self.supervisor.shutdown()  # the embedded Redis, last
         self.access_log.close()
@@ -385,14 +402,21 @@ def _room(files: int | None, config: configuration.Config) -> int | None:
     return max(files // 2, files - answers - DESCRIPTORS_RESERVED)
 
 
-def _pooled_client(url: str) -> redis.Redis:
+def _name(instance_id: str, config: Config) -> str:
+    return instances.connection_name(instances.role(config), config.tempest.name, instance_id)
+
+
+def _pooled_client(url: str, name: str) -> redis.Redis:
     """A client many greenlets share: the pool blocks (a gevent queue) instead of failing
-    (with Sentinel, redis-py's own pool for it, which does not block)."""
+    (with Sentinel, redis-py's own pool for it, which does not block); its connections are
+    called ``name`` (CLIENT SETNAME)."""
+    named = instances.naming(name)
     if urllib.parse.urlsplit(url).scheme == redisconn.SENTINEL:
-        return redisconn.client(url, socket_connect_timeout=2, socket_timeout=10, retry=Retry(NoBackoff(), 0))
+        return redisconn.client(url, socket_connect_timeout=2, socket_timeout=10, retry=Retry(NoBackoff(), 0),
+                                redis_connect_func=named)
     pool = redis.BlockingConnectionPool.from_url(url, max_connections=20, timeout=10,
                                                  queue_class=gevent.queue.LifoQueue,
-                                                 socket_connect_timeout=2, socket_timeout=10)
+                                                 socket_connect_timeout=2, socket_timeout=10, redis_connect_func=named)
     return redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
 
 

@@ -44,6 +44,8 @@ class ConfigError(TempestError):
 class StartupError(TempestError):
     """tempestd cannot start: a port is taken, Redis does not answer."""
 
+    exit_code = ExitCode.RUNTIME  # tempestd's exit status (a subclass for a user error: USAGE)
+
 
 class ProtocolError(TempestError):
     """A peer sent something that does not follow the wire protocol."""

@@ -77,3 +77,13 @@ def body(token: str) -> str:
     """A spooled request body (``spool = redis``): a list of chunks, with a TTL, deleted once
     its job is answered (tempest.spool)."""
     return "tempest:body:{" + token + "}"
+
+
+# the instance registry (tempest.instances): each running tempestd's description, with a TTL,
+# and the index of their ids that `tempest status --all` reads
+INSTANCES = "tempest:instances"  # sorted set: instance id -> when its entry expires (ms, the writer's clock)
+
+
+def instance(instance_id: str) -> str:
+    """A running tempestd's entry (JSON, with a TTL); its id is ``<host>:<pid>:<random>``."""
+    return "tempest:instance:" + instance_id

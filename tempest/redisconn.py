@@ -12,6 +12,7 @@ and for redis-py clients.
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import ssl
@@ -28,6 +29,8 @@ from tempest.errors import TempestError
 from tempest.redisurl import SENTINEL, sentinel_parts
 
 RECV_SIZE = 256 * 1024
+
+log = logging.getLogger(__name__)
 
 
 class ConnectionFailed(TempestError):
@@ -102,6 +105,9 @@ class RawConnection:
                 if isinstance(reply, hiredis.ReplyError):
                     self.close()
                     raise ConnectionFailed(f"Redis refused the connection set-up: {reply}")
+            for command, reply in zip(self.greeting, replies[len(setup):]):
+                if isinstance(reply, hiredis.ReplyError):  # CLIENT SETNAME without +client|setname, say
+                    log.debug("%s refused on connection: %s", " ".join(map(str, command[:2])), reply)
         return sock, reader
 
 

@@ -158,6 +158,7 @@ class Relay:
         self._sock: socket.socket | None = None
         self._write = gevent.lock.Semaphore()
         self._greenlets: list[gevent.Greenlet[..., Any]] = []
+        self.client_name: str | None = None  # CLIENT SETNAME of the subscription connection
 
     def apply(self, config: Config) -> None:
         """Take a (re)loaded configuration: heartbeat, history and durable channels."""
@@ -295,6 +296,11 @@ class Relay:
             reply = redisconn.read_reply(sock, reader)
             if isinstance(reply, hiredis.ReplyError):
                 raise ConnectionError(f"AUTH refused: {reply}")
+        if self.client_name:
+            sock.sendall(resp.pack(["CLIENT", "SETNAME", self.client_name]))
+            reply = redisconn.read_reply(sock, reader)
+            if isinstance(reply, hiredis.ReplyError):  # an ACL without +client|setname: harmless
+                log.debug("Redis refused to name the pub/sub connection: %s", reply)
         self._sock = sock
         channels = list(self._channels)
         for channel in channels:

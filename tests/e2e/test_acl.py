@@ -66,6 +66,10 @@ FRONT = [
     # refreshed; EXISTS of the session (a logout); with [pubsub] user_field add +hget, which
     # reads that field of the session (docs/pubsub.md)
     "~tempest:grants:*",
+    # the instance registry (tempest status --all): its entry with a TTL, the index of ids;
+    # its connections named (CLIENT SETNAME: a refusal is harmless, but lands in ACL LOG);
+    # INFO cluster at start, which refuses a Redis Cluster node
+    "+zadd", "+zremrangebyscore", "+zrem", "~tempest:instance:*", "~tempest:instances", "+client|setname", "+info",
 ]
 
 WORKER = [

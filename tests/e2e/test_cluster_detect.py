@@ -1,0 +1,52 @@
+"""tempestd pointed at a Redis Cluster node (issue 17, item 5, its first part): it refuses to
+start with one line that names the problem and the docs, and exit status 2, never "ready"
+followed by MOVED errors. A single node started with --cluster-enabled yes says
+cluster_enabled:1 in INFO cluster, which is what tempestd reads."""
+
+import subprocess
+
+import pytest
+
+from support import RedisServer, Tempestd, tempestd_command
+
+
+@pytest.fixture
+def cluster_node(tmp_path):
+    node = RedisServer(tmp_path / "node", extra=["--cluster-enabled", "yes",
+                                                 "--cluster-config-file", str(tmp_path / "node" / "nodes.conf")])
+    node.start()
+    yield node
+    node.stop()
+
+
+def test_a_cluster_node_is_refused_at_start(cluster_node, tmp_path):
+    assert cluster_node.client().info("cluster")["cluster_enabled"] == 1  # what tempestd reads
+    daemon = Tempestd(tmp_path / "t", cluster_node.url, front={"queue": "clustered"},
+                      **{"worker:sleeper": {"command": "sleep 60"}})
+    run = subprocess.run(tempestd_command() + ["-c", daemon.ini], capture_output=True, text=True, timeout=60,
+                         start_new_session=True)
+    assert run.returncode == 2
+    output = run.stdout + run.stderr
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, output
+    assert errors[0].endswith(
+        f"cannot start: Redis at {cluster_node.url} is a Redis Cluster node (INFO cluster: cluster_enabled:1), and "
+        "tempestd does not run on Redis Cluster yet: point [redis] url at a standalone Redis or at Sentinel "
+        "(docs/operations.md, \"Redis Cluster\")")
+    assert "Traceback" not in output and "ready" not in output
+    assert "spawned:" not in output  # refused before any worker was started
+
+
+def test_a_standalone_redis_with_cluster_disabled_starts(tmp_path):
+    """The same check passes on a plain Redis (the suite's tempestds all start on one; this
+    one says so in INFO cluster explicitly)."""
+    plain = RedisServer(tmp_path / "plain").start()
+    try:
+        assert plain.client().info("cluster")["cluster_enabled"] == 0
+        daemon = Tempestd(tmp_path / "t", plain.url).start()
+        try:
+            assert "Cluster" not in daemon.log()
+        finally:
+            assert daemon.stop() == 0
+    finally:
+        plain.stop()
