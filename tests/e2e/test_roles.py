@@ -80,8 +80,8 @@ def test_a_front_and_a_worker_host_share_a_redis(redis_server, tmp_path):
         assert status == 200, body  # pushed by the front, taken on the worker host, answered with the password
         assert ANSWER_PASSWORD not in front.log() + workers.log()
 
-        shown = tempest_cli(workers.ini, "status")
-        assert shown.returncode == 0, shown.stderr
+        shown = wait_until(lambda: (lambda out: out if out.returncode == 0 else None)(tempest_cli(workers.ini, "status")),
+                           15, interval=0.2, message="echo:0 RUNNING (after startsecs)")
         assert re.search(r"^echo:0\s+RUNNING", shown.stdout, re.MULTILINE)
         assert shown.stdout.splitlines()[-1] == f"instance {worker_id} role workers"
         alone = tempest_cli(front.ini, "status")  # no processes at all: it used to crash in format_table
