@@ -206,6 +206,8 @@ class Daemon:
         cluster.refuse_cluster(client, config.redis.url)  # not "ready", then MOVED errors
         self.client = client
         respond_to = self._start_front(config, client, files, name) if config.has_front else None
+        if not config.has_front:
+            self._reap_on_exit(config, name)
         self.supervisor.env = self._worker_env(respond_to)
         for spec in config.programs:
             self.supervisor.add(spec)
@@ -282,6 +284,17 @@ class Daemon:
             _listen(self.admin.server, config.admin.listen, "admin listener")
             self.greenlets.append(gevent.spawn(self.admin.reap))
         return respond_to
+
+    def _reap_on_exit(self, config: Config, name: str) -> None:
+        """A worker host checks no heartbeats (the fronts' redeliverers do), but gives back the
+        jobs of a worker it reaps at once, as a front does; a POST's 502 goes to its front's
+        answer endpoint, with the TEMPEST_ANSWER_PASSWORD tempestd was started with."""
+        assert self.supervisor is not None  # made by _start
+        self.redeliverer = reaper = Redeliverer(config.redis.url, self.stats, config.front.redeliver_interval,
+                                                config.front.max_redeliveries,
+                                                answer_password=os.environ.get("TEMPEST_ANSWER_PASSWORD", ""))
+        instances.name_raw([reaper.connection], name)
+        self.supervisor.system.on_exit = lambda pid: gevent.spawn(reaper.reaped, pid)
 
     def _spools(self, config: Config) -> spool.Spools:
         """Where spooled bodies go; their directories made, and emptied of a crash's leftovers."""

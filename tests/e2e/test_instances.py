@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from support import REPO, RedisServer, Tempestd, hand_job, http, render_ini, start_worker, stop_group, wait_until
+from support import (REPO, RedisServer, Tempestd, hand_job, http, in_thread, render_ini, start_worker, stop_group,
+                     wait_until)
 
 import tempest
 from tempest import instances, keys
@@ -123,8 +124,8 @@ def test_a_killed_instance_expires_and_readers_unindex_it(own_redis, daemons, tm
 
 
 def worker_host(directory, redis_url, **sections):
-    """A tempestd without [front]: a worker host (tempest/roles.py)."""
-    daemon = Tempestd(directory, redis_url)
+    """A tempestd without [front]: a worker host (tempest/roles.py), named ``workers``."""
+    daemon = Named(directory, redis_url, "workers")
     config = {"tempest": {"run_dir": "run", "log_level": "debug", "name": "workers"}, "redis": {"url": redis_url}}
     config.update((name.replace("__", ":"), values) for name, values in sections.items())
     render_ini(daemon.ini, config)
@@ -279,3 +280,29 @@ def test_three_redeliverers_give_each_job_back_exactly_once(own_redis, daemons, 
     counts = [daemon.info()["jobs_redelivered"] for daemon in trio]
     print("jobs given back by each of the three redeliverers:", counts)
     assert sum(counts) == 1601
+
+
+def test_a_worker_host_gives_back_the_jobs_of_the_workers_it_reaps(own_redis, daemons, tmp_path):
+    """The reaping path on a worker host, which runs no redeliverer: the front checks
+    heartbeats only once an hour here, so only the worker host's reaping can give the job back."""
+    client = own_redis.client()
+    front = Tempestd(tmp_path / "f", own_redis.url, front={"queue": "reap", "timeout": "30",
+                                                          "redeliver_interval": "3600"})
+    workers = worker_host(tmp_path / "w", own_redis.url,
+                          **{"worker:rel": {"command": f"{PY} {RELIABLE[0]} reap", "startsecs": "0.3"}})
+    daemons.extend([front.start(), workers.start(wait=False)])
+    wait_until(lambda: client.scard(keys.WORKERS) == 1, timeout=20, message="the supervised worker registered")
+    thread, result = in_thread(http, "GET", front.base + "/hold", None, None, 40)
+    wait_until(lambda: any(client.llen(k) for k in client.keys(keys.processing("reap", "*"))), timeout=10)
+    victim = workers.status()["rel:0"]["pid"]
+    os.kill(victim, signal.SIGKILL)  # its tempestd reaps it, gives the job back, starts another
+    wait_until(lambda: (row := workers.status()["rel:0"])["state"] == "RUNNING" and row["pid"] != victim, timeout=15)
+    wait_until(lambda: any(client.llen(k) for k in client.keys(keys.processing("reap", "*"))), timeout=10,
+               message="the job given back and taken by the new worker")
+    client.rpush("gate:reap", 1)
+    thread.join(20)
+    status, _, body = result["value"]
+    assert status == 200 and body == f"done by {workers.status()['rel:0']['pid']}".encode()
+    assert front.info()["jobs_redelivered"] == 0  # not the front's check
+    wait_until(lambda: entry_of(client, workers.proc.pid)["counters"]["jobs_redelivered"] == 1, timeout=10)
+    assert client.hgetall(keys.deliveries("reap")) and set(client.hgetall(keys.deliveries("reap")).values()) == {b"1"}
