@@ -3,6 +3,8 @@ start with one line that names the problem and the docs, and exit status 2, neve
 followed by MOVED errors. A single node started with --cluster-enabled yes says
 cluster_enabled:1 in INFO cluster, which is what tempestd reads."""
 
+import random
+import socket
 import subprocess
 
 import pytest
@@ -10,9 +12,24 @@ import pytest
 from support import RedisServer, Tempestd, tempestd_command
 
 
+def cluster_port():
+    """A free port at most 55535 whose cluster bus port (10,000 above) is free too: Redis refuses
+    cluster mode on a higher one."""
+    for _ in range(100):
+        port = random.randint(20000, 55535)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
 @pytest.fixture
 def cluster_node(tmp_path):
-    node = RedisServer(tmp_path / "node", extra=["--cluster-enabled", "yes",
+    node = RedisServer(tmp_path / "node", port=cluster_port(), extra=["--cluster-enabled", "yes",
                                                  "--cluster-config-file", str(tmp_path / "node" / "nodes.conf")])
     node.start()
     yield node
