@@ -128,7 +128,7 @@ def call(app: WSGIApplication, env: Mapping[str, Any], context: Context | None =
 
     def start_response(status: str, headers: list[tuple[str, str]],
                        exc_info: OptExcInfo | None = None) -> Callable[[bytes], object]:
-        if exc_info is not None and "status" in response and parts:
+        if exc_info is not None and "status" in response and (parts or response.get("sent")):
             error = exc_info[1]
             assert error is not None, "exc_info is what sys.exc_info() returns in an except clause"
             raise error.with_traceback(exc_info[2])  # too late to change the status
@@ -146,6 +146,7 @@ def call(app: WSGIApplication, env: Mapping[str, Any], context: Context | None =
                 and not any(name.lower() == "content-length" for name, _ in headers)):
             # a streaming response (a generator without Content-Length): each block as it comes
             with context.stream(status, headers) as out:
+                response["sent"] = True  # the head is out: a late start_response(exc_info) re-raises
                 for block in (*parts, first):
                     out.write(block)
                 for block in blocks:

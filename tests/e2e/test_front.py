@@ -418,6 +418,11 @@ def test_wsgi_application_behind_tempestd(tempestd_factory, redis_server, tmp_pa
         assert (status, body) == (200, "one tw\u00f6 three".encode()) and headers["transfer-encoding"] == "chunked"
         status, headers, body = http("GET", daemon.base + "/sized")
         assert (status, body) == (200, b"sized") and headers["content-length"] == "5"
+        # a late start_response(exc_info) once the stream's head is out re-raises (PEP 3333):
+        # the stream is cut, the error page never appended to the 200
+        got = raw_exchange(daemon.port, b"GET /late-error HTTP/1.1\r\nHost: x\r\n\r\n", timeout=10)
+        assert got.startswith(b"HTTP/1.1 200 OK\r\n") and b"begun " in got
+        assert b"error page" not in got and not got.endswith(b"0\r\n\r\n")
     finally:
         kill_groups([worker])
 

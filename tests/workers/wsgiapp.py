@@ -8,6 +8,7 @@ $WSGIAPP_MARKERS/<name> (the pid that ran it)."""
 import hashlib
 import json
 import os
+import sys
 import time
 from wsgiref.validate import validator
 
@@ -67,6 +68,16 @@ def app(environ, start_response):
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
         return Stream(path, [b"one ", "tw\u00f6 ".encode(), b"", b"three"])
+    if path == "/late-error":  # an error middleware's pattern: a late start_response(exc_info)
+        def late():
+            yield b"begun "
+            try:
+                raise RuntimeError("failed in the middle of the stream")
+            except RuntimeError:
+                start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+                yield b"an error page that must never be appended to the 200"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return late()
     if path == "/write":
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"written, ")
