@@ -18,11 +18,12 @@ import socket
 import ssl
 import urllib.parse
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hiredis
-import redis
-from redis.sentinel import Sentinel
+
+if TYPE_CHECKING:  # imported by client(): redis-py costs a worker's start 0.2 s of CPU (it imports its asyncio side)
+    import redis
 
 from tempest import resp, tls
 from tempest.errors import TempestError
@@ -160,6 +161,9 @@ def master_address(url: str, timeout: float) -> tuple[str, int]:
 def client(url: str, **options: Any) -> redis.Redis:
     """A redis-py client of ``url``; for redis+sentinel, one that follows the master the
     Sentinels name (redis-py's Sentinel support)."""
+    import redis
+    from redis.sentinel import Sentinel
+
     if urllib.parse.urlsplit(url).scheme != SENTINEL:
         return redis.Redis.from_url(url, **options)
     sentinels, service, db, username, password = sentinel_parts(url)

@@ -25,12 +25,14 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import redis
 
 from tempest import keys
 from tempest.errors import TempestError
+
+if TYPE_CHECKING:  # imported where used: the worker library loads this module without redis-py
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +177,8 @@ class RedisBody:
         self._push([rest] if rest else [], self._final_ttl)
 
     def _push(self, chunks: list[bytes], ttl: int) -> None:
+        import redis
+
         size = sum(len(chunk) for chunk in chunks)
         if self.budget is not None and not self.budget.take(size):
             raise SpoolError(507, f"spool_redis_max ({self.budget.limit} bytes) reached: cannot push a chunk of {self.key}")
@@ -199,6 +203,8 @@ class RedisBody:
 
     def discard(self) -> None:
         """DEL the key (never raises: on failure it expires by its TTL)."""
+        import redis
+
         if self.budget is not None:
             self.budget.give(self.held)
         self.held = 0

@@ -31,17 +31,18 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FrameType, TracebackType
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import hiredis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from tempest import jobs, keys, redisconn, reliable, resp, sessions
 from tempest.publish import Publisher
 from tempest.spool import open_body
 from tempest.redisurl import redacted
 from tempest.redisconn import RawConnection, ConnectionFailed
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -272,9 +273,7 @@ class Worker:
         self._low = [keys.low(q) for q in self.queues]
         self._low_until = 0.0  # monotonic time until which an idle reliable worker waits on the low list
         self._expired_logged = -EXPIRED_LOG_EVERY  # when the last "dropped past its deadline" line was logged
-        # for the handlers (and publish): no automatic retries, which could repeat a write
-        self.redis = redisconn.client(self.redis_url, socket_timeout=10, socket_connect_timeout=5,
-                                      retry=Retry(NoBackoff(), 0))
+        self._redis: redis.Redis | None = None  # made when first used (self.redis)
         # a BLPOP blocks POLL_TIMEOUT: the socket timeout must be above it, and a timed-out
         # BLPOP must not be re-sent blindly: RawConnection never retries
         self._queue = RawConnection(self.redis_url, timeout=POLL_TIMEOUT + 10, connect_timeout=5)
@@ -289,6 +288,23 @@ class Worker:
         self._holding: str | None = None  # reliable: the queue whose processing list holds the batch in hand
         self._done = 0  # jobs of the batch in hand that are over (the first ones of its processing list)
         self._cut: bytes | str | None = None  # the job whose handler stopped the worker
+
+    @property
+    def redis(self) -> redis.Redis:
+        """A redis-py client of the worker's Redis, for the handlers (sessions, publish, their
+        own commands): no automatic retries, which could repeat a write. Made when first used,
+        so that a worker whose handlers never use it does not load redis-py (0.2 s of CPU)."""
+        if self._redis is None:
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            self._redis = redisconn.client(self.redis_url, socket_timeout=10, socket_connect_timeout=5,
+                                           retry=Retry(NoBackoff(), 0))
+        return self._redis
+
+    @redis.setter
+    def redis(self, client: redis.Redis) -> None:
+        self._redis = client
 
     def on(self, action: str) -> Callable[[H], H]:
         """Decorator registering ``handler(context, *args)`` for ``action``.
