@@ -2,7 +2,10 @@
 (a master, a replica and one Sentinel, all real redis-server processes), then a failover."""
 
 import os
+import signal
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -80,6 +83,49 @@ def test_requests_through_sentinel_and_a_failover(cluster, tempestd_factory, tmp
         assert daemon.info()["push_errors"] == 0
     finally:
         kill_groups([worker])
+
+
+def test_a_master_killed_under_load_fails_over_and_the_requests_recover(cluster, tempestd_factory, tmp_path):
+    """SIGKILL of the master while four clients send requests: the Sentinel promotes the replica
+    (down-after 2 s), tempestd and the worker follow it, and requests succeed again. The failed
+    requests and the time to recovery are printed (they depend on the Sentinel's timing), not
+    asserted; that every request succeeds again is."""
+    master, replica, sentinel = cluster
+    url = f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/0"
+    daemon = tempestd_factory(redis_url=url, front={"queue": "sentinel-load", "timeout": "5"})
+    worker = start_worker(ECHO + ["sentinel-load"], url, tmp_path, ready="worker on ")
+    results, stop = [], threading.Event()
+
+    def load():
+        while not stop.is_set():
+            try:
+                status = http("GET", daemon.base + "/load", timeout=10)[0]
+            except OSError:
+                status = 0
+            results.append((time.monotonic(), status))
+
+    clients = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    try:
+        for client in clients:
+            client.start()
+        wait_until(lambda: sum(s == 200 for _, s in results) >= 20, timeout=20, message="load before the kill")
+        killed = time.monotonic()
+        os.killpg(master.proc.pid, signal.SIGKILL)
+        master.proc.wait(10)
+        wait_until(lambda: sentinel.master() == replica.port, timeout=30, message="the failover")
+        # recovered: the last 40 answers, all after the failover, are 200s
+        wait_until(lambda: len(results) > 40 and results[-40][0] > killed and all(s == 200 for _, s in results[-40:]),
+                   timeout=40, message="every request succeeding again")
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(15)
+        kill_groups([worker])
+    failed = [t for t, s in results if s != 200]
+    recovered = max(failed) - killed if failed else 0.0
+    print(f"failover under load: {len(results)} requests, {len(failed)} failed "
+          f"({sorted({s for _, s in results if s != 200})}), all succeeding again {recovered:.2f} s after the kill")
+    assert all(s == 200 for t, s in results if t < killed)
 
 
 def test_a_bad_sentinel_url_is_a_config_error(tmp_path):
