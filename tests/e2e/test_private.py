@@ -527,8 +527,11 @@ def test_an_authorize_worker_on_the_node_client(tempestd_factory, redis_server, 
         call(daemon, f"/login/{user}", cookie)
         assert streams(daemon, redis_server, sse(daemon, f"/sub/team.mine.{user}", cookie), f"team.mine.{user}")
         jobs = authorize_log(redis_server, daemon)
-        assert [job[1]["channel"] for job in jobs] == [f"team.{tag}.node-yes", f"team.{tag}.node-no",
-                                                       f"team.mine.{user}", f"team.mine.{user}"]
+        channels = [job[1]["channel"] for job in jobs]
+        assert channels[:4] == [f"team.{tag}.node-yes", f"team.{tag}.node-no", f"team.mine.{user}", f"team.mine.{user}"]
+        # an allow without a ttl is asked again at each grant_check while its stream lives: on a
+        # slow machine a check may come before the test looks (seen in a CI run)
+        assert set(channels[4:]) <= {f"team.mine.{user}"}, channels  # node-yes was allowed for 30 s
         assert jobs[0][0] == "authorize" and jobs[0][1]["session"]["id"] == cookie.split(".")[0]
         assert daemon.info()["authorize_timeouts"] == 0
     finally:
