@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import urllib.parse
 from collections.abc import Callable
 
 import gevent
@@ -26,6 +25,7 @@ import gevent.lock
 import hiredis
 
 from tempest import jobs, keys, reliable
+from tempest.redisurl import answer_endpoint
 from tempest.redisconn import RawConnection, ConnectionFailed
 from tempest.stats import Stats
 
@@ -127,18 +127,10 @@ class Redeliverer:
                 by_endpoint.setdefault(respond_to, []).append([jobs.HTTP_ACTION, str(job_id), REFUSED_ANSWER])
         for respond_to, answers in by_endpoint.items():
             try:
-                connection = RawConnection(self._endpoint_url(respond_to), timeout=5, connect_timeout=2)
+                connection = RawConnection(answer_endpoint(respond_to, self.answer_password), timeout=5, connect_timeout=2)
                 try:
                     connection.execute(answers)
                 finally:
                     connection.close()
             except (ConnectionFailed, ValueError) as exc:
                 log.warning("cannot send the 502 answers of %d job(s) to %s: %s", len(answers), respond_to, exc)
-
-    def _endpoint_url(self, respond_to: str) -> str:
-        host, _, port = respond_to.rpartition(":")
-        host = host.strip("[]")
-        netloc = f"[{host}]:{int(port)}" if ":" in host else f"{host}:{int(port)}"
-        if self.answer_password:
-            netloc = ":" + urllib.parse.quote(self.answer_password, safe="") + "@" + netloc
-        return "redis://" + netloc

@@ -96,3 +96,18 @@ SECRET_PARAMS = ("password", "sentinel_password", "ssl_password")
 
 _NETLOC_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@")
 _QUERY_PASSWORD = re.compile(r"([?&](?:password|sentinel_password|ssl_password)=)[^&\s]*")
+
+
+def answer_endpoint(respond_to: str, password: str | None = None) -> str:
+    """The redis:// URL of the answer endpoint ``respond_to`` (``host:port``, an IPv6 host
+    bracketed or not), with the answer password if any.
+
+    Raises:
+        ValueError: the port is not a number.
+    """
+    host, _, port = respond_to.rpartition(":")
+    host = host.strip("[]")
+    netloc = f"[{host}]:{int(port)}" if ":" in host else f"{host}:{int(port)}"
+    if password:
+        netloc = ":" + urllib.parse.quote(password, safe="") + "@" + netloc
+    return "redis://" + netloc

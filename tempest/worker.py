@@ -28,7 +28,6 @@ import signal
 import socket
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
@@ -38,7 +37,7 @@ import hiredis
 from tempest import jobs, keys, redisconn, reliable, resp, sessions
 from tempest.publish import Publisher
 from tempest.spool import open_body
-from tempest.redisurl import redacted
+from tempest.redisurl import answer_endpoint, redacted
 from tempest.redisconn import RawConnection, ConnectionFailed
 
 if TYPE_CHECKING:
@@ -646,14 +645,10 @@ class Worker:
     def _endpoint(self, respond_to: str) -> RawConnection:
         connection = self._endpoints.get(respond_to)
         if connection is None:
-            host, _, port = respond_to.rpartition(":")
-            host = host.strip("[]")
-            netloc = f"[{host}]:{int(port)}" if ":" in host else f"{host}:{int(port)}"
-            if self.answer_password:
-                netloc = ":" + urllib.parse.quote(self.answer_password, safe="") + "@" + netloc
             declared = sorted(a for a in self.handlers if a not in ANSWER_ACTIONS)
             greeting = [["ACTIONS", *declared]] if declared else []  # answers of other actions are answers
-            connection = RawConnection("redis://" + netloc, timeout=10, connect_timeout=5, greeting=greeting)
+            connection = RawConnection(answer_endpoint(respond_to, self.answer_password), timeout=10,
+                                       connect_timeout=5, greeting=greeting)
             self._endpoints[respond_to] = connection
         return connection
 

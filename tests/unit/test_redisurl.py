@@ -31,3 +31,13 @@ def test_bad_sentinel_urls(url):
 ])
 def test_a_url_is_shown_without_its_password(url, shown):
     assert redacted(url) == shown
+
+
+def test_the_answer_endpoint_url_of_a_respond_to():
+    from tempest.redisurl import answer_endpoint
+
+    assert answer_endpoint("127.0.0.1:4000") == "redis://127.0.0.1:4000"
+    assert answer_endpoint("[::1]:4000") == answer_endpoint("::1:4000") == "redis://[::1]:4000"
+    assert answer_endpoint("h:1", "p@ss:/w") == "redis://:p%40ss%3A%2Fw@h:1"
+    with pytest.raises(ValueError):
+        answer_endpoint("h:port")
