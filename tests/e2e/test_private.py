@@ -20,7 +20,7 @@ import redis
 from wsproto.events import CloseConnection
 
 from sseclient import SSE, WS
-from support import REPO, http, kill_groups, render_ini, session_cookie, start_worker, tempestd_command, wait_until
+from support import REPO, http, kill_groups, missing_runtime, render_ini, session_cookie, start_worker, tempestd_command, wait_until
 
 APP = [os.path.join(REPO, "tests", "workers", "private_app.py")]
 SECRET = "the-secret-that-signs-private-0123"
@@ -348,7 +348,7 @@ def test_a_redis_cli_worker_answers_authorize(tempestd_factory, redis_server):
 
     cli = shutil.which("redis-cli")
     if cli is None:
-        pytest.skip("no redis-cli on PATH")
+        missing_runtime("redis-cli (Debian's redis-tools; .ci/install-runtimes installs it)")
     queue = f"priv-cli-{secrets.token_hex(3)}"
     daemon = tempestd_factory(**settings(queue, authorize_queue=f"{queue}-auth", authorize_timeout="10"))
     script = (f'job=$({cli} -p {redis_server.port} --raw BLPOP {queue}-auth 10 | tail -n 1); '
