@@ -9,7 +9,7 @@ import signal
 import string
 import urllib.parse
 
-from tempest import redisurl
+from tempest import keys, redisurl
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.IGNORECASE)
@@ -31,14 +31,13 @@ def to_bool(raw: str) -> bool:
     raise ValueError(f"not a boolean (yes/no): {raw!r}")
 
 
-PRIORITIES = ("high", "normal", "low")  # a job's priority (docs/protocol.md, "Priorities")
 REDELIVERIES = ("idempotent", "always", "never")  # which jobs of a dead worker go to another one
 
 
 def to_priority(raw: str) -> str:
     """A route's priority: high, normal or low."""
     value = raw.strip().lower()
-    if value not in PRIORITIES:
+    if value not in keys.PRIORITIES:
         raise ValueError(f"not a priority (high, normal, low): {raw!r}")
     return value
 

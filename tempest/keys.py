@@ -31,6 +31,9 @@ def grants(session_id: str) -> str:
 # low one to a list of its own, taken when the queue is empty (docs/protocol.md, "Priorities")
 
 
+PRIORITIES = ("high", "normal", "low")  # a job's priority, highest first
+
+
 def low(queue: str) -> str:
     """The low-priority jobs of ``queue`` (the queue's Cluster slot)."""
     return "tempest:low:{" + queue + "}"

@@ -57,7 +57,6 @@ RECONNECT_MAX = 5.0  # seconds between reconnection attempts, at most
 ANSWER_ACTIONS = (jobs.HTTP_ACTION, "ws")  # the actions every answer endpoint knows
 ENV_ACTIONS = (jobs.HTTP_ACTION, "authorize")  # jobs whose first argument is Context.env
 GATHER_TTL = 300  # seconds a fan-out's results list lives at most (the gatherer deletes it)
-PRIORITIES = ("high", "normal", "low")
 
 Handler = Callable[..., object]  # handler(context, *args): its value, unless None, is the answer
 H = TypeVar("H", bound=Handler)
@@ -491,7 +490,7 @@ class Worker:
     def push(self, queue: str, job: bytes, priority: str = "normal") -> None:
         """Push an encoded job to ``queue`` (never retried: a retried push may push twice):
         RPUSH, LPUSH for a high job, RPUSH to the low list for a low one."""
-        if priority not in PRIORITIES:
+        if priority not in keys.PRIORITIES:
             raise ValueError(f"not a priority (high, normal, low): {priority!r}")
         self._command("LPUSH" if priority == "high" else "RPUSH", keys.priority_list(queue, priority), job)
 
