@@ -693,10 +693,24 @@ tempest_on() {  # tempest_on ACTION FUNCTION: FUNCTION handles the jobs of ACTIO
 
 tempest_stop() { _tempest_stopping=1; }  # run() returns once the job in hand is done
 
+# A stop is passed on as a file, $_tempest_tmp/stop, that tempest_run's shell creates on SIGTERM,
+# never as a signal: bash 5.2 can miss a trapped signal that arrives just before a `wait` or
+# while a $(...) is being set up, and hang (seen about once in 2,000 stops).
+_tempest_stop_asked() {
+    ((_tempest_stopping)) && return 0
+    [[ -e $_tempest_tmp/stop ]] && _tempest_stopping=1
+    ((_tempest_stopping))
+}
+
+_tempest_nap() {  # _tempest_nap SECONDS: sleep without a process (read -t on a FIFO nobody writes)
+    read -r -t "$1" -u "$_tempest_idle" _ 2>/dev/null
+    return 0
+}
+
 _tempest_sleep() {  # _tempest_sleep MILLISECONDS, in slices of 0.1 s so that a stop is seen
     local left=$1
-    while ((left > 0 && !_tempest_stopping)); do
-        sleep 0.1
+    while ((left > 0)) && ! _tempest_stop_asked; do
+        _tempest_nap 0.1
         left=$((left - 100))
     done
 }
@@ -786,21 +800,36 @@ tempest_run() {
     fi
     queues=("$@")
     ((${#queues[@]})) || queues=(tempest)
+    _tempest_tmp=$(mktemp -d "${TMPDIR:-/tmp}/tempest-worker.XXXXXX") || return 1
+    mkfifo "$_tempest_tmp/idle" && exec {_tempest_idle}<>"$_tempest_tmp/idle" || return 1
     # The worker runs in a subshell in a process group of its own (set -m), this shell only
-    # passes a stop on: SIGTERM sent to this shell's group (as tempestd stops its workers)
-    # reaches no command of the job in hand, not even a $(...) of a handler, and the job is
-    # finished before the worker exits.
+    # passes a stop on (the stop file): SIGTERM sent to this shell's group (as tempestd stops its
+    # workers) reaches no command of the job in hand, not even a $(...) of a handler, and the
+    # job is finished before the worker exits. This shell polls the worker rather than `wait`
+    # for it, so that a SIGTERM cannot arrive unseen just before the wait.
+    trap ': >"$_tempest_tmp/stop"' TERM INT
     set -m
     _tempest_loop "${queues[@]}" &
     child=$!
     [[ -n $monitor ]] || set +m
-    trap 'kill -USR1 "$child" 2>/dev/null' TERM INT
-    status=0
+    # A safety net: a worker asked to stop that is still there, with no job in hand, a few
+    # seconds past its poll timeout is stuck (bash 5.2 was once seen to block in a pipe read,
+    # about once in 800 stops); it is killed with what it runs. It had no job to lose.
+    local idle=0 grace=$(((${TEMPEST_POLL_TIMEOUT%%.*} + 4) * 5))  # in naps of 0.2 s
     while kill -0 "$child" 2>/dev/null; do
-        wait "$child"
-        status=$?
+        _tempest_nap 0.2
+        [[ -e $_tempest_tmp/stop && ! -e $_tempest_tmp/busy ]] || { idle=0; continue; }
+        if ((++idle > grace)); then
+            tempest_log warning "the worker did not stop within $((grace / 5))s with no job in hand: killed"
+            kill -KILL -- "-$child" 2>/dev/null
+            break
+        fi
     done
+    wait "$child"
+    status=$?
     trap - TERM INT
+    exec {_tempest_idle}<&-
+    rm -rf "$_tempest_tmp"
     return "$status"
 }
 
@@ -877,16 +906,16 @@ _tempest_give_back() {  # what the processing lists still hold, back to the head
 }
 
 # the heartbeat process: a beat every third of TEMPEST_HEARTBEAT, while the worker loop (pid $1)
-# lives; SIGTERM stops it between two beats, never in the middle of one
+# lives; the file $_tempest_tmp/heart-stop stops it between two beats, never in the middle of one
 _tempest_heart() {
-    local loop=$1 interval sleeper=""
-    trap '[[ -n $sleeper ]] && kill "$sleeper" 2>/dev/null; exit 0' TERM
-    interval=$(LC_ALL=C awk -v h="$TEMPEST_HEARTBEAT" 'BEGIN { printf "%.3f", h / 3 }')
+    local loop=$1 slices i
+    slices=$(LC_ALL=C awk -v h="$TEMPEST_HEARTBEAT" 'BEGIN { n = int(h / 3 / 0.1); print (n < 1 ? 1 : n) }')
     while kill -0 "$loop" 2>/dev/null; do
-        sleep "$interval" &
-        sleeper=$!
-        wait "$sleeper"
-        sleeper=""
+        for ((i = 0; i < slices; i++)); do
+            [[ -e $_tempest_tmp/heart-stop ]] && exit 0
+            _tempest_nap 0.1
+        done
+        [[ -e $_tempest_tmp/heart-stop ]] && exit 0
         _tempest_beat 2>/dev/null || :  # Redis away: the loop says so; it beats again once back
     done
 }
@@ -894,8 +923,9 @@ _tempest_heart() {
 _tempest_unregister() {  # a clean stop: the heartbeat process first, then what is held back, then forgotten
     local queue entries=()
     if [[ -n ${_tempest_heart_pid:-} ]]; then
-        kill "$_tempest_heart_pid" 2>/dev/null
-        while kill -0 "$_tempest_heart_pid" 2>/dev/null; do wait "$_tempest_heart_pid"; done
+        : >"$_tempest_tmp/heart-stop"
+        while kill -0 "$_tempest_heart_pid" 2>/dev/null; do _tempest_nap 0.05; done
+        wait "$_tempest_heart_pid" 2>/dev/null
     fi
     for queue in "${_tempest_queues[@]}"; do entries+=("$queue $TEMPEST_WORKER_ID"); done
     _tempest_give_back 2>"$_tempest_tmp/err" &&
@@ -910,14 +940,13 @@ _tempest_loop() {  # the worker: take, run, answer, until asked to stop (or its 
     local delay=100 secs err registered=0 registered_before=0 mode="not reliable" me=$BASHPID
     _tempest_queues=("$@")
     set +m
-    trap '_tempest_stopping=1' TERM INT USR1
-    _tempest_tmp=$(mktemp -d "${TMPDIR:-/tmp}/tempest-worker.XXXXXX") || exit 1
+    trap '_tempest_stopping=1' TERM INT USR1  # a signal sent to the worker itself
     # <host>:<pid>:<random>, the pid of the shell that tempestd started (it gives back the jobs of
     # the workers of a process it reaps)
     TEMPEST_WORKER_ID="${HOSTNAME:-$(uname -n)}:$$:$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"
     ((_tempest_reliable)) && mode="reliable, id $TEMPEST_WORKER_ID"
     tempest_log info "worker on ${_tempest_queues[*]} ($TEMPEST_REDIS_URL, $mode): ${!_tempest_handlers[*]}"
-    while ((!_tempest_stopping)) && kill -0 "$$" 2>/dev/null; do  # $$: the parent shell
+    while ! _tempest_stop_asked && kill -0 "$$" 2>/dev/null; do  # $$: the parent shell
         # reliable: registered before the first take, and again after Redis failed (a job moved
         # whose reply was lost goes back to its queue then)
         if ((_tempest_reliable && !registered)) && _tempest_beat 2>"$_tempest_tmp/err" &&
@@ -927,7 +956,7 @@ _tempest_loop() {  # the worker: take, run, answer, until asked to stop (or its 
         fi
         if ((_tempest_reliable && !registered)) || ! _tempest_take; then
             err=$(<"$_tempest_tmp/err")
-            ((_tempest_stopping)) && break
+            _tempest_stop_asked && break
             registered=0
             printf -v secs '%d.%d' $((delay / 1000)) $((delay % 1000 / 100))
             tempest_log warning "Redis unreachable (${err:-no reply}); retrying in ${secs}s"
@@ -937,11 +966,13 @@ _tempest_loop() {  # the worker: take, run, answer, until asked to stop (or its 
         fi
         delay=100
         [[ -n $_tempest_job ]] || continue
+        : >"$_tempest_tmp/busy"  # a job in hand: tempest_run's shell waits for it, however long
         tempest_process "$_tempest_job"
         [[ -n $_tempest_holding ]] && _tempest_release
+        rm -f "$_tempest_tmp/busy"
     done
     ((_tempest_reliable)) && _tempest_unregister
-    rm -rf "$_tempest_tmp"
+    kill -0 "$$" 2>/dev/null || rm -rf "$_tempest_tmp"  # tempest_run's shell is gone: nobody else will
     local expired=""
     ((_tempest_expired)) && expired=" ($_tempest_expired dropped past their deadline)"
     tempest_log info "worker stopped after $_tempest_processed jobs$expired"
