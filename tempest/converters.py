@@ -2,6 +2,7 @@
 value, or raises ValueError with a message that names the bad value. A converter's return
 annotation is the type of its setting's field in the section classes (config.py)."""
 
+import os
 import pwd
 import re
 import shlex
@@ -68,6 +69,16 @@ def to_positive_int(raw: str) -> int:
     if value <= 0:
         raise ValueError(f"not a positive integer: {raw!r}")
     return value
+
+
+def to_processes(raw: str) -> int:
+    """A positive integer, or ``auto``: the number of cores tempestd may run on."""
+    if raw.strip().lower() == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    try:
+        return to_positive_int(raw)
+    except ValueError:
+        raise ValueError(f"not a positive integer nor auto: {raw!r}") from None
 
 
 def to_count(raw: str) -> int:

@@ -16,12 +16,14 @@ import logging
 import os
 import resource
 import signal
+import socket
 import urllib.parse
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import gevent
+import gevent.os
 import gevent.queue
 import gevent.threadpool
 import redis
@@ -31,7 +33,7 @@ from redis.retry import Retry
 
 from tempest import config as configuration
 from tempest import spool
-from tempest import cluster, embedded, instances, jobs, keys, redisconn, roles, systemd
+from tempest import cluster, embedded, fronts, instances, jobs, keys, redisconn, roles, systemd
 from tempest.answers import AnswerServer
 from tempest.control import ControlServer, socket_path
 from tempest.errors import ConfigError, ExitCode, StartupError
@@ -75,8 +77,13 @@ def redis_client(url: str, **options: Any) -> redis.Redis:
 
 
 class Daemon:
-    def __init__(self, config: Config, pidfile: str | None = None) -> None:
-        self.config = config
+    def __init__(self, config: Config, pidfile: str | None = None, front_index: int | None = None) -> None:
+        # front_index: this is front process I of a tempestd with [front] processes > 1 (tempest.fronts)
+        self.front_index = front_index
+        self.config = config if front_index is None else fronts.for_process(config, front_index)
+        self.front_socket: socket.socket | None = None  # the master's, which its front processes inherit
+        self._ready_pipe: tuple[int, int] | None = None  # theirs to say they serve (tempest.fronts.tell_ready)
+        self._fronts_ready: dict[int, int] = {}  # the pid of each front process that said so, by index
         self.stats = Stats()
         self.pidfile = Pidfile(pidfile) if pidfile else None
         self.supervisor: Supervisor | None = None
@@ -131,6 +138,7 @@ class Daemon:
         self.access_log.reopen()
         if self.supervisor is not None:
             self.supervisor.reopen_logs()
+        self._signal_fronts(signal.SIGUSR1)  # their access log
         log.info("SIGUSR1: log files reopened (%d of tempestd's, the access log%s, the workers')",
                  reopened, "" if self.access_log.destination not in ("", "log") else ": none")
 
@@ -152,6 +160,8 @@ class Daemon:
             log.error("reload refused, keeping the running configuration: %s", exc)
             systemd.notify("READY=1")
             return str(exc)
+        if self.front_index is not None:
+            new = fronts.for_process(new, self.front_index)
         for setting in configuration.restart_only():
             section, key = setting.section, setting.key
             if getattr(getattr(new, section), key) != getattr(getattr(self.config, section), key):
@@ -160,8 +170,9 @@ class Daemon:
         if new.has_front != self.config.has_front:
             log.warning("reload: the [front] section was %s; it takes effect when tempestd restarts",
                         "added" if new.has_front else "removed")
-        if self.front is None:  # a worker host: only its workers change
+        if self.front is None:  # a worker host, or the master of front processes: its workers change
             self._reload_programs(new)
+            self._signal_fronts(signal.SIGHUP)  # each reads the file again itself
             return None
         assert self.relay is not None and self.pusher is not None and self.registry is not None  # made by _start
         try:
@@ -183,16 +194,28 @@ class Daemon:
         assert self.supervisor is not None  # made by _start
         added, removed, changed = self.supervisor.reload(new.programs)  # the embedded Redis is reserved
         self.config = new
-        log.info("reloaded: %d workers added, %d removed, %d changed", len(added), len(removed), len(changed))
+        if self.front_index is None:
+            log.info("reloaded: %d workers added, %d removed, %d changed", len(added), len(removed), len(changed))
+        else:
+            log.info("front process %d reloaded", self.front_index)
         systemd.notify("READY=1")
+
+    def _signal_fronts(self, sig: int) -> None:
+        """Pass ``sig`` on to the front processes (none unless [front] processes > 1)."""
+        if self.supervisor is not None and fronts.NAME in self.supervisor.programs:
+            for child in self.supervisor.children(fronts.NAME):
+                child.signal(sig)
 
     def _start(self) -> None:
         config = self.config
         if self.pidfile:
             self.pidfile.create()
         files = _raise_open_file_limit()
-        self.supervisor = Supervisor(env={}, reserved=(embedded.NAME,) if config.redis.embedded else ())
-        if config.redis.embedded:
+        if self.front_index is not None:
+            os.environ.pop("NOTIFY_SOCKET", None)  # the master speaks to systemd
+        several = config.has_front and config.front.processes > 1 and self.front_index is None
+        self.supervisor = Supervisor(env={}, reserved=(embedded.NAME, fronts.NAME))
+        if config.redis.embedded and self.front_index is None:
             self.embedded = embedded.EmbeddedRedis(config.redis.url, config.redis.data_dir,
                                                    config.redis.server_bin)
             self.embedded.start(self.supervisor)
@@ -205,15 +228,24 @@ class Daemon:
                                f"{redact_text(str(exc), config.redis.url)}") from None
         cluster.refuse_cluster(client, config.redis.url)  # not "ready", then MOVED errors
         self.client = client
-        respond_to = self._start_front(config, client, files, name) if config.has_front else None
-        if not config.has_front:
+        respond_to = None
+        if several:
+            self._start_fronts(config, name)
+        elif config.has_front:
+            respond_to = self._start_front(config, client, files, name)
+        if several or not config.has_front:
             self._reap_on_exit(config, name)
         self.supervisor.env = self._worker_env(respond_to)
+        if self.front_socket is not None and self._ready_pipe is not None:
+            self.supervisor.add(fronts.program(config, self.front_socket.fileno(), self._ready_pipe[1]))
         for spec in config.programs:
             self.supervisor.add(spec)
         self.supervisor.wait_spawned()
-        self.control = ControlServer(socket_path(config), self)
-        self.control.start()
+        if several:
+            self._wait_fronts()
+        if self.front_index is None:  # the master's: front processes have none
+            self.control = ControlServer(socket_path(config), self)
+            self.control.start()
         self.registration = instances.Registration(
             config.redis.url, lambda: instances.describe(self, self.instance_id, self.started, self._stopping),
             self.instance_id)
@@ -222,6 +254,21 @@ class Daemon:
         gc.freeze()  # what start-up made lives forever: keep it out of every collection
         systemd.notify("READY=1\nSTATUS=serving")
         role = roles.role_name(config.has_front, len(config.programs))
+        if self.front_index is not None:
+            assert self.front is not None and self.answers is not None  # made by _start_front
+            log.info("front process %d ready: front on http://%s:%d/ (shared), answers on %s (respond_to %s)%s, id %s",
+                     self.front_index, *self.front.address[:2], "%s:%d" % self.answers.address[:2], respond_to,
+                     ", admin on http://%s:%d/" % self.admin.server.address[:2] if self.admin is not None else "",
+                     self.instance_id)
+            fronts.tell_ready(self.front_index)
+            return
+        assert self.control is not None  # made above (a front process has returned)
+        if self.front_socket is not None:
+            log.info("tempestd ready: front on http://%s:%d/ in %d processes, control %s%s, id %s role %s",
+                     *self.front_socket.getsockname()[:2], config.front.processes, self.control.path,
+                     ", admin on http://%s:%d/" % self.admin.server.address[:2] if self.admin is not None else "",
+                     self.instance_id, role)
+            return
         if self.front is None or self.answers is None:
             log.info("tempestd ready: a worker host (no front), %d programs, control %s, id %s role %s",
                      len(config.programs), self.control.path, self.instance_id, role)
@@ -264,7 +311,7 @@ class Daemon:
                             StaticFiles(self.stats), EventStreams(self.relay, self.stats, access),
                             WebSockets(self.relay, self.pusher, self.stats, respond_to, sockets, access),
                             room=_room(files, config), requests=Requests(), access_log=self.access_log,
-                            spools=spools)
+                            spools=spools, sock=self._inherited_socket())
         _listen(self.front.server, config.front.listen, "front")
         self.relay.start()
         self.redeliverer = Redeliverer(config.redis.url, self.stats, config.front.redeliver_interval,
@@ -285,21 +332,93 @@ class Daemon:
             self.greenlets.append(gevent.spawn(self.admin.reap))
         return respond_to
 
-    def _reap_on_exit(self, config: Config, name: str) -> None:
-        """A worker host checks no heartbeats (the fronts' redeliverers do), but gives back the
-        jobs of a worker it reaps at once, as a front does; a POST's 502 goes to its front's
-        answer endpoint, with the TEMPEST_ANSWER_PASSWORD tempestd was started with."""
+    def _inherited_socket(self) -> socket.socket | None:
+        """A front process's listening socket, from its master; None in any other tempestd."""
+        if self.front_index is None:
+            return None
+        try:
+            return fronts.inherited_socket()
+        except (ValueError, OSError) as exc:
+            raise StartupError(f"front process {self.front_index}: {exc}") from None
+
+    def _start_fronts(self, config: Config, name: str) -> None:
+        """The master of [front] processes > 1: the listening socket they inherit (the spool
+        directories emptied of a crash's leftovers before any of them runs), its admin listener."""
+        try:
+            spool.prepare([config.default_route, *config.routes], config.tempest.name)
+        except OSError as exc:
+            raise StartupError(f"cannot prepare the spool directory {exc.filename}: {exc.strerror}") from None
+        try:
+            self.front_socket = fronts.listening_socket(config.front.listen, config.front.backlog)
+        except OSError as exc:
+            host, port = config.front.listen
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(f"front: {host}:{port} is already in use") from None
+            raise StartupError(f"front: cannot listen on {host}:{port}: {exc.strerror}") from None
         assert self.supervisor is not None  # made by _start
+        self._ready_pipe = os.pipe()
+        self.supervisor.system.inherit[fronts.NAME] = (self.front_socket.fileno(), self._ready_pipe[1])
+        self.greenlets.append(gevent.spawn(self._read_ready, self._ready_pipe[0]))
+        if config.admin.listen is not None:
+            self.admin = AdminServer(config, Admin(self))
+            _listen(self.admin.server, config.admin.listen, "admin listener")
+            self.greenlets.append(gevent.spawn(self.admin.reap))
+
+    def _read_ready(self, fd: int) -> None:
+        """The front processes' readiness lines: the index and pid of each one that serves."""
+        gevent.os.make_nonblocking(fd)
+        buffer = b""
+        while True:
+            data = gevent.os.nb_read(fd, 4096)
+            if not data:
+                return
+            *lines, buffer = (buffer + data).split(b"\n")
+            for line in lines:
+                index, _, pid = line.partition(b" ")
+                if index.isdigit() and pid.isdigit():
+                    if int(index) in self._fronts_ready:
+                        log.info("front process %d serves again (pid %d)", int(index), int(pid))
+                    self._fronts_ready[int(index)] = int(pid)
+
+    def _wait_fronts(self) -> None:
+        """Until every front process said it serves; StartupError if one exits first."""
+        assert self.supervisor is not None  # made by _start
+        deadline = time.monotonic() + fronts.START_TIMEOUT
+        while True:
+            children = self.supervisor.children(fronts.NAME)
+            for child in children:
+                if child.last_exit:
+                    raise StartupError(f"front process {child.index} exited at start ({child.last_exit}); "
+                                       f"its lines above say why")
+            if self.accepting():
+                return
+            if time.monotonic() > deadline:
+                raise StartupError(f"the front processes are not all running after {fronts.START_TIMEOUT:.0f}s")
+            gevent.sleep(0.05)
+
+    def accepting(self) -> bool:
+        """Whether the front accepts connections: this process's, or every front process's."""
+        if self.front_socket is not None and self.supervisor is not None:
+            return all(child.pid is not None and self._fronts_ready.get(child.index) == child.pid
+                       for child in self.supervisor.children(fronts.NAME))
+        return self.front is not None and self.front.server.started and not self.front.closing
+
+    def _reap_on_exit(self, config: Config, name: str) -> None:
+        """A worker host, or the master of front processes, checks no heartbeats (the fronts'
+        redeliverers do), but gives back the jobs of a worker it reaps at once, as a front does;
+        a POST's 502 goes to its front's answer endpoint, with answer_password (a worker host's:
+        the TEMPEST_ANSWER_PASSWORD tempestd was started with)."""
+        assert self.supervisor is not None  # made by _start
+        password = config.front.answer_password if config.has_front else os.environ.get("TEMPEST_ANSWER_PASSWORD", "")
         self.redeliverer = reaper = Redeliverer(config.redis.url, self.stats, config.front.redeliver_interval,
-                                                config.front.max_redeliveries,
-                                                answer_password=os.environ.get("TEMPEST_ANSWER_PASSWORD", ""))
+                                                config.front.max_redeliveries, answer_password=password)
         instances.name_raw([reaper.connection], name)
         self.supervisor.system.on_exit = lambda pid: gevent.spawn(reaper.reaped, pid)
 
     def _spools(self, config: Config) -> spool.Spools:
         """Where spooled bodies go; their directories made, and emptied of a crash's leftovers."""
-        try:
-            spool.prepare([config.default_route, *config.routes], config.tempest.name)
+        try:  # a front process's siblings may be spooling now: its master emptied them at start
+            spool.prepare([config.default_route, *config.routes], config.tempest.name, clean=self.front_index is None)
         except OSError as exc:
             raise StartupError(f"cannot prepare the spool directory {exc.filename}: {exc.strerror}") from None
         # a large file's unlink (0.1 s for 1 GiB) on a thread of its own, never on the event loop
@@ -354,7 +473,7 @@ class Daemon:
         systemd.notify("STOPPING=1")
         if self.front is None or self.registry is None:  # a worker host
             self._stop_services()
-            log.info("tempestd stopped")
+            log.info(self._what() + " stopped")
             return
         self.front.stop_accepting()
         deadline = time.monotonic() + self.config.front.graceful_timeout
@@ -365,12 +484,16 @@ class Daemon:
                         self.front.busy(), self.config.front.graceful_timeout)
         self.front.close_all()
         self._stop_services()
-        log.info("tempestd stopped")
+        log.info(self._what() + " stopped")
+
+    def _what(self) -> str:
+        return "tempestd" if self.front_index is None else f"front process {self.front_index}"
 
     def _stop_services(self) -> None:
         if self.redeliverer is not None:
             self.redeliverer.on_workers = None  # workers stopping now are no news for the front's queues
         if self.supervisor is not None:
+            self.supervisor.shutdown([fronts.NAME])  # they drain their requests while the workers still answer
             self.supervisor.shutdown([n for n in self.supervisor.programs if n != embedded.NAME])
         if self.admin is not None:
             self.admin.stop_accepting()
@@ -384,6 +507,10 @@ class Daemon:
         if self.supervisor is not None:
             self.supervisor.shutdown()  # the embedded Redis, last
         self.access_log.close()
+        if self.front_socket is not None:
+            self.front_socket.close()
+        for fd in self._ready_pipe or ():
+            os.close(fd)
         if self.pidfile:
             self.pidfile.remove()
 

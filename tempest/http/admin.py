@@ -71,8 +71,7 @@ class Admin:
         except ConnectionFailed as exc:
             redis_ok, why = False, str(exc)
         lines.append("ok redis\n" if redis_ok else f"fail redis: {why}\n")
-        front = daemon.front
-        accepting = front is not None and front.server.started and not front.closing
+        accepting = daemon.accepting()
         lines.append("ok front\n" if accepting else "fail front: not accepting\n")
         ready = redis_ok and accepting
         for queue in daemon.routed_queues():

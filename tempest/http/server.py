@@ -60,12 +60,13 @@ class Listener:
         access_log: where each request is logged (None: not logged).
         room: the most connections the open-file limit leaves room for (None: no limit);
             ``max_connections`` is lowered to it.
+        sock: a socket already listening to accept on instead (a front process's, inherited).
     """
 
     spools: spool.Spools  # where spooled bodies go (the front's; never asked by a listener without routes)
 
     def __init__(self, address: tuple[str, int], backlog: int, stats: Stats, requests: Requests | None = None,
-                 access_log: AccessLog | None = None, room: int | None = None) -> None:
+                 access_log: AccessLog | None = None, room: int | None = None, sock: Any = None) -> None:
         self.stats = stats
         self.requests = requests
         self.access_log = access_log
@@ -74,7 +75,9 @@ class Listener:
         self._refused_logged = 0.0  # when a refusal was last logged (at most one line a second)
         self.closing = False
         self.date = HttpDate()
-        self.server = StreamServer(address, self._handle, backlog=backlog)
+        # sock: a socket already listening (a front process's, inherited), else one bound to address
+        self.server = (StreamServer(sock, self._handle) if sock is not None
+                       else StreamServer(address, self._handle, backlog=backlog))
 
     def set_limits(self, limits: Any, max_connections: int) -> None:
         """The limits of new connections (a FrontSection, or its like)."""
@@ -170,14 +173,14 @@ class Server(Listener):
         static: the handler of ``[static:]`` prefixes.
         events, websockets: the pub/sub handlers, or None without a relay.
         spools: where the bodies of routes with ``spool`` go (tempest.spool).
-        requests, access_log, room: as for ``Listener``.
+        requests, access_log, room, sock: as for ``Listener``.
     """
 
     def __init__(self, config: Config, stats: Stats, forwarder: Forwarder, static: StaticFiles,
                  events: EventStreams | None = None, websockets: WebSockets | None = None,
                  room: int | None = None, requests: Requests | None = None,
-                 access_log: AccessLog | None = None, spools: spool.Spools | None = None) -> None:
-        super().__init__(config.front.listen, config.front.backlog, stats, requests, access_log, room)
+                 access_log: AccessLog | None = None, spools: spool.Spools | None = None, sock: Any = None) -> None:
+        super().__init__(config.front.listen, config.front.backlog, stats, requests, access_log, room, sock)
         self.spools = spools or spool.Spools(config.tempest.name, None)  # None: files only
         self.forwarder = forwarder
         self.static = static

@@ -204,7 +204,8 @@ class Child:
             log.error("spawnerr: %s: cannot open its log file: %s", self.name, exc)
             return None
         try:
-            proc, out_fd, err_fd = self.system.spawn(argv, self.env, spec.directory, spec.user)
+            proc, out_fd, err_fd = self.system.spawn(argv, self.env, spec.directory, spec.user,
+                                                     fds=self.system.inherit.get(spec.name, ()))
         except OSError as exc:
             log.error("spawnerr: %s: cannot run %s: %s", self.name, argv[0], exc.strerror or exc)
             return None

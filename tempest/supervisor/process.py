@@ -36,13 +36,18 @@ class System:
     clock = staticmethod(time.monotonic)
     on_exit: Callable[[int], object] | None = None  # called with the pid of each child that exited
 
-    def spawn(self, argv: list[str], env: dict[str, str], cwd: str, user: str) -> tuple[Proc, int, int]:
-        """Start a process in its own session; returns (popen, stdout_fd, stderr_fd)."""
+    def __init__(self) -> None:
+        self.inherit: dict[str, tuple[int, ...]] = {}  # by program: the descriptors its processes get
+
+    def spawn(self, argv: list[str], env: dict[str, str], cwd: str, user: str,
+              fds: tuple[int, ...] = ()) -> tuple[Proc, int, int]:
+        """Start a process in its own session, with ``fds`` open in it under the same numbers
+        (the front processes' listening socket); returns (popen, stdout_fd, stderr_fd)."""
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
             proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out_w,
-                                    stderr=err_w, start_new_session=True,
+                                    stderr=err_w, start_new_session=True, pass_fds=fds,
                                     preexec_fn=die_with_parent(user=user))
         except BaseException:
             for fd in (out_r, err_r):

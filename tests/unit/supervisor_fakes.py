@@ -64,6 +64,7 @@ class FakeSystem:
         self.spawn_error = None  # an OSError to raise from spawn
         self.behave = None  # called with each new FakeProc: schedule its exit, set .ignore...
         self.output = (b"", b"")  # what each process writes on stdout and stderr, then EOF
+        self.inherit = {}  # by program: descriptors passed (System.inherit)
         self.offset = 0.0
         self._timers = []
 
@@ -76,7 +77,7 @@ class FakeSystem:
     def later(self, seconds, func, *args):
         self._timers.append(gevent.spawn_later(seconds, func, *args))
 
-    def spawn(self, argv, env, cwd, user):
+    def spawn(self, argv, env, cwd, user, fds=()):
         self.attempts.append(list(argv))
         if self.spawn_error is not None:
             raise self.spawn_error

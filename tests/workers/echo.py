@@ -1,7 +1,8 @@
 """A test worker built on the library: answers with the job's env as JSON.
 
 ``/sleep/<seconds>`` sleeps first; ``/fail`` raises; ``/twice`` answers twice. The body carries
-this process' pid so that tests can tell workers apart.
+this process' pid so that tests can tell workers apart, and the job's respond_to (which front
+process pushed it).
 """
 
 import json
@@ -24,7 +25,7 @@ def main():
             time.sleep(float(path.rsplit("/", 1)[1]))
         if path == "/fail":
             raise RuntimeError("asked to fail")
-        body = json.dumps({"pid": os.getpid(), "env": env, "job_id": context.job_id})
+        body = json.dumps({"pid": os.getpid(), "env": env, "job_id": context.job_id, "respond_to": context.respond_to})
         answer = [200, {"Content-Type": "application/json", "X-Count": 1}, body]
         if path == "/twice":
             context.answer(answer)
