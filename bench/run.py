@@ -26,6 +26,7 @@ results); everything it started is stopped by process group on the way out.
     python bench/run.py --only tempest --soak 60 -c 100
     python bench/run.py --duration 5 --rounds 5        # medians over 5 alternating rounds
     python bench/run.py --duration 5 --rounds 3 -c 100 --workers-lang node go   # + tempest-node, tempest-go
+    python bench/run.py --duration 5 --rounds 3 -c 100 --front-processes 2      # + tempest-fronts2
 
 With ``--workers-lang``, one more tempest stack (Redis, tempestd, hello workers) per language,
 the clients run from the working tree (bench/languages.py).
@@ -143,8 +144,10 @@ class Session:
             self.info["redis"] = self.tempest.redis_version
             self.info["answer_port_found"] = self.tempest.answer_port is not None
             targets.append(self.tempest)
-            for lang in self.args.workers_lang:
-                stack = Tempest(self.procs, self.tmp, self.args, lang)
+            variants = [(lang, 1) for lang in self.args.workers_lang]
+            variants += [(None, self.args.front_processes)] if self.args.front_processes > 1 else []
+            for lang, fronts in variants:
+                stack = Tempest(self.procs, self.tmp, self.args, lang, fronts)
                 self.stacks.append(stack)
                 print(f"bench: starting {stack.name}...", file=sys.stderr)
                 stack.start(time.monotonic() + self.args.start_timeout)
@@ -289,6 +292,9 @@ def add_mode_options(parser):
                         help="also measure tempest with the hello workers of LANG (" + ", ".join(languages.LANGUAGES)
                              + "; repeated or several values): the targets tempest-LANG, each with its own "
                                "Redis and tempestd, in every round; the clients run from the working tree")
+    parser.add_argument("--front-processes", type=int, default=1, metavar="N",
+                        help="also measure the target tempest-frontsN: the same stack with [front] processes = N "
+                             "(its CPU counted with its front processes'; its ratio_to_python is over tempest's)")
     parser.add_argument("--reliable", action="store_true",
                         help="the hello workers use reliable delivery (the library's default since issue 11); "
                              "without it they run plain BLPOP (hello --plain), as the figures before it did")
@@ -312,6 +318,8 @@ def check_args(parser, args):
         parser.error("--idle-compare needs --idle N and tempest")
     if args.soak and args.only == "ceiling":
         parser.error("--soak measures tempest: not with --only ceiling")
+    if args.front_processes < 1 or (args.front_processes > 1 and (args.only == "ceiling" or args.idle_compare)):
+        parser.error("--front-processes: a positive number, not with --only ceiling or --idle-compare")
     args.workers_lang = list(dict.fromkeys(args.workers_lang))
     if args.workers_lang and (args.only == "ceiling" or args.idle_compare or args.reliable):
         parser.error("--workers-lang: not with --only ceiling, --idle-compare or --reliable "

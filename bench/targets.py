@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import time
 
-from languages import LANGUAGES, ProcessTree
+from languages import LANGUAGES, ProcessTree, process_table
 from probes import (HOST, cpu_seconds, free_ports, http_get_status, listening_ports, proc_status, resp_command,
                     resp_int, wait_until)
 from processes import HERE, BenchError
@@ -60,13 +60,17 @@ class Tempest(Target):
     "tempest"), else those of ``lang`` (languages.py; the target "tempest-<lang>"), each stack
     with its own Redis and tempestd, and its processes named with a "-<lang>" suffix."""
 
-    def __init__(self, procs, tmp, args, lang=None):
+    def __init__(self, procs, tmp, args, lang=None, front_processes=1):
         self.procs = procs
         self.tmp = tmp
         self.args = args
         self.lang = lang
-        self.name = f"tempest-{lang}" if lang else "tempest"
-        self.suffix = f"-{lang}" if lang else ""
+        self.front_processes = front_processes  # [front] processes (the target tempest-fronts<N> above 1)
+        variant = lang or (f"fronts{front_processes}" if front_processes > 1 else None)
+        self.name = f"tempest-{variant}" if variant else "tempest"
+        self.suffix = f"-{variant}" if variant else ""
+        self.answer_ports = []
+        self._fronts = []  # the front processes' pids (with front_processes > 1)
         self.tree = ProcessTree()  # lang: the workers' CPU includes their descendants'
         self.redis_port, self.port = free_ports(2)
         self.proc = None
@@ -84,8 +88,33 @@ class Tempest(Target):
         self._start_workers(url)
         wait_until("tempestd (GET / answered 200 through a worker)",
                    lambda: http_get_status(self.port) == 200, deadline, self.procs)
-        others = [p for p in listening_ports(self.proc.pid) if p != self.port]
-        self.answer_port = others[0] if len(others) == 1 else None
+        self._fronts = self.front_pids() if self.front_processes > 1 else []
+        servers = self._fronts or [self.proc.pid]
+        self.answer_ports = sorted({p for pid in servers for p in listening_ports(pid) if p != self.port})
+        self.answer_port = self.answer_ports[0] if len(self.answer_ports) == len(servers) else None
+
+    def rss(self):
+        """tempestd's VmRSS and VmHWM; with front processes, summed over them and their master."""
+        if self.front_processes == 1:
+            return proc_status(self.proc.pid)
+        total = {}
+        for pid in [self.proc.pid, *self._fronts]:
+            for key, value in proc_status(pid).items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    def front_pids(self):
+        """The front processes of tempestd (its children running ``--front-process``)."""
+        pids = []
+        for pid, (ppid, _, _) in process_table().items():
+            if ppid == self.proc.pid:
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                        if b"--front-process" in handle.read():
+                            pids.append(pid)
+                except OSError:
+                    continue
+        return pids
 
     def _start_redis(self, deadline):
         """Start redis-server and wait until it answers PING; return its URL."""
@@ -117,6 +146,7 @@ answer_listen = {HOST}:0
 queue = {QUEUE}
 timeout = {self.args.tempest_timeout:g}
 keepalive_timeout = {KEEPALIVE_TIMEOUT}
+processes = {self.front_processes}
 """)
         return ini
 
@@ -131,8 +161,8 @@ keepalive_timeout = {KEEPALIVE_TIMEOUT}
             self.workers.append(self.procs.start(f"worker{self.suffix}{i}", hello, env=env))
 
     def cpu_seconds(self, key, pid):
-        if self.lang and key == "workers":
-            return self.tree.cpu_seconds(pid)
+        if (self.lang and key == "workers") or (self.front_processes > 1 and key == "tempestd"):
+            return self.tree.cpu_seconds(pid)  # with what it started: its front processes
         return cpu_seconds(pid)
 
     def stop_strays(self):
@@ -146,13 +176,13 @@ keepalive_timeout = {KEEPALIVE_TIMEOUT}
     def stats(self):
         """tempestd's counters (INFO on the answer endpoint) and the queue's length."""
         result = {}
-        if self.answer_port:
+        for port in self.answer_ports if self.answer_port else ():  # summed over the front processes
             try:
-                reply = resp_command(self.answer_port, "INFO").decode("utf-8", "replace")
+                reply = resp_command(port, "INFO").decode("utf-8", "replace")
                 for line in reply.splitlines():
                     key, sep, value = line.partition(":")
                     if sep and value.strip().lstrip("-").isdigit():
-                        result[key] = int(value)
+                        result[key] = result.get(key, 0) + int(value)
             except OSError:
                 pass
         try:
