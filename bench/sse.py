@@ -12,6 +12,15 @@ and tempestd's RSS before the subscribers, with them, and per subscriber.
 
     python bench/sse.py                          # 10000 subscribers, 5 messages
     python bench/sse.py --subscribers 2000 --messages 10 --interval 0.5
+    python bench/sse.py --peer nchan --subscribers 19000   # the same through Nchan
+
+``--peer nchan`` runs the same fan-out through Debian's nginx with libnginx-mod-nchan (one worker
+process, installed with apt-get when missing, as root) on the same kind of Redis: ``/sub/bench``
+an EventSource subscriber location and ``/pub/bench`` its publisher, both with
+``nchan_redis_pass``; the messages are POSTed to the publisher (Nchan keeps its own message
+format in Redis, so a plain PUBLISH would not reach it). RSS and CPU are then the nginx
+worker's. The subscribers are spread over ``--subscriber-processes`` processes (by default one
+per 5,000), so that the client does not bound the figures.
 
 Both tempestd and the subscriber process raise their open-file soft limit to the hard limit
 (each holds one descriptor per subscriber). Everything runs under a global deadline
@@ -34,6 +43,7 @@ import sys
 import tempfile
 import time
 
+from latency import summarize
 from processes import LineReader
 
 HOST = "127.0.0.1"
@@ -221,9 +231,10 @@ class Harness:
         self.args, self.children, self.log_dir = args, children, log_dir
         self.deadline = time.monotonic() + args.deadline
         self.client = None  # redis.Redis, to the redis-server started
-        self.tempestd = None
-        self.subscriber = None  # the subscriber process, and a LineReader on its stdout:
-        self.lines = None
+        self.tempestd = None  # the server under test: tempestd, or the nginx worker with --peer nchan
+        self.nginx = None  # with --peer nchan: the master, and the URL of its publisher
+        self.subscribers = []  # the subscriber processes, and a LineReader on each one's stdout:
+        self.lines = []
         self.connected = 0
 
     def left(self):
@@ -236,18 +247,22 @@ class Harness:
         """Everything, in order; return the exit code (0: every stream got every message)."""
         redis_port, front_port = free_port(), free_port()
         self.start_redis(redis_port)
-        rss_before = self.start_tempestd(redis_port, front_port)
+        start = self.start_nchan if self.args.peer == "nchan" else self.start_tempestd
+        rss_before = start(redis_port, front_port)
         report, rss_after, info_connected = self.open_subscribers(front_port)
         published, cpu_used, result = self.publish()
         rss_end = rss_kb(self.tempestd.pid)
         clients_info = self.client.info("clients")
-        tempest_info = tempest_counters(self.children)
+        tempest_info = tempest_counters(self.children) if self.args.peer == "tempest" else {}
         self.print_deliveries(published, result, cpu_used)
         print(f"Redis connected_clients: {clients_info.get('connected_clients')} "
               f"(this harness holds 1; blocked_clients {clients_info.get('blocked_clients')})")
         self.print_rss(rss_before, rss_after, rss_end)
         self.release_subscribers()
-        print_tempestd(info_connected, tempest_info, self.children.log("tempestd"))
+        if self.args.peer == "tempest":
+            print_tempestd(info_connected, tempest_info, self.children.log("tempestd"))
+        else:
+            print_nginx(os.path.join(self.log_dir, "nginx-error.log"))
         if self.args.json:
             write_json(self.args.json, {
                 "subscribers": self.args.subscribers, "connect": report, "published_receivers": published,
@@ -290,19 +305,42 @@ class Harness:
               f"backlog {args.backlog}", flush=True)
         return rss_before
 
+    def start_nchan(self, redis_port, front_port):
+        """nginx with Nchan, one worker, ready; return the worker's RSS before the subscribers."""
+        args = self.args
+        binary, module = nchan_binaries()
+        conf = write_nginx_conf(os.path.join(self.log_dir, "nginx.conf"), args, module, redis_port, front_port,
+                                self.log_dir)
+        self.nginx = self.children.start("nginx", [binary, "-p", self.log_dir, "-c", conf, "-g", "daemon off;"],
+                                         preexec_fn=child_nofile(0))
+        self.publisher = f"http://{HOST}:{front_port}/pub/{CHANNEL}"
+        wait_for(lambda: nginx_worker(self.nginx.pid), min(self.left(), 30), "nginx's worker", self.children)
+        wait_for(lambda: http_post(self.publisher, b'{"seq": -1, "t": 0}') is not None, min(self.left(), 30),
+                 "Nchan's publisher", self.children)
+        self.tempestd = argparse.Namespace(pid=nginx_worker(self.nginx.pid))  # measured as tempestd is
+        time.sleep(1.0)
+        rss_before = rss_kb(self.tempestd.pid)
+        print(f"nginx worker pid {self.tempestd.pid} (Nchan, {binary}): open files limit "
+              f"{proc_limit(self.tempestd.pid)}, RSS {rss_before} KB, backlog {args.backlog}", flush=True)
+        return rss_before
+
     def open_subscribers(self, front_port):
         """Start the subscriber process and wait until its streams are connected; return its
         report, tempestd's RSS with them and its counters."""
         args = self.args
-        self.subscriber = self.children.start(
-            "subscribers",
-            [sys.executable, os.path.abspath(__file__), "--subscriber-process", "--port", str(front_port),
-             "--subscribers", str(args.subscribers), "--messages", str(args.messages),
-             "--connect-concurrency", str(args.connect_concurrency), "--connect-timeout", str(args.connect_timeout),
-             "--deadline", str(max(1.0, self.left() - 5))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.lines = LineReader(self.subscriber)
-        print(f"opening {args.subscribers} SSE streams on /sub/{CHANNEL} "
+        count = args.subscriber_processes or max(1, -(-args.subscribers // 5000))
+        shares = [args.subscribers // count + (i < args.subscribers % count) for i in range(count)]
+        for i, share in enumerate(shares):
+            proc = self.children.start(
+                f"subscribers{i}",
+                [sys.executable, os.path.abspath(__file__), "--subscriber-process", "--port", str(front_port),
+                 "--subscribers", str(share), "--messages", str(args.messages),
+                 "--connect-concurrency", str(max(1, args.connect_concurrency // count)),
+                 "--connect-timeout", str(args.connect_timeout), "--deadline", str(max(1.0, self.left() - 5))],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            self.subscribers.append(proc)
+            self.lines.append(LineReader(proc))
+        print(f"opening {args.subscribers} SSE streams on /sub/{CHANNEL} from {count} processes "
               f"(at most {args.connect_concurrency} handshakes at a time)...", flush=True)
         report = self.read_connected()
         time.sleep(1.0)
@@ -311,17 +349,27 @@ class Harness:
         print(f"subscribers connected: {self.connected} of {args.subscribers} in {report['seconds']:.1f}s "
               f"(subscriber process open files limit {report['nofile'][0]}); failed: {report['failed']} "
               f"{report['errors'] or ''}", flush=True)
-        info_connected = tempest_counters(self.children)
-        print(f"tempestd: RSS {rss_after} KB, open descriptors {open_fds(self.tempestd.pid)}; "
+        info_connected = tempest_counters(self.children) if args.peer == "tempest" else {}
+        print(f"{'tempestd' if args.peer == 'tempest' else 'nginx worker'}: RSS {rss_after} KB, open descriptors {open_fds(self.tempestd.pid)}; "
               f"Redis subscribers of '{CHANNEL}' (PUBSUB NUMSUB): {numsub}", flush=True)
         return report, rss_after, info_connected
 
     def read_connected(self):
-        """The subscriber process' first report: every stream connected or failed."""
-        report = read_json(self.lines, self.left())
-        if report is None:
-            self.children.check_alive()
-            raise BenchError("the subscriber process said nothing before the deadline")
+        """The subscriber processes' first reports, merged: every stream connected or failed."""
+        reports = []
+        for lines in self.lines:
+            one = read_json(lines, self.left())
+            if one is None:
+                self.children.check_alive()
+                raise BenchError("a subscriber process said nothing before the deadline")
+            reports.append(one)
+        errors = {}
+        for one in reports:
+            for kind, n in one["errors"].items():
+                errors[kind] = errors.get(kind, 0) + n
+        report = {"connected": sum(r["connected"] for r in reports), "failed": sum(r["failed"] for r in reports),
+                  "errors": errors, "seconds": max(r["seconds"] for r in reports), "nofile": reports[0]["nofile"],
+                  "processes": len(reports)}
         self.connected = connected = report["connected"]
         if connected + report["failed"] < self.args.subscribers:
             raise BenchError(f"the deadline passed while connecting: {connected} connected, {report['failed']} "
@@ -340,27 +388,42 @@ class Harness:
                 time.sleep(min(args.interval, self.left()))
             self.children.check_alive()
             stamp = time.time()
-            receivers = self.client.publish(CHANNEL, json.dumps([{"seq": seq, "t": stamp}]))
+            message = {"seq": seq, "t": stamp}
+            if self.args.peer == "nchan":  # Nchan sends the body as it is; tempest the data of [data]
+                receivers = http_post(self.publisher, json.dumps(message).encode())
+            else:
+                receivers = self.client.publish(CHANNEL, json.dumps([message]))
             published.append(receivers)
         result = self.read_result()
         return published, cpu_seconds(self.tempestd.pid) - cpu_start, result
 
     def read_result(self):
-        """The subscriber process' result: once every stream got everything, else after --drain."""
-        subscriber_result = read_json(self.lines, min(self.left(), self.args.drain))
-        if subscriber_result is None:  # not everyone got everything within the drain time
-            self.tell_subscribers(b"stop\n")
-            subscriber_result = read_json(self.lines, min(self.left(), 30))
-        if subscriber_result is None:
-            raise BenchError("the subscriber process gave no result:\n" + self.children.log("subscribers")[-2000:])
-        return subscriber_result["result"]
+        """The subscriber processes' results, merged: once every stream got everything, else
+        after --drain."""
+        results, drain_end = [], time.monotonic() + min(self.left(), self.args.drain)
+        for i, lines in enumerate(self.lines):
+            one = read_json(lines, max(0.0, drain_end - time.monotonic()))
+            if one is None:  # not everyone got everything within the drain time
+                self.tell_subscribers(b"stop\n")
+                one = read_json(lines, min(self.left(), 30))
+            if one is None:
+                raise BenchError("a subscriber process gave no result:\n" + self.children.log(f"subscribers{i}")[-2000:])
+            results.append(one["result"])
+        raw = {}
+        for one in results:
+            for seq, values in one["raw"].items():
+                raw.setdefault(seq, []).extend(values)
+        return {"per_message": {seq: summarize(values) for seq, values in raw.items()},
+                "overall": summarize([v for values in raw.values() for v in values]),
+                "complete": sum(r["complete"] for r in results), "closed_early": sum(r["closed_early"] for r in results)}
 
     def tell_subscribers(self, line):
-        try:
-            self.subscriber.stdin.write(line)
-            self.subscriber.stdin.flush()
-        except OSError:
-            pass
+        for proc in self.subscribers:
+            try:
+                proc.stdin.write(line)
+                proc.stdin.flush()
+            except OSError:
+                pass
 
     def release_subscribers(self):
         """The figures are taken: the subscriber process may close its streams and exit."""
@@ -382,13 +445,13 @@ class Harness:
         print(f"subscribers that got every message: {result['complete']}; "
               f"streams closed early: {result['closed_early']}")
         deliveries = result["overall"]["count"]
-        print(f"tempestd CPU while publishing: {cpu_used:.2f}s"
+        print(f"{'tempestd' if args.peer == 'tempest' else 'nginx worker'} CPU while publishing: {cpu_used:.2f}s"
               + (f" ({cpu_used / deliveries * 1e6:.0f} us per delivery, heartbeats included)" if deliveries else ""))
 
     def print_rss(self, rss_before, rss_after, rss_end):
         connected = self.connected
         per = (rss_after - rss_before) / connected if connected else None
-        print(f"tempestd RSS: before subscribers {rss_before} KB, with {connected} subscribers {rss_after} KB, "
+        print(f"{'tempestd' if self.args.peer == 'tempest' else 'nginx worker'} RSS: before subscribers {rss_before} KB, with {connected} subscribers {rss_after} KB, "
               f"after the messages {rss_end} KB; per subscriber {per:.1f} KB" if per is not None else
               f"tempestd RSS: before {rss_before} KB, after {rss_after} KB")
 
@@ -413,6 +476,98 @@ backlog = {args.backlog}
 heartbeat = {args.heartbeat}
 """)
     return path
+
+
+def nchan_binaries():
+    """nginx and the Nchan module (Debian's nginx and libnginx-mod-nchan, installed now as root
+    when missing)."""
+    module = "/usr/lib/nginx/modules/ngx_nchan_module.so"
+    if not (shutil.which("nginx") and os.path.exists(module)):
+        if os.geteuid() != 0:
+            raise BenchError("--peer nchan needs Debian's nginx and libnginx-mod-nchan (apt-get install "
+                             "nginx-light libnginx-mod-nchan)")
+        print("bench: installing Debian's nginx and libnginx-mod-nchan...", file=sys.stderr, flush=True)
+        for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "nginx", "libnginx-mod-nchan"]):
+            subprocess.run(argv, capture_output=True, timeout=900, check=False)
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not (os.path.exists(binary) and os.path.exists(module)):
+        raise BenchError(f"no nginx with Nchan after apt-get ({binary}, {module})")
+    return binary, module
+
+
+def write_nginx_conf(path, args, module, redis_port, front_port, log_dir):
+    """nginx.conf for --peer nchan: one worker, a subscriber and a publisher location on Redis."""
+    connections = args.subscribers + 1024
+    with open(path, "w") as handle:
+        handle.write(f"""load_module {module};
+worker_processes 1;
+worker_rlimit_nofile {connections + 1024};
+user root;
+pid {log_dir}/nginx.pid;
+error_log {log_dir}/nginx-error.log warn;
+events {{ worker_connections {connections}; multi_accept on; }}
+http {{
+    access_log off;
+    upstream redis_server {{ nchan_redis_server redis://{HOST}:{redis_port}; }}
+    server {{
+        listen {HOST}:{front_port} backlog={args.backlog};
+        location = /sub/{CHANNEL} {{
+            nchan_subscriber eventsource;
+            nchan_subscriber_first_message newest;
+            nchan_channel_id {CHANNEL};
+            nchan_redis_pass redis_server;
+        }}
+        location = /pub/{CHANNEL} {{
+            nchan_publisher;
+            nchan_channel_id {CHANNEL};
+            nchan_redis_pass redis_server;
+        }}
+    }}
+}}
+""")
+    return path
+
+
+def nginx_worker(master):
+    """The pid of nginx's worker process (the master's one child), or None yet."""
+    try:
+        with open(f"/proc/{master}/task/{master}/children") as handle:
+            children = handle.read().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+def http_post(url, body):
+    """POST ``body`` to Nchan's publisher; the subscribers it reports (None: not answered)."""
+    import http.client
+    import re
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request("POST", parts.path, body=body, headers={"Content-Type": "application/json",
+                                                             "Accept": "text/plain"})
+        response = conn.getresponse()
+        text = response.read().decode("latin-1")
+    except OSError:
+        return None
+    finally:
+        conn.close()
+    if response.status not in (200, 201, 202):
+        return None
+    match = re.search(r"subscribers:\s*(\d+)", text)
+    return int(match.group(1)) if match else 0
+
+
+def print_nginx(error_log):
+    try:
+        with open(error_log, encoding="utf-8", errors="replace") as handle:
+            lines = [line.rstrip() for line in handle if "[warn]" in line or "[error]" in line or "[crit]" in line]
+    except OSError:
+        lines = []
+    print(f"nginx error log: {len(lines)} warnings and errors" + "".join(f"\n  {line[:200]}" for line in lines[:10]))
 
 
 def print_tempestd(info_connected, tempest_info, log):
@@ -504,6 +659,10 @@ def build_parser():
                         help="seconds after the last message for every stream to get everything (30)")
     parser.add_argument("--deadline", type=float, default=300.0, help="global deadline in seconds (300)")
     parser.add_argument("--log-level", default="info", help="tempestd's log_level (info)")
+    parser.add_argument("--peer", choices=("tempest", "nchan"), default="tempest",
+                        help="the relay measured: tempest (the default) or Nchan (Debian's nginx module)")
+    parser.add_argument("--subscriber-processes", type=int, default=0, metavar="K",
+                        help="processes the subscribers are spread over (default: one per 5000)")
     parser.add_argument("--json", help="dump every figure to this file ('-': stdout)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory")
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)

@@ -3,8 +3,10 @@
 Opens N SSE streams, says when they are connected, records every message's arrival.
 
 Protocol on stdout (one JSON object a line): {"connected": ...} when every connection has
-either read ``: ok`` or failed, then {"result": ...} when every connected stream got
-``messages`` messages, or ``stop`` was read on stdin, or the deadline passed.
+either read the stream's opening comment (tempest's ``: ok``, Nchan's ``: hi``) or failed, then
+{"result": ...} when every connected stream got ``messages`` messages, or ``stop`` was read on
+stdin, or the deadline passed. The result has every latency (``raw``), so that the harness can
+merge the results of several subscriber processes.
 """
 
 import gc
@@ -20,23 +22,10 @@ import gevent.lock
 import gevent.select
 from gevent import socket as gsocket
 
+from latency import summarize
+
 HOST = "127.0.0.1"
 CHANNEL = "bench"
-
-
-def percentile(values, fraction):
-    """Nearest-rank percentile of sorted ``values``."""
-    if not values:
-        return None
-    index = min(len(values) - 1, max(0, int(round(fraction * len(values) + 0.5)) - 1))
-    return values[index]
-
-
-def summarize(latencies):
-    latencies = sorted(latencies)
-    return {"count": len(latencies), "min": latencies[0] if latencies else None,
-            "p50": percentile(latencies, 0.50), "p99": percentile(latencies, 0.99),
-            "max": latencies[-1] if latencies else None}
 
 
 def emit(obj):
@@ -54,7 +43,7 @@ class Subscribers:
         self.request = (f"GET /sub/{CHANNEL} HTTP/1.1\r\nHost: {HOST}:{args.port}\r\n"
                         "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n").encode()
         self.handshakes = gevent.lock.BoundedSemaphore(args.connect_concurrency)
-        self.connected = []  # indexes of the streams that read ': ok'
+        self.connected = []  # indexes of the streams that read the opening comment
         self.errors = {}  # kind -> count
         self.received = {}  # seq -> [latency, ...]
         self.complete = 0  # subscribers that received every message
@@ -102,20 +91,24 @@ class Subscribers:
                 self.keep.append(sock)
 
     def _handshake(self, sock):
-        """Connect, send the request, read the head and ': ok'; return what came after them."""
+        """Connect, send the request, read the head and the opening comment (an event of ':'
+        lines); return what came after them."""
         sock.settimeout(self.args.connect_timeout)
         sock.connect((HOST, self.args.port))
         sock.sendall(self.request)
         data = b""
-        while b"\r\n\r\n" not in data or b": ok\n\n" not in data.split(b"\r\n\r\n", 1)[1]:
+        while b"\r\n\r\n" not in data or b"\n\n" not in data.split(b"\r\n\r\n", 1)[1]:
             chunk = sock.recv(65536)
             if not chunk:
-                raise ConnectionError("closed before ': ok'")
+                raise ConnectionError("closed before the opening comment")
             data += chunk
         head, rest = data.split(b"\r\n\r\n", 1)
         if not head.startswith(b"HTTP/1.1 200"):
             raise ConnectionError("status " + head.split(b"\r\n", 1)[0].decode("latin-1"))
-        return rest.split(b": ok\n\n", 1)[1]
+        first, rest = rest.split(b"\n\n", 1)
+        if not all(line.startswith(b":") for line in first.split(b"\n")):
+            raise ConnectionError(f"the stream began with {first[:40]!r}, not a comment")
+        return rest
 
     def _receive(self, sock, buffer):
         """Record every message's arrival until the stream got them all or was closed."""
@@ -145,6 +138,8 @@ class Subscribers:
         for line in event.split(b"\n"):
             if line.startswith(b"data: "):
                 message = json.loads(line[6:])
+                if message["seq"] < 0:  # the harness' warm-up of a relay (Nchan's publisher)
+                    continue
                 self.received.setdefault(message["seq"], []).append(arrived - message["t"])
                 count += 1
         return count
@@ -187,4 +182,5 @@ class Subscribers:
         per_message = {str(seq): summarize(values) for seq, values in sorted(self.received.items())}
         return {"per_message": per_message,
                 "overall": summarize([v for values in self.received.values() for v in values]),
-                "complete": self.complete, "closed_early": self.closed_early}
+                "complete": self.complete, "closed_early": self.closed_early,
+                "raw": {str(seq): [round(v, 6) for v in values] for seq, values in self.received.items()}}
