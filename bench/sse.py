@@ -471,6 +471,7 @@ embedded = no
 listen = {HOST}:{front_port}
 answer_listen = {HOST}:0
 backlog = {args.backlog}
+max_connections = {args.subscribers + 1000}
 
 [pubsub]
 heartbeat = {args.heartbeat}
