@@ -37,7 +37,7 @@ import tempfile
 import time
 
 import wsgi
-from measuring import run_loadgen, run_wrk, with_cpu
+from measuring import run_loadgen
 from probes import HOST, background_cpu, free_ports, resp_command, wait_until
 from processes import BenchError, Processes
 from targets import redis_binary, tempestd_command

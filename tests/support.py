@@ -17,6 +17,27 @@ def free_port():
         return probe.getsockname()[1]
 
 
+def free_ports_in_a_row(count):
+    """A free port whose next ``count - 1`` ports are free too (what a tempestd with several
+    front processes takes: port + I); each is probed by binding it."""
+    while True:
+        port = free_port()
+        if port + count > 65535:
+            continue
+        probes = []
+        try:
+            for offset in range(1, count):
+                probe = socket.socket()
+                probes.append(probe)
+                probe.bind(("127.0.0.1", port + offset))
+            return port
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+
+
 def wait_until(predicate, timeout=10.0, interval=0.02, message="condition", sleep=time.sleep):
     """Poll ``predicate`` until it returns a true value; fail after ``timeout`` seconds.
     ``sleep`` is gevent.sleep where greenlets must run meanwhile."""

@@ -120,9 +120,12 @@
     });
   }
 
+  var answered = false;  // a login or a logout answered: the first /whoami's answer is older news
+
   $("login-form").addEventListener("submit", function (event) {
     event.preventDefault();
     post("/login", $("name").value).then(function (answer) {
+      answered = true;
       if (answer.user) {
         showUser(answer.user);
         openInbox();  // with the cookie the login's answer set (a new id: it was regenerated)
@@ -131,7 +134,7 @@
   });
 
   $("logout").addEventListener("click", function () {
-    post("/logout", "").then(function () { showUser(null); });  // the stream ends by itself
+    post("/logout", "").then(function () { answered = true; showUser(null); });  // the stream ends by itself
   });
 
   $("inbox-form").addEventListener("submit", function (event) {
@@ -144,6 +147,8 @@
   fetch("/whoami", {credentials: "same-origin"}).then(function (response) {
     return response.json();
   }).then(function (answer) {
+    document.body.dataset.whoami = "answered";
+    if (answered) { return; }
     showUser(answer.user);
     if (answer.user) { openInbox(); }
   });

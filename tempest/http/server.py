@@ -75,9 +75,10 @@ class Listener:
         self._refused_logged = 0.0  # when a refusal was last logged (at most one line a second)
         self.closing = False
         self.date = HttpDate()
+        self.parked: set[Any] = set()  # the sockets of parked streams, which outlive their first greenlet
         # sock: a socket already listening (a front process's, inherited), else one bound to address
-        self.server = (StreamServer(sock, self._handle) if sock is not None
-                       else StreamServer(address, self._handle, backlog=backlog))
+        self.server = (_StreamServer(self, sock, self._handle) if sock is not None
+                       else _StreamServer(self, address, self._handle, backlog=backlog))
 
     def set_limits(self, limits: Any, max_connections: int) -> None:
         """The limits of new connections (a FrontSection, or its like)."""
@@ -139,14 +140,25 @@ class Listener:
         self.server.close()
         for conn in list(self.connections):
             if conn.idle:
-                conn.greenlet.kill(block=False)
+                conn.kill()
 
     def busy(self) -> int:
         return sum(1 for conn in self.connections if not conn.idle)
 
     def close_all(self) -> None:
         for conn in list(self.connections):
-            conn.greenlet.kill(block=False)
+            conn.kill()
+
+    def park(self, conn: Connection) -> None:
+        """``conn`` goes on after its greenlet (Connection.park): its socket stays open."""
+        self.parked.add(conn.sock)
+
+    def release(self, conn: Connection) -> None:
+        """A parked connection is over (Connection.close)."""
+        self.parked.discard(conn.sock)
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.stats.connections_open -= 1
 
     def _handle(self, sock: Any, address: Any) -> None:
         if len(self.connections) >= self.max_connections:
@@ -159,8 +171,22 @@ class Listener:
         try:
             conn.run()
         finally:
-            self.connections.discard(conn)
-            self.stats.connections_open -= 1
+            if not conn.detached:  # a parked stream is forgotten when it ends (release)
+                self.connections.discard(conn)
+                self.stats.connections_open -= 1
+
+
+class _StreamServer(StreamServer):
+    """gevent's StreamServer, which closes each socket when its handler returns, but for the
+    sockets of parked streams (Listener.parked)."""
+
+    def __init__(self, listener: Listener, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.listener = listener
+
+    def do_close(self, sock: Any, *args: Any) -> None:
+        if sock not in self.listener.parked:
+            sock.close()
 
 
 class Server(Listener):

@@ -80,6 +80,7 @@ class EventStreams:
         durable = [c for c in channels if relay.durable(c)]
         subscriber = Subscriber(channels, settings.client_buffer, conn.notify, conn.abort, relay.ledger)
         confirmed = relay.subscribe(subscriber)  # the head (EventSource's open) only once Redis subscribed
+        parked = False
         try:
             if not confirmed:
                 log.warning("%s: Redis did not confirm the subscription to %s: 503", conn.peer, ",".join(channels))
@@ -94,14 +95,56 @@ class EventStreams:
             positions: dict[str, str] = {}
             if last_event_id and durable:
                 _replay(conn, relay, subscriber, durable, last_event_id, positions)
-            _stream(conn, subscriber, durable, positions)
+            stream = Stream(self, conn, request, subscriber, durable, positions, admission)
+            parked = stream.run()
         except OSError as exc:
             log.debug("%s: SSE client gone: %s", conn.peer, exc)
         finally:
-            relay.unsubscribe(subscriber)
-            if admission is not None and self.access is not None:
-                self.access.unwatch(admission.watch)
+            if not parked:
+                self.end(subscriber, admission)
         return False
+
+    def end(self, subscriber: Subscriber, admission: Any) -> None:
+        self.relay.unsubscribe(subscriber)
+        if admission is not None and self.access is not None:
+            self.access.unwatch(admission.watch)
+
+
+class Stream:
+    """An SSE stream after its head: it writes what the subscriber has, then parks the
+    connection (no greenlet while idle: Connection.park) until the subscriber or the client
+    wakes it, and so on until the stream is over."""
+
+    def __init__(self, streams: EventStreams, conn: Connection, request: Request, subscriber: Subscriber,
+                 durable: list[str], positions: dict[str, str], admission: Any) -> None:
+        self.streams, self.conn, self.request, self.subscriber = streams, conn, request, subscriber
+        self.durable, self.positions, self.admission = durable, positions, admission
+        self.direct = _direct_writer(conn, subscriber) if len(durable) < 2 else None
+
+    def run(self) -> bool:
+        """Write what is there; True: parked (the stream goes on), False: it is over."""
+        if not _stream(self.conn, self.subscriber, self.durable, self.positions):
+            return False
+        self.subscriber.direct = self.direct  # the relay writes to the socket itself meanwhile
+        self.conn.park(self.resume)
+        return True
+
+    def resume(self) -> None:
+        """In a greenlet of its own: woken by the subscriber (something to write, the end) or
+        the client (bytes, which are ignored, or its leaving)."""
+        conn, parked = self.conn, False
+        try:
+            self.subscriber.direct = None
+            if conn.unpark():
+                conn.take_received()  # whatever an SSE client sends is ignored
+                parked = self.run()
+        except OSError as exc:
+            log.debug("%s: SSE client gone: %s", conn.peer, exc)
+        finally:
+            if not parked:
+                self.subscriber.direct = None
+                self.streams.end(self.subscriber, self.admission)
+                conn.close(self.request)
 
 
 def _query(request: Request, name: str) -> str:
@@ -151,8 +194,9 @@ def _event_id(message: events.Message, durable: list[str], positions: dict[str, 
     return ",".join(f"{c}={positions[c]}" for c in durable if c in positions)
 
 
-def _stream(conn: Connection, subscriber: Subscriber, durable: list[str], positions: dict[str, str]) -> None:
-    direct = _direct_writer(conn, subscriber) if len(durable) < 2 else None
+def _stream(conn: Connection, subscriber: Subscriber, durable: list[str], positions: dict[str, str]) -> bool:
+    """Write what the subscriber holds; True: nothing left (wait for more), False: the stream
+    is over (its end, a revocation, a slow client)."""
     while True:
         frames = []
         for item in subscriber.take():
@@ -165,25 +209,19 @@ def _stream(conn: Connection, subscriber: Subscriber, durable: list[str], positi
             if isinstance(item, Revoked):  # the session no longer allows it (tempest.grants)
                 frames.append(b"event: revoked\ndata: %s\n\n" % ",".join(item.channels).encode())
                 conn.send(b"".join(frames))
-                return
+                return False
             frames.append(item.sse(_event_id(item, durable, positions)))
             if item.end:
                 conn.send(b"".join(frames))
-                return
+                return False
         if frames:
             conn.send(b"".join(frames))
         if subscriber.overflow:
             log.info("%s: slow SSE client disconnected (buffer over %d bytes)", conn.peer, subscriber.limit)
-            return
+            return False
         if subscriber.items:
             continue  # pushed while we were writing: its wake-up found nobody asleep
-        subscriber.direct = direct
-        try:
-            if not conn.wait():
-                return
-        finally:
-            subscriber.direct = None
-        conn.take_received()  # whatever an SSE client sends is ignored
+        return True
 
 
 def _direct_writer(conn: Connection, subscriber: Subscriber) -> Callable[[Any], bool]:

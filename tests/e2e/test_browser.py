@@ -178,8 +178,8 @@ def test_login_and_a_private_inbox_in_chromium(browser_bins, example_daemon, bro
 
     browser.get(f"{example_daemon.base}/examples/index.html")
     wait_for(browser, example_daemon, "return document.body.dataset.ready", "yes", "the page's streams")
-    wait_for(browser, example_daemon, "return document.getElementById('who').textContent", "not logged in",
-             "the page asked /whoami")
+    wait_for(browser, example_daemon, "return document.body.dataset.whoami", "answered", "the page asked /whoami")
+    assert browser.find_element(By.ID, "who").text == "not logged in"
     probe = ("window.probe = new EventSource(arguments[0]); "
              "window.probe.onerror = function () { document.body.dataset.probe = String(window.probe.readyState); };")
     browser.execute_script(probe, "/sub/user.carol.inbox")  # before the login: refused, and EventSource gives up

@@ -8,13 +8,12 @@ answer password from the secret file, and each front's admin listener answers /h
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 
 import yaml
 
-from support import REPO, RedisServer, Tempestd, free_port, http, wait_until
+from support import REPO, RedisServer, Tempestd, free_port, free_ports_in_a_row, http, wait_until
 
 COMPOSE = os.path.join(REPO, "examples", "compose")
 PASSWORD = "compose-answer-password"
@@ -66,18 +65,6 @@ def test_the_dockerfile_copies_what_exists_and_runs_tempestd():
     assert ".git" in ignored and ".venv" in ignored and "tests" in ignored
 
 
-def port_pair():
-    """A free port whose next one is free too (a front with processes = auto on 2 cores)."""
-    while True:
-        port = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-
-
 def localised(name, redis_url, tmp_path, ports):
     """examples/compose/NAME.ini with the containers' addresses replaced by loopback ones."""
     text = open(os.path.join(COMPOSE, f"{name}.ini")).read()
@@ -99,7 +86,9 @@ def localised(name, redis_url, tmp_path, ports):
 def test_the_compose_configs_serve_requests_as_processes(tmp_path):
     redis = RedisServer(tmp_path / "redis").start()
     (tmp_path / "answer_password").write_text(PASSWORD + "\n")
-    ports = {name: {"front": free_port(), "answer": port_pair(), "admin": port_pair()} for name in ("front1", "front2")}
+    cores = len(os.sched_getaffinity(0))  # processes = auto: front process I answers on port + I, its admin on + 1 + I
+    ports = {name: {"front": free_port(), "answer": free_ports_in_a_row(cores), "admin": free_ports_in_a_row(cores + 1)}
+             for name in ("front1", "front2")}
     daemons = []
     try:
         for name in ("front1", "front2", "workers"):

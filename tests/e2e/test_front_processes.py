@@ -16,7 +16,7 @@ import time
 import pytest
 
 from sseclient import SSE
-from support import REPO, Tempestd, free_port, http, wait_until
+from support import REPO, Tempestd, free_ports_in_a_row, http, wait_until
 
 ECHO = f"{sys.executable} {os.path.join(REPO, 'tests', 'workers', 'echo.py')}"
 
@@ -89,9 +89,7 @@ def metric(port, name, labels):
 
 
 def test_two_front_processes_share_the_socket_and_serve_requests_and_streams(redis_server, redis_client, tmp_path):
-    admin = free_port()
-    while admin + 2 > 65535:
-        admin = free_port()
+    admin = free_ports_in_a_row(3)  # tempestd's, then front:0's and front:1's
     daemon = front_processes(tmp_path, redis_server.url, "fp-serve", admin_port=admin)
     try:
         pids = front_pids(daemon)

@@ -364,3 +364,45 @@ def test_the_browser_example_sends_visitors_to_its_page_at_once(tempestd_factory
     assert http("GET", daemon.base + "/nothing")[0] == 404
     assert time.monotonic() - started < 10  # the worker's 404, not the route's 20 s timeout
     assert b"<" in http("GET", daemon.base + "/examples/")[2]  # the page
+
+
+def test_idle_streams_are_parked_and_end_cleanly(tempestd_factory, redis_server, tmp_path):
+    """An idle SSE stream holds no greenlet (Connection.park): woken by a message the socket
+    cannot take at once, by its client leaving, by the heartbeat, by a shutdown; its request
+    is logged when it ends, and the connection is forgotten."""
+    log = tmp_path / "access.log"
+    daemon = tempestd_factory(front={"access_log": str(log)}, pubsub={"heartbeat": "0.5", "client_buffer": "64K"})
+    streams = [SSE(daemon.port, "/sub/parked") for _ in range(20)]
+    subscribed(redis_server, "parked")
+    wait_until(lambda: daemon.info()["streams_parked"] == 20, message="20 parked streams")
+    publish(redis_server, "parked", json.dumps(["to all"]))
+    for stream in streams:
+        assert stream.next_message(10)["data"] == "to all"  # written from the relay, not a greenlet
+    heartbeat = streams[0].next(5)
+    while heartbeat is not None and "comment" not in heartbeat:
+        heartbeat = streams[0].next(5)
+    assert heartbeat is not None  # heartbeats reach parked streams
+    assert daemon.info()["streams_parked"] == 20
+
+    # a message bigger than the socket takes at once: the rest is written by a greenlet, then parked again
+    big = "y" * 300_000
+    publish(redis_server, "parked", json.dumps([big]))
+    for stream in streams:
+        assert stream.next_message(20)["data"] == big
+    wait_until(lambda: daemon.info()["streams_parked"] == 20, message="parked again after the big message")
+
+    for stream in streams[:10]:  # clients that leave while parked
+        stream.close()
+    wait_until(lambda: (daemon.info()["connections_open"], daemon.info()["subscribers"],
+                        daemon.info()["streams_parked"]) == (10, 10, 10), message="10 streams forgotten")
+    wait_until(lambda: log.exists() and log.read_text().count('"GET /sub/parked HTTP/1.1" 200') == 10, 10,
+               message="the 10 ended streams in the access log")
+
+    daemon.stop()  # the 10 left are parked: SIGTERM closes them and tempestd exits
+    assert daemon.proc.returncode == 0, daemon.log()
+    for stream in streams[10:]:
+        event = stream.next(10)
+        while event is not None:  # what was in flight, then the end of the stream
+            event = stream.next(10)
+    assert log.read_text().count('"GET /sub/parked HTTP/1.1" 200') == 20
+    assert "Traceback" not in daemon.log()
