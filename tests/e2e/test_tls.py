@@ -155,3 +155,63 @@ def test_a_tls_file_that_cannot_be_read_is_a_config_error(tls, tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "[redis] url" in proc.stderr
     assert f"ssl_ca_certs=: cannot read {tmp_path}/missing.crt" in proc.stderr
     assert PASSWORD not in proc.stderr
+
+
+SENTINEL_PASSWORD = "s3cret-sentinel-pw"
+
+
+def test_sentinel_over_tls_with_its_own_password(tls, tempestd_factory, tmp_path):
+    """A Sentinel that speaks TLS only and requires its own password, watching the TLS master:
+    tempestd, a worker and tempest publish find the master through it (sentinel_ssl=yes,
+    sentinel_password=, ssl=yes), and neither password reaches a log."""
+    port, directory = tls
+    sentinel_port = free_port()
+    conf = os.path.join(str(tmp_path), "sentinel.conf")
+    with open(conf, "w") as handle:
+        handle.write(f"port 0\ntls-port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+                     f"tls-cert-file {directory}/server.crt\ntls-key-file {directory}/server.key\n"
+                     f"tls-ca-cert-file {directory}/ca.crt\ntls-auth-clients yes\ntls-replication yes\n"
+                     f"tls-client-cert-file {directory}/client.crt\ntls-client-key-file {directory}/client.key\n"
+                     f"requirepass {SENTINEL_PASSWORD}\n"
+                     f"sentinel monitor tlsmaster 127.0.0.1 {port} 1\nsentinel auth-pass tlsmaster {PASSWORD}\n")
+    sentinel = subprocess.Popen([tls_redis_server(), conf, "--sentinel", "--logfile", os.path.join(str(tmp_path), "sentinel.log")],
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    url = (f"redis+sentinel://:{PASSWORD}@127.0.0.1:{sentinel_port}/tlsmaster/0?ssl=yes&sentinel_ssl=yes"
+           f"&ssl_ca_certs={directory}/ca.crt&ssl_certfile={directory}/client.crt&ssl_keyfile={directory}/client.key"
+           f"&sentinel_password={SENTINEL_PASSWORD}")
+    worker = stream = None
+    try:
+        def sentinel_knows_the_master():
+            import redis
+
+            try:
+                client = redis.Redis(port=sentinel_port, password=SENTINEL_PASSWORD, ssl=True, socket_timeout=2,
+                                     ssl_ca_certs=f"{directory}/ca.crt", ssl_certfile=f"{directory}/client.crt",
+                                     ssl_keyfile=f"{directory}/client.key")
+                flags = client.execute_command("SENTINEL", "master", "tlsmaster")
+            except (redis.RedisError, OSError):
+                return False
+            fields = dict(zip(flags[::2], flags[1::2])) if isinstance(flags, list) else flags
+            return fields.get(b"flags", fields.get("flags")) in (b"master", "master")
+
+        wait_until(sentinel_knows_the_master, 20, message="the TLS Sentinel watching the TLS master")
+        daemon = tempestd_factory(redis_url=url, front={"queue": "tlssentinelq", "timeout": "10"})
+        worker = start_worker(ECHO + ["tlssentinelq"], url, tmp_path, name="sentinelworker", ready="worker on ")
+        status, _, body = http("GET", daemon.base + "/through-the-tls-sentinel")
+        assert status == 200 and b"/through-the-tls-sentinel" in body, body
+        stream = SSE(daemon.port, "/sub/tlssentinel")
+        published = subprocess.run(tempest_cli() + ["publish", "-c", daemon.ini, "tlssentinel", "found the master"],
+                                   capture_output=True, text=True, timeout=60)
+        assert published.returncode == 0, published.stderr
+        assert stream.next_message()["data"] == "found the master"
+        daemon.stop()
+        with open(os.path.join(str(tmp_path), "sentinelworker.log"), encoding="utf-8", errors="replace") as handle:
+            logs = daemon.log() + handle.read()
+        assert PASSWORD not in logs and SENTINEL_PASSWORD not in logs
+        assert "sentinel_password=***" in logs
+    finally:
+        if stream is not None:
+            stream.close()
+        if worker is not None:
+            kill_groups([worker])
+        stop_group(sentinel)
