@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import gevent.socket
 
-from tempest import resp, roles
+from tempest import fronts, resp, roles
 from tempest.converters import to_signal
 from tempest.errors import StartupError
 from tempest.respserver import ClientState, RespServer, arity
@@ -145,7 +145,11 @@ class ControlServer(RespServer):
         target = args[0].decode("utf-8", "replace")
         supervisor = self._supervisor()
         try:
-            getattr(supervisor, verb)(target)
+            if verb == "restart" and target.partition(":")[0] == fronts.NAME and fronts.NAME in supervisor.programs:
+                if not self.daemon.restart_fronts(target):  # one after the other: no moment without a front
+                    return resp.error("ERR a front process did not serve again (see tempestd's log)")
+            else:
+                getattr(supervisor, verb)(target)
         except KeyError:
             return resp.error(f"ERR no such process: {target}")
         log.info("control: %s %s", verb, target)

@@ -396,6 +396,23 @@ class Daemon:
                 raise StartupError(f"the front processes are not all running after {fronts.START_TIMEOUT:.0f}s")
             gevent.sleep(0.05)
 
+    def restart_fronts(self, target: str) -> bool:
+        """Restart the front processes that ``target`` names (``front``, ``front:I``) one after
+        the other, each serving again before the next one stops, so that the others accept
+        meanwhile; False if one did not serve again within START_TIMEOUT."""
+        assert self.supervisor is not None  # made by _start
+        for child in self.supervisor.children(target):
+            self.supervisor.restart(child.name)  # its stopsignal: it drains for graceful_timeout
+            deadline = time.monotonic() + fronts.START_TIMEOUT
+            while not (child.pid is not None and self._fronts_ready.get(child.index) == child.pid):
+                if time.monotonic() > deadline:
+                    log.error("restart: front process %d does not serve again after %.0fs; the others are "
+                              "left as they are", child.index, fronts.START_TIMEOUT)
+                    return False
+                gevent.sleep(0.05)
+            log.info("restart: front process %d serves again (pid %d)", child.index, child.pid)
+        return True
+
     def accepting(self) -> bool:
         """Whether the front accepts connections: this process's, or every front process's."""
         if self.front_socket is not None and self.supervisor is not None:

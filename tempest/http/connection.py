@@ -81,6 +81,7 @@ class Connection:
         self.eof = False
         self.stop_reading = False
         self.idle = True  # between requests, or a stream: not waited for at shutdown
+        self.served = 0  # requests served: a connection that has had none is given its first at shutdown
         self.streaming = False
         self.read_deadline: float | None = None  # while waiting for the client's bytes: when to give up
         self.timed_out = False
@@ -108,7 +109,7 @@ class Connection:
 
     def run(self) -> None:
         try:
-            while not self.server.closing or self.requests:
+            while not self.server.closing or self.requests or not self.served:
                 request = self._next_request()
                 if request is None or not self._serve(request) or self.detached:
                     break
@@ -131,6 +132,7 @@ class Connection:
         self.requests.clear()
 
     def _serve(self, request: Request) -> bool:
+        self.served += 1
         try:
             if request.error:
                 return self.error(request.error, request)
@@ -146,7 +148,9 @@ class Connection:
     def _next_request(self) -> Request | None:
         while not self.requests:
             self.idle = self.current is None
-            if self.eof or self.stop_reading or (self.idle and self.server.closing):
+            # at shutdown a keep-alive connection closes between two requests, but one accepted
+            # just before (by this process, while another took over the socket) gets its first
+            if self.eof or self.stop_reading or (self.idle and self.server.closing and self.served):
                 return None
             data = self._recv()
             if data is None:

@@ -135,15 +135,17 @@ class Listener:
             trimmer.observe(len(self.connections))
 
     def stop_accepting(self) -> None:
-        """Stop accepting; idle keep-alive connections close, busy ones after their response."""
+        """Stop accepting; idle keep-alive connections close, busy ones after their response,
+        new ones after their first (within the head's deadline)."""
         self.closing = True
         self.server.close()
         for conn in list(self.connections):
-            if conn.idle:
+            if conn.idle and conn.served:
                 conn.kill()
 
     def busy(self) -> int:
-        return sum(1 for conn in self.connections if not conn.idle)
+        """Connections waited for at shutdown: a request in hand, or none served yet."""
+        return sum(1 for conn in self.connections if not conn.idle or not conn.served)
 
     def close_all(self) -> None:
         for conn in list(self.connections):

@@ -127,6 +127,45 @@ def test_sigterm_lets_in_flight_requests_finish(tempestd_factory, redis_client):
     assert daemon.proc.wait(10) == 0
 
 
+def test_a_connection_accepted_before_sigterm_gets_its_first_request_served(tempestd_factory, redis_client):
+    """At shutdown, idle keep-alive connections close between two requests, but one accepted
+    just before (no request yet: its client does not retry, as it would on a reused one) is
+    served its first request, with Connection: close."""
+    import redis
+
+    daemon = tempestd_factory(front={"queue": "fresh"})
+    fresh = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
+    used = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
+    try:
+        used.sendall(b"GET /before HTTP/1.1\r\nHost: x\r\n\r\n")  # a keep-alive connection that served one
+        _, _, respond_to, used_id = take_job(redis_client, "fresh")
+        host, port = respond_to.rsplit(":", 1)
+        answers = redis.Redis(host=host, port=int(port))
+        answers.execute_command("url", used_id, json.dumps([200, {}, "before"]))
+        assert used.recv(4096).endswith(b"before")
+        thread, result = in_thread(http, "GET", daemon.base + "/inflight")  # keeps the shutdown waiting
+        _, _, respond_to, job_id = take_job(redis_client, "fresh")
+        os.kill(daemon.proc.pid, signal.SIGTERM)
+        wait_until(lambda: "SIGTERM: shutting down" in daemon.log(), message="SIGTERM seen")
+        fresh.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert used.recv(4096) == b""  # the idle keep-alive one is closed
+        _, _, _, fresh_id = take_job(redis_client, "fresh")
+        answers.execute_command("url", fresh_id, json.dumps([200, {}, "first"]))
+        reply = b""
+        while not reply.endswith(b"first"):
+            chunk = fresh.recv(4096)
+            assert chunk, reply
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200") and b"Connection: close" in reply
+        answers.execute_command("url", job_id, json.dumps([200, {}, "finished"]))
+        thread.join(10)
+        assert result["value"][0] == 200
+    finally:
+        fresh.close()
+        used.close()
+    assert daemon.proc.wait(15) == 0
+
+
 def test_worker_finishes_its_job_on_sigterm_and_exits_0(tempestd_factory, redis_server, tmp_path):
     daemon = tempestd_factory(front={"queue": "wterm"})
     worker = start_worker(ECHO + ["wterm"], redis_server.url, tmp_path)

@@ -232,3 +232,40 @@ def test_bad_processes_values_are_refused(tmp_path, value, problem):
     ini = render_ini(tmp_path / "t.ini", {"front": {"processes": value}})
     proc = subprocess.run(tempestd_command() + ["-c", ini, "--check"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "[front] processes" in proc.stderr and problem in proc.stderr, proc.stderr
+
+
+def test_restart_front_is_rolling_and_loses_no_request(redis_server, tmp_path):
+    """``tempest restart front`` restarts the front processes one after the other, each serving
+    again before the next stops: requests made all the while (a new connection each) are all
+    answered, and both processes are new."""
+    daemon = front_processes(tmp_path, redis_server.url, "fp-rolling")
+    try:
+        before = front_pids(daemon)
+        results, stop = [], threading.Event()
+
+        def load():
+            while not stop.is_set():
+                try:
+                    status, _, _ = http("GET", daemon.base + "/rolling", headers={"Connection": "close"}, timeout=15)
+                except OSError as exc:
+                    status = repr(exc)
+                results.append(status)
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        assert daemon.control("RESTART", "front") == "OK"
+        time.sleep(0.5)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        after = front_pids(daemon)
+        assert set(after) == {"front:0", "front:1"} and not set(after.values()) & set(before.values()), (before, after)
+        failed = [r for r in results if r != 200]
+        print(f"rolling restart: {len(results)} requests, {len(failed)} failed")
+        assert len(results) > 20 and not failed, failed[:5]
+        log = daemon.log()
+        assert log.index("restart: front process 0 serves again") < log.index("stopped: front:1")
+    finally:
+        daemon.stop()
