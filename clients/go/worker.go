@@ -24,6 +24,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -190,7 +191,7 @@ func (w *Worker) Run() error {
 	if w.Reliable {
 		mode = "reliable, id " + w.WorkerID
 	}
-	w.Log.Printf("worker on %s (%s, %s): %s", strings.Join(w.Queues, ","), w.RedisURL, mode, strings.Join(names, ", "))
+	w.Log.Printf("worker on %s (%s, %s): %s", strings.Join(w.Queues, ","), Redacted(w.RedisURL), mode, strings.Join(names, ", "))
 	var beating sync.WaitGroup
 	stopBeating := make(chan struct{})
 	if w.opts.Reliable {
@@ -411,4 +412,15 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+var (
+	urlPassword   = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@`)
+	queryPassword = regexp.MustCompile(`([?&](?:password|sentinel_password|ssl_password)=)[^&\s]*`)
+)
+
+// Redacted is a Redis URL for a log line: its passwords (user info, password=,
+// sentinel_password=, ssl_password=) replaced by ***, as tempestd prints URLs.
+func Redacted(url string) string {
+	return queryPassword.ReplaceAllString(urlPassword.ReplaceAllString(url, "${1}:***@"), "${1}***")
 }

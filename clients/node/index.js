@@ -429,6 +429,14 @@ class Context {
  *
  * Counters: `processed` (jobs run), `expired` (url jobs dropped unrun past their deadline).
  */
+/** A Redis URL for a log line: its passwords (user info, password=, sentinel_password=,
+ * ssl_password=) replaced by ***, as tempestd prints URLs. */
+function redacted(url) {
+  return String(url)
+    .replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/[^:/@\s]*):[^@/\s]*@/, '$1:***@')
+    .replace(/([?&](?:password|sentinel_password|ssl_password)=)[^&\s]*/g, '$1***');
+}
+
 class Worker {
   constructor(queues = 'tempest', options = {}) {
     this.queues = typeof queues === 'string' ? [queues] : [...queues];
@@ -502,7 +510,7 @@ class Worker {
       process.on('SIGINT', stop);
     }
     const mode = this.reliable ? `reliable, id ${this.workerId}` : 'not reliable';
-    log.info(`worker on ${this.queues.join(',')} (${this.redisUrl}, ${mode}): ${[...this.handlers.keys()].join(', ')}`);
+    log.info(`worker on ${this.queues.join(',')} (${redacted(this.redisUrl)}, ${mode}): ${[...this.handlers.keys()].join(', ')}`);
     let heart = null;
     if (this.reliable) {
       heart = setInterval(() => {

@@ -48,7 +48,38 @@ _tempest_cli() {
     fi
 }
 
-_tempest_redis() { _tempest_cli -u "$TEMPEST_REDIS_URL" "$@"; }  # raw output (stdout is no tty)
+# TEMPEST_REDIS_URL's credentials go to redis-cli in its environment (REDISCLI_AUTH) and
+# --user, never in its argv (ps shows it): the URL it is given has no user info
+_tempest_url_split() {
+    local url=$TEMPEST_REDIS_URL userinfo rest
+    _tempest_url_plain=$url _tempest_url_user="" _tempest_url_auth=""
+    [[ $url =~ ^([A-Za-z][A-Za-z0-9+.-]*://)([^/@]*)@(.*)$ ]] || return 0
+    userinfo=${BASH_REMATCH[2]} rest=${BASH_REMATCH[3]}
+    _tempest_url_plain=${BASH_REMATCH[1]}$rest
+    if [[ $userinfo == *:* ]]; then
+        _tempest_url_user=${userinfo%%:*} _tempest_url_auth=${userinfo#*:}
+    else
+        _tempest_url_auth=$userinfo  # redis-cli's reading of user info without a colon
+    fi
+    printf -v _tempest_url_user '%b' "${_tempest_url_user//%/\\x}"  # percent-decoded, as redis-cli does
+    printf -v _tempest_url_auth '%b' "${_tempest_url_auth//%/\\x}"
+}
+
+_tempest_redacted_url() {  # TEMPEST_REDIS_URL for a log line: its password as ***
+    local url=$TEMPEST_REDIS_URL
+    [[ $url =~ ^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@(.*)$ ]] && url="${BASH_REMATCH[1]}:***@${BASH_REMATCH[2]}"
+    printf '%s' "$url"
+}
+
+_tempest_redis() {  # raw output (stdout is no tty)
+    [[ ${_tempest_url_for:-} == "$TEMPEST_REDIS_URL" ]] || { _tempest_url_split; _tempest_url_for=$TEMPEST_REDIS_URL; }
+    if [[ -n $_tempest_url_auth ]]; then
+        REDISCLI_AUTH=$_tempest_url_auth _tempest_cli ${_tempest_url_user:+--user "$_tempest_url_user"} \
+            -u "$_tempest_url_plain" "$@"
+    else
+        _tempest_cli -u "$_tempest_url_plain" "$@"
+    fi
+}
 
 _tempest_endpoint() {  # _tempest_endpoint HOST:PORT ARGS...: a command on an answer endpoint
     local host=${1%:*} port=${1##*:}
@@ -945,7 +976,7 @@ _tempest_loop() {  # the worker: take, run, answer, until asked to stop (or its 
     # the workers of a process it reaps)
     TEMPEST_WORKER_ID="${HOSTNAME:-$(uname -n)}:$$:$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"
     ((_tempest_reliable)) && mode="reliable, id $TEMPEST_WORKER_ID"
-    tempest_log info "worker on ${_tempest_queues[*]} ($TEMPEST_REDIS_URL, $mode): ${!_tempest_handlers[*]}"
+    tempest_log info "worker on ${_tempest_queues[*]} ($(_tempest_redacted_url), $mode): ${!_tempest_handlers[*]}"
     while ! _tempest_stop_asked && kill -0 "$$" 2>/dev/null; do  # $$: the parent shell
         # reliable: registered before the first take, and again after Redis failed (a job moved
         # whose reply was lost goes back to its queue then)

@@ -291,3 +291,54 @@ def answer_commands(redis_client, queue, action, args, job_id="by-hand", connect
 def answer_of(redis_client, queue, env, **endpoint):
     """The answer ([status, headers, body]) a worker sends to a url job with ``env`` pushed by hand."""
     return json.loads(answer_commands(redis_client, queue, "url", [env], **endpoint)[-1][2])
+
+
+# secrets
+
+REDIS_SECRET = "client-redis-secret-0451"
+
+
+def the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, directory, queue, path="/secret"):
+    """On a Redis that requires a password, the client's worker answers, logs its URL with the
+    password as ***, and no process of its session (redis-cli children included) has the
+    password in its command line, which ps shows to every user."""
+    from support import RedisServer, kill_groups
+
+    server = RedisServer(os.path.join(str(directory), "secret-redis"), extra=["--requirepass", REDIS_SECRET]).start()
+    url = f"redis://:{REDIS_SECRET}@127.0.0.1:{server.port}/0"
+    proc = None
+    try:
+        daemon = tempestd_factory(redis_url=url, front={"queue": queue, "timeout": "10"})
+        proc = app.start(queue, "secret", env={"TEMPEST_REDIS_URL": url})
+        wait_until(lambda: "worker on" in app.log("secret"), 30, message="the worker's start line")
+        for i in range(5):
+            status, _, body = http("GET", f"{daemon.base}{path}?n={i}")
+            assert status == 200, body
+            for command in _session_commands(proc.pid):
+                assert REDIS_SECRET not in command, command
+        log = app.log("secret")
+        assert REDIS_SECRET not in log, log
+        assert f":***@127.0.0.1:{server.port}" in log, log
+        daemon.stop()
+    finally:
+        if proc is not None:
+            kill_groups([proc])
+        server.stop()
+
+
+def _session_commands(session):
+    """The command lines of the processes of a session (its leader's pid)."""
+    commands = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rpartition(")")[2].split()
+            if int(fields[3]) != session:  # the session id (after state, ppid, pgrp)
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                commands.append(handle.read().replace(b"\0", b" ").decode("utf-8", "replace"))
+        except (OSError, IndexError, ValueError):
+            continue
+    return commands

@@ -59,7 +59,7 @@ def started(go_build):
 
 def start_go(started, args, redis_url, directory, name="go", extra_env=None):
     """A Go worker in its own session, its output in <directory>/<name>.log."""
-    env = dict(os.environ, TEMPEST_REDIS_URL=redis_url, **(extra_env or {}))
+    env = {**os.environ, "TEMPEST_REDIS_URL": redis_url, **(extra_env or {})}
     with open(os.path.join(str(directory), f"{name}.log"), "ab") as log:
         proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -427,3 +427,7 @@ def test_an_inline_body_is_read_the_same_way(spooling, reader):
 @pytest.mark.parametrize("reader", ["copy", "readall"])
 def test_a_spooled_body_gone_or_not_as_its_token_says_is_body_gone(spooling, redis_client, tmp_path, reader):
     client_cases.a_body_gone_is_410(redis_client, spooling.queue, tmp_path, reader)
+
+
+def test_the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path):
+    client_cases.the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path, "go-secret")

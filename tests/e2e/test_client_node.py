@@ -403,3 +403,7 @@ def test_an_inline_body_is_read_the_same_way(spooling, reader):
 @pytest.mark.parametrize("reader", ["stream", "whole"])
 def test_a_spooled_body_gone_or_not_as_its_token_says_is_body_gone(spooling, redis_client, tmp_path, reader):
     client_cases.a_body_gone_is_410(redis_client, spooling.queue, tmp_path, reader)
+
+
+def test_the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path):
+    client_cases.the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path, "node-secret")

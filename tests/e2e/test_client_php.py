@@ -48,7 +48,7 @@ def workers(php, tmp_path):
 
     def start(queues, redis_url, *args, name="php", reliable=None, env=None):
         """reliable: True (a 1 s heartbeat), False ('reliable' => false), None (the default)."""
-        env = dict(os.environ, TEMPEST_REDIS_URL=redis_url, **(env or {}))
+        env = {**os.environ, "TEMPEST_REDIS_URL": redis_url, **(env or {})}
         if reliable is not None:
             env["TEMPEST_TEST_RELIABLE"] = "1" if reliable else "0"
         with open(tmp_path / f"{name}.log", "ab") as log:
@@ -364,3 +364,7 @@ def test_an_inline_body_is_read_the_same_way(spooling, reader):
 @pytest.mark.parametrize("reader", ["generator", "stream"])
 def test_a_spooled_body_gone_or_not_as_its_token_says_is_body_gone(spooling, redis_client, tmp_path, reader):
     client_cases.a_body_gone_is_410(redis_client, spooling.queue, tmp_path, reader)
+
+
+def test_the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path):
+    client_cases.the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path, "php-secret")

@@ -43,7 +43,7 @@ def support_missing(reason):
 
 def start_ruby(args, redis_url, directory, name="ruby", extra_env=None):
     """A Ruby worker in its own session, its output in <directory>/<name>.log."""
-    env = dict(os.environ, TEMPEST_REDIS_URL=redis_url, **(extra_env or {}))
+    env = {**os.environ, "TEMPEST_REDIS_URL": redis_url, **(extra_env or {})}
     with open(os.path.join(str(directory), f"{name}.log"), "ab") as log:
         return subprocess.Popen(["ruby", *args], env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -402,3 +402,7 @@ def test_an_inline_body_is_read_the_same_way(spooling, reader):
 @pytest.mark.parametrize("reader", ["each", "whole"])
 def test_a_spooled_body_gone_or_not_as_its_token_says_is_body_gone(spooling, redis_client, tmp_path, reader):
     client_cases.a_body_gone_is_410(redis_client, spooling.queue, tmp_path, reader)
+
+
+def test_the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path):
+    client_cases.the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path, "ruby-secret", "/pid")

@@ -35,7 +35,7 @@ def runtime():
 
 def shell_worker(script, args, redis_url, directory, name="shell", extra_env=None):
     """bash SCRIPT ARGS... in its own session, output to NAME.log."""
-    env = dict(os.environ, TEMPEST_REDIS_URL=redis_url, **(extra_env or {}))
+    env = {**os.environ, "TEMPEST_REDIS_URL": redis_url, **(extra_env or {})}
     with open(os.path.join(str(directory), f"{name}.log"), "ab") as log:
         return subprocess.Popen(["bash", script, *args], env=env, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -349,3 +349,7 @@ def test_a_spooled_body_gone_or_not_as_its_token_says_is_status_2(spooling, redi
     if reader == "file":  # tempest_body ran in the handler's shell: TEMPEST_BODY_ERROR says why
         assert all(body.startswith("BodyGone: spooled body ") for body in answers.values()), answers
     assert log_of(tmp_path).count("tempest_body: BodyGone: spooled body ") == len(answers)  # and on stderr
+
+
+def test_the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path):
+    client_cases.the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path, "shell-secret")

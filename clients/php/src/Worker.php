@@ -131,7 +131,7 @@ return id
             pcntl_signal(SIGTERM, $stop);  // restart_syscalls: a BLPOP in flight is not cut
             pcntl_signal(SIGINT, $stop);
         }
-        $this->log('info', sprintf('worker on %s (%s, %s): %s', implode(',', $this->queues), $this->redisUrl,
+        $this->log('info', sprintf('worker on %s (%s, %s): %s', implode(',', $this->queues), self::redacted($this->redisUrl),
             $this->reliable ? "reliable, id {$this->workerId}" : 'not reliable', implode(', ', array_keys($this->handlers))));
         if ($this->reliable) {
             $this->startBeating();
@@ -573,6 +573,14 @@ return id
             throw new RedisError($error);
         }
         return $reply;
+    }
+
+    /** A Redis URL for a log line: its passwords (user info, password=, sentinel_password=,
+     * ssl_password=) replaced by ***, as tempestd prints URLs. */
+    public static function redacted(string $url): string
+    {
+        $url = preg_replace('~^([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@~', '$1:***@', $url);
+        return preg_replace('~([?&](?:password|sentinel_password|ssl_password)=)[^&\s]*~', '$1***', $url);
     }
 
     /** A connected phpredis client for a redis:// (or unix://) URL: password, user, database. */

@@ -14,6 +14,13 @@ require "tempest/worker/publisher"
 require "tempest/worker/context"
 
 module Tempest
+  # A Redis URL for a log line: its passwords (user info, password=, sentinel_password=,
+  # ssl_password=) replaced by ***, as tempestd prints URLs.
+  def self.redacted(url)
+    url.to_s.sub(%r{\A([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@}, '\1:***@')
+       .gsub(/([?&](?:password|sentinel_password|ssl_password)=)[^&\s]*/, '\1***')
+  end
+
   # Takes jobs from one or several queues and runs the handler of each job's action; answers
   # go to the job's respond_to, tempestd's answer endpoint, over one kept connection per
   # endpoint. Reliable delivery is the default (BLMOVE into a processing list of this worker;
@@ -91,7 +98,7 @@ module Tempest
         %w[TERM INT].each { |signal| Signal.trap(signal) { @stopping = true } }
       end
       mode = @reliable ? "reliable, id #{@worker_id}" : "not reliable"
-      @logger.info("worker on #{@queues.join(',')} (#{@redis_url}, #{mode}): #{@handlers.keys.join(', ')}")
+      @logger.info("worker on #{@queues.join(',')} (#{Tempest.redacted(@redis_url)}, #{mode}): #{@handlers.keys.join(', ')}")
       heart = start_heart if @reliable
       begin
         take_loop
