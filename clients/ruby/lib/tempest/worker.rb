@@ -1,6 +1,8 @@
 # frozen_string_literal: true
 
 require "json"
+require "openssl"
+require "uri"
 require "logger"
 require "redis"
 require "securerandom"
@@ -19,6 +21,36 @@ module Tempest
   def self.redacted(url)
     url.to_s.sub(%r{\A([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@}, '\1:***@')
        .gsub(/([?&](?:password|sentinel_password|ssl_password)=)[^&\s]*/, '\1***')
+  end
+
+  TLS_PARAMS = %w[ssl_ca_certs ssl_certfile ssl_keyfile ssl_cert_reqs ssl_check_hostname].freeze
+
+  # redis-rb's options for a rediss:// URL's query parameters, named as tempestd (redis-py)
+  # takes them: ssl_ca_certs (a CA file instead of the system's), ssl_certfile and ssl_keyfile
+  # (a client certificate), ssl_cert_reqs=none (no verification).
+  def self.tls_options(url)
+    uri = URI.parse(url)
+    return {} unless uri.scheme == "rediss"
+
+    query = URI.decode_www_form(uri.query || "").to_h
+    params = {}
+    params[:ca_file] = query["ssl_ca_certs"] if query["ssl_ca_certs"]
+    if query["ssl_certfile"]
+      params[:cert] = OpenSSL::X509::Certificate.new(File.read(query["ssl_certfile"]))
+      params[:key] = OpenSSL::PKey.read(File.read(query["ssl_keyfile"] || query["ssl_certfile"]))
+    end
+    params[:verify_mode] = OpenSSL::SSL::VERIFY_NONE if query["ssl_cert_reqs"] == "none"
+    { ssl: true, ssl_params: params }
+  end
+
+  # The URL without those parameters (redis-rb does not know them).
+  def self.without_tls_params(url)
+    uri = URI.parse(url)
+    return url unless uri.query
+
+    kept = URI.decode_www_form(uri.query).reject { |key, _| TLS_PARAMS.include?(key) }
+    uri.query = kept.empty? ? nil : URI.encode_www_form(kept)
+    uri.to_s
   end
 
   # Takes jobs from one or several queues and runs the handler of each job's action; answers
@@ -237,7 +269,8 @@ module Tempest
     def now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
 
     def connect(url, timeout: 5)
-      Redis.new(url: url, timeout: timeout, reconnect_attempts: 0)
+      Redis.new(url: Tempest.without_tls_params(url), timeout: timeout, reconnect_attempts: 0,
+                **Tempest.tls_options(url))
     end
 
     def take_loop
