@@ -34,7 +34,7 @@ class Stats:
     answer_connections_refused: int = 0  # refused: over answer_max_connections
     answer_connections_closed: int = 0  # closed by the endpoint: idle, no AUTH in time, protocol error, too big
     subscribers: int = 0  # SSE and WebSocket clients subscribed now
-    streams_parked: int = 0  # of the SSE streams, those idle now without a greenlet (Connection.park)
+    streams_parked: int = 0  # of the SSE streams and WebSockets, those idle now without a greenlet (Connection.park)
     messages_relayed: int = 0  # pub/sub messages fanned out (once per message, not per client)
     slow_clients_dropped: int = 0  # subscribers disconnected because their buffer overflowed
     silent_clients_dropped: int = 0  # WebSockets disconnected for sending nothing between two pings

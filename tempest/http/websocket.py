@@ -151,9 +151,10 @@ class WebSockets:
             if admission.status != 200:
                 return conn.respond(request, *admission.refusal())
             channels = admission.channels
-        socket = WebSocket(self, conn, ws, channels)
+        socket = WebSocket(self, conn, ws, channels, request, admission)
         self.sockets.add(socket)
         confirmed = self.relay.subscribe(socket.subscriber)  # the upgrade only once Redis subscribed
+        parked = False
         try:
             if not confirmed:
                 log.warning("%s: Redis did not confirm the subscription to %s: 503", conn.peer, ",".join(channels))
@@ -161,15 +162,19 @@ class WebSockets:
             conn.switch_protocols(request, accept)
             if admission is not None and self.access is not None:
                 self.access.watch(admission.watch, socket.subscriber)  # closed 4403 once no longer allowed
-            socket.run()
+            parked = socket.start()
         except OSError as exc:
             log.debug("%s: WebSocket client gone: %s", conn.peer, exc)
         finally:
-            self.relay.unsubscribe(socket.subscriber)
-            self.sockets.remove(socket)
-            if admission is not None and self.access is not None:
-                self.access.unwatch(admission.watch)
+            if not parked:
+                self.end(socket)
         return False
+
+    def end(self, socket: WebSocket) -> None:
+        self.relay.unsubscribe(socket.subscriber)
+        self.sockets.remove(socket)
+        if socket.admission is not None and self.access is not None:
+            self.access.unwatch(socket.admission.watch)
 
     def job(self, socket: WebSocket, data: str | bytes) -> None:
         """A browser's message becomes a ``ws`` job."""
@@ -185,9 +190,11 @@ class WebSockets:
 class WebSocket:
     """One open WebSocket."""
 
-    def __init__(self, handler: WebSockets, conn: Connection, ws: WSConnection, channels: list[str]) -> None:
+    def __init__(self, handler: WebSockets, conn: Connection, ws: WSConnection, channels: list[str],
+                 request: Request, admission: Any) -> None:
         self.handler = handler
         self.conn = conn
+        self.request, self.admission = request, admission
         self.ws = ws
         self.channels = channels
         self.settings = settings = handler.settings
@@ -204,25 +211,44 @@ class WebSocket:
         """Queue a text frame for this socket (from the answer endpoint)."""
         return self.subscriber.push(Direct(text), len(text))
 
-    def run(self) -> None:
-        conn = self.conn
-        conn.begin_stream()
-        data = conn.take_received()  # what came right after the upgrade request
+    def start(self) -> bool:
+        """After the upgrade: True once parked (it goes on), False when it is over."""
+        self.conn.begin_stream()
+        data = self.conn.take_received()  # what came right after the upgrade request
         if data:
             self._received(data)
+        return self._run()
+
+    def _run(self) -> bool:
+        """Write what is queued; then park the connection (no greenlet while idle, as an SSE
+        stream's: Connection.park) and return True, or return False when the socket is over."""
         while not self.closed:
             self._flush()
             if self.closed or self.subscriber.items:
                 continue
             if self.subscriber.overflow:
-                log.info("%s: slow WebSocket client disconnected", conn.peer)
+                log.info("%s: slow WebSocket client disconnected", self.conn.peer)
                 self._close(GOING_AWAY, "too slow")
-                return
-            if not conn.wait():
-                return
-            data = conn.take_received()
-            if data:
-                self._received(data)
+                return False
+            self.conn.park(self.resume)
+            return True
+        return False
+
+    def resume(self) -> None:
+        """In a greenlet of its own: woken by something to send or by the client's bytes."""
+        conn, parked = self.conn, False
+        try:
+            if conn.unpark():
+                data = conn.take_received()
+                if data:
+                    self._received(data)
+                parked = self._run()
+        except OSError as exc:
+            log.debug("%s: WebSocket client gone: %s", conn.peer, exc)
+        finally:
+            if not parked:
+                self.handler.end(self)
+                conn.close(self.request)
 
     def _flush(self) -> None:
         out = []

@@ -237,6 +237,30 @@ def test_websocket_both_ways(tempestd_factory, redis_server):
     assert client.receive() == "just for you"
 
 
+def test_idle_websockets_are_parked_and_wake_both_ways(tempestd_factory, redis_server):
+    """Idle WebSockets hold no greenlet either: a message published, a message from the
+    browser (a ws job), an answer to one socket and a client that leaves all wake them."""
+    daemon = tempestd_factory(pubsub={"ws_queue": "wsparked"})
+    clients = [WS(daemon.port, "/ws/parkedroom") for _ in range(6)]
+    assert all(client.accepted for client in clients)
+    subscribed(redis_server, "parkedroom")
+    wait_until(lambda: daemon.info()["streams_parked"] == 6, message="6 parked WebSockets")
+    publish(redis_server, "parkedroom", '["to every socket"]')
+    assert [json.loads(client.receive()) for client in clients] == [["to every socket"]] * 6
+    clients[2].send("from a parked socket")
+    _, raw = redis_server.client().blpop(["wsparked"], timeout=10)
+    _, args, respond_to, job_id = json.loads(raw)
+    assert args[0]["data"] == "from a parked socket"
+    wait_until(lambda: daemon.info()["streams_parked"] == 6, message="parked again")
+    host, port = respond_to.rsplit(":", 1)
+    assert redis.Redis(host=host, port=int(port)).execute_command("ws", job_id, '"only yours"') == b"OK"
+    assert clients[2].receive() == "only yours"
+    for client in clients[:3]:
+        client.close()
+    wait_until(lambda: (daemon.info()["subscribers"], daemon.info()["streams_parked"],
+                        daemon.info()["connections_open"]) == (3, 3, 3), message="3 WebSockets forgotten")
+
+
 def test_websocket_bad_origin_is_refused(tempestd_factory):
     daemon = tempestd_factory(pubsub={"allow_origins": "https://good.example"})
     refused = WS(daemon.port, "/ws/room", origin="https://evil.example")
