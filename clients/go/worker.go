@@ -161,11 +161,87 @@ func (w *Worker) Stop() {
 func (w *Worker) dial(readTimeout time.Duration) (redis.Conn, error) {
 	options := []redis.DialOption{redis.DialConnectTimeout(5 * time.Second),
 		redis.DialReadTimeout(readTimeout), redis.DialWriteTimeout(10 * time.Second)}
-	tlsOptions, err := TLSOptions(w.RedisURL)
+	target := w.RedisURL
+	if strings.HasPrefix(target, "redis+sentinel://") {
+		master, err := SentinelMaster(target)
+		if err != nil {
+			return nil, err
+		}
+		target = master
+	}
+	tlsOptions, err := TLSOptions(target)
 	if err != nil {
 		return nil, err
 	}
-	return redis.DialURL(w.RedisURL, append(options, tlsOptions...)...)
+	return redis.DialURL(target, append(options, tlsOptions...)...)
+}
+
+// SentinelMaster asks the Sentinels of a redis+sentinel://[[user]:password@]host:port[,...]/
+// service[/db] URL, in turn, where the service's master is, and returns its redis:// URL (the
+// URL's credentials and database; rediss:// with its TLS parameters when ssl=yes). Its query may
+// hold sentinel_password (and sentinel_username) for the Sentinels, and sentinel_ssl=yes. A new
+// connection asks again: after a failover the pool dials the new master.
+func SentinelMaster(rawURL string) (string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", fmt.Errorf("bad Sentinel URL: %w", err)
+	}
+	path := strings.Split(strings.Trim(u.Path, "/"), "/")
+	if u.Host == "" || path[0] == "" || len(path) > 2 {
+		return "", errors.New("expected redis+sentinel://host:port[,host:port...]/service[/db]")
+	}
+	service, db := path[0], "0"
+	if len(path) == 2 {
+		db = path[1]
+	}
+	q := u.Query()
+	options := []redis.DialOption{redis.DialConnectTimeout(2 * time.Second), redis.DialReadTimeout(2 * time.Second),
+		redis.DialWriteTimeout(2 * time.Second)}
+	if password := q.Get("sentinel_password"); password != "" {
+		options = append(options, redis.DialPassword(password))
+		if user := q.Get("sentinel_username"); user != "" {
+			options = append(options, redis.DialUsername(user))
+		}
+	}
+	if strings.EqualFold(q.Get("sentinel_ssl"), "yes") || strings.EqualFold(q.Get("sentinel_ssl"), "true") {
+		tlsOptions, err := TLSOptions("rediss://x/?" + u.RawQuery)
+		if err != nil {
+			return "", err
+		}
+		options = append(options, redis.DialUseTLS(true))
+		options = append(options, tlsOptions...)
+	}
+	var problems []string
+	for _, address := range strings.Split(u.Host, ",") {
+		if !strings.Contains(strings.TrimPrefix(address, "["), "]:") && strings.Count(address, ":") != 1 {
+			address += ":26379"
+		}
+		conn, err := redis.Dial("tcp", address, options...)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", address, err))
+			continue
+		}
+		reply, err := redis.Strings(conn.Do("SENTINEL", "get-master-addr-by-name", service))
+		conn.Close()
+		if err != nil || len(reply) != 2 {
+			problems = append(problems, fmt.Sprintf("%s: no master for %s (%v)", address, service, err))
+			continue
+		}
+		scheme, query := "redis", ""
+		if strings.EqualFold(q.Get("ssl"), "yes") || strings.EqualFold(q.Get("ssl"), "true") {
+			scheme, query = "rediss", "?"+u.RawQuery
+		}
+		userinfo := ""
+		if u.User != nil {
+			userinfo = u.User.String() + "@"
+		}
+		host := reply[0]
+		if strings.Contains(host, ":") {
+			host = "[" + host + "]"
+		}
+		return fmt.Sprintf("%s://%s%s:%s/%s%s", scheme, userinfo, host, reply[1], db, query), nil
+	}
+	return "", fmt.Errorf("no Sentinel knows the master %s: %s", service, strings.Join(problems, "; "))
 }
 
 // TLSOptions are the dial options of a rediss:// URL's query parameters, named as tempestd

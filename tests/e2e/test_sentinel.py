@@ -135,3 +135,51 @@ def test_a_bad_sentinel_url_is_a_config_error(tmp_path):
     path.write_text("[redis]\nurl = redis+sentinel://127.0.0.1:26379\n")
     with pytest.raises(config.ConfigError, match="service"):
         config.load(str(path))
+
+
+CLIENT_HELLO = {  # (runtime, the hello worker's command line after the runtime)
+    "go": (None, os.path.join(REPO, "clients", "go", "bin", "hello")),
+    "php": ("php", os.path.join(REPO, "clients", "php", "examples", "hello.php")),
+    "ruby": ("ruby", os.path.join(REPO, "clients", "ruby", "examples", "hello.rb")),
+}
+
+
+@pytest.mark.parametrize("language", sorted(CLIENT_HELLO))
+def test_a_client_follows_a_failover_through_the_sentinel(cluster, tempestd_factory, language):
+    """The Go, PHP and Ruby clients take redis+sentinel:// URLs: the hello worker of each, under
+    tempestd on the Sentinel's URL, answers before and after a failover (each new connection asks
+    the Sentinel where the master is)."""
+    import shutil
+
+    from support import missing_runtime
+
+    master, replica, sentinel = cluster
+    runtime, program = CLIENT_HELLO[language]
+    if language == "go":
+        if shutil.which("go") is None or shutil.which("make") is None:
+            missing_runtime("go and make (Debian's golang-go, make)")
+        done = subprocess.run(["make", "-C", os.path.join(REPO, "clients", "go")], capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr
+    elif shutil.which(runtime) is None:
+        missing_runtime(f"{runtime} (.ci/install-runtimes installs it)")
+    queue = f"sentinel-{language}"
+    command = f"{runtime + ' ' if runtime else ''}{program} {queue}"
+    url = f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/0"
+    daemon = tempestd_factory(redis_url=url, front={"queue": queue, "timeout": "5"},
+                              **{"worker:hello": {"command": command}})
+    wait_until(lambda: "worker on" in daemon.log(), 30, message=f"the {language} hello worker")
+    status, _, body = http("GET", daemon.base + "/before")
+    assert status == 200 and body.startswith(b"Hello"), (status, body)
+    sentinel.client().execute_command("SENTINEL", "FAILOVER", "mymaster")
+    wait_until(lambda: sentinel.master() == replica.port, timeout=20, message="the failover")
+    wait_until(lambda: master.client().info("replication")["role"] == "slave", timeout=20,
+               message="the old master turned replica")
+
+    def answered():
+        status, _, body = http("GET", daemon.base + "/after", timeout=10)
+        return status == 200 and body.startswith(b"Hello")
+
+    wait_until(answered, 30, interval=0.5, message=f"the {language} worker answering after the failover")
+    for i in range(3):
+        assert http("GET", daemon.base + f"/after/{i}")[0] == 200

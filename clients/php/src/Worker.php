@@ -606,9 +606,56 @@ return id
         return $context;
     }
 
+    /** The redis:// (rediss:// with ssl=yes) URL of the master that the Sentinels of a
+     * redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db] URL name, asked
+     * in turn; its query may hold sentinel_password (and sentinel_username), sentinel_ssl=yes. */
+    public static function sentinelMaster(string $url): string
+    {
+        if (!preg_match('~^redis\+sentinel://(?:([^@/]*)@)?([^/?]+)/([^/?]+)(?:/(\d+))?/?(?:\?(.*))?$~', $url, $m)) {
+            throw new \InvalidArgumentException('expected redis+sentinel://host:port[,host:port...]/service[/db], not '
+                . self::redacted($url));
+        }
+        [$userinfo, $hosts, $service, $db, $queryString] = [$m[1], $m[2], urldecode($m[3]), $m[4] ?? '', $m[5] ?? ''];
+        parse_str($queryString, $query);
+        $problems = [];
+        foreach (explode(',', $hosts) as $address) {
+            [$host, $port] = str_contains($address, ':') ? explode(':', $address, 2) : [$address, '26379'];
+            try {
+                $sentinel = new \Redis();
+                $tls = in_array(strtolower($query['sentinel_ssl'] ?? ''), ['yes', 'true', '1'], true);
+                if ($tls) {
+                    $sentinel->connect('tls://' . $host, (int) $port, 2.0, null, 0, 2.0,
+                        ['stream' => self::tlsContext($query)]);
+                } else {
+                    $sentinel->connect($host, (int) $port, 2.0, null, 0, 2.0);
+                }
+                if (isset($query['sentinel_password'])) {
+                    $sentinel->auth(isset($query['sentinel_username'])
+                        ? [$query['sentinel_username'], $query['sentinel_password']] : $query['sentinel_password']);
+                }
+                $master = $sentinel->rawCommand('SENTINEL', 'get-master-addr-by-name', $service);
+                $sentinel->close();
+            } catch (\RedisException $e) {
+                $problems[] = "$address: " . $e->getMessage();
+                continue;
+            }
+            if (!is_array($master) || count($master) !== 2) {
+                $problems[] = "$address: no master for $service";
+                continue;
+            }
+            $ssl = in_array(strtolower($query['ssl'] ?? ''), ['yes', 'true', '1'], true);
+            return ($ssl ? 'rediss' : 'redis') . '://' . ($userinfo !== '' ? "$userinfo@" : '')
+                . "$master[0]:$master[1]" . ($db !== '' ? "/$db" : '') . ($ssl && $queryString !== '' ? "?$queryString" : '');
+        }
+        throw new \RedisException("no Sentinel knows the master $service: " . implode('; ', $problems));
+    }
+
     /** A connected phpredis client for a redis://, rediss:// (or unix://) URL: password, user, database. */
     public static function connect(string $url, float $readTimeout): \Redis
     {
+        if (str_starts_with($url, 'redis+sentinel://')) {
+            $url = self::sentinelMaster($url);  // asked again at each connection: a failover moves it
+        }
         $parts = parse_url($url);
         if ($parts === false || !in_array($parts['scheme'] ?? '', ['redis', 'rediss', 'unix'], true)) {
             throw new \InvalidArgumentException("unsupported Redis URL '" . self::redacted($url) . "'");

@@ -43,6 +43,28 @@ module Tempest
     { ssl: true, ssl_params: params }
   end
 
+  # redis-rb's options for redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]
+  # (sentinel_password and sentinel_username in the query are the Sentinels' credentials): it
+  # asks them for the master at each connection and checks its ROLE, so a failover is followed.
+  def self.sentinel_options(url)
+    match = %r{\Aredis\+sentinel://(?:([^@/]*)@)?([^/?]+)/([^/?]+)(?:/(\d+))?/?(?:\?(.*))?\z}.match(url)
+    raise ArgumentError, "expected redis+sentinel://host:port[,host:port...]/service[/db]" unless match
+
+    userinfo, hosts, service, db, query = match.captures
+    params = URI.decode_www_form(query || "").to_h
+    sentinels = hosts.split(",").map do |address|
+      host, port = address.split(":", 2)
+      { host: host, port: Integer(port || 26_379, 10), username: params["sentinel_username"],
+        password: params["sentinel_password"] }.compact
+    end
+    options = { host: URI.decode_www_form_component(service), sentinels: sentinels, role: :master,
+                db: Integer(db || 0, 10) }
+    user, password = (userinfo || "").split(":", 2).map { |part| URI.decode_www_form_component(part) }
+    options[:username] = user unless user.nil? || user.empty?
+    options[:password] = password unless password.nil? || password.empty?
+    options
+  end
+
   # The URL without those parameters (redis-rb does not know them).
   def self.without_tls_params(url)
     uri = URI.parse(url)
@@ -269,6 +291,10 @@ module Tempest
     def now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
 
     def connect(url, timeout: 5)
+      if url.start_with?("redis+sentinel://") # redis-rb asks the Sentinels at each (re)connection
+        return Redis.new(**Tempest.sentinel_options(url), timeout: timeout, reconnect_attempts: 0)
+      end
+
       Redis.new(url: Tempest.without_tls_params(url), timeout: timeout, reconnect_attempts: 0,
                 **Tempest.tls_options(url))
     end
