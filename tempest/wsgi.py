@@ -125,6 +125,32 @@ def call(app: WSGIApplication, env: Mapping[str, Any], context: Context | None =
     """
     response: dict[str, Any] = {}
     parts: list[bytes] = []
+    stream: dict[str, Any] = {}  # once streaming: the stream's context manager and writer
+
+    def streams(body: object = None) -> bool:
+        """Whether the response goes as a stream: a context that can, no Content-Length, and a
+        body that is not a list (or the write() callable)."""
+        return (context is not None and bool(context.respond_to) and not isinstance(body, (list, tuple))
+                and not any(name.lower() == "content-length" for name, _ in response["headers"]))
+
+    def open_stream() -> Any:
+        assert context is not None  # streams() said so
+        status, headers = _head(response)
+        manager = context.stream(status, headers)
+        stream["manager"], stream["out"] = manager, manager.__enter__()
+        response["sent"] = True  # the head is out: a late start_response(exc_info) re-raises
+        return stream["out"]
+
+    def write(data: bytes) -> None:
+        """The legacy write() callable: streamed at once when the response can be (as gunicorn
+        sends it), else held and sent with the rest."""
+        out = stream.get("out")
+        if out is None and streams():
+            out = open_stream()
+        if out is not None:
+            out.write(data)
+        else:
+            parts.append(data)
 
     def start_response(status: str, headers: list[tuple[str, str]],
                        exc_info: OptExcInfo | None = None) -> Callable[[bytes], object]:
@@ -133,27 +159,33 @@ def call(app: WSGIApplication, env: Mapping[str, Any], context: Context | None =
             assert error is not None, "exc_info is what sys.exc_info() returns in an except clause"
             raise error.with_traceback(exc_info[2])  # too late to change the status
         response["status"], response["headers"] = status, headers
-        return parts.append  # the legacy write() callable
+        return write
 
     request = environ(env, context)
     body_input = request["wsgi.input"]  # kept: middleware may wrap the environ's (wsgiref's validator does)
-    iterable = app(request, start_response)
+    iterable: Any = None
     try:
+        iterable = app(request, start_response)
         blocks = iter(iterable)
         first = next(blocks, b"")  # a generator calls start_response when first asked
         status, headers = _head(response)
-        if (context is not None and context.respond_to and not isinstance(iterable, (list, tuple))
-                and not any(name.lower() == "content-length" for name, _ in headers)):
-            # a streaming response (a generator without Content-Length): each block as it comes
-            with context.stream(status, headers) as out:
-                response["sent"] = True  # the head is out: a late start_response(exc_info) re-raises
-                for block in (*parts, first):
-                    out.write(block)
-                for block in blocks:
-                    out.write(block)
+        out = stream.get("out")
+        if out is None and streams(iterable):
+            out = open_stream()  # a streaming response (a generator without Content-Length): each block as it comes
+        if out is not None:
+            for block in (*parts, first):
+                out.write(block)
+            for block in blocks:
+                out.write(block)
+            stream.pop("manager").__exit__(None, None, None)
             return None
         parts.append(first)
         parts.extend(blocks)
+    except BaseException:
+        manager = stream.pop("manager", None)
+        if manager is None or not manager.__exit__(*sys.exc_info()):
+            raise
+        return None
     finally:
         close = getattr(iterable, "close", None)
         if close is not None:
