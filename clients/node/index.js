@@ -453,6 +453,46 @@ function redisTarget(url) {
   return { url: parsed.toString(), socket };
 }
 
+/** The parts of redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db], its
+ * query's sentinel_password and sentinel_username being the Sentinels' credentials. */
+function sentinelTarget(url) {
+  const match = /^redis\+sentinel:\/\/(?:([^@/]*)@)?([^/?]+)\/([^/?]+)(?:\/(\d+))?\/?(?:\?(.*))?$/.exec(url);
+  if (!match) throw new Error('expected redis+sentinel://host:port[,host:port...]/service[/db]');
+  const [, userinfo = '', hosts, service, db = '0', query = ''] = match;
+  const params = new URLSearchParams(query);
+  const [username, password] = userinfo.split(':').map((part) => decodeURIComponent(part));
+  const sentinels = hosts.split(',').map((address) => {
+    const colon = address.lastIndexOf(':');
+    return colon > 0 ? { host: address.slice(0, colon), port: Number(address.slice(colon + 1)) }
+      : { host: address, port: 26379 };
+  });
+  return { sentinels, service: decodeURIComponent(service), database: Number(db), username: username || undefined,
+    password: password || undefined, sentinelUsername: params.get('sentinel_username') || undefined,
+    sentinelPassword: params.get('sentinel_password') || undefined };
+}
+
+/** {host, port} of the service's master, from the first of the Sentinels that knows it. */
+async function askSentinels(target) {
+  const problems = [];
+  for (const sentinel of target.sentinels) {
+    const client = createClient({ socket: { ...sentinel, connectTimeout: 2000, reconnectStrategy: false },
+      username: target.sentinelUsername, password: target.sentinelPassword });
+    client.on('error', () => {});
+    try {
+      await withTimeout(client.connect(), 3000, 'connect');
+      const reply = await withTimeout(client.sendCommand(['SENTINEL', 'get-master-addr-by-name', target.service]),
+        3000, 'SENTINEL');
+      if (Array.isArray(reply) && reply.length === 2) return { host: String(reply[0]), port: Number(reply[1]) };
+      problems.push(`${sentinel.host}:${sentinel.port}: no master for ${target.service}`);
+    } catch (error) {
+      problems.push(`${sentinel.host}:${sentinel.port}: ${error.message || error}`);
+    } finally {
+      client.disconnect().catch(() => {});
+    }
+  }
+  throw new Error(`no Sentinel knows the master ${target.service}: ${problems.join('; ')}`);
+}
+
 /** A Redis URL for a log line: its passwords (user info, password=, sentinel_password=,
  * ssl_password=) replaced by ***, as tempestd prints URLs. */
 function redacted(url) {
@@ -493,6 +533,7 @@ class Worker {
   stop() { this.stopping = true; }
 
   _client() {
+    if (this.redisUrl.startsWith('redis+sentinel://')) return this._sentinelClient();
     const target = redisTarget(this.redisUrl);
     const client = createClient({
       url: target.url,
@@ -506,6 +547,70 @@ class Worker {
     });
     client.connect().catch(() => {});
     return client;
+  }
+
+  /** A client of the master the Sentinels name: connected once they answered, and after a lost
+   * connection (a failover: the Sentinel closes the old master's clients) they are asked again
+   * and every client's next connection goes to the master they name then. */
+  _sentinelClient() {
+    if (!this._sentinel) {
+      this._sentinel = { target: sentinelTarget(this.redisUrl), sockets: new Set(), asking: null };
+      this._sentinel.ready = this._askSentinels();
+    }
+    const sentinel = this._sentinel;
+    const socket = { host: '127.0.0.1', port: 0, ...sentinel.master, connectTimeout: 5000,
+      reconnectStrategy: (retries) => { this._askSentinels(); return backoff(retries); } };
+    sentinel.sockets.add(socket);
+    const client = createClient({ socket, disableOfflineQueue: true, database: sentinel.target.database,
+      username: sentinel.target.username, password: sentinel.target.password });
+    let last = 0;
+    client.on('error', (error) => {
+      if (Date.now() - last > 5000) log.warn(`Redis: ${error.message || error}`);
+      last = Date.now();
+    });
+    client.on('end', () => sentinel.sockets.delete(socket));
+    // a reconnection can reach the old master before the Sentinels name the new one: it is a
+    // replica now, and says READONLY; then ask again and connect to the one they name
+    const send = client.sendCommand.bind(client);
+    let moving = null;
+    client.sendCommand = async (...args) => {
+      try {
+        return await send(...args);
+      } catch (error) {
+        if (/^READONLY/.test(String(error.message || '')) && !moving) {
+          moving = this._askSentinels()
+            .then(() => client.disconnect())
+            .then(() => { sentinel.sockets.add(socket); return client.connect(); })
+            .catch(() => {})
+            .finally(() => { moving = null; });
+        }
+        throw error;
+      }
+    };
+    sentinel.ready.then(() => client.connect()).catch(() => {});
+    return client;
+  }
+
+  /** Ask the Sentinels where the master is (once at a time, again until one answers), and
+   * point every client's socket there. */
+  _askSentinels() {
+    const sentinel = this._sentinel;
+    if (sentinel.asking) return sentinel.asking;
+    sentinel.asking = (async () => {
+      for (let retries = 0; ; retries += 1) {
+        try {
+          const master = await askSentinels(sentinel.target);
+          sentinel.master = master;
+          for (const socket of sentinel.sockets) Object.assign(socket, master);
+          return master;
+        } catch (error) {
+          if (this.stopping) throw error;
+          log.warn(`${error.message}; asking again in ${backoff(retries)} ms`);
+          await sleep(backoff(retries));
+        }
+      }
+    })().finally(() => { sentinel.asking = null; });
+    return sentinel.asking;
   }
 
   _blockingClient() {

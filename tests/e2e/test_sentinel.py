@@ -139,6 +139,7 @@ def test_a_bad_sentinel_url_is_a_config_error(tmp_path):
 
 CLIENT_HELLO = {  # (runtime, the hello worker's command line after the runtime)
     "go": (None, os.path.join(REPO, "clients", "go", "bin", "hello")),
+    "node": ("node", os.path.join(REPO, "clients", "node", "examples", "hello.js")),
     "php": ("php", os.path.join(REPO, "clients", "php", "examples", "hello.php")),
     "ruby": ("ruby", os.path.join(REPO, "clients", "ruby", "examples", "hello.rb")),
 }
@@ -146,7 +147,7 @@ CLIENT_HELLO = {  # (runtime, the hello worker's command line after the runtime)
 
 @pytest.mark.parametrize("language", sorted(CLIENT_HELLO))
 def test_a_client_follows_a_failover_through_the_sentinel(cluster, tempestd_factory, language):
-    """The Go, PHP and Ruby clients take redis+sentinel:// URLs: the hello worker of each, under
+    """The Go, Node, PHP and Ruby clients take redis+sentinel:// URLs: the hello worker of each, under
     tempestd on the Sentinel's URL, answers before and after a failover (each new connection asks
     the Sentinel where the master is)."""
     import shutil
@@ -163,6 +164,8 @@ def test_a_client_follows_a_failover_through_the_sentinel(cluster, tempestd_fact
         assert done.returncode == 0, done.stderr
     elif shutil.which(runtime) is None:
         missing_runtime(f"{runtime} (.ci/install-runtimes installs it)")
+    elif language == "node" and not os.path.isdir(os.path.join(REPO, "clients", "node", "node_modules", "redis")):
+        missing_runtime("clients/node/node_modules (npm install in clients/node)")
     queue = f"sentinel-{language}"
     command = f"{runtime + ' ' if runtime else ''}{program} {queue}"
     url = f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/0"
