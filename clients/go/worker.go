@@ -162,7 +162,8 @@ func (w *Worker) dial(readTimeout time.Duration) (redis.Conn, error) {
 	options := []redis.DialOption{redis.DialConnectTimeout(5 * time.Second),
 		redis.DialReadTimeout(readTimeout), redis.DialWriteTimeout(10 * time.Second)}
 	target := w.RedisURL
-	if strings.HasPrefix(target, "redis+sentinel://") {
+	sentinel := strings.HasPrefix(target, "redis+sentinel://")
+	if sentinel {
 		master, err := SentinelMaster(target)
 		if err != nil {
 			return nil, err
@@ -173,7 +174,17 @@ func (w *Worker) dial(readTimeout time.Duration) (redis.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return redis.DialURL(target, append(options, tlsOptions...)...)
+	conn, err := redis.DialURL(target, append(options, tlsOptions...)...)
+	if err == nil && sentinel {
+		// the Sentinels' answer may be a moment old in a failover: a master, or no connection
+		if role, roleErr := redis.Values(conn.Do("ROLE")); roleErr == nil && len(role) > 0 {
+			if name, _ := redis.String(role[0], nil); name != "master" {
+				conn.Close()
+				return nil, fmt.Errorf("the Sentinels named %s, which is a %s now", Redacted(target), name)
+			}
+		}
+	}
+	return conn, err
 }
 
 // SentinelMaster asks the Sentinels of a redis+sentinel://[[user]:password@]host:port[,...]/

@@ -653,7 +653,8 @@ return id
     /** A connected phpredis client for a redis://, rediss:// (or unix://) URL: password, user, database. */
     public static function connect(string $url, float $readTimeout): \Redis
     {
-        if (str_starts_with($url, 'redis+sentinel://')) {
+        $sentinel = str_starts_with($url, 'redis+sentinel://');
+        if ($sentinel) {
             $url = self::sentinelMaster($url);  // asked again at each connection: a failover moves it
         }
         $parts = parse_url($url);
@@ -684,6 +685,13 @@ return id
         }
         if ($db !== 0 && !$redis->select($db)) {
             throw new \RedisException("Redis refused SELECT $db");
+        }
+        if ($sentinel) {  // the Sentinels' answer may be a moment old in a failover: a master, or no connection
+            $role = $redis->rawCommand('ROLE');
+            if (is_array($role) && ($role[0] ?? 'master') !== 'master') {
+                $redis->close();
+                throw new \RedisException('the Sentinels named ' . self::redacted($url) . ", which is a $role[0] now");
+            }
         }
         return $redis;
     }
