@@ -494,6 +494,7 @@ class Daemon:
             return
         self.front.stop_accepting()
         deadline = time.monotonic() + self.config.front.graceful_timeout
+        gevent.sleep(0.05)  # connections accepted just before have their greenlet started, and count as busy
         while (self.front.busy() or len(self.registry)) and time.monotonic() < deadline:
             gevent.sleep(0.05)
         if self.front.busy():

@@ -132,7 +132,11 @@ class RedisServer:
              "--dir", self.directory, "--save", "", "--appendonly", "no", "--logfile",
              os.path.join(self.directory, "redis.log"), *self.extra],
             stdin=subprocess.DEVNULL, start_new_session=True)
-        wait_until(self.ping, 10, message=f"redis-server on port {self.port}")
+        try:
+            wait_until(self.ping, 10, message=f"redis-server on port {self.port}")
+        except BaseException:
+            self.stop()  # not left running when the test fails here
+            raise
         return self
 
     def ping(self):

@@ -145,44 +145,48 @@ CLIENT_HELLO = {  # (runtime, the hello worker's command line after the runtime)
 }
 
 
-@pytest.mark.parametrize("language", sorted(CLIENT_HELLO))
-def test_a_client_follows_a_failover_through_the_sentinel(cluster, tempestd_factory, language):
-    """The Go, Node, PHP and Ruby clients take redis+sentinel:// URLs: the hello worker of each, under
-    tempestd on the Sentinel's URL, answers before and after a failover (each new connection asks
-    the Sentinel where the master is)."""
+def test_the_clients_follow_a_failover_through_the_sentinel(cluster, tempestd_factory):
+    """The Go, Node, PHP and Ruby clients take redis+sentinel:// URLs: the hello worker of each,
+    under one tempestd on the Sentinel's URL (a route and a queue each), answers before and
+    after a failover (each new connection asks the Sentinel where the master is)."""
     import shutil
 
     from support import missing_runtime
 
     master, replica, sentinel = cluster
-    runtime, program = CLIENT_HELLO[language]
-    if language == "go":
-        if shutil.which("go") is None or shutil.which("make") is None:
-            missing_runtime("go and make (Debian's golang-go, make)")
-        done = subprocess.run(["make", "-C", os.path.join(REPO, "clients", "go")], capture_output=True, text=True,
-                              timeout=600)
-        assert done.returncode == 0, done.stderr
-    elif shutil.which(runtime) is None:
-        missing_runtime(f"{runtime} (.ci/install-runtimes installs it)")
-    elif language == "node" and not os.path.isdir(os.path.join(REPO, "clients", "node", "node_modules", "redis")):
-        missing_runtime("clients/node/node_modules (npm install in clients/node)")
-    queue = f"sentinel-{language}"
-    command = f"{runtime + ' ' if runtime else ''}{program} {queue}"
+    for language, (runtime, _) in CLIENT_HELLO.items():
+        if language == "go":
+            if shutil.which("go") is None or shutil.which("make") is None:
+                missing_runtime("go and make (Debian's golang-go, make)")
+            done = subprocess.run(["make", "-C", os.path.join(REPO, "clients", "go")], capture_output=True,
+                                  text=True, timeout=600)
+            assert done.returncode == 0, done.stderr
+        elif shutil.which(runtime) is None:
+            missing_runtime(f"{runtime} (.ci/install-runtimes installs it)")
+        elif language == "node" and not os.path.isdir(os.path.join(REPO, "clients", "node", "node_modules", "redis")):
+            missing_runtime("clients/node/node_modules (npm install in clients/node)")
+    sections = {}
+    for language, (runtime, program) in CLIENT_HELLO.items():
+        queue = f"sentinel-{language}"
+        sections[f"route:/{language}/"] = {"queue": queue}
+        sections[f"worker:{language}"] = {"command": f"{runtime + ' ' if runtime else ''}{program} {queue}"}
     url = f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/0"
-    daemon = tempestd_factory(redis_url=url, front={"queue": queue, "timeout": "5"},
-                              **{"worker:hello": {"command": command}})
-    wait_until(lambda: "worker on" in daemon.log(), 30, message=f"the {language} hello worker")
-    status, _, body = http("GET", daemon.base + "/before")
-    assert status == 200 and body.startswith(b"Hello"), (status, body)
+    daemon = tempestd_factory(redis_url=url, front={"queue": "sentinel-none", "timeout": "5"}, **sections)
+    wait_until(lambda: daemon.log().count("worker on sentinel-") == len(CLIENT_HELLO), 30,
+               message="the hello workers")
+
+    def answered(language, path):
+        status, _, body = http("GET", f"{daemon.base}/{language}/{path}", timeout=10)
+        return status == 200 and body.startswith(b"Hello")
+
+    for language in CLIENT_HELLO:
+        assert answered(language, "before"), language
     sentinel.client().execute_command("SENTINEL", "FAILOVER", "mymaster")
     wait_until(lambda: sentinel.master() == replica.port, timeout=20, message="the failover")
     wait_until(lambda: master.client().info("replication")["role"] == "slave", timeout=20,
                message="the old master turned replica")
-
-    def answered():
-        status, _, body = http("GET", daemon.base + "/after", timeout=10)
-        return status == 200 and body.startswith(b"Hello")
-
-    wait_until(answered, 30, interval=0.5, message=f"the {language} worker answering after the failover")
-    for i in range(3):
-        assert http("GET", daemon.base + f"/after/{i}")[0] == 200
+    for language in CLIENT_HELLO:
+        wait_until(lambda: answered(language, "after"), 30, interval=0.5,
+                   message=f"the {language} worker answering after the failover")
+        for i in range(3):
+            assert answered(language, f"after/{i}"), language

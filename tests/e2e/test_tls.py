@@ -241,19 +241,21 @@ def _client_hello(language, queue):
     return f"{runtime} {clients}/{example} {queue}"
 
 
-@pytest.mark.parametrize("language", ["node", "ruby", "php", "go", "shell"])
-def test_every_client_reaches_a_tls_redis_with_a_private_ca(tls, tempestd_factory, language):
-    """tempestd supervises a hello worker of each client on the TLS-only Redis: the worker reads
-    the rediss:// URL's ssl_ca_certs, ssl_certfile and ssl_keyfile (redis-py's parameters, as
-    tempestd takes them) and the password, and answers."""
+def test_every_client_reaches_a_tls_redis_with_a_private_ca(tls, tempestd_factory):
+    """tempestd supervises a hello worker of each client on the TLS-only Redis (a route and a
+    queue each): every worker reads the rediss:// URL's ssl_ca_certs, ssl_certfile and
+    ssl_keyfile (redis-py's parameters, as tempestd takes them) and the password, and answers."""
     port, directory = tls
-    queue = f"tls-{language}"
-    daemon = tempestd_factory(redis_url=tls_url(port, directory),
-                              front={"queue": queue, "timeout": "10"},
-                              **{"worker:hello": {"command": _client_hello(language, queue)}})
-    wait_until(lambda: "worker on" in daemon.log() or "exited: hello:0" in daemon.log(), 30,
-               message=f"the {language} hello worker")
-    status, _, body = http("GET", daemon.base + "/")
-    assert status == 200 and body.startswith(b"Hello"), (status, body, daemon.log()[-3000:])
+    languages = ("node", "ruby", "php", "go", "shell")
+    sections = {}
+    for language in languages:
+        sections[f"route:/{language}/"] = {"queue": f"tls-{language}"}
+        sections[f"worker:{language}"] = {"command": _client_hello(language, f"tls-{language}")}
+    daemon = tempestd_factory(redis_url=tls_url(port, directory), front={"queue": "tls-none", "timeout": "10"},
+                              **sections)
+    wait_until(lambda: daemon.log().count("worker on tls-") == len(languages), 30, message="the hello workers")
+    for language in languages:
+        status, _, body = http("GET", f"{daemon.base}/{language}/")
+        assert status == 200 and body.startswith(b"Hello"), (language, status, body, daemon.log()[-3000:])
     daemon.stop()
     assert PASSWORD not in daemon.log()
