@@ -15,7 +15,9 @@ from fuzz import targets  # noqa: E402
 from fuzz.fuzz_front import ANSWER_SEEDS, HTTP_SEEDS, HTTP_TOKENS  # noqa: E402
 from support import Tempestd, http  # noqa: E402
 
-FAST = settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomized: the same 80 examples every run, so that the suite's time does not depend on
+# how many of them wait for a timeout (one run took 34 s, another 6); tests/fuzz explores
+FAST = settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 lines = st.sampled_from(HTTP_TOKENS) | st.binary(max_size=6) | st.sampled_from([s[1:] for s in HTTP_SEEDS])
 requests = st.lists(lines, max_size=14).map(b"".join)
