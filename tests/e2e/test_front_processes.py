@@ -32,7 +32,7 @@ def ready_port(daemon):
 
 
 def front_processes(tmp_path, redis_url, queue, admin_port=None, **sections):
-    sections.setdefault("worker__echo", {"command": f"{ECHO} {queue}", "numprocs": "2"})
+    sections.setdefault("worker__echo", {"command": f"{ECHO} {queue}"})
     if admin_port is not None:
         sections["admin"] = {"listen": f"127.0.0.1:{admin_port}"}
     daemon = Tempestd(tmp_path, redis_url, front={"queue": queue, "processes": "2"}, **sections)
@@ -156,7 +156,8 @@ def test_a_killed_front_process_is_restarted_while_the_other_serves(redis_server
 
 
 def test_hup_reaches_every_front_process_and_term_drains_them_first(redis_server, tmp_path):
-    daemon = front_processes(tmp_path, redis_server.url, "fp-hup")
+    daemon = front_processes(tmp_path, redis_server.url, "fp-hup",
+                             worker__echo={"command": f"{ECHO} fp-hup", "numprocs": "2"})  # 8 slow requests at TERM
     try:
         old = ask(daemon, "/r/before")
         daemon.rewrite(front={"queue": "fp-hup", "processes": "2"}, **{
