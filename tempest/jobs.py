@@ -213,6 +213,11 @@ def decode_chunk(data: bytes) -> bytes:
 
 
 def _json(data: bytes | str) -> Any:
+    if isinstance(data, str) and not data.isascii():
+        try:  # the text as the bytes form would be: a raw lone surrogate is not UTF-8, not JSON
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadAnswer("not JSON: not UTF-8 text (a lone surrogate)") from None
     try:
         return loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
