@@ -27,18 +27,16 @@ tempest.
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import wsgi
 from measuring import run_loadgen
-from probes import HOST, background_cpu, free_ports, resp_command, wait_until
+from probes import HOST, free_ports, resp_command, wait_until
 from processes import BenchError, Processes
 from targets import redis_binary, tempestd_command
 
@@ -189,13 +187,8 @@ def parse(argv):
 
 def main(argv=None):
     args = parse(argv)
-    tmp = tempfile.mkdtemp(prefix="tempest-bench-peers-")
-    stack = Stack(args, tmp)
-    code = 1
-    try:
-        args.code = wsgi.locate_code(args, tmp)
-        before = f"{wsgi.loadavg()} (busy CPU before starting: {background_cpu(1.0):.0f}% of one core)"
-        stack.start()
+
+    def measure_rounds(stack):
         results = {c: {name: [] for name in TARGETS} for c in args.connections}
         for number in range(args.rounds):
             shift = number % len(TARGETS)
@@ -207,21 +200,9 @@ def main(argv=None):
                     results[connections][name].append(result)
                     print(f"round {number + 1}, c={connections}: {name} {result['rps']:,.0f} req/s, "
                           f"{result['cpu_us_per_request']} µs/req, p99 {result['p99_ms']} ms", file=sys.stderr)
-        medians = report(results, args, before, wsgi.loadavg())
-        if args.json:
-            with open(args.json, "w") as handle:
-                json.dump({"args": {k: v for k, v in vars(args).items() if k != "env"}, "load_before": before,
-                           "results": results, "medians": medians}, handle, indent=1)
-        code = 0
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-    finally:
-        stack.stop()
-        if code == 0 and not args.keep_logs:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            print(f"bench: logs kept in {tmp}", file=sys.stderr)
-    return code
+        return results
+
+    return wsgi.run_invocation(args, "tempest-bench-peers-", Stack, measure_rounds, report)
 
 
 def _at(args, connections):

@@ -275,21 +275,18 @@ def locate_code(args, tmp):
             + (f" with {len(changed)} changed files: {', '.join(changed)}" if changed else ""))
 
 
-def main(argv=None):
-    args = parse(argv)
-    tmp = tempfile.mkdtemp(prefix="tempest-bench-wsgi-")
-    stack = Stack(args, tmp)
+def run_invocation(args, prefix, make_stack, measure_rounds, report):
+    """One invocation of a harness: its temporary directory, the code it runs, the stack
+    started, ``measure_rounds(stack)`` (every round's results), ``report(results, args,
+    before, after)`` (the medians), the JSON file, and everything stopped on the way out."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    stack = make_stack(args, tmp)
     code = 1
     try:
         args.code = locate_code(args, tmp)
         before = f"{loadavg()} (busy CPU before starting: {background_cpu(1.0):.0f}% of one core)"
         stack.start()
-        results = {name: [] for name in TARGETS}
-        for number in range(args.rounds):
-            shift = number % len(TARGETS)
-            for name in TARGETS[shift:] + TARGETS[:shift]:
-                results[name].append(measure(stack, stack.targets[name], args, f"r{number}-{name}"))
-                print(f"round {number + 1}: {name} {results[name][-1]['rps']:,.0f} req/s", file=sys.stderr)
+        results = measure_rounds(stack)
         medians = report(results, args, before, loadavg())
         if args.json:
             with open(args.json, "w") as handle:
@@ -305,6 +302,21 @@ def main(argv=None):
         else:
             print(f"bench: logs kept in {tmp}", file=sys.stderr)
     return code
+
+
+def main(argv=None):
+    args = parse(argv)
+
+    def measure_rounds(stack):
+        results = {name: [] for name in TARGETS}
+        for number in range(args.rounds):
+            shift = number % len(TARGETS)
+            for name in TARGETS[shift:] + TARGETS[:shift]:
+                results[name].append(measure(stack, stack.targets[name], args, f"r{number}-{name}"))
+                print(f"round {number + 1}: {name} {results[name][-1]['rps']:,.0f} req/s", file=sys.stderr)
+        return results
+
+    return run_invocation(args, "tempest-bench-wsgi-", Stack, measure_rounds, report)
 
 
 if __name__ == "__main__":
