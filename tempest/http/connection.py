@@ -95,7 +95,7 @@ class Connection:
         self.linger = False  # refused in the middle of a body: read the rest a while before closing
         # parked (an idle stream, see park()): what runs when it is woken; detached: it was
         # parked once, so that its first greenlet's end neither closed nor forgot it
-        self.parked: Callable[[], object] | None = None
+        self.parked: tuple[Request, Callable[[bytes], bool], Callable[[], object]] | None = None
         self.detached = False
         self._killed = False
 
@@ -402,11 +402,11 @@ class Connection:
                 self._hub.loop.run_callback(self.notify)
                 return
             if self.parked is not None:
-                resume, self.parked = self.parked, None
+                parked, self.parked = self.parked, None
                 self.server.stats.streams_parked -= 1
                 if self._watcher is not None:
                     self._watcher.stop()
-                self.greenlet = gevent.spawn(resume)
+                self.greenlet = gevent.spawn(self._resume, *parked)
                 return
             if self._sleeping:
                 self._sleeping = False
@@ -414,13 +414,16 @@ class Connection:
 
     # parking: an idle stream without a greenlet
 
-    def park(self, resume: Callable[[], object]) -> None:
+    def park(self, request: Request, step: Callable[[bytes], bool], end: Callable[[], object]) -> None:
         """Let the greenlet of a stream that has nothing to do end, and keep the connection
         open without one (a suspended greenlet costs about 8 KB, the parked connection well
-        under one): the next ``notify()``, or the client's bytes, runs ``resume`` in a new
-        greenlet, which calls ``unpark()`` first and ``close(request)`` when the stream is over.
-        Only after ``begin_stream``, and the handler then returns at once."""
-        self.parked = resume
+        under one). The next ``notify()``, or the client's bytes, runs in a new greenlet
+        ``step(what the client sent)``, which writes what there is and returns True to park
+        again, False when the stream is over; then (or when the client left, or the connection
+        was killed meanwhile) ``end()`` runs and ``request`` is logged, the socket closed, the
+        connection forgotten by its listener. Only after ``begin_stream``; the handler then
+        returns at once."""
+        self.parked = (request, step, end)
         self.server.stats.streams_parked += 1
         if not self.detached:
             self.detached = True
@@ -430,30 +433,36 @@ class Connection:
                 self._watcher = self._hub.loop.io(self.sock.fileno(), 1)
             self._watcher.start(self._on_readable)
 
-    def unpark(self) -> bool:
-        """In the greenlet ``park``'s ``resume`` runs in: what ``wait()`` would have returned
-        (False: the client has gone); GreenletExit if the connection was killed while parked."""
-        if self._killed:
-            raise gevent.GreenletExit
-        readable, self._readable = self._readable, False
-        return not readable or self._read_now(self._received.append)
-
-    def close(self, request: Request) -> None:
-        """The end of a parked stream's connection: the request logged, the socket closed,
-        the connection forgotten by its listener."""
+    def _resume(self, request: Request, step: Callable[[bytes], bool], end: Callable[[], object]) -> None:
+        again = False
         try:
-            _drop_body(request)
-            self.server.finished(self, request)
+            if self._killed:
+                raise gevent.GreenletExit
+            readable, self._readable = self._readable, False
+            if not readable or self._read_now(self._received.append):  # else the client has gone
+                again = step(self.take_received())
+        except OSError as exc:
+            log.debug("%s: stream client gone: %s", self.peer, exc)
         finally:
-            self._close()
-            self.server.release(self)
+            if again:
+                self.park(request, step, end)
+            else:
+                try:
+                    end()
+                finally:
+                    try:
+                        _drop_body(request)
+                        self.server.finished(self, request)
+                    finally:
+                        self._close()
+                        self.server.release(self)
 
     def kill(self) -> None:
         """End the connection whatever it is doing (shutdown, a stuck slow client)."""
         if self.detached:
-            self._killed = True  # a resume that has not started yet raises GreenletExit in unpark()
+            self._killed = True  # a resume that has not started yet ends the stream at once
             if self.parked is not None:
-                self.notify()  # its resume raises GreenletExit at once, and closes it
+                self.notify()  # its resume ends the stream at once, and closes it
                 return
             if not self.greenlet:  # spawned, not started
                 return

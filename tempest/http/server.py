@@ -156,7 +156,7 @@ class Listener:
         self.parked.add(conn.sock)
 
     def release(self, conn: Connection) -> None:
-        """A parked connection is over (Connection.close)."""
+        """A parked connection is over (Connection._resume, at its end)."""
         self.parked.discard(conn.sock)
         if conn in self.connections:
             self.connections.discard(conn)

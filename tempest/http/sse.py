@@ -123,28 +123,23 @@ class Stream:
 
     def run(self) -> bool:
         """Write what is there; True: parked (the stream goes on), False: it is over."""
-        if not _stream(self.conn, self.subscriber, self.durable, self.positions):
+        if not self._step(b""):
             return False
-        self.subscriber.direct = self.direct  # the relay writes to the socket itself meanwhile
-        self.conn.park(self.resume)
+        self.conn.park(self.request, self._step, self._end)
         return True
 
-    def resume(self) -> None:
-        """In a greenlet of its own: woken by the subscriber (something to write, the end) or
-        the client (bytes, which are ignored, or its leaving)."""
-        conn, parked = self.conn, False
-        try:
-            self.subscriber.direct = None
-            if conn.unpark():
-                conn.take_received()  # whatever an SSE client sends is ignored
-                parked = self.run()
-        except OSError as exc:
-            log.debug("%s: SSE client gone: %s", conn.peer, exc)
-        finally:
-            if not parked:
-                self.subscriber.direct = None
-                self.streams.end(self.subscriber, self.admission)
-                conn.close(self.request)
+    def _step(self, received: bytes) -> bool:
+        """Write what the subscriber holds (what an SSE client sends is ignored); True when
+        there is nothing left to write: the relay writes to the socket itself meanwhile."""
+        self.subscriber.direct = None
+        if not _stream(self.conn, self.subscriber, self.durable, self.positions):
+            return False
+        self.subscriber.direct = self.direct
+        return True
+
+    def _end(self) -> None:
+        self.subscriber.direct = None
+        self.streams.end(self.subscriber, self.admission)
 
 
 def _query(request: Request, name: str) -> str:

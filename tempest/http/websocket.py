@@ -214,14 +214,16 @@ class WebSocket:
     def start(self) -> bool:
         """After the upgrade: True once parked (it goes on), False when it is over."""
         self.conn.begin_stream()
-        data = self.conn.take_received()  # what came right after the upgrade request
-        if data:
-            self._received(data)
-        return self._run()
+        if not self._step(self.conn.take_received()):  # what came right after the upgrade request
+            return False
+        self.conn.park(self.request, self._step, lambda: self.handler.end(self))
+        return True
 
-    def _run(self) -> bool:
-        """Write what is queued; then park the connection (no greenlet while idle, as an SSE
-        stream's: Connection.park) and return True, or return False when the socket is over."""
+    def _step(self, received: bytes) -> bool:
+        """Take what the client sent, write what is queued; True when there is nothing left
+        (the connection is parked: no greenlet while idle), False when the socket is over."""
+        if received:
+            self._received(received)
         while not self.closed:
             self._flush()
             if self.closed or self.subscriber.items:
@@ -230,25 +232,8 @@ class WebSocket:
                 log.info("%s: slow WebSocket client disconnected", self.conn.peer)
                 self._close(GOING_AWAY, "too slow")
                 return False
-            self.conn.park(self.resume)
             return True
         return False
-
-    def resume(self) -> None:
-        """In a greenlet of its own: woken by something to send or by the client's bytes."""
-        conn, parked = self.conn, False
-        try:
-            if conn.unpark():
-                data = conn.take_received()
-                if data:
-                    self._received(data)
-                parked = self._run()
-        except OSError as exc:
-            log.debug("%s: WebSocket client gone: %s", conn.peer, exc)
-        finally:
-            if not parked:
-                self.handler.end(self)
-                conn.close(self.request)
 
     def _flush(self) -> None:
         out = []
