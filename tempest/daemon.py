@@ -351,10 +351,7 @@ class Daemon:
         try:
             self.front_socket = fronts.listening_socket(config.front.listen, config.front.backlog)
         except OSError as exc:
-            host, port = config.front.listen
-            if exc.errno == errno.EADDRINUSE:
-                raise StartupError(f"front: {host}:{port} is already in use") from None
-            raise StartupError(f"front: cannot listen on {host}:{port}: {exc.strerror}") from None
+            raise _listen_error(exc, config.front.listen, "front") from None
         assert self.supervisor is not None  # made by _start
         self._ready_pipe = os.pipe()
         self.supervisor.system.inherit[fronts.NAME] = (self.front_socket.fileno(), self._ready_pipe[1])
@@ -373,6 +370,7 @@ class Daemon:
             if not data:
                 return
             *lines, buffer = (buffer + data).split(b"\n")
+            buffer = buffer[-64:]  # "<index> <pid>" lines: whatever else comes is not kept
             for line in lines:
                 index, _, pid = line.partition(b" ")
                 if index.isdigit() and pid.isdigit():
@@ -582,6 +580,10 @@ def _listen(server: StreamServer, address: tuple[str, int], what: str) -> None:
     try:
         server.start()
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise StartupError(f"{what}: {address[0]}:{address[1]} is already in use") from None
-        raise StartupError(f"{what}: cannot listen on {address[0]}:{address[1]}: {exc.strerror}") from None
+        raise _listen_error(exc, address, what) from None
+
+
+def _listen_error(exc: OSError, address: tuple[str, int], what: str) -> StartupError:
+    if exc.errno == errno.EADDRINUSE:
+        return StartupError(f"{what}: {address[0]}:{address[1]} is already in use")
+    return StartupError(f"{what}: cannot listen on {address[0]}:{address[1]}: {exc.strerror}")
