@@ -493,6 +493,16 @@ async function askSentinels(target) {
   throw new Error(`no Sentinel knows the master ${target.service}: ${problems.join('; ')}`);
 }
 
+/** A Redis client's errors (each lost connection, each failed reconnection) as a warning, at
+ * most one every 5 s. */
+function warnOfErrors(client) {
+  let last = 0;
+  client.on('error', (error) => {
+    if (Date.now() - last > 5000) log.warn(`Redis: ${error.message || error}`);
+    last = Date.now();
+  });
+}
+
 /** A Redis URL for a log line: its passwords (user info, password=, sentinel_password=,
  * ssl_password=) replaced by ***, as tempestd prints URLs. */
 function redacted(url) {
@@ -540,11 +550,7 @@ class Worker {
       disableOfflineQueue: true,
       socket: { connectTimeout: 5000, reconnectStrategy: backoff, ...target.socket },
     });
-    let last = 0;
-    client.on('error', (error) => {
-      if (Date.now() - last > 5000) log.warn(`Redis: ${error.message || error}`);
-      last = Date.now();
-    });
+    warnOfErrors(client);
     client.connect().catch(() => {});
     return client;
   }
@@ -563,11 +569,7 @@ class Worker {
     sentinel.sockets.add(socket);
     const client = createClient({ socket, disableOfflineQueue: true, database: sentinel.target.database,
       username: sentinel.target.username, password: sentinel.target.password });
-    let last = 0;
-    client.on('error', (error) => {
-      if (Date.now() - last > 5000) log.warn(`Redis: ${error.message || error}`);
-      last = Date.now();
-    });
+    warnOfErrors(client);
     client.on('end', () => sentinel.sockets.delete(socket));
     // a reconnection can reach the old master before the Sentinels name the new one: it is a
     // replica now, and says READONLY; then ask again and connect to the one they name
