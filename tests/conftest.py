@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from support import RedisServer, Tempestd, forget_dead_workers  # noqa: E402
+from support import LocalCluster, RedisServer, Tempestd, forget_dead_workers  # noqa: E402
 
 # With PYTHONDONTWRITEBYTECODE (set on some machines, this one included), every tempestd, worker
 # and CLI that the tests start compiles tempest from source: 0.1 s of CPU each, some 400 times a
@@ -22,6 +22,16 @@ def redis_server(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(tmp_path_factory):
+    """One real Redis Cluster for the session (3 masters, no replicas: nothing to fail over);
+    tests use their own queues and keys, and never stop a node (a fail-over test makes its own
+    support.LocalCluster with replicas)."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), masters=3, replicas=0).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(autouse=True)

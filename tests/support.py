@@ -158,6 +158,129 @@ class RedisServer:
         return redis.Redis(port=self.port, **options)
 
 
+def cluster_port():
+    """A free port at most 55535 whose cluster bus port (10,000 above) is free too: Redis refuses
+    cluster mode on a higher one."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 55535)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
+class LocalCluster:
+    """A real Redis Cluster on 127.0.0.1: ``masters`` redis-server processes sharing the 16,384
+    slots evenly, each with ``replicas`` replicas, a node timeout of ``node_timeout`` ms (a
+    replica takes over a killed master about twice that later). Formed with CLUSTER ADDSLOTS,
+    MEET and REPLICATE, as redis-cli --cluster create does."""
+
+    def __init__(self, directory, masters=3, replicas=1, node_timeout=1000):
+        self.directory = str(directory)
+        self.node_timeout = node_timeout
+        self.masters = [self._node(f"m{i}") for i in range(masters)]
+        self.replicas = [self._node(f"r{i}.{j}") for i in range(masters) for j in range(replicas)]
+        self.nodes = self.masters + self.replicas
+
+    def _node(self, name):
+        port = cluster_port()
+        path = os.path.join(self.directory, name)
+        return RedisServer(path, port=port, extra=[
+            "--cluster-enabled", "yes", "--cluster-config-file", os.path.join(path, "nodes.conf"),
+            "--cluster-node-timeout", str(self.node_timeout), "--cluster-replica-validity-factor", "0"])
+
+    @property
+    def url(self):
+        """The seeds tempest is given: every master."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.masters)
+
+    def start(self):
+        try:
+            for node in self.nodes:
+                node.start()
+            self._form()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _form(self):
+        share = 16384 // len(self.masters)
+        for index, node in enumerate(self.masters):
+            last = 16383 if index == len(self.masters) - 1 else (index + 1) * share - 1
+            node.client().execute_command("CLUSTER", "ADDSLOTS", *range(index * share, last + 1))
+        first = self.nodes[0].client()
+        for node in self.nodes[1:]:
+            first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+        wait_until(lambda: all(len(self._known(node)) == len(self.nodes) for node in self.nodes), 20,
+                   message="every cluster node meeting the others")
+        per_master = len(self.replicas) // len(self.masters)
+        for index, replica in enumerate(self.replicas):
+            master_id = self.node_id(self.masters[index // per_master])
+            replica.client().execute_command("CLUSTER", "REPLICATE", master_id)
+        wait_until(self.healthy, 30, message="the cluster's state ok with every replica in sync")
+
+    @staticmethod
+    def _known(node):
+        try:
+            return node.client(socket_timeout=2).execute_command("CLUSTER", "NODES").decode().splitlines()
+        except Exception:  # still starting
+            return []
+
+    def node_id(self, node):
+        return node.client().execute_command("CLUSTER", "MYID").decode()
+
+    def healthy(self, nodes=None):
+        """Every live node says cluster_state:ok, and every live replica is in sync."""
+        for node in nodes or [n for n in self.nodes if n.proc is not None]:
+            try:
+                client = node.client(socket_timeout=2)
+                if client.info("cluster").get("cluster_enabled") != 1 or \
+                        b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                    return False
+                replication = client.info("replication")
+                if replication["role"] == "slave" and replication.get("master_link_status") != "up":
+                    return False
+            except Exception:
+                return False
+        return True
+
+    def client(self, **options):
+        import redis
+        from redis.cluster import ClusterNode
+
+        return redis.RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in self.masters], **options)
+
+    def master_of(self, key):
+        """The node that serves ``key``'s slot now."""
+        slot = self.client().keyslot(key)
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            try:
+                for start, end, owner, *_ in node.client(socket_timeout=2).execute_command("CLUSTER", "SLOTS"):
+                    if start <= slot <= end:
+                        return next(n for n in self.nodes if n.port == int(owner[1]))
+            except Exception:
+                continue
+        raise AssertionError(f"no live node serves the slot of {key!r}")
+
+    def kill(self, node):
+        """SIGKILL one node (a crash); its replica takes over after the node timeout."""
+        stop_group(node.proc, signal.SIGKILL)
+        node.proc = None
+
+    def stop(self):
+        for node in self.nodes:
+            node.stop()
+
+
 def render_ini(path, sections):
     """Write an INI file from {section: {key: value}}."""
     lines = []
