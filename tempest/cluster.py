@@ -1,17 +1,19 @@
-"""Redis Cluster: what tempestd checks at start. Cluster mode itself does not exist yet, so a
-tempestd pointed at a Cluster node refuses to start, with one line that says why (exit status
-2), rather than saying "ready" and failing later (503s with MOVED, reliable workers never
-registered, redelivery silently off).
+"""Redis Cluster: what tempestd checks at start. A ``redis+cluster://`` URL runs in cluster
+mode (tempest.clusterconn, redis-py's RedisCluster); a plain URL that names a Cluster node is
+refused with one line that says to write ``redis+cluster://`` (exit status 2), rather than
+saying "ready" and failing later (503s with MOVED, reliable workers never registered,
+redelivery silently off).
 """
 
 from __future__ import annotations
 
 import logging
+import urllib.parse
 
 import redis
 
 from tempest.errors import ExitCode, StartupError
-from tempest.redisurl import redacted
+from tempest.redisurl import CLUSTER, redact_text, redacted
 
 log = logging.getLogger(__name__)
 
@@ -19,21 +21,35 @@ DOCS = "docs/operations.md, \"Redis Cluster\""
 
 
 class ClusterRefused(StartupError):
-    """The Redis of [redis] url is a Redis Cluster node, which tempestd does not support yet."""
+    """The Redis of [redis] url is a Redis Cluster node named by a plain URL, or a
+    ``redis+cluster://`` URL names a Redis that is not a cluster."""
 
     exit_code = ExitCode.USAGE  # the configuration names a Redis tempestd cannot use
 
 
 def refuse_cluster(client: redis.Redis, url: str) -> None:
-    """Raise ClusterRefused if ``client``'s Redis says ``cluster_enabled:1`` (INFO cluster).
-    A Redis that refuses INFO (an ACL without +info) is taken as it is, with a warning."""
+    """Raise ClusterRefused if ``client``'s Redis says ``cluster_enabled:1`` (INFO cluster) and
+    ``url`` is not a ``redis+cluster://`` one. A Redis that refuses INFO (an ACL without +info)
+    is taken as it is, with a warning. (A ``redis+cluster://`` URL's client, redis-py's
+    RedisCluster, checked its seeds when it was made: see ``not_a_cluster``.)"""
+    if urllib.parse.urlsplit(url).scheme == CLUSTER:
+        return
     try:
         info = client.info("cluster")
     except redis.ResponseError as exc:
         log.warning("cannot tell whether Redis at %s is a Redis Cluster node: INFO refused (%s); "
-                    "tempestd does not run on Redis Cluster", redacted(url), exc)
+                    "a Redis Cluster needs a redis+cluster:// URL", redacted(url), exc)
         return
     if str(info.get("cluster_enabled", "0")) == "1":
-        raise ClusterRefused(f"Redis at {redacted(url)} is a Redis Cluster node (INFO cluster: cluster_enabled:1), "
-                             f"and tempestd does not run on Redis Cluster yet: point [redis] url at a standalone "
-                             f"Redis or at Sentinel ({DOCS})")
+        seed = urllib.parse.urlsplit(url)
+        raise ClusterRefused(f"Redis at {redacted(url)} is a Redis Cluster node (INFO cluster: cluster_enabled:1): "
+                             f"write [redis] url = redis+cluster://{seed.hostname}:{seed.port or 6379} (other nodes "
+                             f"after commas) to run on the cluster ({DOCS})")
+
+
+def not_a_cluster(url: str, problem: str) -> ClusterRefused:
+    """The error for a ``redis+cluster://`` URL whose seeds redis-py's RedisCluster refused:
+    ``problem``, its message ("Cluster mode is not enabled on this node", no seed reachable,
+    slots not all covered)."""
+    return ClusterRefused(f"Redis at {redacted(url)} cannot be used as a Redis Cluster: "
+                          f"{redact_text(problem, url)} ({DOCS})")

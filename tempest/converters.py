@@ -131,8 +131,15 @@ def to_redis_url(raw: str) -> str:
         except ValueError as exc:
             raise ValueError(f"{exc}: {redisurl.redacted(raw)!r}") from None
         return url
+    if parsed.scheme == redisurl.CLUSTER:
+        try:
+            redisurl.cluster_parts(url)
+        except ValueError as exc:
+            raise ValueError(f"{exc}: {redisurl.redacted(raw)!r}") from None
+        return url
     if parsed.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"not a redis://, rediss://, unix:// or redis+sentinel:// URL: {redisurl.redacted(raw)!r}")
+        raise ValueError("not a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL: "
+                         f"{redisurl.redacted(raw)!r}")
     if parsed.scheme != "unix" and not parsed.hostname:
         raise ValueError(f"no host in Redis URL: {redisurl.redacted(raw)!r}")
     try:

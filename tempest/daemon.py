@@ -29,6 +29,7 @@ import gevent.threadpool
 import redis
 import simplejson as json
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from tempest import config as configuration
@@ -220,12 +221,14 @@ class Daemon:
                                                    config.redis.server_bin)
             self.embedded.start(self.supervisor)
         name = _name(self.instance_id, config)  # of every connection to Redis (CLIENT LIST)
-        client = redis_client(config.redis.url, socket_timeout=10, redis_connect_func=instances.naming(name))
         try:
+            client = redis_client(config.redis.url, socket_timeout=10, redis_connect_func=instances.naming(name))
             client.ping()
         except redis.RedisError as exc:
             raise StartupError(f"Redis at {redacted(config.redis.url)} does not answer: "
                                f"{redact_text(str(exc), config.redis.url)}") from None
+        except RedisClusterException as exc:  # redis+cluster://: the seeds are not a healthy cluster
+            raise cluster.not_a_cluster(config.redis.url, str(exc)) from None
         cluster.refuse_cluster(client, config.redis.url)  # not "ready", then MOVED errors
         self.client = client
         respond_to = None
@@ -564,10 +567,10 @@ def _name(instance_id: str, config: Config) -> str:
 
 def _pooled_client(url: str, name: str) -> redis.Redis:
     """A client many greenlets share: the pool blocks (a gevent queue) instead of failing
-    (with Sentinel, redis-py's own pool for it, which does not block); its connections are
-    called ``name`` (CLIENT SETNAME)."""
+    (with Sentinel, redis-py's own pool for it, which does not block; on a cluster, a pool per
+    node); its connections are called ``name`` (CLIENT SETNAME)."""
     named = instances.naming(name)
-    if urllib.parse.urlsplit(url).scheme == redisconn.SENTINEL:
+    if urllib.parse.urlsplit(url).scheme in (redisconn.SENTINEL, redisconn.CLUSTER):
         return redisconn.client(url, socket_connect_timeout=2, socket_timeout=10, retry=Retry(NoBackoff(), 0),
                                 redis_connect_func=named)
     pool = redis.BlockingConnectionPool.from_url(url, max_connections=20, timeout=10,

@@ -28,8 +28,8 @@ import gevent
 import gevent.event
 import redis
 
-from tempest import jobs, keys, resp, sessions
-from tempest.redisconn import ConnectionFailed, RawConnection
+from tempest import jobs, keys, redisconn, resp, sessions
+from tempest.redisconn import ConnectionFailed
 from tempest.relay import Revoked
 from tempest.waiting import Outcome
 
@@ -209,7 +209,7 @@ class Access:
         self.asking = 0  # authorize jobs awaited now
         # the checks' own lean connection (hiredis, no pool): 10,000 streams' commands in one
         # write, their replies parsed in C; redis-py's pipeline took 0.4 s of the event loop
-        self._checks = RawConnection(config.redis.url, timeout=10, connect_timeout=2)
+        self._checks = redisconn.connect(config.redis.url, timeout=10, connect_timeout=2)
         self._logged = (0.0, 0, 0)  # (second, lines logged in it, lines left out since the last one logged)
         self.apply(config)
 

@@ -32,7 +32,7 @@ import hiredis
 from gunicorn.arbiter import Arbiter  # type: ignore[import-untyped]
 from gunicorn.workers import base  # type: ignore[import-untyped]
 
-from tempest import converters, jobs, keys, reliable
+from tempest import converters, jobs, keys, redisconn, reliable
 from tempest import worker as library
 from tempest.redisconn import ConnectionFailed, RawConnection
 from tempest.redisurl import redacted
@@ -208,7 +208,7 @@ class Worker(base.Worker):
         if not found.reliable:
             return
         start = f"{socket.gethostname()}:{self.pid}:"
-        connection = RawConnection(found.redis_url, timeout=2, connect_timeout=1)
+        connection = redisconn.connect(found.redis_url, timeout=2, connect_timeout=1)
         try:
             [entries] = connection.execute([["SMEMBERS", keys.WORKERS]])
             if isinstance(entries, hiredis.ReplyError):
@@ -266,7 +266,7 @@ class _Jobs(library.Worker):
         if not self.reliable:
             answer_job(self, raw, answer)
             return
-        connection = RawConnection(self.redis_url, timeout=5, connect_timeout=2)
+        connection = redisconn.connect(self.redis_url, timeout=5, connect_timeout=2)
         try:
             for queue in self.queues:
                 moved, dead, refused = give_back(connection, self, queue, self.worker_id, self.max_redeliveries, answer)

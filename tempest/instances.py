@@ -33,7 +33,7 @@ import hiredis
 import redis
 import simplejson as json
 
-from tempest import __version__, keys
+from tempest import __version__, keys, redisconn
 from tempest.errors import ExitCode
 from tempest.redisconn import ConnectionFailed, RawConnection
 from tempest.roles import role_name
@@ -129,7 +129,7 @@ class Registration:
 
     def __init__(self, url: str, describe: Callable[[], dict[str, Any]], instance: str,
                  interval: float = REFRESH, ttl: float = TTL) -> None:
-        self.connection = RawConnection(url, timeout=5)
+        self.connection = redisconn.connect(url, timeout=5)
         self.describe = describe
         self.instance = instance
         self.interval = interval

@@ -22,8 +22,8 @@ import hiredis
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from tempest import __version__, keys
-from tempest.redisconn import ConnectionFailed, RawConnection
+from tempest import __version__, keys, redisconn
+from tempest.redisconn import ConnectionFailed
 
 if TYPE_CHECKING:
     from tempest.daemon import Daemon
@@ -125,7 +125,7 @@ class Collector:
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self.connection = RawConnection(daemon.config.redis.url, timeout=SCRAPE_TIMEOUT,
+        self.connection = redisconn.connect(daemon.config.redis.url, timeout=SCRAPE_TIMEOUT,
                                         connect_timeout=SCRAPE_TIMEOUT)
 
     def collect(self) -> Iterator[Metric]:

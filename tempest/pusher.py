@@ -18,9 +18,9 @@ import gevent
 import gevent.event
 import hiredis
 
-from tempest import keys, resp
+from tempest import keys, redisconn, resp
 from tempest.waiting import Outcome, Pending, Registry
-from tempest.redisconn import RawConnection, ConnectionFailed
+from tempest.redisconn import ConnectionFailed
 from tempest.stats import Stats
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ Job = tuple[str, bytes, Pending | None, str]  # (queue, job, the request waiting
 
 class Pusher:
     def __init__(self, url: str, registry: Registry, stats: Stats, max_queue_length: int = 0) -> None:
-        self.connection = RawConnection(url)
+        self.connection = redisconn.connect(url)
         self._registry = registry
         self._stats = stats
         self.max_queue_length = max_queue_length

@@ -15,7 +15,8 @@ import logging
 import gevent
 import hiredis
 
-from tempest.redisconn import ConnectionFailed, RawConnection
+from tempest import redisconn
+from tempest.redisconn import ConnectionFailed
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class QueueStats:
     Pusher's ``pushed``) to Redis every ``interval`` seconds, over a connection of its own."""
 
     def __init__(self, url: str, pushed: dict[str, int], interval: float = INTERVAL) -> None:
-        self.connection = RawConnection(url)
+        self.connection = redisconn.connect(url)
         self.pushed = pushed
         self.interval = interval
         self._sent: dict[str, int] = {}  # what was already sent (or lost), per queue

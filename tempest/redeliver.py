@@ -24,7 +24,7 @@ import gevent
 import gevent.lock
 import hiredis
 
-from tempest import jobs, keys, reliable
+from tempest import jobs, keys, redisconn, reliable
 from tempest.redisurl import answer_endpoint
 from tempest.redisconn import RawConnection, ConnectionFailed
 from tempest.stats import Stats
@@ -40,7 +40,7 @@ class Redeliverer:
     def __init__(self, url: str, stats: Stats, interval: float, max_redeliveries: int,
                  on_workers: Callable[[dict[str, int]], None] | None = None, respond_to: str | None = None,
                  answer: Answer | None = None, answer_password: str | None = None) -> None:
-        self.connection = RawConnection(url)
+        self.connection = redisconn.connect(url)
         self.stats = stats
         self.interval = interval
         self.max_redeliveries = max_redeliveries

@@ -7,7 +7,8 @@ Reader. It never retries: after any error it is closed, and the next batch recon
 connection that Redis closed while it was idle is noticed before a batch and replaced (after a
 Sentinel failover the Sentinel closes the clients of the demoted master, and the new connection
 asks the Sentinels for the master). Also here: the redis+sentinel:// URL, for this connection
-and for redis-py clients.
+and for redis-py clients, and ``connect``, which gives a tempest.clusterconn.ClusterConnection
+(the same interface, one RawConnection per master) for a redis+cluster:// URL.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # imported by client(): redis-py costs a worker's start 0.2 s
 
 from tempest import resp, tls
 from tempest.errors import TempestError
-from tempest.redisurl import SENTINEL, sentinel_parts
+from tempest.redisurl import CLUSTER, SENTINEL, cluster_parts, sentinel_parts
 
 RECV_SIZE = 256 * 1024
 
@@ -60,6 +61,16 @@ class RawConnection:
         Raises:
             ConnectionFailed: the connection failed; the connection is closed.
         """
+        self.send(commands)
+        return self.receive(len(commands))
+
+    def send(self, commands: Sequence[resp.Command]) -> None:
+        """The first half of ``execute``: send every command in one write (connecting first
+        if need be); ``receive`` reads their replies.
+
+        Raises:
+            ConnectionFailed: the connection failed; the connection is closed.
+        """
         try:
             sock, reader = self._sock, self._reader
             if sock is not None and _readable(sock):
@@ -70,7 +81,21 @@ class RawConnection:
             if sock is None or reader is None:
                 sock, reader = self._connect()
             sock.sendall(b"".join(map(resp.pack, commands)))
-            return [read_reply(sock, reader) for _ in commands]
+        except (OSError, hiredis.ProtocolError) as exc:
+            self.close()
+            raise ConnectionFailed(str(exc) or type(exc).__name__) from None
+
+    def receive(self, count: int) -> list[Any]:
+        """The replies of the ``count`` commands sent last, in order.
+
+        Raises:
+            ConnectionFailed: the connection failed; the connection is closed.
+        """
+        try:
+            sock, reader = self._sock, self._reader
+            if sock is None or reader is None:
+                raise ConnectionError("not connected")
+            return [read_reply(sock, reader) for _ in range(count)]
         except (OSError, hiredis.ProtocolError) as exc:
             self.close()
             raise ConnectionFailed(str(exc) or type(exc).__name__) from None
@@ -110,6 +135,17 @@ class RawConnection:
                 if isinstance(reply, hiredis.ReplyError):  # CLIENT SETNAME without +client|setname, say
                     log.debug("%s refused on connection: %s", " ".join(map(str, command[:2])), reply)
         return sock, reader
+
+
+def connect(url: str, timeout: float = 10.0, connect_timeout: float = 2.0,
+            greeting: Iterable[resp.Command] = ()) -> RawConnection:
+    """The lean connection of ``url``: a RawConnection, or for ``redis+cluster://`` a
+    tempest.clusterconn.ClusterConnection (the same interface)."""
+    if urllib.parse.urlsplit(url).scheme == CLUSTER:
+        from tempest.clusterconn import ClusterConnection
+
+        return ClusterConnection(url, timeout, connect_timeout, greeting)  # type: ignore[return-value]
+    return RawConnection(url, timeout, connect_timeout, greeting)
 
 
 def read_reply(sock: socket.socket, reader: hiredis.Reader) -> Any:
@@ -164,7 +200,16 @@ def client(url: str, **options: Any) -> redis.Redis:
     import redis
     from redis.sentinel import Sentinel
 
-    if urllib.parse.urlsplit(url).scheme != SENTINEL:
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme == CLUSTER:
+        from redis.cluster import ClusterNode, RedisCluster
+
+        nodes, username, password = cluster_parts(url)
+        if tls.master_tls(url):
+            options = {**tls.redis_py_options(url), **options}
+        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in nodes],  # type: ignore[return-value]
+                            username=username, password=password, **options)
+    if scheme != SENTINEL:
         return redis.Redis.from_url(url, **options)
     sentinels, service, db, username, password = sentinel_parts(url)
     params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
@@ -191,14 +236,32 @@ def open_socket(url: urllib.parse.ParseResult, connect_timeout: float) -> socket
     address: tuple[str | None, int]
     if url.scheme == SENTINEL:
         address = master_address(url.geturl(), connect_timeout)
+    elif url.scheme == CLUSTER:  # any node will do (the relay's SUBSCRIBE: every node has every message)
+        sock, address = _any_node(cluster_parts(url.geturl())[0], connect_timeout)
     else:
         address = (url.hostname, url.port or 6379)
-    sock = socket.create_connection(address, timeout=connect_timeout)
+    if url.scheme != CLUSTER:
+        sock = socket.create_connection(address, timeout=connect_timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     if tls.master_tls(url.geturl()):
         sock = _wrap(sock, url.geturl(), address[0])
     return sock
+
+
+def _any_node(nodes: list[tuple[str, int]], connect_timeout: float) -> tuple[socket.socket, tuple[str, int]]:
+    """A socket connected to the first of ``nodes`` that takes a connection, and its address.
+
+    Raises:
+        OSError: none did (the last one's error).
+    """
+    problem: OSError = ConnectionError("no cluster node")
+    for address in nodes:
+        try:
+            return socket.create_connection(address, timeout=connect_timeout), address
+        except OSError as exc:
+            problem = exc
+    raise problem
 
 
 def _wrap(sock: socket.socket, url: str, host: str | None) -> ssl.SSLSocket:

@@ -1,4 +1,4 @@
-"""Redis URLs beyond what redis-py parses: ``redis+sentinel://``, the TLS query parameters,
+"""Redis URLs beyond what redis-py parses: ``redis+sentinel://``, ``redis+cluster://``, the TLS query parameters,
 a password merged in from a file, and the URL with its secrets hidden for logs. A leaf module
 (urllib only), so that the configuration can check a URL before gevent patches anything.
 """
@@ -13,6 +13,11 @@ SENTINEL = "redis+sentinel"  # redis+sentinel://host:port[,host:port...]/service
 SentinelParts = tuple[list[tuple[str, int]], str, int, str | None, str | None]
 
 
+CLUSTER = "redis+cluster"  # redis+cluster://host:port[,host:port...][/][?ssl=yes...]: seeds of a Redis Cluster
+# (seed nodes as (host, port), username, password)
+ClusterParts = tuple[list[tuple[str, int]], str | None, str | None]
+
+
 def sentinel_parts(url: str) -> SentinelParts:
     """``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``: the
     Sentinels, the service (master) name, the database and the master's credentials.
@@ -21,21 +26,42 @@ def sentinel_parts(url: str) -> SentinelParts:
         ValueError: not such a URL.
     """
     parsed = urllib.parse.urlsplit(url)
-    userinfo, _, hosts = parsed.netloc.rpartition("@")
-    username, _, password = userinfo.partition(":")
-    sentinels = []
-    for item in filter(None, (h.strip() for h in hosts.split(","))):
-        host, sep, port = item.rpartition(":")
-        if not sep or host.endswith(":"):  # no port (an IPv6 address alone has colons too)
-            host, port = item, "26379"
-        if not port.isdigit() or not host.strip("[]"):
-            raise ValueError(f"bad Sentinel address {item!r}")
-        sentinels.append((host.strip("[]"), int(port)))
+    sentinels, username, password = _hosts(parsed, 26379, "Sentinel")
     path = [part for part in parsed.path.split("/") if part]
     if not sentinels or not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise ValueError("expected redis+sentinel://host:port[,host:port...]/service[/db]")
-    return (sentinels, urllib.parse.unquote(path[0]), int(path[1]) if len(path) == 2 else 0,
-            urllib.parse.unquote(username) or None, urllib.parse.unquote(password) or None)
+    return sentinels, urllib.parse.unquote(path[0]), int(path[1]) if len(path) == 2 else 0, username, password
+
+
+def cluster_parts(url: str) -> ClusterParts:
+    """``redis+cluster://[[user]:password@]host:port[,host:port...][/]``: the seed nodes and
+    the credentials (a cluster has database 0 only).
+
+    Raises:
+        ValueError: not such a URL.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    nodes, username, password = _hosts(parsed, 6379, "cluster node")
+    if not nodes:
+        raise ValueError("expected redis+cluster://host:port[,host:port...]")
+    if parsed.path.strip("/") not in ("", "0"):
+        raise ValueError("a Redis Cluster has database 0 only: no path after redis+cluster://host:port[,...]")
+    return nodes, username, password
+
+
+def _hosts(parsed: urllib.parse.SplitResult, default_port: int, what: str) -> ClusterParts:
+    """The ``host:port`` list of a URL with several hosts, and its credentials."""
+    userinfo, _, hosts = parsed.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    found = []
+    for item in filter(None, (h.strip() for h in hosts.split(","))):
+        host, sep, port = item.rpartition(":")
+        if not sep or host.endswith(":"):  # no port (an IPv6 address alone has colons too)
+            host, port = item, str(default_port)
+        if not port.isdigit() or not host.strip("[]"):
+            raise ValueError(f"bad {what} address {item!r}")
+        found.append((host.strip("[]"), int(port)))
+    return found, urllib.parse.unquote(username) or None, urllib.parse.unquote(password) or None
 
 
 def redacted(url: str) -> str:
@@ -87,8 +113,8 @@ def has_password(url: str) -> bool:
     return bool(urllib.parse.urlsplit(url).netloc.rpartition("@")[0].partition(":")[2])
 
 
-# the TLS parameters, as redis-py's from_url takes them (for rediss://, and for redis+sentinel://
-# with ssl=yes or sentinel_ssl=yes); the Sentinels' own credentials
+# the TLS parameters, as redis-py's from_url takes them (for rediss://, for redis+sentinel://
+# with ssl=yes or sentinel_ssl=yes, for redis+cluster:// with ssl=yes); the Sentinels' own credentials
 TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 TLS_PARAMS = (*TLS_FILES, "ssl_cert_reqs", "ssl_check_hostname")
 SENTINEL_PARAMS = ("ssl", "sentinel_ssl", "sentinel_username", "sentinel_password")

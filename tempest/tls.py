@@ -3,7 +3,8 @@
 checked when the configuration is loaded and turned into an ``ssl.SSLContext`` for tempest's own
 sockets (the lean connection, the relay, the questions to the Sentinels). With
 ``redis+sentinel://``, ``ssl=yes`` puts the master's connections in TLS and ``sentinel_ssl=yes``
-the Sentinels'; the same files serve both. ``ssl`` is imported when first needed: the
+the Sentinels'; the same files serve both. With ``redis+cluster://``, ``ssl=yes`` puts every
+node's connections in TLS. ``ssl`` is imported when first needed: the
 configuration is read before gevent patches it.
 """
 
@@ -33,9 +34,10 @@ def check(url: str, base: str) -> str:
     scheme = urllib.parse.urlsplit(url).scheme
     used = [key for key in (*redisurl.TLS_PARAMS, *redisurl.SENTINEL_PARAMS) if key in params]
     if scheme == "unix" and used or scheme == "redis" and [k for k in used if k != "ssl"]:
-        raise ValueError(f"{used[0]}= needs a rediss:// (or redis+sentinel://) URL")
-    if scheme != redisurl.SENTINEL and [k for k in used if k in redisurl.SENTINEL_PARAMS]:
-        raise ValueError(f"{[k for k in used if k in redisurl.SENTINEL_PARAMS][0]}= is for redis+sentinel:// URLs")
+        raise ValueError(f"{used[0]}= needs a rediss:// (or redis+sentinel://, redis+cluster://) URL")
+    only_sentinel = [k for k in used if k in redisurl.SENTINEL_PARAMS and not (k == "ssl" and scheme == redisurl.CLUSTER)]
+    if scheme != redisurl.SENTINEL and only_sentinel:
+        raise ValueError(f"{only_sentinel[0]}= is for redis+sentinel:// URLs")
     for key in ("ssl", "sentinel_ssl", "ssl_check_hostname"):
         if key in params and params[key].lower() not in YES + NO:
             raise ValueError(f"{key}= is yes or no, not {params[key]!r}")
@@ -83,7 +85,7 @@ def context(url: str) -> ssl.SSLContext:
 def master_tls(url: str) -> bool:
     """Whether tempest's connections to the Redis of ``url`` (the master, with Sentinel) use TLS."""
     scheme = urllib.parse.urlsplit(url).scheme
-    return scheme == "rediss" or scheme == redisurl.SENTINEL and _yes(redisurl.query(url), "ssl")
+    return scheme == "rediss" or scheme in (redisurl.SENTINEL, redisurl.CLUSTER) and _yes(redisurl.query(url), "ssl")
 
 
 def sentinel_tls(url: str) -> bool:

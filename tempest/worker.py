@@ -28,13 +28,14 @@ import signal
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import hiredis
 
-from tempest import jobs, keys, redisconn, reliable, resp, sessions
+from tempest import jobs, keys, redisconn, reliable, resp, sessions, slots
 from tempest.publish import Publisher
 from tempest.spool import open_body
 from tempest.redisurl import answer_endpoint, redacted
@@ -269,12 +270,15 @@ class Worker:
         self.processed = 0
         self.expired = 0  # url jobs taken past their deadline, dropped unrun
         self._low = [keys.low(q) for q in self.queues]
+        # one BLPOP waits on every queue, unless they are in several slots of a Redis Cluster
+        self._one_slot = urllib.parse.urlsplit(self.redis_url).scheme != redisconn.CLUSTER or \
+            len({slots.key_slot(name) for name in self.queues}) == 1
         self._low_until = 0.0  # monotonic time until which an idle reliable worker waits on the low list
         self._expired_logged = -EXPIRED_LOG_EVERY  # when the last "dropped past its deadline" line was logged
         self._redis: redis.Redis | None = None  # made when first used (self.redis)
         # a BLPOP blocks POLL_TIMEOUT: the socket timeout must be above it, and a timed-out
         # BLPOP must not be re-sent blindly: RawConnection never retries
-        self._queue = RawConnection(self.redis_url, timeout=POLL_TIMEOUT + 10, connect_timeout=5)
+        self._queue = redisconn.connect(self.redis_url, timeout=POLL_TIMEOUT + 10, connect_timeout=5)
         self._endpoints: dict[str, RawConnection] = {}
         self._publisher: Publisher | None = None
         self._outbox: dict[str, list[resp.Command]] = {}  # respond_to -> [(action, job_id, payload)] not sent yet
@@ -384,7 +388,7 @@ class Worker:
 
     def _beat(self, stopped: threading.Event) -> None:
         """The heartbeat thread: its own connection, so that a long handler does not stop it."""
-        connection = RawConnection(self.redis_url, timeout=5, connect_timeout=5)
+        connection = redisconn.connect(self.redis_url, timeout=5, connect_timeout=5)
         while not stopped.wait(self.heartbeat / 3):
             if not self._registered:
                 continue
@@ -469,12 +473,15 @@ class Worker:
     def _take(self, busy: bool) -> list[bytes]:
         """The next jobs: when the last round found work, first take what is waiting without
         blocking (up to ``prefetch``), else block on BLPOP; with prefetch, top it up."""
-        if busy and self.prefetch > 1:
+        if busy and self.prefetch > 1 or not self._one_slot:
             for queue in self.queues + self._low:
                 jobs = self._command("LPOP", queue, self.prefetch)
                 if jobs:
                     return jobs
-        item = self._command("BLPOP", *self.queues, *self._low, POLL_TIMEOUT)
+        if self._one_slot:
+            item = self._command("BLPOP", *self.queues, *self._low, POLL_TIMEOUT)
+        else:  # on a cluster, queues in several slots: one BLPOP cannot wait on them all (CROSSSLOT)
+            item = self._command("BLPOP", self.queues[0], self._low[0], SHORT_POLL)
         if item is None:
             return []
         if self.prefetch > 1:

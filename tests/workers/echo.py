@@ -16,7 +16,7 @@ from tempest import Worker
 
 def main():
     logging.basicConfig(level=logging.INFO)
-    worker = Worker(sys.argv[1] if len(sys.argv) > 1 else "tempest")
+    worker = Worker(sys.argv[1:] or "tempest")
 
     @worker.on("url")
     def echo(context, env):
