@@ -31,6 +31,12 @@ Address = tuple[str, int]
 log = logging.getLogger(__name__)
 
 
+class NodeFailed(hiredis.ReplyError):
+    """The reply of a command whose master's connection failed while others answered their
+    part of the batch: its outcome is unknown (a ReplyError, so that every caller that checks
+    replies counts it as failed)."""
+
+
 class ClusterConnection:
     """A lean connection to the Redis Cluster of a ``redis+cluster://`` URL (see the module)."""
 
@@ -58,8 +64,9 @@ class ClusterConnection:
         hiredis.ReplyError for a command refused).
 
         Raises:
-            ConnectionFailed: a master's connection failed (that part's outcome is unknown),
-                or no node gave the map of slots.
+            ConnectionFailed: every master's connection the batch needed failed (its outcome is
+                unknown), or no node gave the map of slots. When only some failed, their
+                commands' replies are NodeFailed errors, and the others' are kept.
         """
         if self._stale:
             self._refresh()
@@ -86,7 +93,7 @@ class ClusterConnection:
         for index, address in routes.items():
             groups.setdefault(address, []).append(index)
         sent: list[tuple[RawConnection, list[int], int]] = []
-        failed: ConnectionFailed | None = None
+        failed: list[tuple[list[int], ConnectionFailed]] = []
         for address, indexes in groups.items():
             batch: list[resp.Command] = []
             for index in indexes:
@@ -97,21 +104,24 @@ class ClusterConnection:
             try:
                 node.send(batch)
             except ConnectionFailed as exc:
-                failed = failed or self._failed(address, exc)
+                failed.append((indexes, self._failed(address, exc)))
                 continue
             sent.append((node, indexes, len(batch)))
         for node, indexes, count in sent:  # every reply read, so that each connection stays in step
             try:
                 got = node.receive(count)
             except ConnectionFailed as exc:
-                failed = failed or self._failed(_address(node), exc)
+                failed.append((indexes, self._failed(_address(node), exc)))
                 continue
             if len(got) > len(indexes):  # drop the replies to ASKING
                 got = [reply for reply, command in zip(got, _flatten(indexes, asking)) if command]
             for index, reply in zip(indexes, got):
                 replies[index] = reply
-        if failed is not None:
-            raise failed
+        if failed and len(failed) == len(groups):
+            raise failed[0][1]
+        for indexes, problem in failed:  # the other masters' parts were done: only these are unknown
+            for index in indexes:
+                replies[index] = NodeFailed(f"CONNECTION {problem}")
         moved: dict[int, Address] = {}
         ask: set[int] = set()
         for index in routes:

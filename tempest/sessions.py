@@ -208,8 +208,15 @@ class Session:
     def regenerate(self) -> str:
         """Give the session a new id, keeping its fields and grants (call it at login): the old
         id, which the client had before it authenticated, stops working. Both keys are renamed
-        in one transaction (MULTI/EXEC)."""
+        in one transaction (MULTI/EXEC); on a Redis Cluster, where RENAME cannot cross slots,
+        they are copied, then the old ones deleted (docs/protocol.md, section 7)."""
         old_id, self.id = self.id, new_id()
+        from redis.cluster import RedisCluster
+
+        if isinstance(self.redis, RedisCluster):
+            self._copy(old_id)
+            self.regenerated = True
+            return self.id
         pipe = self.redis.pipeline(transaction=True)
         pipe.rename(keys.session(old_id), self.key)
         pipe.rename(keys.grants(old_id), keys.grants(self.id))
@@ -218,6 +225,23 @@ class Session:
                 raise reply  # "no such key": nothing written yet, nothing to move
         self.regenerated = True
         return self.id
+
+    def _copy(self, old_id: str) -> None:
+        """Regenerate on a cluster: the old id's fields and grants written under the new id
+        (each key with its TTL, in one transaction of its own slot), then the old keys deleted."""
+        fields = self.redis.hgetall(keys.session(old_id))
+        patterns = self.redis.smembers(keys.grants(old_id))
+        if fields:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(self.key, mapping=dict(fields))  # type: ignore[arg-type]
+            pipe.expire(self.key, self.ttl)
+            pipe.execute()
+        if patterns:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.sadd(keys.grants(self.id), *patterns)
+            pipe.expire(keys.grants(self.id), self.ttl)
+            pipe.execute()
+        self.redis.delete(keys.session(old_id), keys.grants(old_id))
 
     # grants: the private channels ([pubsub] private) this session may subscribe to
 

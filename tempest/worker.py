@@ -54,7 +54,10 @@ SHORT_POLL = 0.1  # seconds a reliable worker blocks where it must look at other
 LOW_WAKE = 2.0  # seconds after its last low job that a reliable worker blocks on the low list
 EXPIRED_LOG_EVERY = 10.0  # seconds between two log lines about jobs dropped past their deadline
 FLUSH_AFTER = 0.005  # seconds: answers held back for a batch are sent once they are this old
-RECONNECT_MAX = 5.0  # seconds between reconnection attempts, at most
+RECONNECT_MAX = 2.0  # seconds between reconnection attempts, at most
+# the errors of a Redis that will answer again soon, retried as a lost connection is: a cluster
+# failing over (CLUSTERDOWN, TRYAGAIN, a master's part of a batch lost), a replica's sync, a start
+PASSING_ERRORS = ("CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "LOADING", "CONNECTION ")
 ANSWER_ACTIONS = (jobs.HTTP_ACTION, "ws")  # the actions every answer endpoint knows
 ENV_ACTIONS = (jobs.HTTP_ACTION, "authorize")  # jobs whose first argument is Context.env
 GATHER_TTL = 300  # seconds a fan-out's results list lives at most (the gatherer deletes it)
@@ -360,14 +363,15 @@ class Worker:
                     self._register()
                 batch = self._take_reliable() if self.reliable else self._take(busy)
                 delay = 0.1
-            except ConnectionFailed as exc:
+            except (ConnectionFailed, hiredis.ReplyError) as exc:
+                if isinstance(exc, hiredis.ReplyError) and not str(exc).startswith(PASSING_ERRORS):
+                    # e.g. LPOP with a count on a Redis before 6.2
+                    log.error("Redis refused to give jobs: %s; retrying in %.1fs", exc, RECONNECT_MAX)
+                    self._sleep(RECONNECT_MAX)
+                    continue
                 log.warning("Redis unreachable (%s); retrying in %.1fs", exc, delay)
                 self._sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
-                continue
-            except hiredis.ReplyError as exc:  # e.g. LPOP with a count on a Redis before 6.2
-                log.error("Redis refused to give jobs: %s; retrying in %.1fs", exc, RECONNECT_MAX)
-                self._sleep(RECONNECT_MAX)
                 continue
             busy = bool(batch)
             self._done, self._cut = 0, None

@@ -1,7 +1,8 @@
-"""tempestd pointed at a Redis Cluster node (issue 17, item 5, its first part): it refuses to
-start with one line that names the problem and the docs, and exit status 2, never "ready"
-followed by MOVED errors. A single node started with --cluster-enabled yes says
-cluster_enabled:1 in INFO cluster, which is what tempestd reads."""
+"""tempestd pointed at a Redis Cluster node by a plain redis:// URL: it refuses to start with
+one line that says to write redis+cluster://, and exit status 2, never "ready" followed by
+MOVED errors; a redis+cluster:// URL naming a Redis that is not a cluster is refused the same
+way. A single node started with --cluster-enabled yes says cluster_enabled:1 in INFO cluster,
+which is what tempestd reads."""
 
 import random
 import socket
@@ -47,11 +48,25 @@ def test_a_cluster_node_is_refused_at_start(cluster_node, tmp_path):
     errors = [line for line in output.splitlines() if " ERROR " in line]
     assert len(errors) == 1, output
     assert errors[0].endswith(
-        f"cannot start: Redis at {cluster_node.url} is a Redis Cluster node (INFO cluster: cluster_enabled:1), and "
-        "tempestd does not run on Redis Cluster yet: point [redis] url at a standalone Redis or at Sentinel "
-        "(docs/operations.md, \"Redis Cluster\")")
+        f"cannot start: Redis at {cluster_node.url} is a Redis Cluster node (INFO cluster: cluster_enabled:1): "
+        f"write [redis] url = redis+cluster://127.0.0.1:{cluster_node.port} (other nodes after commas) to run on "
+        "the cluster (docs/operations.md, \"Redis Cluster\")")
     assert "Traceback" not in output and "ready" not in output
     assert "spawned:" not in output  # refused before any worker was started
+
+
+def test_a_cluster_url_naming_a_standalone_redis_is_refused(redis_server, tmp_path):
+    url = f"redis+cluster://127.0.0.1:{redis_server.port}"
+    daemon = Tempestd(tmp_path / "t", url, front={"queue": "not-clustered"})
+    run = subprocess.run(tempestd_command() + ["-c", daemon.ini], capture_output=True, text=True, timeout=60,
+                         start_new_session=True)
+    assert run.returncode == 2
+    output = run.stdout + run.stderr
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, output
+    assert f"cannot start: Redis at {url} cannot be used as a Redis Cluster: " in errors[0]
+    assert "Cluster mode is not enabled" in errors[0]
+    assert "Traceback" not in output and "ready" not in output
 
 
 def test_a_standalone_redis_with_cluster_disabled_starts(tmp_path):
