@@ -9,7 +9,8 @@ import (
 
 // Reliable delivery, with exactly tempest/reliable.py's commands: a heartbeat key and the
 // registration "<queue> <worker id>", jobs moved into tempest:processing:{<queue>}:<worker id>,
-// that list DELeted once the job is answered, what is left given back on a clean stop.
+// that list DELeted once the job is answered, what is left given back on a clean stop. Every
+// script and move names one queue's keys only (its slot on a cluster).
 
 // move up to ARGV[1] jobs from the queue (KEYS[1]) to the processing list (KEYS[2])
 const takeScript = `
@@ -46,11 +47,13 @@ func (w *Worker) entries() []any {
 	return entries
 }
 
-// sendBeat sets the heartbeat, then registers (never registered without a heartbeat).
+// sendBeat sets the heartbeat, then registers (never registered without a heartbeat): two
+// commands, each to its key's master on a cluster, the second only once the first succeeded.
 func (w *Worker) sendBeat(conn redis.Conn) error {
-	conn.Send("SET", "tempest:alive:"+w.WorkerID, "1", "PX", w.opts.Heartbeat.Milliseconds())
-	conn.Send("SADD", w.entries()...)
-	_, err := conn.Do("")
+	if _, err := conn.Do("SET", "tempest:alive:"+w.WorkerID, "1", "PX", w.opts.Heartbeat.Milliseconds()); err != nil {
+		return err
+	}
+	_, err := conn.Do("SADD", w.entries()...)
 	return err
 }
 

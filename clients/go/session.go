@@ -115,27 +115,75 @@ func (s *Session) All() (map[string]any, error) {
 	return all, nil
 }
 
-// Clear forgets every field (logout); the id stays: Regenerate it too.
+// GrantsKey is the set of the private channels' patterns granted to the session.
+func (s *Session) GrantsKey() string { return "tempest:grants:" + s.ID }
+
+// Clear forgets every field and the grants (logout); the id stays: Regenerate it too. One DEL
+// per key on a cluster (they are in two slots).
 func (s *Session) Clear() error {
 	conn := s.w.Redis()
 	defer conn.Close()
-	_, err := conn.Do("DEL", s.Key())
+	if s.w.Clustered() {
+		if _, err := conn.Do("DEL", s.Key()); err != nil {
+			return err
+		}
+		_, err := conn.Do("DEL", s.GrantsKey())
+		return err
+	}
+	_, err := conn.Do("DEL", s.Key(), s.GrantsKey())
 	return err
 }
 
-// Regenerate gives the session a new id, keeping its fields (call it at login): the old id
-// stops working, and the answer carries X-Tempest-Session so that the front sets the cookie.
+// Regenerate gives the session a new id, keeping its fields and grants (call it at login): the
+// old id stops working, and the answer carries X-Tempest-Session so that the front sets the
+// cookie. Both keys are RENAMEd in one transaction, or, on a cluster (where the new id's keys
+// are in other slots), copied to the new id and deleted.
 func (s *Session) Regenerate() (string, error) {
-	old := s.Key()
+	oldKey, oldGrants := s.Key(), s.GrantsKey()
 	s.ID = randomToken(16)
 	s.regenerated = true
 	conn := s.w.Redis()
 	defer conn.Close()
-	_, err := conn.Do("RENAME", old, s.Key())
-	if e, ok := err.(redis.Error); ok && strings.Contains(strings.ToLower(e.Error()), "no such key") {
-		err = nil // nothing written yet, nothing to move
+	if s.w.Clustered() {
+		if err := s.copyTo(conn, "HGETALL", oldKey, "HSET", s.Key()); err != nil {
+			return s.ID, err
+		}
+		return s.ID, s.copyTo(conn, "SMEMBERS", oldGrants, "SADD", s.GrantsKey())
+	}
+	conn.Send("MULTI")
+	conn.Send("RENAME", oldKey, s.Key())
+	conn.Send("RENAME", oldGrants, s.GrantsKey())
+	replies, err := redis.Values(conn.Do("EXEC"))
+	if e, ok := err.(redis.Error); ok && noSuchKey(e) {
+		err = nil
+	}
+	for _, reply := range replies {
+		if e, ok := reply.(redis.Error); ok && !noSuchKey(e) && err == nil {
+			err = e
+		}
 	}
 	return s.ID, err
+}
+
+// copyTo copies a key (read whole with read, written with write), refreshes the copy's TTL
+// and deletes the original. A write to the old id in between is lost (at login, it is replaced).
+func (s *Session) copyTo(conn redis.Conn, read, from, write, to string) error {
+	items, err := redis.Values(conn.Do(read, from))
+	if err != nil || len(items) == 0 {
+		return err // nothing written yet, nothing to move
+	}
+	if _, err := conn.Do(write, append([]any{to}, items...)...); err != nil {
+		return err
+	}
+	if _, err := conn.Do("EXPIRE", to, s.TTL); err != nil {
+		return err
+	}
+	_, err = conn.Do("DEL", from)
+	return err
+}
+
+func noSuchKey(e redis.Error) bool {
+	return strings.Contains(strings.ToLower(e.Error()), "no such key")
 }
 
 func value(raw []byte) any {

@@ -6,7 +6,8 @@
 // by tempestd if it dies); Options.NoReliable or TEMPEST_RELIABLE=0 makes it plain BLPOP.
 // Low-priority jobs (tempest:low:{<queue>}) are taken once the queues are empty; a url job
 // taken past its env's deadline is dropped without running. Context.Body reads a request body,
-// spooled by tempestd (body_file, body_key) or inline.
+// spooled by tempestd (body_file, body_key) or inline. A redis+cluster:// URL runs it on a
+// Redis Cluster (cluster.go: each command routed to its key's master).
 //
 //	w := tempest.NewWorker(tempest.Options{Queues: []string{"tempest"}})
 //	w.On("url", func(c *tempest.Context, args []any) (any, error) {
@@ -24,8 +25,8 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"os"
 	"net/url"
+	"os"
 	"os/signal"
 	"regexp"
 	"strings"
@@ -75,7 +76,9 @@ type Worker struct {
 
 	opts       Options
 	handlers   map[string]Handler
-	pool       *redis.Pool // for handlers: sessions, publish, forward, gather
+	pool       *redis.Pool // for handlers: sessions, publish, forward, gather (not on a cluster)
+	cluster    *cluster    // a redis+cluster:// URL's nodes, else nil
+	clusterErr error       // what is wrong with that URL, said by every dial
 	queue      redis.Conn  // BLPOP / BLMOVE (nil: to (re)connect)
 	stopping   atomic.Bool
 	stopCh     chan struct{}
@@ -131,6 +134,9 @@ func NewWorker(opts Options) *Worker {
 		stopCh:    make(chan struct{}),
 		endpoints: map[string]*endpoint{},
 	}
+	if IsClusterURL(opts.RedisURL) {
+		w.cluster, w.clusterErr = newCluster(opts.RedisURL, PollTimeout+10*time.Second)
+	}
 	w.pool = &redis.Pool{
 		MaxIdle:     4,
 		IdleTimeout: time.Minute,
@@ -149,8 +155,19 @@ func NewWorker(opts Options) *Worker {
 // On registers the handler of action ("url" for HTTP requests, "ws" for WebSocket messages).
 func (w *Worker) On(action string, h Handler) { w.handlers[action] = h }
 
-// Redis gives a connection of the worker's Redis, for handlers; Close it after use.
-func (w *Worker) Redis() redis.Conn { return w.pool.Get() }
+// Redis gives a connection of the worker's Redis, for handlers; Close it after use. On a
+// Redis Cluster, each command goes to its key's master (Send/Flush: each command, or a
+// MULTI ... EXEC whole, whose keys must share a slot).
+func (w *Worker) Redis() redis.Conn {
+	if w.cluster != nil || w.clusterErr != nil {
+		conn, _ := w.dial(0)
+		return conn
+	}
+	return w.pool.Get()
+}
+
+// Clustered tells whether the worker's Redis is a Redis Cluster (a redis+cluster:// URL).
+func (w *Worker) Clustered() bool { return w.cluster != nil }
 
 // Stop asks Run to return once the job in hand is finished.
 func (w *Worker) Stop() {
@@ -158,7 +175,15 @@ func (w *Worker) Stop() {
 	w.stopOnce.Do(func() { close(w.stopCh) })
 }
 
+// dial connects to the worker's Redis; on a cluster, a router whose nodes' read timeout is
+// PollTimeout + 10 s whatever readTimeout says.
 func (w *Worker) dial(readTimeout time.Duration) (redis.Conn, error) {
+	if w.clusterErr != nil {
+		return &clusterConn{err: w.clusterErr}, w.clusterErr
+	}
+	if w.cluster != nil {
+		return &clusterConn{cluster: w.cluster}, nil
+	}
 	options := []redis.DialOption{redis.DialConnectTimeout(5 * time.Second),
 		redis.DialReadTimeout(readTimeout), redis.DialWriteTimeout(10 * time.Second)}
 	target := w.RedisURL
@@ -325,6 +350,9 @@ func (w *Worker) Run() error {
 		mode = "reliable, id " + w.WorkerID
 	}
 	w.Log.Printf("worker on %s (%s, %s): %s", strings.Join(w.Queues, ","), Redacted(w.RedisURL), mode, strings.Join(names, ", "))
+	if w.cluster != nil {
+		w.warnOfTaggedQueues()
+	}
 	var beating sync.WaitGroup
 	stopBeating := make(chan struct{})
 	if w.opts.Reliable {
@@ -348,6 +376,9 @@ func (w *Worker) Run() error {
 	}
 	w.mu.Unlock()
 	w.pool.Close()
+	if w.cluster != nil {
+		w.cluster.close()
+	}
 	expired := ""
 	if w.Expired > 0 {
 		expired = fmt.Sprintf(" (%d dropped past their deadline)", w.Expired)
@@ -414,15 +445,17 @@ func (w *Worker) take() ([]byte, error) {
 	if w.opts.Reliable {
 		return w.takeReliable()
 	}
-	args := make([]any, 0, 2*len(w.Queues)+1)
+	keys := make([]any, 0, 2*len(w.Queues)+1)
 	for _, q := range w.Queues {
-		args = append(args, q)
+		keys = append(keys, q)
 	}
 	for _, q := range w.Queues {
-		args = append(args, lowKey(q))
+		keys = append(keys, lowKey(q))
 	}
-	args = append(args, int(PollTimeout/time.Second))
-	item, err := redis.ByteSlices(w.command("BLPOP", args...))
+	if w.cluster != nil && !sameSlot(keys) {
+		return w.takeAcrossSlots(keys)
+	}
+	item, err := redis.ByteSlices(w.command("BLPOP", append(keys, int(PollTimeout/time.Second))...))
 	if err == redis.ErrNil {
 		return nil, nil
 	}
@@ -430,6 +463,53 @@ func (w *Worker) take() ([]byte, error) {
 		return nil, err
 	}
 	return item[1], nil
+}
+
+// takeAcrossSlots is take on a cluster whose queues are in several slots, where one BLPOP
+// cannot name them all (CROSSSLOT): LPOP from each queue, then from each low list, in order,
+// then block on the first queue (and its low list when in its slot) for ClusterPoll.
+func (w *Worker) takeAcrossSlots(keys []any) ([]byte, error) {
+	for _, key := range keys {
+		job, err := redis.Bytes(w.command("LPOP", key))
+		if err == redis.ErrNil {
+			continue
+		}
+		return job, err
+	}
+	block := []any{w.Queues[0]}
+	if Slot(lowKey(w.Queues[0])) == Slot(w.Queues[0]) {
+		block = append(block, lowKey(w.Queues[0]))
+	}
+	item, err := redis.ByteSlices(w.command("BLPOP", append(block, ClusterPoll.Seconds())...))
+	if err == redis.ErrNil {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return item[1], nil
+}
+
+func sameSlot(keys []any) bool {
+	for _, key := range keys {
+		if Slot(text(key)) != Slot(text(keys[0])) {
+			return false
+		}
+	}
+	return true
+}
+
+// warnOfTaggedQueues: on a cluster, a queue named with a hash tag of its own ({shop}.orders)
+// is in its tag's slot, but its per-queue keys (tempest:low:{{shop}.orders}, the processing
+// lists) hash "{shop" instead: reliable delivery's moves from the queue to its processing list
+// are refused (CROSSSLOT). A plain worker takes from such a queue (one key at a time).
+func (w *Worker) warnOfTaggedQueues() {
+	for _, q := range w.Queues {
+		if w.Reliable && Slot(q) != Slot(w.processing(q)) {
+			w.Log.Printf("queue %s: its hash tag puts it in slot %d, its processing list in slot %d: on a Redis "+
+				"Cluster, reliable delivery from it is refused (CROSSSLOT)", q, Slot(q), Slot(w.processing(q)))
+		}
+	}
 }
 
 // Process runs the handler of one raw job; a malformed job is logged and dropped, a failed
