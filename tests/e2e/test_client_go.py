@@ -6,6 +6,7 @@ Redis restart, and request bodies spooled to a file or to Redis read with Contex
 The binaries are built once per session with ``make -C clients/go`` (offline: redigo from
 Debian's golang-github-gomodule-redigo-dev); the test worker is tests/clients/go/main.go."""
 
+import hashlib
 import json
 import os
 import re
@@ -431,3 +432,126 @@ def test_a_spooled_body_gone_or_not_as_its_token_says_is_body_gone(spooling, red
 
 def test_the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path):
     client_cases.the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path, "go-secret")
+
+
+# 11. a Redis Cluster (docs/protocol.md, section 7): jobs pushed by hand (tempestd's own cluster
+# mode is not there yet), the worker given the shared cluster's redis+cluster:// URL
+
+
+def on_different_masters(cluster, names):
+    """A prefix for which the queues ``names(prefix)`` are each served by a different master."""
+    for n in range(100):
+        prefix = f"go-cluster{n}"
+        masters = [cluster.master_of(name).port for name in names(prefix)]
+        if len(set(masters)) == len(masters):
+            return prefix
+    raise AssertionError("no prefix puts the queues on different masters")
+
+
+@pytest.fixture
+def cluster_app(started, shared_cluster, tmp_path):
+    """client_cases' App of the Go test worker, on the shared Redis Cluster."""
+    def start(queues, name, option=None, env=None):
+        flags = [f"-{option}"] if option else []
+        return start_go(started, [APP, *flags, queues], shared_cluster.url, tmp_path, name, env)
+
+    return client_cases.App(start, tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["reliable", "plain"])
+def test_on_a_cluster_queues_in_several_slots_are_served_in_order(cluster_app, shared_cluster, mode):
+    # the two queues and their low lists on two masters: no BLPOP names them all (CROSSSLOT)
+    prefix = on_different_masters(shared_cluster, lambda p: [f"{p}-{mode}-a", f"{p}-{mode}-b"])
+    client = shared_cluster.client()
+    try:
+        client_cases.low_jobs_after_the_queues(client, cluster_app, prefix, mode)
+        assert "redis+cluster://127.0.0.1:" in cluster_app.log("prio")  # its start line
+    finally:
+        client.close()
+
+
+def test_on_a_cluster_reliable_delivery_sessions_publish_and_bodies(cluster_app, shared_cluster, started, tmp_path):
+    prefix = on_different_masters(shared_cluster, lambda p: [f"{p}-a", f"{p}-b"])
+    a, b = f"{prefix}-a", f"{prefix}-b"
+    client = shared_cluster.client()
+    durable, channel, holding, ran = "tempest:pubsub:durable", f"{prefix}-news.x", f"holding:{a},{b}", f"{prefix}-ran"
+    subscriber = None
+    try:
+        worker = start_go(started, [APP, "-reliable", "-heartbeat", "1s", f"{a},{b}"], shared_cluster.url, tmp_path,
+                          "first")
+        wait_until(lambda: registered(client, a) and registered(client, b), 15, message="registered on both queues")
+        [entry] = registered(client, b)
+        worker_id = entry.decode().partition(" ")[2]
+        assert client.exists(f"tempest:alive:{worker_id}")
+
+        # a session regenerated: copied to the new id (its keys in other slots), the old one deleted
+        old = "S" * 21 + "a"
+        client.hset(f"session:{old}", "color", '["red"]')
+        client.sadd(f"tempest:grants:{old}", "user.42.*")
+        env = {"method": "GET", "url": "/session/login?user=bob", "headers": {}, "session": {"id": old, "ttl": 600}}
+        status, headers, body = client_cases.answer_of(client, b, env)
+        assert status == 200, body
+        was, new = body.split()
+        assert was == old and headers["X-Tempest-Session"] == new != old
+        assert client.hgetall(f"session:{new}") == {b"color": b'["red"]', b"user": b'["bob"]'}
+        assert client.smembers(f"tempest:grants:{new}") == {b"user.42.*"}
+        assert 590 <= client.ttl(f"session:{new}") <= 600 and 590 <= client.ttl(f"tempest:grants:{new}") <= 600
+        assert not client.exists(f"session:{old}") and not client.exists(f"tempest:grants:{old}")
+
+        # a durable publish: the script on its stream's master; the message reaches a subscriber
+        # on another node (the cluster forwards PUBLISH to every node), as a plain publish does
+        stream = f"tempest:stream:{{{channel}}}"
+        client.set(durable, json.dumps([[f"{prefix}-news.*", 10]]))
+        elsewhere = next(n for n in shared_cluster.masters if n.port != shared_cluster.master_of(stream).port)
+        subscriber = elsewhere.client().pubsub(ignore_subscribe_messages=True)
+        subscriber.subscribe(channel, f"{prefix}-plain")
+        env = {"method": "GET", "url": f"/publish?c={channel}", "headers": {}}
+        status, _, stream_id = client_cases.answer_of(client, a, env)
+        assert status == 200 and re.fullmatch(r"\d+-\d+", stream_id), stream_id
+        [(entry_id, fields)] = client.xrange(stream)
+        assert (entry_id.decode(), json.loads(fields[b"m"])) == (stream_id, ["hello from go"])
+        message = wait_until(lambda: subscriber.get_message(timeout=0.2), 5, message="the durable message")
+        assert json.loads(message["data"]) == ["$durable", stream_id, '["hello from go"]']
+        env["url"] = f"/publish?c={prefix}-plain"
+        assert client_cases.answer_of(client, b, env)[0] == 200
+        message = wait_until(lambda: subscriber.get_message(timeout=0.2), 5, message="the plain message")
+        assert (message["channel"].decode(), json.loads(message["data"])) == (f"{prefix}-plain", ["hello from go"])
+
+        # a body spooled to Redis, read chunk by chunk from its key's master
+        data = os.urandom(client_cases.CHUNK + 1000)
+        body_key = f"tempest:body:{{{prefix}-upload}}"
+        client.rpush(body_key, data[:client_cases.CHUNK], data[client_cases.CHUNK:])
+        token = {"key": body_key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "chunks": 2}
+        env = {"method": "POST", "url": "/redis/digest?reader=copy", "headers": {}, "body_key": token}
+        status, _, body = client_cases.answer_of(client, a, env)
+        assert (status, json.loads(body)) == (200, client_cases.digest_of(data, "body_key"))
+
+        # killed in the middle of a job of the second queue: the job stays in its processing
+        # list, on that queue's master, for tempestd to give back
+        client.rpush(b, support.hand_job("url", [{"method": "GET", "url": "/hold", "headers": {}}]))
+        assert wait_until(lambda: client.lpop(holding), 10) == str(worker.pid).encode()
+        processing = f"tempest:processing:{{{b}}}:{worker_id}"
+        master = shared_cluster.master_of(b)
+        assert master.port == shared_cluster.master_of(processing).port != shared_cluster.master_of(a).port
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+        [held] = master.client().lrange(processing, 0, -1)  # asked of that node itself
+        assert json.loads(held)[1][0]["url"] == "/hold" and not client.llen(b)
+        wait_until(lambda: not client.exists(f"tempest:alive:{worker_id}"), 5, message="the heartbeat expired")
+
+        # a clean stop on the cluster: nothing left behind
+        second = cluster_app.start(f"{a},{b}", "second", "reliable")
+        client.rpush(a, client_cases.record_job("on-a", ran))
+        wait_until(lambda: client.llen(ran) == 1, 10, message="the second worker ran a job")
+        assert client_cases.terminate_group(second) == 0
+        second_ids = [e for e in client.smembers("tempest:workers") if f":{second.pid}:".encode() in e]
+        assert second_ids == [] and not client.keys(f"tempest:alive:*:{second.pid}:*")
+        assert not [k for k in client.keys(f"tempest:processing:{{{prefix}-*") if f":{second.pid}:".encode() in k]
+        log = cluster_app.log("first") + cluster_app.log("second")
+        assert "CROSSSLOT" not in log and "MOVED" not in log, log
+    finally:
+        if subscriber is not None:
+            subscriber.close()
+        client.delete(durable, ran, holding)
+        support.forget_dead_workers(client)
+        client.close()
