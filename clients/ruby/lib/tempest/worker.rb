@@ -10,6 +10,7 @@ require "set"
 require "socket"
 require "tempest/worker/version"
 require "tempest/worker/keys"
+require "tempest/worker/cluster"
 require "tempest/worker/reliable"
 require "tempest/worker/session"
 require "tempest/worker/publisher"
@@ -32,7 +33,11 @@ module Tempest
     uri = URI.parse(url)
     return {} unless uri.scheme == "rediss"
 
-    query = URI.decode_www_form(uri.query || "").to_h
+    { ssl: true, ssl_params: ssl_params(URI.decode_www_form(uri.query || "").to_h) }
+  end
+
+  # redis-rb's ssl_params for those query parameters (rediss://, redis+cluster://...?ssl=yes)
+  def self.ssl_params(query)
     params = {}
     params[:ca_file] = query["ssl_ca_certs"] if query["ssl_ca_certs"]
     if query["ssl_certfile"]
@@ -40,7 +45,7 @@ module Tempest
       params[:key] = OpenSSL::PKey.read(File.read(query["ssl_keyfile"] || query["ssl_certfile"]))
     end
     params[:verify_mode] = OpenSSL::SSL::VERIFY_NONE if query["ssl_cert_reqs"] == "none"
-    { ssl: true, ssl_params: params }
+    params
   end
 
   # redis-rb's options for redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]
@@ -92,7 +97,10 @@ module Tempest
     RECONNECT_MAX = 5.0
     ANSWER_ACTIONS = %w[url ws].freeze # always answers on an endpoint: never declared
     GATHER_TTL = 300
-    CONNECTION_ERRORS = [Redis::BaseConnectionError, SystemCallError, IOError].freeze
+    SPREAD_TIMEOUT = 0.25 # seconds a plain worker on queues in several Cluster slots blocks on the first
+    # InitialSetupError: no node of a cluster told its slots (the cluster is away)
+    CONNECTION_ERRORS = [Redis::BaseConnectionError, Redis::Cluster::InitialSetupError, SystemCallError,
+                         IOError].freeze
     ERROR_ANSWER = { 500 => "Internal Server Error", 501 => "Not Implemented" }.freeze
     EXPIRED_LOG_EVERY = 10.0 # seconds between two info lines about jobs dropped past their deadline
 
@@ -124,6 +132,9 @@ module Tempest
       # worker is sequential. No automatic retry: a retried BLPOP or RPUSH could lose or
       # repeat a job.
       @redis = connect(@redis_url)
+      @cluster = Cluster.url?(@redis_url)
+      # on a cluster, BLPOP refuses keys of several slots: the queues are then taken one by one
+      @spread = @cluster && (@queues + @queues.map { |queue| Keys.low(queue) }).map { |key| Cluster.slot(key) }.uniq.size > 1
       @endpoints = {}
       @publisher = nil
       @worker_id = "#{Socket.gethostname}:#{Process.pid}:#{SecureRandom.hex(3)}"
@@ -134,6 +145,7 @@ module Tempest
     def self.reliable_from_env(value) = !value.to_s.strip.match?(/\A(0|false|no|off)\z/i)
 
     def reliable? = @reliable
+    def cluster? = @cluster
     def stopping? = @stopping
 
     # Register the handler of an action: a block, or anything that responds to call. It gets
@@ -291,6 +303,9 @@ module Tempest
     def now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
 
     def connect(url, timeout: 5)
+      if Cluster.url?(url) # made at its first command; redis-rb follows MOVED and ASK
+        return Cluster::Lazy.new(**Cluster.options(url), timeout: timeout, reconnect_attempts: 0)
+      end
       if url.start_with?("redis+sentinel://") # redis-rb asks the Sentinels at each (re)connection
         return Redis.new(**Tempest.sentinel_options(url), timeout: timeout, reconnect_attempts: 0)
       end
@@ -328,7 +343,21 @@ module Tempest
     # after a lost connection, and a job whose reply was lost would be gone (the socket's
     # read timeout, 5 s, is above POLL_TIMEOUT). The queues first, then their low lists.
     def take
+      return take_spread if @spread
+
       item = @redis.call("BLPOP", *@queues, *@queues.map { |queue| Keys.low(queue) }, POLL_TIMEOUT)
+      item && [item[1], item[0]]
+    end
+
+    # queues in several slots of a cluster, where one BLPOP cannot name them all (CROSSSLOT):
+    # each queue (LPOP), then each low list, then a short BLPOP on the first queue alone, so
+    # that the others are looked at between the waits
+    def take_spread
+      (@queues + @queues.map { |queue| Keys.low(queue) }).each do |key|
+        job = @redis.call("LPOP", key)
+        return [job, key] if job
+      end
+      item = @redis.call("BLPOP", @queues.first, SPREAD_TIMEOUT)
       item && [item[1], item[0]]
     end
 

@@ -28,7 +28,8 @@ module Tempest
       if @session.nil?
         info = (@env || {})["session"]
         if info.is_a?(Hash) && Session.valid_id?(info["id"])
-          @session = Session.new(@worker.redis, info["id"], info["ttl"] || Session::DEFAULT_TTL)
+          @session = Session.new(@worker.redis, info["id"], info["ttl"] || Session::DEFAULT_TTL,
+                                 cluster: @worker.cluster?)
         end
       end
       @session

@@ -11,6 +11,7 @@ module Tempest
 
     def stream(channel) = "tempest:stream:{#{channel}}"
     def session(id) = "session:#{id}"
+    def grants(id) = "tempest:grants:#{id}"
     def low(queue) = "tempest:low:{#{queue}}"
     def processing(queue, worker_id) = "tempest:processing:{#{queue}}:#{worker_id}"
     def alive(worker_id) = "tempest:alive:#{worker_id}"

@@ -18,10 +18,13 @@ module Tempest
     def self.valid_id?(value) = value.is_a?(String) && ID.match?(value)
     def self.new_id = SecureRandom.urlsafe_base64(16)
 
-    def initialize(redis, id, ttl)
+    # cluster: the Redis is a Redis Cluster, where the session's two keys (the hash and its
+    # grants) are in two slots
+    def initialize(redis, id, ttl, cluster: false)
       @redis = redis
       @id = id
       @ttl = ttl.to_i
+      @cluster = cluster
       @regenerated = false
     end
 
@@ -64,26 +67,51 @@ module Tempest
     end
     alias to_h all
 
-    # forget every field (logout); the id stays: regenerate it too
+    # forget every field and every grant (logout); the id stays: regenerate it too. One DEL
+    # per key: on a cluster the two keys are in two slots.
     def clear
-      @redis.del(key)
+      @redis.call("DEL", key)
+      @redis.call("DEL", Keys.grants(@id))
       nil
     end
 
-    # a new id, the fields kept (RENAME): call it at login. The answer then carries
-    # X-Tempest-Session, which tempestd turns into the new cookie.
+    # a new id, the fields and grants kept: call it at login. The answer then carries
+    # X-Tempest-Session, which tempestd turns into the new cookie. RENAMEs in one transaction;
+    # on a cluster, where RENAME cannot cross slots, a copy, then the old keys deleted
+    # (docs/protocol.md, section 7).
     def regenerate
-      old = key
+      old = @id
       @id = Session.new_id
-      begin
-        @redis.rename(old, key)
-      rescue Redis::CommandError # no such key: nothing written yet
-      end
+      @cluster ? copy(old) : move(old)
       @regenerated = true
       @id
     end
 
     private
+
+    def move(old)
+      @redis.multi do |tx|
+        tx.call("RENAME", Keys.session(old), key)
+        tx.call("RENAME", Keys.grants(old), Keys.grants(@id))
+      end
+    rescue Redis::CommandError => e # no such key: nothing written yet (the other RENAME ran)
+      raise unless e.message.match?(/no such key/i)
+    end
+
+    def copy(old)
+      fields = @redis.call("HGETALL", Keys.session(old))
+      unless fields.empty?
+        @redis.call("HSET", key, *fields)
+        @redis.call("EXPIRE", key, @ttl)
+      end
+      patterns = @redis.call("SMEMBERS", Keys.grants(old))
+      unless patterns.empty?
+        @redis.call("SADD", Keys.grants(@id), *patterns)
+        @redis.call("EXPIRE", Keys.grants(@id), @ttl)
+      end
+      @redis.call("DEL", Keys.session(old))
+      @redis.call("DEL", Keys.grants(old))
+    end
 
     def decode(raw, default)
       value = JSON.parse(raw)
