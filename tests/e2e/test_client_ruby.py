@@ -4,6 +4,7 @@ workers, failing handlers, reliable delivery (the default), low-priority jobs, d
 Redis restart, and request bodies spooled to a file or to Redis read with context.body."""
 
 from http.client import IncompleteRead
+import hashlib
 import json
 import os
 import re
@@ -406,3 +407,142 @@ def test_a_spooled_body_gone_or_not_as_its_token_says_is_body_gone(spooling, red
 
 def test_the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path):
     client_cases.the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path, "ruby-secret", "/pid")
+
+
+# 11. Redis Cluster (docs/protocol.md, section 7): jobs pushed by hand (tempestd's own cluster
+# mode is not used here), answers caught by client_cases.answer_of
+
+CLUSTER_APP = r'''
+# A Ruby worker on a Redis Cluster, for tests/e2e/test_client_ruby.py: ruby app.rb Q1,Q2 [--plain|--reliable]
+# /record?list=L&tag=T: RPUSH L "T <length of this worker's processing list of each queue, /-separated>";
+# /slow?s=&started=L: RPUSH L its pid, then works s seconds; /session/regenerate: "<old> <new>";
+# /publish?ch=&data=: the stream id or subscriber count; /digest: the body's size and SHA-256.
+require "digest"
+require "tempest/worker"
+require "uri"
+
+queues = ARGV[0].split(",")
+reliable = ARGV.include?("--plain") ? false : ARGV.include?("--reliable") ? true : nil
+worker = Tempest::Worker.new(queues, reliable: reliable, heartbeat: Float(ENV.fetch("TEMPEST_TEST_HEARTBEAT", "15")))
+worker.on("url") do |context, env|
+  path, _, query = env["url"].partition("?")
+  params = URI.decode_www_form(query).to_h
+  case path
+  when "/record"
+    held = queues.map { |q| worker.redis.call("LLEN", "tempest:processing:{#{q}}:#{worker.worker_id}") }
+    worker.redis.call("RPUSH", params["list"], "#{params['tag']} #{held.join('/')}")
+    [200, {}, "recorded"]
+  when "/slow"
+    worker.redis.call("RPUSH", params["started"], Process.pid.to_s)
+    sleep(Float(params.fetch("s", "30")))
+    [200, {}, "slow done by #{Process.pid}"]
+  when "/session/regenerate"
+    old = context.session.id
+    [200, {}, "#{old} #{context.session.regenerate}"]
+  when "/publish"
+    [200, {}, worker.publish(params["ch"], params["data"]).to_s]
+  when "/digest"
+    data = context.body(&:read)
+    [200, {}, JSON.generate(size: data.bytesize, sha256: Digest::SHA256.hexdigest(data))]
+  end
+end
+worker.run
+'''
+
+
+@pytest.fixture
+def cluster_app(shared_cluster, tmp_path, workers):
+    """CLUSTER_APP on the session's cluster, for client_cases: --plain or --reliable."""
+    script = tmp_path / "cluster_app.rb"
+    script.write_text(CLUSTER_APP)
+    lib = os.path.join(REPO, "clients", "ruby", "lib")
+
+    def start(queues, name, option=None, env=None):
+        flags = [f"--{option}"] if option else []
+        workers.append(start_ruby(["-I", lib, str(script), queues, *flags], shared_cluster.url, tmp_path, name, env))
+        return workers[-1]
+
+    return client_cases.App(start, tmp_path)
+
+
+def in_different_slots(cluster, names):
+    """A tag such that the names made by ``names(tag)`` have each their own master."""
+    for _ in range(100):
+        tag = os.urandom(3).hex()
+        if len({cluster.master_of(name).port for name in names(tag)}) == len(names(tag)):
+            return tag
+    raise AssertionError("no names with a master each")
+
+
+@pytest.mark.parametrize("mode", ["reliable", "plain"])
+def test_on_a_cluster_one_worker_takes_from_queues_in_different_slots(shared_cluster, cluster_app, mode):
+    """Two queues on two masters: a plain worker cannot BLPOP them together (CROSSSLOT), it takes
+    from each in turn; both modes take the queues in order, then their low lists."""
+    client = shared_cluster.client()
+    tag = in_different_slots(shared_cluster, lambda tag: [f"rbcl{tag}-{mode}-a", f"rbcl{tag}-{mode}-b"])
+    client_cases.low_jobs_after_the_queues(client, cluster_app, f"rbcl{tag}", mode)
+    assert "Redis refused" not in cluster_app.log("prio") and "unreachable" not in cluster_app.log("prio")
+
+
+def test_on_a_cluster_reliable_delivery_sessions_publish_and_bodies(shared_cluster, cluster_app):
+    """One reliable worker on two queues of two masters: a session regenerated (its hash and
+    grants copied to the new id's slots), a durable publish (routed by its stream's key, heard
+    on another node), a body spooled to Redis, and, killed mid-job, its job left in its
+    processing list on the queue's master."""
+    client = shared_cluster.client()
+    tag = in_different_slots(shared_cluster, lambda tag: [f"rbcl{tag}-a", f"rbcl{tag}-b",
+                                                          f"tempest:stream:{{rbcl{tag}.news}}"])
+    a, b, channel = f"rbcl{tag}-a", f"rbcl{tag}-b", f"rbcl{tag}.news"
+    worker = cluster_app.start(f"{a},{b}", "reliable", "reliable", {"TEMPEST_TEST_HEARTBEAT": "1"})
+    wait_until(lambda: len(registered(client, a)) == len(registered(client, b)) == 1, 15, message="registered")
+    worker_id = registered(client, a)[0].decode().split(" ", 1)[1]
+    old, new = ("A" * 16 + tag)[:22], None
+    client.hset(f"session:{old}", "user", json.dumps(["alice"]))
+    client.sadd(f"tempest:grants:{old}", "user.alice.*")
+    client.set("tempest:pubsub:durable", json.dumps([[f"rbcl{tag}.*", 10]]))
+    listener = shared_cluster.nodes[-1].client().pubsub()  # any node hears every PUBLISH
+    body_key = f"tempest:body:{{rbcl{tag}}}"
+    try:
+        status, _, answer = client_cases.answer_of(client, a, {"method": "GET", "url": "/session/regenerate",
+                                                              "headers": {}, "session": {"id": old, "ttl": 600}})
+        assert status == 200 and answer.split()[0] == old
+        new = answer.split()[1]
+        assert client.hgetall(f"session:{new}") == {b"user": b'["alice"]'} and 0 < client.ttl(f"session:{new}") <= 600
+        assert client.smembers(f"tempest:grants:{new}") == {b"user.alice.*"}
+        assert not client.exists(f"session:{old}") and not client.exists(f"tempest:grants:{old}")
+
+        listener.subscribe(channel)
+        wait_until(lambda: listener.get_message(timeout=0.1), message="subscribed")
+        status, _, stream_id = client_cases.answer_of(client, b, {"method": "GET", "headers": {},
+                                                                 "url": f"/publish?ch={channel}&data=kept"})
+        assert status == 200 and re.fullmatch(r"\d+-\d+", stream_id)
+        [(entry_id, fields)] = client.xrange(f"tempest:stream:{{{channel}}}")
+        assert (entry_id.decode(), json.loads(fields[b"m"])) == (stream_id, ["kept"])
+        heard = wait_until(lambda: listener.get_message(timeout=0.1), message="the durable message heard")
+        assert json.loads(heard["data"]) == ["$durable", stream_id, '["kept"]']
+
+        data = os.urandom(client_cases.CHUNK + 1000)
+        client.rpush(body_key, data[:client_cases.CHUNK], data[client_cases.CHUNK:])
+        token = {"key": body_key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "chunks": 2}
+        status, _, answer = client_cases.answer_of(client, b, {"method": "POST", "url": "/digest", "headers": {},
+                                                              "body_key": token})
+        assert (status, json.loads(answer)) == (200, {"size": len(data), "sha256": token["sha256"]})
+
+        started = f"rbcl{tag}-started"
+        client.rpush(b, hand_job("url", [{"method": "GET", "url": f"/slow?started={started}",
+                                                       "headers": {}}], job_id="slow"))
+        wait_until(lambda: client.llen(started) == 1, 10, message="the slow job started")
+        processing = f"tempest:processing:{{{b}}}:{worker_id}"
+        master = shared_cluster.master_of(b).client()  # a plain client of that node: no redirection
+        assert master.llen(processing) == 1 and shared_cluster.master_of(a).port != shared_cluster.master_of(b).port
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+        wait_until(lambda: not client.exists(f"tempest:alive:{worker_id}"), 5, message="the heartbeat expired")
+        assert json.loads(master.lindex(processing, 0))[3] == "slow"  # still there, for tempestd to give back
+    finally:
+        listener.close()
+        client.delete(f"session:{old}", f"tempest:grants:{old}", f"session:{new}", f"tempest:grants:{new}",
+                      "tempest:pubsub:durable", body_key,
+                      f"tempest:stream:{{{channel}}}", f"rbcl{tag}-started", f"tempest:processing:{{{b}}}:{worker_id}",
+                      f"tempest:processing:{{{a}}}:{worker_id}")
+        client.srem("tempest:workers", f"{a} {worker_id}", f"{b} {worker_id}")
