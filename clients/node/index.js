@@ -23,9 +23,11 @@ const fs = require('fs');
 const os = require('os');
 const { Readable } = require('stream');
 const { createClient } = require('redis');
+const { ClusterClient, keySlot } = require('./cluster');
 
 const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379/0';
 const POLL_TIMEOUT = 1; // seconds a BLPOP blocks, so that a stop request is seen within it
+const CLUSTER_POLL = 0.25; // seconds the first queue blocks when the queues are in several slots of a cluster
 const COMMAND_GRACE = 10000; // ms a blocking command may take beyond its own timeout: then the connection is dead
 const ANSWER_TIMEOUT = 10000; // ms an answer endpoint may take to reply
 const RECONNECT_MIN = 100; // ms
@@ -164,9 +166,16 @@ function fnmatch(pattern) {
   return new RegExp('^' + out + '$', 's');
 }
 
+// HSET the field/value pairs of ARGV[2...] and EXPIRE the hash (ARGV[1] seconds), at once
+const SESSION_WRITE = `
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return redis.call('EXPIRE', KEYS[1], ARGV[1])
+`;
+
 /**
  * A session as a worker sees it: the Redis hash session:<id>, each value the JSON list [value].
- * Reads go to Redis every time; every write sets the hash's TTL again (MULTI HSET + EXPIRE).
+ * Reads go to Redis every time; every write sets the hash's TTL again (HSET and EXPIRE in one
+ * script, one key: the same on a Redis Cluster).
  */
 class Session {
   constructor(redis, id, ttl) {
@@ -179,7 +188,7 @@ class Session {
   get key() { return keys.session(this.id); }
 
   async get(field, fallback = null) {
-    const raw = await this.redis.hGet(this.key, field);
+    const raw = await this.redis.sendCommand(['HGET', this.key, field]);
     return raw === null || raw === undefined ? fallback : Session.value(raw, fallback);
   }
 
@@ -188,30 +197,43 @@ class Session {
   async update(values) {
     const fields = Object.entries(values);
     if (fields.length === 0) return;
-    const encoded = Object.fromEntries(fields.map(([field, value]) => [field, JSON.stringify([value])]));
-    await this.redis.multi().hSet(this.key, encoded).expire(this.key, this.ttl).exec();
+    const pairs = fields.flatMap(([field, value]) => [field, JSON.stringify([value])]);
+    await this.redis.sendCommand(['EVAL', SESSION_WRITE, '1', this.key, String(this.ttl), ...pairs]);
   }
 
-  async delete(field) { return (await this.redis.hDel(this.key, field)) > 0; }
+  async delete(field) { return (await this.redis.sendCommand(['HDEL', this.key, field])) > 0; }
 
-  async has(field) { return Boolean(await this.redis.hExists(this.key, field)); }
+  async has(field) { return Boolean(await this.redis.sendCommand(['HEXISTS', this.key, field])); }
 
   async all() {
-    const raw = await this.redis.hGetAll(this.key);
-    return Object.fromEntries(Object.entries(raw).map(([field, value]) => [field, Session.value(value, null)]));
+    const flat = await this.redis.sendCommand(['HGETALL', this.key]);
+    const fields = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i]] = Session.value(flat[i + 1], null);
+    return fields;
   }
 
   /** Forget every field (logout); the id stays: regenerate() it too. */
-  async clear() { await this.redis.del(this.key); }
+  async clear() { await this.redis.sendCommand(['DEL', this.key]); }
 
-  /** A new id for the same fields (call it at login); the answer carries X-Tempest-Session. */
+  /**
+   * A new id for the same fields (call it at login); the answer carries X-Tempest-Session.
+   * RENAME on one Redis; on a Redis Cluster, where the new key's slot is not the old one's, a
+   * copy (HGETALL, then HSET and EXPIRE) and DEL of the old key: a write to the old id in
+   * between is lost (docs/protocol.md, section 7).
+   */
   async regenerate() {
     const old = this.key;
     this.id = randomId(16);
-    try {
-      await this.redis.rename(old, this.key);
-    } catch (error) {
-      if (!/no such key/i.test(String(error && error.message))) throw error; // nothing written yet
+    if (this.redis.isCluster) {
+      const flat = await this.redis.sendCommand(['HGETALL', old], { returnBuffers: true }); // the bytes as they are
+      if (flat.length) await this.redis.sendCommand(['EVAL', SESSION_WRITE, '1', this.key, String(this.ttl), ...flat]);
+      await this.redis.sendCommand(['DEL', old]);
+    } else {
+      try {
+        await this.redis.sendCommand(['RENAME', old, this.key]);
+      } catch (error) {
+        if (!/no such key/i.test(String(error && error.message))) throw error; // nothing written yet
+      }
     }
     this.regenerated = true;
     return this.id;
@@ -431,23 +453,23 @@ class Context {
  */
 const TLS_PARAMS = ['ssl_ca_certs', 'ssl_certfile', 'ssl_keyfile', 'ssl_cert_reqs', 'ssl_check_hostname'];
 
+/** The TLS socket options that the query parameters tempestd takes (redis-py's: ssl_ca_certs,
+ * ssl_certfile, ssl_keyfile, ssl_cert_reqs, ssl_check_hostname) mean (files read now). */
+function tlsSocket(params) {
+  const file = (key) => (params.get(key) ? fs.readFileSync(params.get(key)) : undefined);
+  const socket = { tls: true, ca: file('ssl_ca_certs'), cert: file('ssl_certfile'), key: file('ssl_keyfile') };
+  if (params.get('ssl_cert_reqs') === 'none') socket.rejectUnauthorized = false;
+  if (/^(false|no|0)$/i.test(params.get('ssl_check_hostname') || '')) socket.checkServerIdentity = () => undefined;
+  for (const key of Object.keys(socket)) if (socket[key] === undefined) delete socket[key];
+  return socket;
+}
+
 /** What createClient needs of TEMPEST_REDIS_URL: the URL without the TLS query parameters
- * tempestd takes (redis-py's: ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs,
- * ssl_check_hostname) and, for rediss://, the socket options they mean (files read now). */
+ * and, for rediss://, the socket options they mean. */
 function redisTarget(url) {
   const parsed = new URL(url);
   const params = parsed.searchParams;
-  const socket = {};
-  if (parsed.protocol === 'rediss:') {
-    socket.tls = true;
-    const file = (key) => (params.get(key) ? fs.readFileSync(params.get(key)) : undefined);
-    socket.ca = file('ssl_ca_certs');
-    socket.cert = file('ssl_certfile');
-    socket.key = file('ssl_keyfile');
-    if (params.get('ssl_cert_reqs') === 'none') socket.rejectUnauthorized = false;
-    if (/^(false|no|0)$/i.test(params.get('ssl_check_hostname') || '')) socket.checkServerIdentity = () => undefined;
-    for (const key of Object.keys(socket)) if (socket[key] === undefined) delete socket[key];
-  }
+  const socket = parsed.protocol === 'rediss:' ? tlsSocket(params) : {};
   if (!TLS_PARAMS.some((key) => params.has(key))) return { url, socket };
   for (const key of TLS_PARAMS) params.delete(key);
   return { url: parsed.toString(), socket };
@@ -469,6 +491,30 @@ function sentinelTarget(url) {
   return { sentinels, service: decodeURIComponent(service), database: Number(db), username: username || undefined,
     password: password || undefined, sentinelUsername: params.get('sentinel_username') || undefined,
     sentinelPassword: params.get('sentinel_password') || undefined };
+}
+
+/** The seeds, credentials and TLS socket options of
+ * redis+cluster://[[user]:password@]host:port[,host:port...][/][?ssl=yes&ssl_ca_certs=...]
+ * (a cluster has database 0 only: no other path). */
+function clusterTarget(url) {
+  const match = /^redis\+cluster:\/\/(?:([^/?]*)@)?([^@/?]+)(\/[^?]*)?(?:\?(.*))?$/.exec(url);
+  if (!match) throw new Error('expected redis+cluster://host:port[,host:port...]');
+  const [, userinfo = '', hosts, path = '', query = ''] = match;
+  if (!['', '/', '/0'].includes(path)) {
+    throw new Error('a Redis Cluster has database 0 only: no path after redis+cluster://host:port[,...]');
+  }
+  const params = new URLSearchParams(query);
+  const colon = userinfo.indexOf(':'); // without one, a user name alone (as tempestd reads it)
+  const username = decodeURIComponent(colon < 0 ? userinfo : userinfo.slice(0, colon));
+  const password = colon < 0 ? '' : decodeURIComponent(userinfo.slice(colon + 1));
+  const seeds = hosts.split(',').filter(Boolean).map((address) => {
+    const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(address); // [::1]:7000
+    if (bracketed) return { host: bracketed[1], port: Number(bracketed[2] || 6379) };
+    const at = address.lastIndexOf(':');
+    return at > 0 ? { host: address.slice(0, at), port: Number(address.slice(at + 1)) } : { host: address, port: 6379 };
+  });
+  const ssl = /^(yes|true|1|on)$/i.test(params.get('ssl') || '');
+  return { seeds, username: username || undefined, password: password || undefined, socket: ssl ? tlsSocket(params) : {} };
 }
 
 /** {host, port} of the service's master, from the first of the Sentinels that knows it. */
@@ -524,6 +570,17 @@ class Worker {
     this.processed = 0;
     this.expired = 0; // url jobs taken past their deadline, dropped without running
     this._expiredLogged = -Infinity;
+    this.onCluster = this.redisUrl.startsWith('redis+cluster://');
+    if (this.onCluster && this.reliable) {
+      // a { in a queue's name makes another hash tag of tempest:processing:{<queue>}:<id>: its slot
+      // is not the queue's, and moving a job between them is refused (CROSSSLOT)
+      const apart = this.queues.find((queue) => keySlot(queue) !== keySlot(keys.processing(queue, '')));
+      if (apart !== undefined) {
+        throw new Error(`queue ${apart}: on a Redis Cluster its processing list ${keys.processing(apart, '<id>')} is in `
+          + "another slot (a { in the queue's name): reliable delivery cannot move its jobs; name the queue without {, "
+          + 'or use reliable: false');
+      }
+    }
     // for the handlers, publish and the heartbeat; commands fail at once while Redis is away
     this.redis = this._client();
     this._blocking = null; // BLPOP/BLMOVE/XREAD: its own connection, replaced if it hangs
@@ -544,6 +601,11 @@ class Worker {
 
   _client() {
     if (this.redisUrl.startsWith('redis+sentinel://')) return this._sentinelClient();
+    if (this.onCluster) {
+      const client = new ClusterClient(clusterTarget(this.redisUrl));
+      warnOfErrors(client);
+      return client;
+    }
     const target = redisTarget(this.redisUrl);
     const client = createClient({
       url: target.url,
@@ -695,10 +757,22 @@ class Worker {
     }
   }
 
-  /** BLPOP over the queues, then their low-priority lists: a low job only when every queue is empty. */
+  /**
+   * BLPOP over the queues, then their low-priority lists: a low job only when every queue is
+   * empty. On a Redis Cluster, where one BLPOP cannot name lists of several slots, the lists in
+   * that order without blocking (LPOP), then a short BLPOP on the first queue.
+   */
   async _take() {
     const lists = [...this.queues, ...this.queues.map(keys.low)];
-    const item = await this._block(['BLPOP', ...lists, String(POLL_TIMEOUT)], POLL_TIMEOUT);
+    if (!this.onCluster || new Set(lists.map(keySlot)).size === 1) {
+      const item = await this._block(['BLPOP', ...lists, String(POLL_TIMEOUT)], POLL_TIMEOUT);
+      return item ? [item[1]] : [];
+    }
+    for (const list of lists) {
+      const job = await this._block(['LPOP', list], 0);
+      if (job !== null && job !== undefined) return [job];
+    }
+    const item = await this._block(['BLPOP', this.queues[0], String(CLUSTER_POLL)], CLUSTER_POLL);
     return item ? [item[1]] : [];
   }
 
@@ -955,4 +1029,5 @@ class Worker {
   }
 }
 
-module.exports = { Worker, Context, Stream, Session, BodyGone, bodyChunks, decodeJob, withHeader, fnmatch, keys, DEFAULT_REDIS_URL };
+module.exports = { Worker, Context, Stream, Session, BodyGone, bodyChunks, decodeJob, withHeader, fnmatch, keys, keySlot,
+  DEFAULT_REDIS_URL };
