@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import uuid
 
 import pytest
 
@@ -407,3 +408,136 @@ def test_a_spooled_body_gone_or_not_as_its_token_says_is_body_gone(spooling, red
 
 def test_the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path):
     client_cases.the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path, "node-secret")
+
+
+# 11. Redis Cluster (docs/protocol.md, section 7), on the session's shared_cluster: no tempestd
+# (its cluster mode is not there yet), jobs pushed by hand
+
+CLUSTER_APP = r"""
+'use strict';
+// A test worker on a Redis Cluster: node cluster-app.js QUEUE[,QUEUE...] [reliable|plain]
+//   /record?list=L&tag=T: RPUSH L "T <length of this worker's processing list of each queue, /-joined>"
+//   /hold?ms=N: logs "hold started", waits N ms, answers
+const { Worker, keys } = require(process.env.TEMPEST_NODE_CLIENT);
+const [queues, option] = [process.argv[2].split(','), process.argv[3]];
+const reliable = option === 'reliable' ? true : option === 'plain' ? false : undefined;
+const worker = new Worker(queues, { reliable, heartbeat: Number(process.env.TEST_HEARTBEAT || 15) });
+worker.on('url', async (context, env) => {
+  const url = new URL(env.url, 'http://localhost');
+  const q = Object.fromEntries(url.searchParams);
+  if (url.pathname === '/record') {
+    const held = [];
+    for (const queue of queues) held.push(await worker.redis.sendCommand(['LLEN', keys.processing(queue, worker.workerId)]));
+    await worker.redis.sendCommand(['RPUSH', q.list, `${q.tag} ${held.join('/')}`]);
+  } else if (url.pathname === '/hold') {
+    process.stderr.write('hold started\n');
+    await new Promise((resolve) => setTimeout(resolve, Number(q.ms)));
+  }
+  return [200, { 'Content-Type': 'text/plain' }, 'done'];
+});
+worker.run().then(() => process.exit(0), (error) => { console.error(error.message); process.exit(1); });
+"""
+
+
+def apart(cluster, name):
+    """``name(i)`` for the first i whose two queues (a tuple) are served by different masters."""
+    for i in range(100):
+        a, b = name(i)
+        if cluster.master_of(a).port != cluster.master_of(b).port:
+            return name(i)
+    raise AssertionError("no two queue names on different masters")
+
+
+def cluster_worker(node, started, tmp_path, url, queues, name, option=None, env=None):
+    script = tmp_path / "cluster-app.js"
+    script.write_text(CLUSTER_APP)
+    environment = dict(os.environ, TEMPEST_REDIS_URL=url, TEMPEST_NODE_CLIENT=CLIENT, **(env or {}))
+    with open(tmp_path / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen([node, str(script), queues, *([option] if option else [])], env=environment,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    started.append(proc)
+    return proc
+
+
+def test_cluster_queues_in_several_slots_and_a_killed_workers_job_on_its_master(node, started, shared_cluster,
+                                                                                 tmp_path):
+    client = shared_cluster.client()
+    tag = uuid.uuid4().hex[:6]
+    app = client_cases.App(lambda queues, name, option=None, env=None: cluster_worker(
+        node, started, tmp_path, shared_cluster.url, queues, name, option, env), tmp_path)
+    for mode in ("reliable", "plain"):  # one worker on two queues of two masters: in order, low lists last
+        a, _ = apart(shared_cluster, lambda i: (f"node-cl{tag}{i}-{mode}-a", f"node-cl{tag}{i}-{mode}-b"))
+        client_cases.low_jobs_after_the_queues(client, app, a[:-len(f"-{mode}-a")], mode)
+    assert "CROSSSLOT" not in app.log("prio")
+    kill_groups(started)
+
+    # reliable delivery: the job of a killed worker stays in its processing list, on its queue's master
+    a, b = apart(shared_cluster, lambda i: (f"node-cl{tag}-kill{i}-a", f"node-cl{tag}-kill{i}-b"))
+    worker = app.start(f"{a},{b}", "killed", None, {"TEST_HEARTBEAT": "1"})
+    worker_id = None
+    try:
+        wait_until(lambda: registered(client, b), 15, message="the worker registered")
+        [entry] = registered(client, b)
+        worker_id = entry.decode().split(" ", 1)[1]
+        job = hand_job("url", [{"method": "GET", "url": "/hold?ms=60000", "headers": {}}])
+        client.rpush(b, job)
+        wait_until(lambda: "hold started" in log_of(tmp_path, "killed"), 10, message="the job in hand")
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+        processing = "tempest:processing:{" + b + "}:" + worker_id
+        master = shared_cluster.master_of(b)
+        assert shared_cluster.master_of(processing).port == master.port != shared_cluster.master_of(a).port
+        assert master.client().lrange(processing, 0, -1) == [job.encode()]  # read on that node itself
+        assert not client.exists(b)
+        wait_until(lambda: not client.exists(f"tempest:alive:{worker_id}"), 5, message="the heartbeat expired")
+    finally:
+        if worker_id is not None:  # what tempestd would have given back
+            client.delete(f"tempest:processing:{{{b}}}:{worker_id}")
+            client.srem("tempest:workers", f"{a} {worker_id}", f"{b} {worker_id}")
+
+
+def test_cluster_session_regenerate_publish_and_the_password(node, started, shared_cluster, tmp_path):
+    client = shared_cluster.client()
+    tag = uuid.uuid4().hex[:6]
+    queue, user, secret = f"node-cl{tag}", f"node-cl{tag}", f"cluster-secret-{tag}"
+    plain, durable = f"node-cl{tag}.plain", f"nodecldur{tag}.news"
+    for master in shared_cluster.masters:  # a user of its own: the session's cluster keeps its default one
+        master.client().execute_command("ACL", "SETUSER", user, "on", f">{secret}", "~*", "&*", "+@all")
+    client.set("tempest:pubsub:durable", json.dumps([[f"nodecldur{tag}.*", 10]]))
+    url = shared_cluster.url.replace("redis+cluster://", f"redis+cluster://{user}:{secret}@")
+    subscriber = shared_cluster.masters[0].client().pubsub()  # any node hears every PUBLISH
+    worker = start_node(node, started, ["app", queue], url, tmp_path, "clapp")
+    try:
+        subscriber.subscribe(plain, durable)
+        # a session regenerated: copied to the new id, whose slot is another, and the old one deleted
+        sid = "S" * 11 + tag + "s" * 5
+        client.hset(f"session:{sid}", mapping={"user": '["bob"]', "n": '["2"]'})
+        env = {"method": "GET", "url": "/session/regenerate", "headers": {}, "session": {"id": sid, "ttl": 600}}
+        status, headers, body = client_cases.answer_of(client, queue, env)
+        new = headers["X-Tempest-Session"]
+        assert (status, body) == (200, f"{sid} -> {new}") and re.fullmatch(r"[A-Za-z0-9_-]{22}", new)
+        assert client.hgetall(f"session:{new}") == {b"user": b'["bob"]', b"n": b'["2"]'}
+        assert 0 < client.ttl(f"session:{new}") <= 600 and not client.exists(f"session:{sid}")
+        # publish: plain (to any node), then durable (the script on its stream's master)
+        for channel, data in ((plain, "hello"), (durable, "kept")):
+            env = {"method": "GET", "url": f"/publish?channel={channel}&data={data}", "headers": {}}
+            assert client_cases.answer_of(client, queue, env)[0] == 200
+        stream = f"tempest:stream:{{{durable}}}"
+        [(stream_id, fields)] = shared_cluster.master_of(stream).client().xrange(stream)
+        assert json.loads(fields[b"m"]) == ["kept"]
+        messages = []
+        wait_until(lambda: messages.extend(m for m in [subscriber.get_message(timeout=0.1)] if m and m["type"] == "message")
+                   or len(messages) == 2, 10, message="both messages heard")
+        assert [(m["channel"].decode(), json.loads(m["data"])) for m in messages] == [
+            (plain, ["hello"]), (durable, ["$durable", stream_id.decode(), '["kept"]'])]
+        # the password: *** in the log, never in a command line
+        log = log_of(tmp_path, "clapp")
+        assert f"redis+cluster://{user}:***@127.0.0.1:" in log and secret not in log, log
+        assert not [c for c in client_cases._session_commands(worker.pid) if secret in c]
+        stop_group(worker)
+        assert worker.returncode == 0 and not registered(client, queue)
+    finally:
+        subscriber.close()
+        client.delete("tempest:pubsub:durable", f"tempest:stream:{{{durable}}}")
+        for master in shared_cluster.masters:
+            master.client().execute_command("ACL", "DELUSER", user)
