@@ -19,12 +19,12 @@ final class Body
      * The body as a generator of strings (binary), in order.
      *
      * @param array $env a url job's env
-     * @param \Redis|null $redis a connection to the queues' Redis (needed for `body_key` only)
+     * @param \Redis|\RedisCluster|null $redis a connection to the queues' Redis (needed for `body_key` only)
      * @return \Generator<int, string>
      * @throws BodyGone at once for a spooled file that does not exist; while iterating for a
      *     missing chunk, a short body or another sha256
      */
-    public static function chunks(array $env, ?\Redis $redis): \Generator
+    public static function chunks(array $env, \Redis|\RedisCluster|null $redis): \Generator
     {
         if (is_array($env['body_file'] ?? null)) {
             $token = self::token($env['body_file'], 'path');
@@ -77,11 +77,12 @@ final class Body
         }
     }
 
-    private static function redisChunks(\Redis $redis, string $key, int $chunks): \Generator
+    private static function redisChunks(\Redis|\RedisCluster $redis, string $key, int $chunks): \Generator
     {
         for ($index = 0; $index < $chunks; $index++) {
             $redis->clearLastError();
-            $chunk = $redis->rawCommand('LINDEX', $key, $index);
+            // RedisCluster: the typed method, which follows MOVED and ASK (its rawCommand does not)
+            $chunk = $redis instanceof \RedisCluster ? $redis->lIndex($key, $index) : $redis->rawCommand('LINDEX', $key, $index);
             if (!is_string($chunk) || $chunk === '') {
                 if (($error = $redis->getLastError()) !== null) {
                     $redis->clearLastError();

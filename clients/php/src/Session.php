@@ -74,20 +74,51 @@ final class Session implements \ArrayAccess
         return $all;
     }
 
-    /** Forget every field (logout); the id stays, regenerate() it too. */
+    /** Forget every field and every grant (logout); the id stays, regenerate() it too. One DEL per key:
+     * on a cluster the two keys are in two slots. */
     public function clear(): void
     {
-        $this->worker->redis()->del($this->key());
+        $redis = $this->worker->redis();
+        $redis->del($this->key());
+        $redis->del(self::grants($this->id));
     }
 
-    /** A new id keeping the fields (at login): the old id stops working. Returns the new id. */
+    /** A new id keeping the fields and grants (at login): the old id stops working. Returns the new id.
+     * Two RENAMEs in one transaction; on a cluster, where RENAME cannot cross slots, a copy, then
+     * the old keys deleted (docs/protocol.md, section 7). */
     public function regenerate(): string
     {
-        $old = $this->key();
+        $old = $this->id;
         $this->id = Worker::token(16);
-        $this->worker->redis()->rename($old, $this->key());  // false when nothing was written yet
+        $redis = $this->worker->redis();
+        if ($redis instanceof \RedisCluster) {
+            $this->copy($redis, $old);
+        } else {  // each RENAME is false when nothing was written yet
+            $redis->multi()->rename("session:$old", $this->key())->rename(self::grants($old), self::grants($this->id))->exec();
+        }
         $this->regenerated = true;
         return $this->id;
+    }
+
+    public static function grants(string $id): string
+    {
+        return 'tempest:grants:' . $id;
+    }
+
+    private function copy(\RedisCluster $redis, string $old): void
+    {
+        $fields = $redis->hGetAll("session:$old");
+        if (is_array($fields) && $fields) {
+            $redis->hMSet($this->key(), $fields);
+            $redis->expire($this->key(), $this->ttl);
+        }
+        $patterns = $redis->sMembers(self::grants($old));
+        if (is_array($patterns) && $patterns) {
+            $redis->sAdd(self::grants($this->id), ...$patterns);
+            $redis->expire(self::grants($this->id), $this->ttl);
+        }
+        $redis->del("session:$old");
+        $redis->del(self::grants($old));
     }
 
     public function offsetExists(mixed $offset): bool

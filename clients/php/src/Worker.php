@@ -12,7 +12,8 @@ namespace Tempest;
  *     $worker->on('url', fn (Context $context, array $env) => [200, ['Content-Type' => 'text/plain'], 'Hello']);
  *     $worker->run();
  *
- * Options: `redis_url` (default: TEMPEST_REDIS_URL, else redis://127.0.0.1:6379/0),
+ * Options: `redis_url` (default: TEMPEST_REDIS_URL, else redis://127.0.0.1:6379/0; also rediss://,
+ * redis+sentinel:// and redis+cluster://, whose commands go through Tempest\Cluster),
  * `answer_password` (default: TEMPEST_ANSWER_PASSWORD), `reliable` (default true, unless
  * TEMPEST_RELIABLE is 0, false, no or off; an explicit true or false wins over it), `heartbeat`
  * (seconds, 15), `logger` (callable(string $level, string $message)).
@@ -25,6 +26,7 @@ final class Worker
 {
     public const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379/0';
     public const POLL_TIMEOUT = 1;         // seconds a BLPOP blocks, so that a stop is seen within it
+    public const SPREAD_TIMEOUT = 0.25;    // seconds a plain worker on queues in several Cluster slots blocks on the first
     public const RECONNECT_MAX = 5.0;      // seconds between reconnection attempts, at most
     public const GATHER_TTL = 300;         // seconds a fan-out's results stream lives at most
     public const ANSWER_ACTIONS = ['url', 'ws'];  // the actions every answer endpoint knows
@@ -66,11 +68,13 @@ return id
     public int $processed = 0;
     public int $expired = 0;             // url jobs taken past their deadline, dropped without running
     public bool $stopping = false;
+    public bool $cluster;                // the Redis is a Redis Cluster (a redis+cluster:// URL)
 
     /** @var array<string, callable> */
     private array $handlers = [];
-    private ?\Redis $jobs = null;    // BLPOP, RPUSH, gather, reliable delivery
-    private ?\Redis $redis = null;   // for the handlers: sessions, publish, anything
+    private \Redis|Cluster|null $jobs = null;          // BLPOP, RPUSH, gather, reliable delivery, publish
+    private \Redis|\RedisCluster|null $redis = null;   // for the handlers: sessions, anything
+    private bool $spread;            // queues in several slots of a cluster: no BLPOP names them all
     /** @var array<string, \Redis> */
     private array $endpoints = [];
     private ?int $beater = null;     // pid of the heartbeat process (reliable)
@@ -100,6 +104,12 @@ return id
                 getmypid(), $message));
         };
         $this->workerId = gethostname() . ':' . getmypid() . ':' . bin2hex(random_bytes(3));
+        $this->cluster = str_starts_with($this->redisUrl, 'redis+cluster://');
+        if ($this->cluster) {
+            Cluster::parse($this->redisUrl);  // a bad URL is refused now, not at the first job
+        }
+        $slots = array_map([Cluster::class, 'slot'], [...$this->queues, ...array_map([self::class, 'low'], $this->queues)]);
+        $this->spread = $this->cluster && count(array_unique($slots)) > 1;
     }
 
     /** Reliable delivery unless TEMPEST_RELIABLE says 0, false, no or off (the default when unset). */
@@ -188,8 +198,30 @@ return id
     /** @return list<string> */
     private function take(): array
     {
+        if ($this->spread) {
+            return $this->takeSpread();
+        }
         $lows = array_map([self::class, 'low'], $this->queues);  // taken only when every queue is empty
         $item = $this->command('BLPOP', ...[...$this->queues, ...$lows, self::POLL_TIMEOUT]);
+        return is_array($item) && count($item) === 2 ? [$item[1]] : [];
+    }
+
+    /**
+     * Queues in several slots of a cluster, where one BLPOP cannot name them all (CROSSSLOT):
+     * each queue (LPOP), then each low list, then a short BLPOP on the first queue alone, so
+     * that the others are looked at between the waits.
+     *
+     * @return list<string>
+     */
+    private function takeSpread(): array
+    {
+        foreach ([...$this->queues, ...array_map([self::class, 'low'], $this->queues)] as $key) {
+            $job = $this->command('LPOP', $key);
+            if (is_string($job)) {
+                return [$job];
+            }
+        }
+        $item = $this->command('BLPOP', $this->queues[0], self::SPREAD_TIMEOUT);
         return is_array($item) && count($item) === 2 ? [$item[1]] : [];
     }
 
@@ -206,7 +238,7 @@ return id
         return 'tempest:low:{' . $queue . '}';
     }
 
-    private function beat(\Redis $redis): void
+    private function beat(\Redis|Cluster $redis): void
     {
         $entries = array_map(fn (string $queue): string => "$queue {$this->workerId}", $this->queues);
         $redis->rawCommand('SET', 'tempest:alive:' . $this->workerId, '1', 'PX', (int) ($this->heartbeat * 1000));
@@ -244,7 +276,7 @@ return id
                 break;  // the worker died (SIGKILL): let the heartbeat expire
             }
             try {
-                $redis ??= self::connect($this->redisUrl, 5.0);
+                $redis ??= self::client($this->redisUrl, 5.0);
                 $this->beat($redis);
             } catch (\RedisException $e) {
                 $redis = null;
@@ -349,7 +381,7 @@ return id
             }
         } catch (\Throwable $e) {
             $this->log('error', "handler of '$action' failed on job " . self::text($jobId) . ": $e");
-            if ($e instanceof \RedisException) {
+            if ($e instanceof \RedisException || $e instanceof \RedisClusterException) {
                 $this->jobs = $this->redis = null;  // connect again for the next job
             }
             $context->openStream?->abort();  // its head is gone: the client's body is cut
@@ -519,23 +551,23 @@ return id
             throw new \InvalidArgumentException('bad event name ' . json_encode($event));
         }
         $message = self::json($event !== null ? [$event, $data] : [$data]);
-        $redis = $this->redis();
-        $history = $this->durableHistory($redis, $channel);
-        if ($history === null) {
-            return (int) $redis->rawCommand('PUBLISH', $channel, $message);
+        $history = $this->durableHistory($channel);
+        if ($history === null) {  // on a cluster: any node, which passes it to every node
+            return (int) $this->command('PUBLISH', $channel, $message);
         }
-        $id = $redis->rawCommand('EVAL', self::PUBLISH_DURABLE, 1, 'tempest:stream:{' . $channel . '}', $message,
+        // on a cluster: the master of the stream's slot (the script's one key)
+        $id = $this->command('EVAL', self::PUBLISH_DURABLE, 1, 'tempest:stream:{' . $channel . '}', $message,
             $history, $channel);
         if (!is_string($id)) {
-            throw new RedisError('durable publish failed: ' . $redis->getLastError());
+            throw new RedisError('durable publish failed: ' . json_encode($id));
         }
         return $id;
     }
 
-    private function durableHistory(\Redis $redis, string $channel): ?int
+    private function durableHistory(string $channel): ?int
     {
         if (microtime(true) - $this->durableStamp > 5.0) {
-            $raw = $redis->rawCommand('GET', self::DURABLE_KEY);
+            $raw = $this->command('GET', self::DURABLE_KEY);
             $patterns = is_string($raw) ? json_decode($raw, true) : [];
             $this->durable = is_array($patterns) ? $patterns : [];
             $this->durableStamp = microtime(true);
@@ -550,16 +582,51 @@ return id
 
     // Redis
 
-    /** A phpredis client of the worker's Redis, for the handlers (connected again after a failure). */
-    public function redis(): \Redis
+    /**
+     * A phpredis client of the worker's Redis, for the handlers (connected again after a
+     * failure): a \Redis, or on a cluster a \RedisCluster (its typed methods follow MOVED and
+     * ASK; its rawCommand takes a key or a node first, and follows neither).
+     */
+    public function redis(): \Redis|\RedisCluster
     {
+        if ($this->redis === null && $this->cluster) {
+            $this->redis = self::phpredisCluster($this->redisUrl, 10.0);
+        }
         return $this->redis ??= self::connect($this->redisUrl, 10.0);
     }
 
-    private function jobs(): \Redis
+    private function jobs(): \Redis|Cluster
     {
         // a BLPOP blocks POLL_TIMEOUT: the read timeout must be above it
-        return $this->jobs ??= self::connect($this->redisUrl, self::POLL_TIMEOUT + 10.0);
+        return $this->jobs ??= self::client($this->redisUrl, self::POLL_TIMEOUT + 10.0);
+    }
+
+    /** The worker's own client of a URL: a connected \Redis, or a Cluster for redis+cluster://. */
+    public static function client(string $url, float $readTimeout): \Redis|Cluster
+    {
+        if (str_starts_with($url, 'redis+cluster://')) {
+            [$seeds, $nodeUrl] = Cluster::parse($url);
+            return new Cluster($seeds, $nodeUrl, $readTimeout);
+        }
+        return self::connect($url, $readTimeout);
+    }
+
+    /** phpredis' RedisCluster on a redis+cluster:// URL's seeds, credentials and TLS parameters. */
+    public static function phpredisCluster(string $url, float $readTimeout): \RedisCluster
+    {
+        [$seeds, $nodeUrl] = Cluster::parse($url);
+        $parts = parse_url(sprintf($nodeUrl, $seeds[0]));
+        parse_str($parts['query'] ?? '', $query);
+        $auth = null;
+        if (isset($parts['pass'])) {
+            $auth = isset($parts['user']) && $parts['user'] !== ''
+                ? [urldecode($parts['user']), urldecode($parts['pass'])] : urldecode($parts['pass']);
+        }
+        if ($parts['scheme'] === 'rediss') {
+            $seeds = array_map(fn (string $seed): string => "tls://$seed", $seeds);
+            return new \RedisCluster(null, $seeds, 5.0, $readTimeout, false, $auth, self::tlsContext($query));
+        }
+        return new \RedisCluster(null, $seeds, 5.0, $readTimeout, false, $auth);
     }
 
     /** One command on the jobs connection; an error reply raises RedisError. */
