@@ -3,6 +3,7 @@ world under tempestd, streams, sessions, publish, routing with Python workers, f
 reliable delivery (the default), low-priority jobs, deadlines, SIGTERM, a Redis restart, and request
 bodies spooled to a file or to Redis read with $context->body() and bodyStream()."""
 
+import hashlib
 import json
 import os
 import re
@@ -16,7 +17,7 @@ import pytest
 
 from sseclient import SSE
 from support import (REPO, RedisServer, hand_job, http, in_thread, kill_groups, missing_runtime, raw_exchange,
-                     session_cookie, start_worker, wait_until)
+                     registered, session_cookie, start_worker, wait_until)
 
 pytest.register_assert_rewrite("client_cases")
 import client_cases  # noqa: E402
@@ -368,3 +369,98 @@ def test_a_spooled_body_gone_or_not_as_its_token_says_is_body_gone(spooling, red
 
 def test_the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path):
     client_cases.the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path, "php-secret")
+
+
+# 11. Redis Cluster (docs/protocol.md, section 7): jobs pushed by hand (tempestd's own cluster
+# mode is not used here), answers caught by client_cases.answer_of
+
+
+@pytest.fixture
+def cluster_app(workers, shared_cluster, tmp_path):
+    """The PHP test app on the session's cluster, for client_cases."""
+    def start(queues, name, option=None, env=None):
+        reliable = {None: None, "plain": False, "reliable": True}[option]
+        return workers(queues, shared_cluster.url, name=name, reliable=reliable, env=env)
+
+    return client_cases.App(start, tmp_path, terminate)
+
+
+def in_different_slots(cluster, names):
+    """A tag such that the names made by ``names(tag)`` have each their own master."""
+    for _ in range(100):
+        tag = os.urandom(3).hex()
+        if len({cluster.master_of(name).port for name in names(tag)}) == len(names(tag)):
+            return tag
+    raise AssertionError("no names with a master each")
+
+
+@pytest.mark.parametrize("mode", ["reliable", "plain"])
+def test_on_a_cluster_one_worker_takes_from_queues_in_different_slots(shared_cluster, cluster_app, mode):
+    """Two queues on two masters: a plain worker cannot BLPOP them together (CROSSSLOT), it takes
+    from each in turn; both modes take the queues in order, then their low lists."""
+    client = shared_cluster.client()
+    tag = in_different_slots(shared_cluster, lambda tag: [f"phpcl{tag}-{mode}-a", f"phpcl{tag}-{mode}-b"])
+    client_cases.low_jobs_after_the_queues(client, cluster_app, f"phpcl{tag}", mode)
+    assert "Redis refused" not in cluster_app.log("prio") and "unreachable" not in cluster_app.log("prio")
+
+
+def test_on_a_cluster_reliable_delivery_sessions_publish_and_bodies(shared_cluster, cluster_app):
+    """One reliable worker on two queues of two masters: a session regenerated (its hash and
+    grants copied to the new id's slots, then written), a durable publish (routed by its
+    stream's key, heard on another node), a body spooled to Redis, and, killed mid-job, its job
+    left in its processing list on the queue's master."""
+    client = shared_cluster.client()
+    tag = in_different_slots(shared_cluster, lambda tag: [f"phpcl{tag}-a", f"phpcl{tag}-b",
+                                                          f"tempest:stream:{{phpcl{tag}.news}}"])
+    a, b, channel = f"phpcl{tag}-a", f"phpcl{tag}-b", f"phpcl{tag}.news"
+    worker = cluster_app.start(f"{a},{b}", "reliable", "reliable")  # a 1 s heartbeat
+    wait_until(lambda: len(registered(client, a)) == len(registered(client, b)) == 1, 15, message="registered")
+    worker_id = registered(client, a)[0].decode().split(" ", 1)[1]
+    old, new = ("P" * 16 + tag)[:22], None
+    client.hset(f"session:{old}", "user", json.dumps(["alice"]))
+    client.sadd(f"tempest:grants:{old}", "user.alice.*")
+    client.set("tempest:pubsub:durable", json.dumps([[f"phpcl{tag}.*", 10]]))
+    listener = shared_cluster.nodes[-1].client().pubsub()  # any node hears every PUBLISH
+    body_key = f"tempest:body:{{phpcl{tag}}}"
+    processing = f"tempest:processing:{{{b}}}:{worker_id}"
+    try:
+        status, _, answer = client_cases.answer_of(client, a, {"method": "GET", "url": "/session/regenerate",
+                                                              "headers": {}, "session": {"id": old, "ttl": 600}})
+        assert status == 200 and answer.split()[0] == old
+        new = answer.split()[1]
+        assert client.hgetall(f"session:{new}") == {b"user": b'["alice"]', b"after": b'["login"]'}
+        assert 0 < client.ttl(f"session:{new}") <= 600
+        assert client.smembers(f"tempest:grants:{new}") == {b"user.alice.*"}
+        assert not client.exists(f"session:{old}") and not client.exists(f"tempest:grants:{old}")
+
+        listener.subscribe(channel)
+        wait_until(lambda: listener.get_message(timeout=0.1), message="subscribed")
+        status, _, stream_id = client_cases.answer_of(client, b, {"method": "GET", "headers": {},
+                                                                 "url": f"/publish?channel={channel}&data=kept"})
+        assert status == 200 and re.fullmatch(r"\d+-\d+", stream_id)
+        [(entry_id, fields)] = client.xrange(f"tempest:stream:{{{channel}}}")
+        assert (entry_id.decode(), json.loads(fields[b"m"])) == (stream_id, ["kept"])
+        heard = wait_until(lambda: listener.get_message(timeout=0.1), message="the durable message heard")
+        assert json.loads(heard["data"]) == ["$durable", stream_id, '["kept"]']
+
+        data = os.urandom(client_cases.CHUNK + 1000)
+        client.rpush(body_key, data[:client_cases.CHUNK], data[client_cases.CHUNK:])
+        token = {"key": body_key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "chunks": 2}
+        status, _, answer = client_cases.answer_of(client, b, {"method": "POST", "url": "/redis/digest",
+                                                              "headers": {}, "body_key": token})
+        assert (status, json.loads(answer)) == (200, client_cases.digest_of(data, "body_key"))
+
+        client.rpush(b, hand_job("url", [{"method": "GET", "url": "/slow?ms=30000", "headers": {}}], job_id="slow"))
+        master = shared_cluster.master_of(b).client()  # a plain client of that node: no redirection
+        wait_until(lambda: master.llen(processing) == 1, 10, message="the slow job in the processing list")
+        assert shared_cluster.master_of(a).port != shared_cluster.master_of(b).port
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its heartbeat process
+        worker.wait(10)
+        wait_until(lambda: not client.exists(f"tempest:alive:{worker_id}"), 5, message="the heartbeat expired")
+        assert json.loads(master.lindex(processing, 0))[3] == "slow"  # still there, for tempestd to give back
+    finally:
+        listener.close()
+        client.delete(f"session:{old}", f"tempest:grants:{old}", f"session:{new}", f"tempest:grants:{new}",
+                      "tempest:pubsub:durable", body_key, f"tempest:stream:{{{channel}}}", processing,
+                      f"tempest:processing:{{{a}}}:{worker_id}")
+        client.srem("tempest:workers", f"{a} {worker_id}", f"{b} {worker_id}")
