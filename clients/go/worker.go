@@ -43,6 +43,7 @@ const (
 	PollTimeout     = time.Second // a BLPOP blocks this long, so that a stop is seen
 	ReconnectMin    = 100 * time.Millisecond
 	ReconnectMax    = 5 * time.Second // reconnection backoff: 0.1 s doubling up to this
+	TransientMax    = 2 * time.Second // the backoff's limit for TRYAGAIN, CLUSTERDOWN, LOADING (a cluster failing over)
 	GatherTTL       = 300             // seconds a fan-out's stream lives at most
 	HTTPAction      = "url"
 	ExpiredLogEvery = 10 * time.Second // between two log lines about jobs dropped past their deadline
@@ -393,19 +394,25 @@ func (w *Worker) loop() {
 		raw, err := w.take()
 		if err != nil {
 			var refused redis.Error
-			if errors.As(err, &refused) {
+			if errors.As(err, &refused) && !transient(refused) {
 				w.Log.Printf("Redis refused to give jobs: %v; retrying in %v", err, ReconnectMax)
 				w.sleep(ReconnectMax)
 				continue
 			}
-			w.Log.Printf("Redis unreachable (%v); retrying in %v", err, delay)
+			limit := ReconnectMax
+			if refused != "" { // a cluster failing over or migrating a slot: soon over
+				limit = TransientMax
+				w.Log.Printf("Redis cannot give jobs now (%v); retrying in %v", err, shorter(delay, limit))
+			} else {
+				w.Log.Printf("Redis unreachable (%v); retrying in %v", err, shorter(delay, limit))
+			}
 			if w.queue != nil {
 				w.queue.Close()
 				w.queue = nil
 			}
-			w.sleep(delay)
-			if delay *= 2; delay > ReconnectMax {
-				delay = ReconnectMax
+			w.sleep(shorter(delay, limit))
+			if delay *= 2; delay > limit {
+				delay = limit
 			}
 			continue
 		}
@@ -456,6 +463,9 @@ func (w *Worker) take() ([]byte, error) {
 		return w.takeAcrossSlots(keys)
 	}
 	item, err := redis.ByteSlices(w.command("BLPOP", append(keys, int(PollTimeout/time.Second))...))
+	if w.cluster != nil && isRefusal(err, "TRYAGAIN") { // the slot is migrating: one key at a time works
+		return w.takeAcrossSlots(keys)
+	}
 	if err == redis.ErrNil {
 		return nil, nil
 	}
@@ -466,8 +476,9 @@ func (w *Worker) take() ([]byte, error) {
 }
 
 // takeAcrossSlots is take on a cluster whose queues are in several slots, where one BLPOP
-// cannot name them all (CROSSSLOT): LPOP from each queue, then from each low list, in order,
-// then block on the first queue (and its low list when in its slot) for ClusterPoll.
+// cannot name them all (CROSSSLOT), or whose slot is migrating (TRYAGAIN for several keys):
+// LPOP from each queue, then from each low list, in order, then block on the first queue
+// alone for ClusterPoll.
 func (w *Worker) takeAcrossSlots(keys []any) ([]byte, error) {
 	for _, key := range keys {
 		job, err := redis.Bytes(w.command("LPOP", key))
@@ -476,11 +487,7 @@ func (w *Worker) takeAcrossSlots(keys []any) ([]byte, error) {
 		}
 		return job, err
 	}
-	block := []any{w.Queues[0]}
-	if Slot(lowKey(w.Queues[0])) == Slot(w.Queues[0]) {
-		block = append(block, lowKey(w.Queues[0]))
-	}
-	item, err := redis.ByteSlices(w.command("BLPOP", append(block, ClusterPoll.Seconds())...))
+	item, err := redis.ByteSlices(w.command("BLPOP", w.Queues[0], ClusterPoll.Seconds()))
 	if err == redis.ErrNil {
 		return nil, nil
 	}
@@ -488,6 +495,29 @@ func (w *Worker) takeAcrossSlots(keys []any) ([]byte, error) {
 		return nil, err
 	}
 	return item[1], nil
+}
+
+// transient: a refusal that a moment cures (a cluster failing over, migrating a slot, or
+// redirecting more than MaxRedirections times; a Redis loading its data).
+func transient(e redis.Error) bool {
+	for _, prefix := range []string{"TRYAGAIN", "CLUSTERDOWN", "LOADING", "MOVED", "ASK", "MASTERDOWN"} {
+		if isRefusal(e, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func isRefusal(err error, prefix string) bool {
+	var refused redis.Error
+	return errors.As(err, &refused) && strings.HasPrefix(refused.Error(), prefix+" ")
+}
+
+func shorter(a, b time.Duration) time.Duration {
+	if a < b {
+		return a
+	}
+	return b
 }
 
 func sameSlot(keys []any) bool {
