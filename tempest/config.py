@@ -88,12 +88,15 @@ SETTINGS = (
     S("tempest", "log_file", to_str, "",
       "File to write tempestd's log to; empty writes to standard error.", restart=True),
     S("redis", "url", to_redis_url, "redis://127.0.0.1:6379/0",
-      "The Redis that holds the queues (redis://[:password@]host:port/db, rediss://, unix://, or "
-      "redis+sentinel://host:port[,host:port...]/service[/db] to follow the master that Redis Sentinel names). "
+      "The Redis that holds the queues (redis://[:password@]host:port/db, rediss://, unix://, "
+      "redis+sentinel://host:port[,host:port...]/service[/db] to follow the master that Redis Sentinel names, "
+      "or redis+cluster://host:port[,host:port...] for a Redis Cluster: the seed nodes, database 0 only, see "
+      "docs/deployment.md). "
       "TLS options as query parameters, as redis-py's from_url takes them: ssl_ca_certs, ssl_certfile, "
       "ssl_keyfile (files, relative to the INI file), ssl_cert_reqs (required, optional, none), "
       "ssl_check_hostname; with Sentinel also ssl=yes (the master in TLS), sentinel_ssl=yes, "
-      "sentinel_username, sentinel_password (see docs/security.md). Logged with its passwords as ***.", restart=True),
+      "sentinel_username, sentinel_password (see docs/security.md); with a cluster, ssl=yes (every node in "
+      "TLS). Logged with its passwords as ***.", restart=True),
     S("redis", "password_file", to_str, "",
       "File whose first line is the Redis password, merged into url at start (which then must have "
       "none); relative to the INI file. Keeps the password out of the INI file.", restart=True),
