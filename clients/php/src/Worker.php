@@ -110,6 +110,14 @@ return id
         }
         $slots = array_map([Cluster::class, 'slot'], [...$this->queues, ...array_map([self::class, 'low'], $this->queues)]);
         $this->spread = $this->cluster && count(array_unique($slots)) > 1;
+        foreach ($this->cluster && $this->reliable ? $this->queues : [] as $queue) {
+            // a { in the name (a hash tag of its own) puts the processing list in another slot: every move CROSSSLOT
+            if (Cluster::slot($queue) !== Cluster::slot($this->processing($queue))) {
+                throw new \InvalidArgumentException("queue '$queue': on a Redis Cluster its processing list "
+                    . "tempest:processing:{{$queue}}:<id> is in another slot (the { in its name): rename the queue, "
+                    . "or take it with 'reliable' => false");
+            }
+        }
     }
 
     /** Reliable delivery unless TEMPEST_RELIABLE says 0, false, no or off (the default when unset). */

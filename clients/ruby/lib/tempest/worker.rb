@@ -139,6 +139,7 @@ module Tempest
       @publisher = nil
       @worker_id = "#{Socket.gethostname}:#{Process.pid}:#{SecureRandom.hex(3)}"
       @registered = false
+      refuse_split_queues if @cluster && @reliable
     end
 
     # reliable delivery unless the variable says 0, false, no or off (the default when unset)
@@ -312,6 +313,18 @@ module Tempest
 
       Redis.new(url: Tempest.without_tls_params(url), timeout: timeout, reconnect_attempts: 0,
                 **Tempest.tls_options(url))
+    end
+
+    # a queue named with a { (a hash tag of its own) has its processing list in another slot:
+    # every LMOVE would be CROSSSLOT
+    def refuse_split_queues
+      @queues.each do |queue|
+        next if Cluster.slot(queue) == Cluster.slot(Keys.processing(queue, @worker_id))
+
+        raise ArgumentError, "queue #{queue.inspect}: on a Redis Cluster its processing list " \
+                             "#{Keys.processing(queue, '<id>')} is in another slot (the { in its name): " \
+                             "rename the queue, or take it with reliable: false"
+      end
     end
 
     def take_loop
