@@ -41,3 +41,45 @@ def test_the_answer_endpoint_url_of_a_respond_to():
     assert answer_endpoint("h:1", "p@ss:/w") == "redis://:p%40ss%3A%2Fw@h:1"
     with pytest.raises(ValueError):
         answer_endpoint("h:port")
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("redis+cluster://127.0.0.1:7000", ([("127.0.0.1", 7000)], None, None)),
+    ("redis+cluster://u:p%40ss@a:7000,b,[::1]:7002/", ([("a", 7000), ("b", 6379), ("::1", 7002)], "u", "p@ss")),
+    ("redis+cluster://:pw@a:1/0?ssl=yes", ([("a", 1)], None, "pw")),
+])
+def test_cluster_urls(url, expected):
+    from tempest.redisurl import cluster_parts
+
+    assert cluster_parts(url) == expected
+
+
+@pytest.mark.parametrize("url", ["redis+cluster://", "redis+cluster://a:1/2", "redis+cluster://a:x", "redis+cluster://a:1/0/1"])
+def test_bad_cluster_urls(url):
+    from tempest import converters
+    from tempest.redisurl import cluster_parts
+
+    with pytest.raises(ValueError):
+        cluster_parts(url)
+    with pytest.raises(ValueError):
+        converters.to_redis_url(url)
+
+
+def test_slots_match_redis_py_and_the_routing_key_of_each_command():
+    import random
+
+    from redis.crc import key_slot as redis_py_slot
+
+    from tempest import slots
+
+    rng = random.Random(17)
+    names = ["tempest", "{user1000}.following", "foo{}{bar}", "foo{{bar}}zap", "foo{bar}{zap}", "{", "}{", "", "é{ü}"]
+    names += ["".join(rng.choice("ab{}:x") for _ in range(rng.randint(0, 12))) for _ in range(500)]
+    for name in names:
+        assert slots.key_slot(name) == redis_py_slot(name.encode()), name
+    assert slots.key_slot("tempest") == slots.key_slot("tempest:low:{tempest}") == slots.key_slot("tempest:processing:{tempest}:w")
+    assert slots.command_key(["RPUSH", "q", "job"]) == "q"
+    assert slots.command_key(["EVALSHA", "abc", 1, "q", 5]) == "q"
+    assert slots.command_key(["EVAL", "return 1", 0]) is None
+    assert slots.command_key(["XREAD", "BLOCK", 100, "STREAMS", "tempest:gather:{g}", "0-0"]) == "tempest:gather:{g}"
+    assert slots.command_key(["PUBLISH", "chan", "m"]) is None and slots.command_key(["SCRIPT", "LOAD", "x"]) is None
