@@ -65,6 +65,7 @@ def test_requests_sessions_channels_and_the_cli_on_a_cluster(shared_cluster, tem
         "worker:sessions": {"command": f"{PY} {SESSIONS} {session_queue}"},
     }
     daemon = tempestd_factory(redis_url=cluster.url, front={"queue": first, "timeout": "10", "session_cookie": "sid",
+                                                            "max_queue_length": "1000",  # EVALSHA, loaded on each master
                                                             "session_secret": SECRET},
                               pubsub={"durable": "clu.*", "history": "100"}, **routes, **workers)
     wait_until(lambda: daemon.log().count("worker on ") == 3, 20, message="three workers")
