@@ -51,7 +51,7 @@ from tempest.converters import (
     to_redeliver,
 )
 from tempest.logformat import DEFAULT_FORMAT, LOGGER, check_format
-from tempest import redisurl, tls
+from tempest import redisurl, slots, tls
 from tempest.errors import ConfigError
 from tempest.roles import address_problem, is_front_section, read_secret_file
 from tempest.sessions import Secrets, read_secrets, to_secrets
@@ -621,6 +621,7 @@ def _check(config: Config) -> None:
     _check_prefixes(config)
     _check_private(config)
     _check_processes(config)
+    _check_cluster_queues(config)
 
 
 def _check_processes(config: Config) -> None:
@@ -639,6 +640,20 @@ def _check_processes(config: Config) -> None:
         if address is not None and address[1] and address[1] + extra > 65535:
             raise ConfigError(f"port {address[1]} + {extra} is over 65535: with processes = {count}, front process "
                               f"I uses port + I{' + 1' if section == 'admin' else ''}", config.path, section, key)
+
+
+def _check_cluster_queues(config: Config) -> None:
+    """On a Redis Cluster, no queue named with a ``{`` or ``}``: its keys would be in another
+    slot than the queue (tempest.slots.queue_fits_cluster), every reliable script CROSSSLOT."""
+    if urllib.parse.urlsplit(config.redis.url).scheme != redisurl.CLUSTER:
+        return
+    named = [("front", "queue", config.front.queue)] if config.has_front else []
+    named += [(f"route:{route.prefix}", "queue", route.queue) for route in config.routes]
+    named += [("pubsub", key, getattr(config.pubsub, key)) for key in ("ws_queue", "authorize_queue")]
+    for section, key, queue in named:
+        if queue and not slots.queue_fits_cluster(queue):
+            raise ConfigError(f"{queue!r}: on a Redis Cluster a queue's name has no {{ or }} (its keys would be in "
+                              "another slot than the queue: docs/protocol.md, section 7)", config.path, section, key)
 
 
 def _check_private(config: Config) -> None:

@@ -76,3 +76,11 @@ def command_key(command: Sequence[str | bytes | int | float]) -> str | bytes | N
 
 def _key(arg: str | bytes | int | float) -> str | bytes:
     return arg if isinstance(arg, (str, bytes)) else str(arg)
+
+
+def queue_fits_cluster(queue: str) -> bool:
+    """Whether every key of ``queue`` (``tempest:low:{<queue>}``, its processing lists...) is
+    in the queue's own slot: true unless its name has a ``{`` or ``}``, whose hash tag differs
+    from the one the keys give it (``{shop}.orders`` is in the slot of ``shop``, its low list
+    ``tempest:low:{{shop}.orders}`` in the slot of ``{shop``)."""
+    return "{" not in queue and "}" not in queue

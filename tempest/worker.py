@@ -274,8 +274,8 @@ class Worker:
         self.expired = 0  # url jobs taken past their deadline, dropped unrun
         self._low = [keys.low(q) for q in self.queues]
         # one BLPOP waits on every queue, unless they are in several slots of a Redis Cluster
-        self._one_slot = urllib.parse.urlsplit(self.redis_url).scheme != redisconn.CLUSTER or \
-            len({slots.key_slot(name) for name in self.queues}) == 1
+        cluster = urllib.parse.urlsplit(self.redis_url).scheme == redisconn.CLUSTER
+        self._one_slot = not cluster or len({slots.key_slot(name) for name in self.queues + self._low}) == 1
         self._low_until = 0.0  # monotonic time until which an idle reliable worker waits on the low list
         self._expired_logged = -EXPIRED_LOG_EVERY  # when the last "dropped past its deadline" line was logged
         self._redis: redis.Redis | None = None  # made when first used (self.redis)
@@ -287,6 +287,10 @@ class Worker:
         self._outbox: dict[str, list[resp.Command]] = {}  # respond_to -> [(action, job_id, payload)] not sent yet
         self._outbox_since: float | None = None
         self.reliable = reliable if reliable is not None else reliable_from_environment()
+        if cluster and self.reliable and (braced := [q for q in self.queues if not slots.queue_fits_cluster(q)]):
+            raise ValueError(f"queue {braced[0]!r} cannot be served reliably on a Redis Cluster: its name has a "
+                             "{ or }, which puts its processing list in another slot than the queue "
+                             "(docs/protocol.md, section 7); rename it, or serve it with reliable=False")
         self.heartbeat = float(heartbeat) if heartbeat is not None else heartbeat_from_environment()
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._registered = False
@@ -485,7 +489,7 @@ class Worker:
         if self._one_slot:
             item = self._command("BLPOP", *self.queues, *self._low, POLL_TIMEOUT)
         else:  # on a cluster, queues in several slots: one BLPOP cannot wait on them all (CROSSSLOT)
-            item = self._command("BLPOP", self.queues[0], self._low[0], SHORT_POLL)
+            item = self._command("BLPOP", self.queues[0], SHORT_POLL)
         if item is None:
             return []
         if self.prefetch > 1:

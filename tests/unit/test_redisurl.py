@@ -83,3 +83,24 @@ def test_slots_match_redis_py_and_the_routing_key_of_each_command():
     assert slots.command_key(["EVAL", "return 1", 0]) is None
     assert slots.command_key(["XREAD", "BLOCK", 100, "STREAMS", "tempest:gather:{g}", "0-0"]) == "tempest:gather:{g}"
     assert slots.command_key(["PUBLISH", "chan", "m"]) is None and slots.command_key(["SCRIPT", "LOAD", "x"]) is None
+
+
+def test_a_braced_queue_name_is_refused_on_a_cluster_only(tmp_path):
+    from tempest import config, slots
+
+    assert slots.key_slot("{shop}.orders") != slots.key_slot("tempest:low:{{shop}.orders}")  # why
+    path = tmp_path / "t.ini"
+    path.write_text("[redis]\nurl = redis+cluster://127.0.0.1:7000\n[route:/a/]\nqueue = {shop}.orders\n")
+    with pytest.raises(config.ConfigError, match=r"route:/a/.*queue.*has no \{ or \}"):
+        config.load(str(path))
+    path.write_text("[redis]\nurl = redis://127.0.0.1:7000\n[route:/a/]\nqueue = {shop}.orders\n")
+    assert config.load(str(path)).routes[0].queue == "{shop}.orders"
+
+
+def test_a_reliable_worker_refuses_a_braced_queue_on_a_cluster():
+    from tempest import Worker
+
+    with pytest.raises(ValueError, match="cannot be served reliably on a Redis Cluster"):
+        Worker(["plain", "{shop}.orders"], redis_url="redis+cluster://127.0.0.1:7000", reliable=True)
+    assert Worker("{shop}.orders", redis_url="redis+cluster://127.0.0.1:7000", reliable=False).queues == ["{shop}.orders"]
+    assert Worker("{shop}.orders", redis_url="redis://127.0.0.1:7000", reliable=True).reliable
