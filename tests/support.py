@@ -181,9 +181,10 @@ class LocalCluster:
     replica takes over a killed master about twice that later). Formed with CLUSTER ADDSLOTS,
     MEET and REPLICATE, as redis-cli --cluster create does."""
 
-    def __init__(self, directory, masters=3, replicas=1, node_timeout=1000):
+    def __init__(self, directory, masters=3, replicas=1, node_timeout=1000, password=None):
         self.directory = str(directory)
         self.node_timeout = node_timeout
+        self.password = password  # requirepass and masterauth of every node
         self.masters = [self._node(f"m{i}") for i in range(masters)]
         self.replicas = [self._node(f"r{i}.{j}") for i in range(masters) for j in range(replicas)]
         self.nodes = self.masters + self.replicas
@@ -191,14 +192,20 @@ class LocalCluster:
     def _node(self, name):
         port = cluster_port()
         path = os.path.join(self.directory, name)
-        return RedisServer(path, port=port, extra=[
+        secret = ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
+        node = RedisServer(path, port=port, extra=[
             "--cluster-enabled", "yes", "--cluster-config-file", os.path.join(path, "nodes.conf"),
-            "--cluster-node-timeout", str(self.node_timeout), "--cluster-replica-validity-factor", "0"])
+            "--cluster-node-timeout", str(self.node_timeout), "--cluster-replica-validity-factor", "0", *secret])
+        if self.password:
+            plain = node.client
+            node.client = lambda **options: plain(password=self.password, **options)
+        return node
 
     @property
     def url(self):
-        """The seeds tempest is given: every master."""
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.masters)
+        """The seeds tempest is given: every master (and the password, if any)."""
+        secret = f":{self.password}@" if self.password else ""
+        return f"redis+cluster://{secret}" + ",".join(f"127.0.0.1:{node.port}" for node in self.masters)
 
     def start(self):
         try:
@@ -255,7 +262,8 @@ class LocalCluster:
         import redis
         from redis.cluster import ClusterNode
 
-        return redis.RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in self.masters], **options)
+        return redis.RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in self.masters],
+                                  password=self.password, **options)
 
     def master_of(self, key):
         """The node that serves ``key``'s slot now."""

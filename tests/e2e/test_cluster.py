@@ -154,8 +154,10 @@ def test_a_master_killed_under_load_fails_over_on_a_cluster(tempestd_factory, tm
     """SIGKILL of the master that serves one of three queues while clients send requests to all
     three: its replica takes over (node timeout 1 s), tempestd and the workers read the slots
     again, and every queue is answered again. The failed requests, on the killed master's queue
-    and on the others, and the recovery time are printed; that every queue recovers is asserted."""
-    cluster = LocalCluster(tmp_path / "cluster", masters=3, replicas=1).start()
+    and on the others, and the recovery time are printed; that every queue recovers is asserted.
+    The cluster has a password (requirepass on every node): it is in no log line."""
+    password = "cluster-secret-7f3a9"
+    cluster = LocalCluster(tmp_path / "cluster", masters=3, replicas=1, password=password).start()
     load_threads, stop, results, took_over = [], threading.Event(), [], 0.0
     try:
         names = spread(cluster, "clu-f")
@@ -188,6 +190,8 @@ def test_a_master_killed_under_load_fails_over_on_a_cluster(tempestd_factory, tm
                 and all(s == 200 for _, _, s in after[-30:])
 
         wait_until(recovered, 40, interval=0.2, message="every queue answered again")
+        log = daemon.log()
+        assert password not in log and "redis+cluster://:***@127.0.0.1:" in log
     finally:
         stop.set()
         for thread in load_threads:
