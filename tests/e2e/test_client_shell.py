@@ -4,16 +4,19 @@ ways, a failing handler, reliable delivery (the default) and its opt-outs, low-p
 deadlines, SIGTERM mid-job, Redis restarted under the worker, request bodies spooled to a file or
 to Redis written out by tempest_body."""
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import uuid
 
 import pytest
 
 from sseclient import SSE
-from support import REPO, RedisServer, http, in_thread, kill_groups, registered, session_cookie, start_worker, stop_group, wait_until
+from support import (REPO, RedisServer, hand_job, http, in_thread, kill_groups, registered, session_cookie, start_worker,
+                     stop_group, wait_until)
 
 pytest.register_assert_rewrite("client_cases")
 import client_cases  # noqa: E402
@@ -353,3 +356,143 @@ def test_a_spooled_body_gone_or_not_as_its_token_says_is_status_2(spooling, redi
 
 def test_the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path):
     client_cases.the_redis_password_stays_out_of_logs_and_argv(app, tempestd_factory, tmp_path, "shell-secret")
+
+
+# Redis Cluster (docs/protocol.md, section 7), on the session's shared_cluster: no tempestd (its
+# cluster mode is not there yet), jobs pushed by hand
+
+CLUSTER_APP = r"""
+# A test worker on a Redis Cluster: bash cluster-app.sh [--plain|--reliable] QUEUE[,QUEUE...]
+#   /record?list=L&tag=T: RPUSH L "T <length of this worker's processing list of each queue, /-joined>"
+#   /hold?s=S: logs "hold started", sleeps S s, answers
+source "$TEMPEST_SHELL_CLIENT"
+flags=()
+while [[ ${1:-} == --* ]]; do flags+=("$1"); shift; done
+IFS=, read -ra queues <<<"$1"
+site() {
+    local url query list tag queue held=()
+    url=$(tempest_env_get url)
+    query=${url#*\?}
+    case ${url%%\?*} in
+    /record)
+        list=${query#list=} tag=${query##*tag=}
+        for queue in "${queues[@]}"; do
+            held+=("$(tempest_redis LLEN "tempest:processing:{$queue}:$TEMPEST_WORKER_ID")") || return 1
+        done
+        tempest_redis RPUSH "${list%%&*}" "$tag $(IFS=/; printf '%s' "${held[*]}")" >/dev/null || return 1
+        ;;
+    /hold)
+        tempest_log info "hold started"
+        sleep "${query#s=}"
+        ;;
+    esac
+    tempest_http 200 done Content-Type text/plain
+}
+tempest_on url site
+tempest_run "${flags[@]}" "${queues[@]}"
+"""
+
+
+def apart(cluster, name):
+    """``name(i)`` for the first i whose two queues (a tuple) are served by different masters."""
+    for i in range(100):
+        a, b = name(i)
+        if cluster.master_of(a).port != cluster.master_of(b).port:
+            return name(i)
+    raise AssertionError("no two queue names on different masters")
+
+
+def test_cluster_queues_in_several_slots_and_a_killed_workers_job_on_its_master(shared_cluster, tmp_path):
+    client = shared_cluster.client()
+    tag = uuid.uuid4().hex[:6]
+    script = tmp_path / "cluster-app.sh"
+    script.write_text(CLUSTER_APP)
+    started = []
+
+    def start(queues, name, option=None, env=None):
+        flags = [f"--{option}"] if option else []
+        env = {"TEMPEST_SHELL_CLIENT": os.path.join(REPO, "clients", "shell", "tempest-worker.sh"), **(env or {})}
+        started.append(shell_worker(str(script), [*flags, queues], shared_cluster.url, tmp_path, name, env))
+        return started[-1]
+
+    app = client_cases.App(start, tmp_path)
+    worker_id = None
+    try:
+        for mode in ("reliable", "plain"):  # one worker on two queues of two masters: in order, low lists last
+            a, _ = apart(shared_cluster, lambda i: (f"shell-cl{tag}{i}-{mode}-a", f"shell-cl{tag}{i}-{mode}-b"))
+            client_cases.low_jobs_after_the_queues(client, app, a[:-len(f"-{mode}-a")], mode)
+        assert "CROSSSLOT" not in app.log("prio")
+        kill_groups(started)
+
+        # reliable delivery: the job of a killed worker stays in its processing list, on its queue's master
+        a, b = apart(shared_cluster, lambda i: (f"shell-cl{tag}-kill{i}-a", f"shell-cl{tag}-kill{i}-b"))
+        worker = start(f"{a},{b}", "killed", None, {"TEMPEST_HEARTBEAT": "1"})
+        wait_until(lambda: registered(client, b), 15, message="the worker registered")
+        [entry] = registered(client, b)
+        worker_id = entry.decode().split(" ", 1)[1]
+        job = hand_job("url", [{"method": "GET", "url": "/hold?s=60", "headers": {}}])
+        client.rpush(b, job)
+        wait_until(lambda: "hold started" in log_of(tmp_path, "killed"), 10, message="the job in hand")
+        os.killpg(wait_until(lambda: loop_of(worker), message="the worker's loop"), signal.SIGKILL)  # mid-job
+        processing = "tempest:processing:{" + b + "}:" + worker_id
+        master = shared_cluster.master_of(b)
+        assert shared_cluster.master_of(processing).port == master.port != shared_cluster.master_of(a).port
+        assert master.client().lrange(processing, 0, -1) == [job.encode()]  # read on that node itself
+        assert not client.exists(b)
+        wait_until(lambda: not client.exists(f"tempest:alive:{worker_id}"), 5, message="the heartbeat expired")
+    finally:
+        kill_groups(started)
+        if worker_id is not None:  # what tempestd would have given back
+            client.delete(f"tempest:processing:{{{b}}}:{worker_id}")
+            client.srem("tempest:workers", f"{a} {worker_id}", f"{b} {worker_id}")
+
+
+def test_cluster_session_regenerate_publish_and_the_password(shared_cluster, tmp_path):
+    client = shared_cluster.client()
+    tag = uuid.uuid4().hex[:6]
+    queue, user, secret = f"shell-cl{tag}", f"shell-cl{tag}", f"cluster-secret-{tag}"
+    plain, durable = f"shell-cl{tag}.plain", f"shellcldur{tag}.news"
+    for master in shared_cluster.masters:  # a user of its own: the session's cluster keeps its default one
+        master.client().execute_command("ACL", "SETUSER", user, "on", f">{secret}", "~*", "&*", "+@all")
+    client.set("tempest:pubsub:durable", json.dumps([[f"shellcldur{tag}.*", 10]]))
+    url = shared_cluster.url.replace("redis+cluster://", f"redis+cluster://{user}:{secret}@")
+    subscriber = shared_cluster.masters[0].client().pubsub()  # any node hears every PUBLISH
+    worker = shell_worker(APP, [queue], url, tmp_path, "clapp")
+    try:
+        subscriber.subscribe(plain, durable)
+        # a session regenerated: copied to the new id, whose slot is another, and the old one deleted
+        sid = "S" * 11 + tag + "s" * 5
+        value = '["caf\\u00e9 \\"x\\""]'
+        client.hset(f"session:{sid}", mapping={"user": value, "raw": b"\xff\x01a\nb"})
+        env = {"method": "GET", "url": "/session/regenerate", "headers": {}, "session": {"id": sid, "ttl": 600}}
+        answers = client_cases.answer_commands(client, queue, "url", [env], connections=10, timeout=15)
+        status, headers, body = json.loads(answers[-1][2])
+        new = headers["X-Tempest-Session"]
+        assert (status, body) == (200, "regenerated") and new != sid and len(new) == 22
+        assert client.hgetall(f"session:{new}") == {b"user": value.encode(), b"raw": b"\xff\x01a\nb"}  # byte for byte
+        assert 0 < client.ttl(f"session:{new}") <= 600 and not client.exists(f"session:{sid}")
+        # publish: plain (to any node), then durable (the script on its stream's master)
+        for channel in (plain, durable):
+            env = {"method": "GET", "url": f"/publish?c={channel}", "headers": {}}
+            answers = client_cases.answer_commands(client, queue, "url", [env], connections=10, timeout=15)
+            assert json.loads(answers[-1][2])[0] == 200
+        stream = f"tempest:stream:{{{durable}}}"
+        [(stream_id, fields)] = shared_cluster.master_of(stream).client().xrange(stream)
+        assert json.loads(fields[b"m"]) == ["hello from shell"]
+        messages = []
+        wait_until(lambda: messages.extend(m for m in [subscriber.get_message(timeout=0.1)] if m and m["type"] == "message")
+                   or len(messages) == 2, 10, message="both messages heard")
+        assert [(m["channel"].decode(), json.loads(m["data"])) for m in messages] == [
+            (plain, ["hello from shell"]), (durable, ["$durable", stream_id.decode(), '["hello from shell"]'])]
+        # the password: *** in the log, never in a command line (redis-cli gets it in REDISCLI_AUTH)
+        log = log_of(tmp_path, "clapp")
+        assert f"redis+cluster://{user}:***@127.0.0.1:" in log and secret not in log, log
+        assert not [c for c in client_cases._session_commands(worker.pid) if secret in c]
+        os.killpg(worker.pid, signal.SIGTERM)
+        assert worker.wait(10) == 0 and not registered(client, queue)
+    finally:
+        kill_groups([worker])
+        subscriber.close()
+        client.delete("tempest:pubsub:durable", f"tempest:stream:{{{durable}}}")
+        for master in shared_cluster.masters:
+            master.client().execute_command("ACL", "DELUSER", user)
