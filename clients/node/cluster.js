@@ -4,8 +4,8 @@
  * with the interface the worker uses of a node-redis client (sendCommand(args, options),
  * isReady, disconnect(), 'error' events), on node-redis' createCluster, which sends each command
  * to the master of its key's slot and follows MOVED and ASK (at most 5 redirections). After a
- * connection to a node failed, the map of slots is read again (from the seeds) before the next
- * command: a failed-over master's replica serves its slots then. The slot of a key (keySlot)
+ * connection to a node failed (a command's, or an idle one's), the map of slots is read again
+ * (from the seeds) before the next command: a failed-over master's replica serves its slots then. The slot of a key (keySlot)
  * tells a worker whether its queues share one slot (one BLPOP) or not.
  */
 
@@ -93,7 +93,10 @@ class ClusterClient extends EventEmitter {
       maxCommandRedirections: MAX_REDIRECTIONS,
       minimizeConnections: true, // a node's connection when a command needs it: a dead master does not stop the others
     });
-    cluster.on('error', (error) => this.emit('error', error));
+    cluster.on('error', (error) => { // a node's connection failed (or its socket): the map is read again next
+      this._forget(cluster);
+      this.emit('error', error);
+    });
     this._methods = Object.getPrototypeOf(cluster);
     this._connecting = cluster.connect().then(() => {
       if (this._closed) {
