@@ -152,25 +152,31 @@ class Connection:
             # just before (by this process, while another took over the socket) gets its first
             if self.eof or self.stop_reading or (self.idle and self.server.closing and self.served):
                 return None
-            data = self._recv()
+            # after an answer the next request is rarely there yet: wait for it before reading,
+            # rather than pay a recv that fails (a system call and an exception per request)
+            data = self._recv(wait_first=self.idle and self.served > 0)
             if data is None:
                 return None
             self._feed(data)
         self.idle = False
         return self.requests.popleft()
 
-    def _recv(self) -> bytes | None:
-        """The next bytes from the client, None on EOF or timeout."""
+    def _recv(self, wait_first: bool = False) -> bytes | None:
+        """The next bytes from the client, None on EOF or timeout; with ``wait_first``, wait
+        until the socket is readable before the first read."""
         self.timed_out = False
         while True:
-            try:
-                data = self._raw.recv(RECV_SIZE)
-                break
-            except BlockingIOError:
-                pass
-            except OSError:
-                data = b""
-                break
+            if wait_first:
+                wait_first = False
+            else:
+                try:
+                    data = self._raw.recv(RECV_SIZE)
+                    break
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    data = b""
+                    break
             self.read_deadline = self._read_deadline()
             try:
                 self._sleep(watch=True)
