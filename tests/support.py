@@ -289,6 +289,33 @@ class LocalCluster:
             node.stop()
 
 
+def client_hello(language, queue):
+    """The command line of ``language``'s hello worker (clients/<language>/) on ``queue``, its
+    runtime checked (support.missing_runtime), the Go one built."""
+    import shutil
+
+    clients = os.path.join(REPO, "clients")
+    if language == "node":
+        if shutil.which("node") is None or not os.path.isdir(os.path.join(clients, "node", "node_modules", "redis")):
+            missing_runtime("node and clients/node/node_modules (npm install in clients/node)")
+        return f"node {clients}/node/examples/hello.js {queue}"
+    if language == "go":
+        if shutil.which("go") is None or shutil.which("make") is None:
+            missing_runtime("go and make (Debian's golang-go, make)")
+        done = subprocess.run(["make", "-C", os.path.join(clients, "go")], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return f"{clients}/go/bin/hello {queue}"
+    if language == "shell":
+        if shutil.which("redis-cli") is None:
+            missing_runtime("redis-cli (Debian's redis-tools)")
+        return f"bash {clients}/shell/hello.sh {queue}"
+    runtime = {"ruby": "ruby", "php": "php"}[language]
+    if shutil.which(runtime) is None:
+        missing_runtime(f"{runtime} (.ci/install-runtimes installs it)")
+    example = {"ruby": "ruby/examples/hello.rb", "php": "php/examples/hello.php"}[language]
+    return f"{runtime} {clients}/{example} {queue}"
+
+
 def render_ini(path, sections):
     """Write an INI file from {section: {key: value}}."""
     lines = []

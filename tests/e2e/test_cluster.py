@@ -17,7 +17,8 @@ import time
 import pytest
 from sseclient import SSE
 
-from support import REPO, LocalCluster, http, in_thread, kill_groups, session_cookie, start_worker, stop_group, wait_until
+from support import (REPO, LocalCluster, client_hello, http, in_thread, session_cookie, start_worker, stop_group,
+                     wait_until)
 
 from tempest import keys, slots
 
@@ -205,6 +206,54 @@ def test_a_master_killed_under_load_fails_over_on_a_cluster(tempestd_factory, tm
           f"the replica took over {took_over:.2f} s after the kill, every queue was answered again {recovery:.2f} s "
           "after the kill")
     assert all(s == 200 for t, _, s in results if t < killed)
+
+
+CLIENTS = ("go", "node", "php", "ruby", "shell")
+
+
+def test_every_client_follows_a_master_killed_on_a_cluster(tempestd_factory, tmp_path):
+    """The hello worker of each client, under one tempestd on a cluster with a password (a
+    route each), on queues that all live on one master: they answer, that master is killed,
+    its replica takes over, and every client answers again on the same queue (each reads the
+    slots again after its failed connection). The password is in no log line."""
+    password = "cluster-clients-5e1d"
+    commands = {language: client_hello(language, "x") for language in CLIENTS}  # runtimes checked first
+    cluster = LocalCluster(tmp_path / "cluster", masters=3, replicas=1, password=password).start()
+    try:
+        victim = cluster.master_of("clu-client-go")
+        queues = {}
+        for language in CLIENTS:  # a queue of each on the victim's slots
+            queues[language] = next(name for name in (f"clu-{language}-{n}" for n in range(10000))
+                                    if cluster.master_of(name).port == victim.port)
+        sections = {f"route:/{lang}/": {"queue": queue} for lang, queue in queues.items()}
+        sections.update({f"worker:{lang}": {"command": commands[lang].removesuffix(" x") + f" {queue}"}
+                         for lang, queue in queues.items()})
+        daemon = tempestd_factory(redis_url=cluster.url, front={"queue": "clu-none", "timeout": "5"}, **sections)
+        wait_until(lambda: daemon.log().count("worker on clu-") == len(CLIENTS), 30, message="the hello workers")
+
+        def answered(language, path):
+            status, _, body = http("GET", f"{daemon.base}/{language}/{path}", timeout=10)
+            return status == 200 and body.startswith(b"Hello")
+
+        for language in CLIENTS:
+            assert answered(language, "before"), language
+        killed = time.monotonic()
+        cluster.kill(victim)
+        wait_until(lambda: cluster.master_of(queues["go"]).port != victim.port, 30, message="the replica's takeover")
+        took_over = time.monotonic() - killed
+        again = {}
+        for language in CLIENTS:
+            wait_until(lambda: answered(language, "after"), 30, interval=0.3,
+                       message=f"the {language} worker answering after the failover")
+            again[language] = time.monotonic() - killed
+            for i in range(3):
+                assert answered(language, f"after/{i}"), language
+        print(f"clients after a cluster failover (takeover {took_over:.2f} s after the kill): " +
+              ", ".join(f"{language} answering {seconds:.2f} s after" for language, seconds in again.items()))
+        log = daemon.log()
+        assert password not in log and log.count(":***@127.0.0.1:") >= len(CLIENTS)
+    finally:
+        cluster.stop()
 
 
 def test_the_lean_connection_follows_ask_and_moved(shared_cluster):

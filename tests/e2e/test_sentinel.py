@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from support import REPO, RedisServer, free_port, http, kill_groups, redis_server_binary, start_worker, stop_group, wait_until
+from support import (REPO, RedisServer, client_hello, free_port, http, kill_groups, redis_server_binary, start_worker,
+                     stop_group, wait_until)
 
 ECHO = [os.path.join(REPO, "tests", "workers", "echo.py")]
 
@@ -137,39 +138,19 @@ def test_a_bad_sentinel_url_is_a_config_error(tmp_path):
         config.load(str(path))
 
 
-CLIENT_HELLO = {  # (runtime, the hello worker's command line after the runtime)
-    "go": (None, os.path.join(REPO, "clients", "go", "bin", "hello")),
-    "node": ("node", os.path.join(REPO, "clients", "node", "examples", "hello.js")),
-    "php": ("php", os.path.join(REPO, "clients", "php", "examples", "hello.php")),
-    "ruby": ("ruby", os.path.join(REPO, "clients", "ruby", "examples", "hello.rb")),
-}
+CLIENT_HELLO = ("go", "node", "php", "ruby")  # the clients that take redis+sentinel:// (the shell one does not)
 
 
 def test_the_clients_follow_a_failover_through_the_sentinel(cluster, tempestd_factory):
     """The Go, Node, PHP and Ruby clients take redis+sentinel:// URLs: the hello worker of each,
     under one tempestd on the Sentinel's URL (a route and a queue each), answers before and
     after a failover (each new connection asks the Sentinel where the master is)."""
-    import shutil
-
-    from support import missing_runtime
-
     master, replica, sentinel = cluster
-    for language, (runtime, _) in CLIENT_HELLO.items():
-        if language == "go":
-            if shutil.which("go") is None or shutil.which("make") is None:
-                missing_runtime("go and make (Debian's golang-go, make)")
-            done = subprocess.run(["make", "-C", os.path.join(REPO, "clients", "go")], capture_output=True,
-                                  text=True, timeout=600)
-            assert done.returncode == 0, done.stderr
-        elif shutil.which(runtime) is None:
-            missing_runtime(f"{runtime} (.ci/install-runtimes installs it)")
-        elif language == "node" and not os.path.isdir(os.path.join(REPO, "clients", "node", "node_modules", "redis")):
-            missing_runtime("clients/node/node_modules (npm install in clients/node)")
     sections = {}
-    for language, (runtime, program) in CLIENT_HELLO.items():
+    for language in CLIENT_HELLO:
         queue = f"sentinel-{language}"
         sections[f"route:/{language}/"] = {"queue": queue}
-        sections[f"worker:{language}"] = {"command": f"{runtime + ' ' if runtime else ''}{program} {queue}"}
+        sections[f"worker:{language}"] = {"command": client_hello(language, queue)}
     url = f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/0"
     daemon = tempestd_factory(redis_url=url, front={"queue": "sentinel-none", "timeout": "5"}, **sections)
     wait_until(lambda: daemon.log().count("worker on sentinel-") == len(CLIENT_HELLO), 30,

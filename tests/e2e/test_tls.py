@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from support import REPO, free_port, http, kill_groups, missing_runtime, start_worker, stop_group, tempestd_command, wait_until
+from support import (REPO, client_hello, free_port, http, kill_groups, missing_runtime, start_worker, stop_group,
+                     tempestd_command, wait_until)
 from sseclient import SSE
 
 ECHO = [os.path.join(REPO, "tests", "workers", "echo.py")]
@@ -217,30 +218,6 @@ def test_sentinel_over_tls_with_its_own_password(tls, tempestd_factory, tmp_path
         stop_group(sentinel)
 
 
-def _client_hello(language, queue):
-    """The command of ``language``'s hello worker on ``queue``, its runtime checked."""
-    clients = os.path.join(REPO, "clients")
-    if language == "node":
-        if shutil.which("node") is None or not os.path.isdir(os.path.join(clients, "node", "node_modules", "redis")):
-            missing_runtime("node and clients/node/node_modules (npm install in clients/node)")
-        return f"node {clients}/node/examples/hello.js {queue}"
-    if language == "go":
-        if shutil.which("go") is None or shutil.which("make") is None:
-            missing_runtime("go and make (Debian's golang-go, make)")
-        done = subprocess.run(["make", "-C", os.path.join(clients, "go")], capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr
-        return f"{clients}/go/bin/hello {queue}"
-    if language == "shell":
-        if shutil.which("redis-cli") is None:
-            missing_runtime("redis-cli (Debian's redis-tools)")
-        return f"bash {clients}/shell/hello.sh {queue}"
-    runtime = {"ruby": "ruby", "php": "php"}[language]
-    if shutil.which(runtime) is None:
-        missing_runtime(f"{runtime} (.ci/install-runtimes installs it)")
-    example = {"ruby": "ruby/examples/hello.rb", "php": "php/examples/hello.php"}[language]
-    return f"{runtime} {clients}/{example} {queue}"
-
-
 def test_every_client_reaches_a_tls_redis_with_a_private_ca(tls, tempestd_factory):
     """tempestd supervises a hello worker of each client on the TLS-only Redis (a route and a
     queue each): every worker reads the rediss:// URL's ssl_ca_certs, ssl_certfile and
@@ -250,7 +227,7 @@ def test_every_client_reaches_a_tls_redis_with_a_private_ca(tls, tempestd_factor
     sections = {}
     for language in languages:
         sections[f"route:/{language}/"] = {"queue": f"tls-{language}"}
-        sections[f"worker:{language}"] = {"command": _client_hello(language, f"tls-{language}")}
+        sections[f"worker:{language}"] = {"command": client_hello(language, f"tls-{language}")}
     daemon = tempestd_factory(redis_url=tls_url(port, directory), front={"queue": "tls-none", "timeout": "10"},
                               **sections)
     wait_until(lambda: daemon.log().count("worker on tls-") == len(languages), 30, message="the hello workers")
