@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from gevent.server import StreamServer
 
-from tempest import resp
+from tempest import redisconn, resp
 from tempest.sockets import close_with
 from tempest.errors import ProtocolError
 
@@ -141,7 +141,7 @@ class RespServer:
                 if client.quit:
                     break
             if replies:
-                sock.sendall(b"".join(replies))
+                redisconn.send_all(sock, b"".join(replies))
             if client.authenticated and not was_authenticated:
                 reader.limit(self.max_command)
 
