@@ -251,7 +251,7 @@ def _publish(settings: config.Config, args: argparse.Namespace) -> ExitCode:
         print(f"tempest: --json data is not JSON: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     patterns = [(pattern, settings.pubsub.history) for pattern in settings.pubsub.durable]
-    publisher = Publisher(redisconn.client(settings.redis.url, socket_timeout=10), patterns)
+    publisher = Publisher(redisconn.client(settings.redis.url, socket_timeout=10), patterns, settings.pubsub.sharded)
     try:
         result = publisher.publish(args.channel, data, args.event)
     except BadMessage as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import urllib.parse
 
+import hiredis
 import redis
 
 from tempest.errors import ExitCode, StartupError
@@ -53,3 +54,24 @@ def not_a_cluster(url: str, problem: str) -> ClusterRefused:
     slots not all covered)."""
     return ClusterRefused(f"Redis at {redacted(url)} cannot be used as a Redis Cluster: "
                           f"{redact_text(problem, url)} ({DOCS})")
+
+
+def require_sharded(url: str) -> None:
+    """Raise ClusterRefused if the Redis of ``url`` has no sharded pub/sub (before Redis 7.0:
+    COMMAND INFO SSUBSCRIBE names no command), which [pubsub] sharded needs. Asked over the
+    lean connection: redis-py cannot parse the reply of a Redis that lacks the command."""
+    from tempest import redisconn
+
+    connection = redisconn.connect(url, timeout=10, connect_timeout=2)
+    try:
+        [found] = connection.execute([["COMMAND", "INFO", "SSUBSCRIBE"]])
+    except redisconn.ConnectionFailed as exc:
+        raise StartupError(f"Redis at {redacted(url)} does not answer: {redact_text(str(exc), url)}") from None
+    finally:
+        connection.close()
+    if isinstance(found, hiredis.ReplyError):
+        log.warning("cannot tell whether Redis at %s has sharded pub/sub: COMMAND INFO refused (%s)", redacted(url), found)
+        return
+    if not found or not found[0]:
+        raise ClusterRefused(f"[pubsub] sharded = yes needs sharded pub/sub (SSUBSCRIBE, Redis 7.0 and later), which "
+                             f"Redis at {redacted(url)} does not have")

@@ -165,6 +165,24 @@ class ClusterConnection:
                 return address
         return self._masters[0] if self._masters else self.seeds[0]
 
+    def master_of(self, key: str | bytes) -> Address:
+        """The master that serves ``key``'s slot, as the map says (read first if need be).
+
+        Raises:
+            ConnectionFailed: no node gave the map.
+        """
+        if self._stale:
+            self._refresh()
+        return self._slots[slots.key_slot(key)] or (self._masters[0] if self._masters else self.seeds[0])
+
+    def refresh(self) -> None:
+        """Read the map of slots again now.
+
+        Raises:
+            ConnectionFailed: no node gave it.
+        """
+        self._refresh()
+
     def _node(self, address: Address) -> RawConnection:
         node = self._nodes.get(address)
         if node is None:

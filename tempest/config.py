@@ -219,6 +219,11 @@ SETTINGS = (
       "Channel patterns (fnmatch: news.*) whose messages are kept in a Redis Stream, with ids, "
       "so that a client reconnecting with Last-Event-ID gets what it missed."),
     S("pubsub", "history", to_positive_int, "1000", "Messages kept per durable channel.", bounds=(1, 1000000)),
+    S("pubsub", "sharded", to_bool, "no",
+      "Sharded pub/sub (Redis 7: SSUBSCRIBE, SPUBLISH): on a Redis Cluster each channel's messages stay "
+      "on the master of its slot instead of crossing to every node. Every publisher must then "
+      "SPUBLISH: tempest's libraries and tempest publish do (tempestd tells them, in "
+      "tempest:pubsub:sharded); a 2012 client's PUBLISH is not heard. See docs/deployment.md.", restart=True),
     S("pubsub", "ws_queue", to_queue, "websocket", "Queue of the jobs made of WebSocket messages (action ws)."),
     S("pubsub", "client_buffer", to_size, "1M",
       "Bytes queued for one slow client before it is disconnected (it reconnects and resumes).", bounds=(1024, 1073741824)),

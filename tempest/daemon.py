@@ -302,6 +302,8 @@ class Daemon:
         _listen(self.answers.server, config.front.answer_listen, "answer endpoint")
         respond_to = "%s:%d" % (config.front.answer_advertise or self.answers.address[:2])
         self.respond_to = respond_to
+        if config.pubsub.sharded:
+            cluster.require_sharded(config.redis.url)
         self.relay = Relay(config.redis.url, _pooled_client(config.redis.url, name), self.stats, config.pubsub,
                            self.registry.ledger)
         self.relay.client_name = name  # one bound for what slow clients hold, streams and subscribers
@@ -473,6 +475,10 @@ class Daemon:
         patterns = [[pattern, config.pubsub.history] for pattern in config.pubsub.durable]
         try:
             client.set(keys.DURABLE_CONFIG, json.dumps(patterns))
+            if config.pubsub.sharded:
+                client.set(keys.SHARDED_CONFIG, "1")
+            else:
+                client.delete(keys.SHARDED_CONFIG)
         except redis.RedisError as exc:
             log.warning("cannot store the durable channel patterns in Redis: %s", exc)
 

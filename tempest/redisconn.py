@@ -267,6 +267,17 @@ def open_socket(url: urllib.parse.ParseResult, connect_timeout: float) -> socket
     return sock
 
 
+def open_node(url: urllib.parse.ParseResult, address: tuple[str, int], connect_timeout: float) -> socket.socket:
+    """A socket connected to one node of the Redis Cluster of ``url`` (parsed), with
+    TCP_NODELAY and keepalive, in TLS when ``url`` says ``ssl=yes``."""
+    sock = socket.create_connection(address, timeout=connect_timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if tls.master_tls(url.geturl()):
+        sock = _wrap(sock, url.geturl(), address[0])
+    return sock
+
+
 def _any_node(nodes: list[tuple[str, int]], connect_timeout: float) -> tuple[socket.socket, tuple[str, int]]:
     """A socket connected to the first of ``nodes`` that takes a connection, and its address.
 

@@ -26,6 +26,7 @@ import gevent.lock
 import hiredis
 
 from tempest import events, keys, redisconn, resp
+from tempest.clusterconn import Address
 from tempest.publish import durable_history
 from tempest.waiting import Ledger
 from tempest.stats import Stats
@@ -33,6 +34,7 @@ from tempest.stats import Stats
 if TYPE_CHECKING:
     import redis
 
+    from tempest.clusterconn import ClusterConnection
     from tempest.config import Config
 
 log = logging.getLogger(__name__)
@@ -149,16 +151,24 @@ class Relay:
         self.subscribers: set[Subscriber] = set()
         self._channels: dict[str, set[Subscriber]] = {}  # channel -> its subscribers
         self._confirmed: dict[str, gevent.event.Event] = {}  # channel -> set once Redis confirmed SUBSCRIBE
-        # channel -> SUBSCRIBE replies still to come on this connection: a channel is confirmed by
-        # the reply to its latest SUBSCRIBE, not by that of one sent before an UNSUBSCRIBE
-        self._awaiting: dict[str, int] = {}
         self._last_ids: dict[str, str] = {}  # durable channel -> last stream id relayed
         # durable channel -> live messages held while its hole is filled
         self._holding: dict[str, list[events.Message]] = {}
-        self._sock: socket.socket | None = None
-        self._write = gevent.lock.Semaphore()
         self._greenlets: list[gevent.Greenlet[..., Any]] = []
-        self.client_name: str | None = None  # CLIENT SETNAME of the subscription connection
+        self.client_name: str | None = None  # CLIENT SETNAME of the subscription connections
+        # sharded pub/sub ([pubsub] sharded): SSUBSCRIBE, on a cluster a link to each master
+        # that serves a channel's slot, found with the lean connection's map of slots
+        self.sharded = bool(getattr(settings, "sharded", False))
+        self._slots: ClusterConnection | None = None
+        if self.sharded and urllib.parse.urlsplit(url).scheme == redisconn.CLUSTER:
+            from tempest.clusterconn import ClusterConnection
+
+            self._slots = ClusterConnection(url, timeout=5, connect_timeout=2)
+        self._links: dict[Address | None, Link] = {}
+        self._link_of: dict[str, Link] = {}  # channel -> the link that carries it
+        self.link = Link(self, None)  # the one link, but on a cluster with sharded pub/sub
+        if self._slots is None:
+            self._links[None] = self.link
 
     def apply(self, config: Config) -> None:
         """Take a (re)loaded configuration: heartbeat, history and durable channels."""
@@ -192,11 +202,32 @@ class Relay:
         return True
 
     def _subscribe(self, channels: list[str]) -> None:
-        if self._sock is None:
-            return  # not connected: the reconnection subscribes every channel
+        by_link: dict[Link, list[str]] = {}
         for channel in channels:
-            self._awaiting[channel] = self._awaiting.get(channel, 0) + 1
-        self._send("SUBSCRIBE", *channels)
+            link = self._carrier(channel)
+            by_link.setdefault(link, []).append(channel)
+        for link, theirs in by_link.items():
+            link.subscribe(theirs)
+
+    def _carrier(self, channel: str) -> Link:
+        """The link of a newly subscribed channel: the one link, or its master's (sharded, on
+        a cluster), started when it is the first of its master's."""
+        if self._slots is None:
+            link = self.link
+        else:
+            try:
+                address = self._slots.master_of(channel)
+            except redisconn.ConnectionFailed:  # Redis is away: a seed's link, moved once the map is read
+                address = self._slots.seeds[0]
+            link = self._links.get(address) or self._start_link(address)
+        self._link_of[channel] = link
+        link.channels.add(channel)
+        return link
+
+    def _start_link(self, address: Address | None) -> Link:
+        link = self._links[address] = Link(self, address)
+        link.start()
+        return link
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         subscriber.release()
@@ -214,8 +245,13 @@ class Relay:
                     self._confirmed.pop(channel, None)
                     self._last_ids.pop(channel, None)
                     gone.append(channel)
-        if gone:
-            self._send("UNSUBSCRIBE", *gone)
+        by_link: dict[Link, list[str]] = {}
+        for channel in gone:
+            link = self._link_of.pop(channel, self.link)
+            link.channels.discard(channel)
+            by_link.setdefault(link, []).append(channel)
+        for link, theirs in by_link.items():
+            link.unsubscribe(theirs)
 
     def replay(self, channel: str, after: str) -> tuple[bool, list[events.Message]]:
         """Messages of durable ``channel`` after stream id ``after`` (a string, maybe bogus).
@@ -251,106 +287,87 @@ class Relay:
         message.id = entry_id.decode()
         return message
 
-    # the subscription connection
+    # the subscription connections
 
     def start(self) -> None:
-        self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._heartbeats)]
+        self._greenlets = [gevent.spawn(self._heartbeats)]
+        for link in self._links.values():
+            link.start()
 
     def stop(self) -> None:
         gevent.killall(self._greenlets)
-        self._close()
+        for link in list(self._links.values()):
+            link.stop()
 
-    def _send(self, *command: str) -> None:
-        sock = self._sock
-        if sock is None:
-            return  # not connected: _connect subscribes every channel
-        data = resp.pack(command)
-        try:
-            with self._write:
-                sock.sendall(data)
-        except OSError as exc:
-            log.debug("pub/sub write failed: %s", exc)
-
-    def _run(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                sock, reader = self._connect()
-                delay = 0.1
-                self._read(sock, reader)
-            except (OSError, hiredis.ProtocolError, ConnectionError) as exc:
-                log.warning("pub/sub connection to Redis lost (%s); reconnecting in %.1fs", exc, delay)
-            self._close()
-            self.stats.relay_reconnects += 1
-            gevent.sleep(delay)
-            delay = min(delay * 2, RECONNECT_MAX)
-
-    def _connect(self) -> tuple[socket.socket, hiredis.Reader]:
-        url = urllib.parse.urlparse(self.url)
-        sock = redisconn.open_socket(url, connect_timeout=5)
-        sock.settimeout(READ_TIMEOUT)
-        reader = hiredis.Reader()
-        if url.password:
-            auth = [url.username, url.password] if url.username else [url.password]
-            sock.sendall(resp.pack(["AUTH", *[urllib.parse.unquote(a) for a in auth]]))
-            reply = redisconn.read_reply(sock, reader)
-            if isinstance(reply, hiredis.ReplyError):
-                raise ConnectionError(f"AUTH refused: {reply}")
-        if self.client_name:
-            sock.sendall(resp.pack(["CLIENT", "SETNAME", self.client_name]))
-            reply = redisconn.read_reply(sock, reader)
-            if isinstance(reply, hiredis.ReplyError):  # an ACL without +client|setname: harmless
-                log.debug("Redis refused to name the pub/sub connection: %s", reply)
-        self._sock = sock
-        channels = list(self._channels)
+    def connected(self, link: Link) -> None:
+        """``link`` (re)connected: it subscribes its channels again (holding the live messages
+        of each durable one until the hole is filled from its stream)."""
+        channels = list(self._channels) if self._slots is None else sorted(link.channels)
         for channel in channels:
-            self._confirmed[channel].clear()
-        self._awaiting = {}  # a new connection: no reply of the old one will come
+            if channel in self._confirmed:
+                self._confirmed[channel].clear()
         if channels:
             self._holding.update((c, []) for c in channels if c in self._last_ids)
-            self._subscribe(channels)
-        log.info("pub/sub connected to Redis (%d channels)", len(channels))
-        return sock, reader
+            link.subscribe(channels)
+        log.info("pub/sub connected to Redis%s (%d channels)", f" {link.address[0]}:{link.address[1]}"
+                 if link.address else "", len(channels))
 
-    def _close(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
-
-    def _read(self, sock: socket.socket, reader: hiredis.Reader) -> None:
-        pinger = gevent.spawn(self._ping)
+    def lost(self, link: Link) -> None:
+        """``link``'s connection failed. Sharded, on a cluster: the map of slots is read again
+        and each of its channels that another master serves now moves to that master's link."""
+        if self._slots is None:
+            return
         try:
-            while True:
-                data = sock.recv(256 * 1024)
-                if not data:
-                    raise ConnectionError("closed by Redis")
-                reader.feed(data)
-                while (reply := reader.gets()) is not False:
-                    self._handle(reply)
-        finally:
-            pinger.kill(block=False)
+            self._slots.refresh()
+        except redisconn.ConnectionFailed as exc:
+            log.debug("pub/sub: cannot read the cluster's slots: %s", exc)
+            return
+        self._move(sorted(link.channels), link)
 
-    def _ping(self) -> None:
-        while True:
-            gevent.sleep(PING_INTERVAL)
-            self._send("PING")
+    def evicted(self, link: Link, channel: str) -> None:
+        """Redis ended a sharded subscription itself (its slot moved to another master)."""
+        if self._link_of.get(channel) is not link or channel not in self._channels:
+            return  # the reply to our own SUNSUBSCRIBE
+        log.info("pub/sub: Redis ended the sharded subscription of %s (its slot moved)", channel)
+        if self._slots is not None:
+            try:
+                self._slots.refresh()
+            except redisconn.ConnectionFailed as exc:
+                log.debug("pub/sub: cannot read the cluster's slots: %s", exc)
+        self._move([channel], link, force=True)
 
-    def _handle(self, reply: Any) -> None:
+    def _move(self, channels: list[str], link: Link, force: bool = False) -> None:
+        moving = [c for c in channels if force or self._slots is not None and self._slots.master_of(c) != link.address]
+        for channel in moving:
+            link.channels.discard(channel)
+            self._link_of.pop(channel, None)
+            if channel in self._confirmed:
+                self._confirmed[channel].clear()
+            if channel in self._last_ids:
+                self._holding.setdefault(channel, [])
+        if moving:
+            log.info("pub/sub: %d channels move to the masters that serve them now", len(moving))
+            self._subscribe(moving)
+        if not link.channels and link is not self.link and self._links.get(link.address) is link:
+            del self._links[link.address]
+            link.stop()
+
+    def _handle(self, reply: Any, link: Link | None = None) -> None:
+        link = link or self.link
         if isinstance(reply, hiredis.ReplyError):
             log.error("pub/sub: Redis replied %s", reply)
             return
         kind = reply[0]
-        if kind == b"message":
+        if kind == b"message" or kind == b"smessage":
             self._dispatch(reply[1].decode("utf-8", "replace"), reply[2])
-        elif kind == b"subscribe":
+        elif kind == b"subscribe" or kind == b"ssubscribe":
             channel = reply[1].decode("utf-8", "replace")
-            awaiting = self._awaiting.pop(channel, 1) - 1
-            if awaiting > 0:
-                self._awaiting[channel] = awaiting  # a later SUBSCRIBE of it is still to be confirmed
-            elif (event := self._confirmed.get(channel)) is not None:
+            if link.confirm(channel) and (event := self._confirmed.get(channel)) is not None:
                 event.set()
             if channel in self._holding:
                 gevent.spawn(self._fill_hole, channel)
+        elif kind == b"sunsubscribe":
+            self.evicted(link, reply[1].decode("utf-8", "replace"))
 
     def _dispatch(self, channel: str, payload: bytes) -> None:
         subscribers = self._channels.get(channel)
@@ -402,3 +419,129 @@ class Relay:
             gevent.sleep(self.settings.heartbeat)
             for subscriber in list(self.subscribers):
                 subscriber.push(HEARTBEAT)
+
+
+class Link:
+    """One subscription connection: to any node (classic pub/sub: every node has every
+    message), or, sharded on a cluster, to the master at ``address`` for the channels it
+    serves. A plain socket read by one greenlet with hiredis, pinged every PING_INTERVAL so
+    that a half-open connection is found by the read timeout; when it breaks, it reconnects
+    with backoff and the relay subscribes its channels again."""
+
+    def __init__(self, relay: Relay, address: Address | None) -> None:
+        self.relay = relay
+        self.address = address
+        self.channels: set[str] = set()  # sharded on a cluster: the channels it carries
+        self.verbs = ("SSUBSCRIBE", "SUNSUBSCRIBE") if relay.sharded else ("SUBSCRIBE", "UNSUBSCRIBE")
+        self.sock: socket.socket | None = None
+        self._write = gevent.lock.Semaphore()
+        # channel -> SUBSCRIBE replies still to come on this connection: a channel is confirmed by
+        # the reply to its latest SUBSCRIBE, not by that of one sent before an UNSUBSCRIBE
+        self._awaiting: dict[str, int] = {}
+        self._greenlet: gevent.Greenlet[..., Any] | None = None
+
+    def start(self) -> None:
+        if self._greenlet is None:
+            self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+            self._greenlet = None
+        self._close()
+
+    def subscribe(self, channels: list[str]) -> None:
+        if self.sock is None:
+            return  # not connected: the reconnection subscribes every channel
+        for channel in channels:
+            self._awaiting[channel] = self._awaiting.get(channel, 0) + 1
+        self.send(self.verbs[0], *channels)
+
+    def unsubscribe(self, channels: list[str]) -> None:
+        self.send(self.verbs[1], *channels)
+
+    def confirm(self, channel: str) -> bool:
+        """A SUBSCRIBE's reply came: True when it is the reply to the latest one."""
+        awaiting = self._awaiting.pop(channel, 1) - 1
+        if awaiting > 0:
+            self._awaiting[channel] = awaiting  # a later SUBSCRIBE of it is still to be confirmed
+            return False
+        return True
+
+    def send(self, *command: str) -> None:
+        sock = self.sock
+        if sock is None:
+            return  # not connected: the reconnection subscribes every channel
+        data = resp.pack(command)
+        try:
+            with self._write:
+                sock.sendall(data)
+        except OSError as exc:
+            log.debug("pub/sub write failed: %s", exc)
+
+    def _run(self) -> None:
+        delay = 0.1
+        relay = self.relay
+        while True:
+            try:
+                sock, reader = self._connect()
+                delay = 0.1
+                self._read(sock, reader)
+            except (OSError, hiredis.ProtocolError, ConnectionError) as exc:
+                log.warning("pub/sub connection to Redis lost (%s); reconnecting in %.1fs", exc, delay)
+            self._close()
+            relay.stats.relay_reconnects += 1
+            relay.lost(self)
+            if self.address is not None and not self.channels:
+                return  # its channels moved to other masters: no link is needed here any more
+            gevent.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
+
+    def _connect(self) -> tuple[socket.socket, hiredis.Reader]:
+        relay = self.relay
+        url = urllib.parse.urlparse(relay.url)
+        if self.address is None:
+            sock = redisconn.open_socket(url, connect_timeout=5)
+        else:
+            sock = redisconn.open_node(url, self.address, connect_timeout=5)
+        sock.settimeout(READ_TIMEOUT)
+        reader = hiredis.Reader()
+        if url.password:
+            auth = [url.username, url.password] if url.username else [url.password]
+            sock.sendall(resp.pack(["AUTH", *[urllib.parse.unquote(a) for a in auth]]))
+            reply = redisconn.read_reply(sock, reader)
+            if isinstance(reply, hiredis.ReplyError):
+                raise ConnectionError(f"AUTH refused: {reply}")
+        if relay.client_name:
+            sock.sendall(resp.pack(["CLIENT", "SETNAME", relay.client_name]))
+            reply = redisconn.read_reply(sock, reader)
+            if isinstance(reply, hiredis.ReplyError):  # an ACL without +client|setname: harmless
+                log.debug("Redis refused to name the pub/sub connection: %s", reply)
+        self.sock = sock
+        self._awaiting = {}  # a new connection: no reply of the old one will come
+        relay.connected(self)
+        return sock, reader
+
+    def _close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+
+    def _read(self, sock: socket.socket, reader: hiredis.Reader) -> None:
+        pinger = gevent.spawn(self._ping)
+        handle = self.relay._handle
+        try:
+            while True:
+                data = sock.recv(256 * 1024)
+                if not data:
+                    raise ConnectionError("closed by Redis")
+                reader.feed(data)
+                while (reply := reader.gets()) is not False:
+                    handle(reply, self)
+        finally:
+            pinger.kill(block=False)
+
+    def _ping(self) -> None:
+        while True:
+            gevent.sleep(PING_INTERVAL)
+            self.send("PING")

@@ -208,6 +208,62 @@ def test_a_master_killed_under_load_fails_over_on_a_cluster(tempestd_factory, tm
     assert all(s == 200 for t, _, s in results if t < killed)
 
 
+def test_sharded_pub_sub_on_a_cluster_follows_a_failover(tempestd_factory, tmp_path):
+    """[pubsub] sharded = yes: the relay SSUBSCRIBEs each channel on its own master (a link to
+    each), `tempest publish` and the Python library SPUBLISH (tempestd told them so in Redis),
+    plain and durable channels on three masters reach their SSE streams; the master of one
+    durable channel is killed, its replica takes over, the relay moves the channel to it and a
+    message published after the takeover reaches the same open stream."""
+    cluster = LocalCluster(tmp_path / "cluster", masters=3, replicas=1).start()
+    streams = []
+    try:
+        channels = spread(cluster, "clu.sh")  # durable: clu.* below
+        daemon = tempestd_factory(redis_url=cluster.url, front={"queue": "clu-sharded"},
+                                  pubsub={"sharded": "yes", "durable": "clu.*", "history": "100"})
+        assert cluster.client().get(keys.SHARDED_CONFIG) == b"1"
+        streams = [SSE(daemon.port, "/sub/" + channel) for channel in channels]
+
+        def sharded_subscribers(channel):
+            owner = cluster.master_of(channel).client()
+            return owner.execute_command("PUBSUB", "SHARDNUMSUB", channel)[1]
+
+        for channel in channels:
+            wait_until(lambda: sharded_subscribers(channel) == 1, 10, message=f"the relay's SSUBSCRIBE of {channel}")
+        assert not any(subscribed(cluster, channel) for channel in channels)  # no classic SUBSCRIBE
+        links = {cluster.master_of(c).port for c in channels}
+        assert len(links) == 3
+        for stream, channel in zip(streams, channels):
+            done = subprocess.run(cli() + ["publish", "-c", daemon.ini, channel, f"to {channel}"], capture_output=True,
+                                  text=True, timeout=30)
+            assert done.returncode == 0, done.stderr
+            assert stream.next_message()["data"] == f"to {channel}"
+        from tempest import redisconn
+        from tempest.publish import Publisher
+
+        library = Publisher(redisconn.client(cluster.url))  # reads the patterns and the sharded flag from Redis
+        library.publish(channels[0], "from the library")
+        assert streams[0].next_message()["data"] == "from the library"
+
+        victim = cluster.master_of(channels[1])
+        cluster.kill(victim)
+        wait_until(lambda: cluster.master_of(channels[1]).port != victim.port, 30, message="the replica's takeover")
+        wait_until(lambda: sharded_subscribers(channels[1]) == 1, 20, message="the relay's SSUBSCRIBE on the new master")
+        done = subprocess.run(cli() + ["publish", "-c", daemon.ini, channels[1], "after the takeover"],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        event = streams[1].next_message(timeout=15)
+        while event.get("data") != "after the takeover":  # a message replayed from the stream may come first
+            event = streams[1].next_message(timeout=15)
+        library.publish(channels[2], "the others kept going")
+        assert streams[2].next_message()["data"] == "the others kept going"
+        assert "pub/sub: 1 channels move to the masters that serve them now" in daemon.log()
+        assert "Traceback" not in daemon.log()
+    finally:
+        for stream in streams:
+            stream.close()
+        cluster.stop()
+
+
 CLIENTS = ("go", "node", "php", "ruby", "shell")
 
 

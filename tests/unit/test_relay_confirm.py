@@ -15,7 +15,7 @@ def test_the_reply_to_an_earlier_subscribe_does_not_confirm_a_later_one(monkeypa
     monkeypatch.setattr(relay_module, "CONFIRM_TIMEOUT", 1.0)
     near, far = socket.socketpair()
     relay = Relay("redis://127.0.0.1:1/0", None, Stats(), None)
-    relay._sock = near  # connected: SUBSCRIBE and UNSUBSCRIBE go out on it
+    relay.link.sock = near  # connected: SUBSCRIBE and UNSUBSCRIBE go out on it
     first = Subscriber(["ch"], 1000, lambda: None)
     waiting_first = gevent.spawn(relay.subscribe, first)
     gevent.sleep(0)  # SUBSCRIBE ch sent
