@@ -94,7 +94,10 @@ module Tempest
     DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
     POLL_TIMEOUT = 1 # seconds a BLPOP blocks, so that a stop is seen within it
     RECONNECT_MIN = 0.1
-    RECONNECT_MAX = 5.0
+    RECONNECT_MAX = 2.0 # seconds between reconnection attempts, at most (0.1 s doubling)
+    # the error replies of a Redis that will answer again soon, retried as a lost connection is:
+    # a cluster failing over or migrating a slot, a replica's sync, a Redis loading its data
+    PASSING_ERRORS = %w[CLUSTERDOWN TRYAGAIN MASTERDOWN LOADING].freeze
     ANSWER_ACTIONS = %w[url ws].freeze # always answers on an endpoint: never declared
     GATHER_TTL = 300
     SPREAD_TIMEOUT = 0.25 # seconds a plain worker on queues in several Cluster slots blocks on the first
@@ -144,6 +147,10 @@ module Tempest
 
     # reliable delivery unless the variable says 0, false, no or off (the default when unset)
     def self.reliable_from_env(value) = !value.to_s.strip.match?(/\A(0|false|no|off)\z/i)
+
+    # an error reply that a moment cures (redis-rb raises Redis::CommandError with the reply's
+    # text, "CLUSTERDOWN The cluster is down", on a cluster as on one Redis)
+    def self.passing?(error) = error.message.start_with?(*PASSING_ERRORS)
 
     def reliable? = @reliable
     def cluster? = @cluster
@@ -334,15 +341,16 @@ module Tempest
           register if @reliable && !@registered
           raw, queue = @reliable ? take_reliable : take
           delay = RECONNECT_MIN
-        rescue *CONNECTION_ERRORS => e
+        rescue *CONNECTION_ERRORS, Redis::CommandError => e
+          if e.is_a?(Redis::CommandError) && !Worker.passing?(e) # e.g. WRONGTYPE: an operator must act
+            @logger.error("Redis refused to give jobs: #{e.message}; retrying in #{RECONNECT_MAX}s")
+            pause(RECONNECT_MAX)
+            next
+          end
           @registered = false # reliable: register again, and give back a job whose reply was lost
           @logger.warn("Redis unreachable (#{e.message}); retrying in #{delay}s")
           pause(delay)
           delay = [delay * 2, RECONNECT_MAX].min
-          next
-        rescue Redis::CommandError => e
-          @logger.error("Redis refused to give jobs: #{e.message}; retrying in #{RECONNECT_MAX}s")
-          pause(RECONNECT_MAX)
           next
         end
         next if raw.nil?
