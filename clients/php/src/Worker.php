@@ -27,7 +27,10 @@ final class Worker
     public const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379/0';
     public const POLL_TIMEOUT = 1;         // seconds a BLPOP blocks, so that a stop is seen within it
     public const SPREAD_TIMEOUT = 0.25;    // seconds a plain worker on queues in several Cluster slots blocks on the first
-    public const RECONNECT_MAX = 5.0;      // seconds between reconnection attempts, at most
+    public const RECONNECT_MAX = 2.0;      // seconds between reconnection attempts, at most (0.1 s doubling)
+    // the error replies of a Redis that will answer again soon, retried as a lost connection is:
+    // a cluster failing over or migrating a slot, a replica's sync, a Redis loading its data
+    public const PASSING_ERRORS = ['CLUSTERDOWN', 'TRYAGAIN', 'MASTERDOWN', 'LOADING'];
     public const GATHER_TTL = 300;         // seconds a fan-out's results stream lives at most
     public const ANSWER_ACTIONS = ['url', 'ws'];  // the actions every answer endpoint knows
     public const WORKERS_KEY = 'tempest:workers';
@@ -182,16 +185,17 @@ return id
                 }
                 $batch = $this->reliable ? $this->takeReliable() : $this->take();
                 $delay = 0.1;
-            } catch (\RedisException $e) {
-                $this->log('warning', sprintf('Redis unreachable (%s); retrying in %.1fs', $e->getMessage(), $delay));
-                $this->jobs = null;
-                $this->pause($delay);
-                $delay = min($delay * 2, self::RECONNECT_MAX);
-                continue;
             } catch (RedisError $e) {
-                $this->log('error', sprintf('Redis refused to give jobs: %s; retrying in %.1fs', $e->getMessage(),
-                    self::RECONNECT_MAX));
-                $this->pause(self::RECONNECT_MAX);
+                if (!self::passing($e->getMessage())) {  // e.g. WRONGTYPE: an operator must act
+                    $this->log('error', sprintf('Redis refused to give jobs: %s; retrying in %.1fs', $e->getMessage(),
+                        self::RECONNECT_MAX));
+                    $this->pause(self::RECONNECT_MAX);
+                    continue;
+                }
+                $this->backOff($e, $delay);
+                continue;
+            } catch (\RedisException $e) {
+                $this->backOff($e, $delay);
                 continue;
             }
             foreach ($batch as $raw) {
@@ -201,6 +205,28 @@ return id
                 $this->release($this->holding);
             }
         }
+    }
+
+    /** Redis is away, or will answer again soon: a new connection (on a cluster, the map of
+     * slots read again) after the delay, which doubles up to RECONNECT_MAX. */
+    private function backOff(\Throwable $e, float &$delay): void
+    {
+        $this->log('warning', sprintf('Redis unreachable (%s); retrying in %.1fs', $e->getMessage(), $delay));
+        $this->jobs = null;
+        $this->pause($delay);
+        $delay = min($delay * 2, self::RECONNECT_MAX);
+    }
+
+    /** An error reply that a moment cures, by its text as command() raises it from getLastError()
+     * ("CLUSTERDOWN The cluster is down": Tempest\Cluster keeps the reply that phpredis threw on). */
+    public static function passing(string $error): bool
+    {
+        foreach (self::PASSING_ERRORS as $prefix) {
+            if (str_starts_with($error, $prefix)) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** @return list<string> */
