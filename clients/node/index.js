@@ -31,7 +31,7 @@ const CLUSTER_POLL = 0.25; // seconds the first queue blocks when the queues are
 const COMMAND_GRACE = 10000; // ms a blocking command may take beyond its own timeout: then the connection is dead
 const ANSWER_TIMEOUT = 10000; // ms an answer endpoint may take to reply
 const RECONNECT_MIN = 100; // ms
-const RECONNECT_MAX = 5000; // ms between reconnection attempts, at most
+const RECONNECT_MAX = 2000; // ms between reconnection attempts, at most (the take loop's and node-redis')
 const ANSWER_ACTIONS = ['url', 'ws']; // the actions every answer endpoint knows
 const GATHER_TTL = 300; // seconds a fan-out's stream lives at most (the gatherer deletes it)
 const SESSION_TTL = 14 * 24 * 3600; // [front] session_ttl's default
@@ -740,7 +740,7 @@ class Worker {
         }
         jobs = this.reliable ? await this._takeReliable() : await this._take();
         delay = RECONNECT_MIN;
-      } catch (error) {
+      } catch (error) { // a lost connection, or an error reply (CLUSTERDOWN, LOADING...: node-redis' ErrorReply)
         log.warn(`Redis unreachable (${error.message || error}); retrying in ${(delay / 1000).toFixed(1)}s`);
         await this._sleep(delay);
         delay = Math.min(delay * 2, RECONNECT_MAX);
