@@ -1025,6 +1025,7 @@ _tempest_refused() {
 # ---------------------------------------------------------------- taking jobs
 
 _TEMPEST_CLUSTER_POLL=0.25  # seconds the first queue blocks when the queues are in several slots of a Cluster
+_TEMPEST_RECONNECT_MAX=2000  # ms between two takes after Redis failed, at most (100 ms doubling)
 
 # _tempest_slots_apart: 1 on a Redis Cluster when the queues and their low lists are not all in
 # one slot (one BLPOP cannot name them: each is popped in turn, then the first queue blocks)
@@ -1178,7 +1179,7 @@ _tempest_loop() {  # the worker: take, run, answer, until asked to stop (or its 
             printf -v secs '%d.%d' $((delay / 1000)) $((delay % 1000 / 100))
             tempest_log warning "Redis unreachable (${err:-no reply}); retrying in ${secs}s"
             _tempest_sleep "$delay"
-            delay=$((delay * 2 > 5000 ? 5000 : delay * 2))
+            delay=$((delay * 2 > _TEMPEST_RECONNECT_MAX ? _TEMPEST_RECONNECT_MAX : delay * 2))
             continue
         fi
         delay=100
