@@ -43,6 +43,7 @@ PING_INTERVAL = 5.0  # seconds between PINGs on the subscription connection
 READ_TIMEOUT = 3 * PING_INTERVAL  # no byte for this long: the connection is dead
 CONFIRM_TIMEOUT = 5.0  # how long a new subscriber waits for Redis to confirm SUBSCRIBE
 RECONNECT_MAX = 5.0
+RECHECK_DELAY = 0.2  # seconds before a refused sharded subscription's slot is looked up again
 HEARTBEAT = object()  # pushed to every subscriber every [pubsub] heartbeat seconds
 
 
@@ -336,6 +337,21 @@ class Relay:
                 log.debug("pub/sub: cannot read the cluster's slots: %s", exc)
         self._move([channel], link, force=True)
 
+    def _recheck(self, link: Link) -> None:
+        """A sharded subscription was refused (its slot is elsewhere, or moving): the map is
+        read again, each of the link's channels that another master serves moves there, and
+        those still here but not confirmed are subscribed again."""
+        link.rechecking = False
+        try:
+            assert self._slots is not None
+            self._slots.refresh()
+        except redisconn.ConnectionFailed as exc:
+            log.debug("pub/sub: cannot read the cluster's slots: %s", exc)
+        self._move(sorted(link.channels), link)
+        again = [c for c in link.channels if c in self._confirmed and not self._confirmed[c].is_set()]
+        if again and not link.stopped:
+            link.subscribe(sorted(again))
+
     def _move(self, channels: list[str], link: Link, force: bool = False) -> None:
         moving = [c for c in channels if force or self._slots is not None and self._slots.master_of(c) != link.address]
         for channel in moving:
@@ -355,6 +371,12 @@ class Relay:
     def _handle(self, reply: Any, link: Link | None = None) -> None:
         link = link or self.link
         if isinstance(reply, hiredis.ReplyError):
+            if self._slots is not None and str(reply).startswith(("MOVED ", "ASK ", "CLUSTERDOWN", "TRYAGAIN")):
+                log.info("pub/sub: Redis replied %s: the channels of that link are looked at again", reply)
+                if not link.rechecking:
+                    link.rechecking = True
+                    gevent.spawn_later(RECHECK_DELAY, self._recheck, link)
+                return
             log.error("pub/sub: Redis replied %s", reply)
             return
         kind = reply[0]
@@ -439,15 +461,19 @@ class Link:
         # the reply to its latest SUBSCRIBE, not by that of one sent before an UNSUBSCRIBE
         self._awaiting: dict[str, int] = {}
         self._greenlet: gevent.Greenlet[..., Any] | None = None
+        self.stopped = False
+        self.rechecking = False  # a _recheck is scheduled
 
     def start(self) -> None:
         if self._greenlet is None:
             self._greenlet = gevent.spawn(self._run)
 
     def stop(self) -> None:
-        if self._greenlet is not None:
-            self._greenlet.kill(block=False)
-            self._greenlet = None
+        """Close the link for good (from its own greenlet too: its read then ends quietly)."""
+        self.stopped = True
+        greenlet, self._greenlet = self._greenlet, None
+        if greenlet is not None and greenlet is not gevent.getcurrent():
+            greenlet.kill(block=False)
         self._close()
 
     def subscribe(self, channels: list[str]) -> None:
@@ -455,10 +481,18 @@ class Link:
             return  # not connected: the reconnection subscribes every channel
         for channel in channels:
             self._awaiting[channel] = self._awaiting.get(channel, 0) + 1
-        self.send(self.verbs[0], *channels)
+        self._command(self.verbs[0], channels)
 
     def unsubscribe(self, channels: list[str]) -> None:
-        self.send(self.verbs[1], *channels)
+        self._command(self.verbs[1], channels)
+
+    def _command(self, verb: str, channels: list[str]) -> None:
+        """One SUBSCRIBE for all the channels; sharded, one each (a cluster refuses channels of
+        several slots in one), in one write."""
+        if self.relay.sharded:
+            self.send_all([[verb, channel] for channel in channels])
+        else:
+            self.send_all([[verb, *channels]])
 
     def confirm(self, channel: str) -> bool:
         """A SUBSCRIBE's reply came: True when it is the reply to the latest one."""
@@ -469,10 +503,13 @@ class Link:
         return True
 
     def send(self, *command: str) -> None:
+        self.send_all([list(command)])
+
+    def send_all(self, commands: list[list[str]]) -> None:
         sock = self.sock
         if sock is None:
             return  # not connected: the reconnection subscribes every channel
-        data = resp.pack(command)
+        data = b"".join(resp.pack(command) for command in commands)
         try:
             with self._write:
                 sock.sendall(data)
@@ -488,6 +525,8 @@ class Link:
                 delay = 0.1
                 self._read(sock, reader)
             except (OSError, hiredis.ProtocolError, ConnectionError) as exc:
+                if self.stopped:
+                    return  # its channels went to other links
                 log.warning("pub/sub connection to Redis lost (%s); reconnecting in %.1fs", exc, delay)
             self._close()
             relay.stats.relay_reconnects += 1

@@ -264,6 +264,35 @@ def test_sharded_pub_sub_on_a_cluster_follows_a_failover(tempestd_factory, tmp_p
         cluster.stop()
 
 
+def test_a_sharded_channel_follows_its_slot_to_another_master(shared_cluster, tempestd_factory):
+    """Sharded: the slot of a channel is given to another master (no keys in it: CLUSTER SETSLOT
+    NODE on every master); Redis ends the relay's SSUBSCRIBE there (sunsubscribe), the relay
+    subscribes on the new master, and the open stream gets the next message."""
+    cluster = shared_cluster
+    channel = spread(cluster, "clu-mv.", 1)[0]
+    slot = slots.key_slot(channel)
+    source = cluster.master_of(channel)
+    target = next(node for node in cluster.masters if node.port != source.port)
+    daemon = tempestd_factory(redis_url=cluster.url, front={"queue": "clu-mv"}, pubsub={"sharded": "yes"})
+    stream = SSE(daemon.port, "/sub/" + channel)
+
+    def shard_subscribers(node):
+        return node.client().execute_command("PUBSUB", "SHARDNUMSUB", channel)[1]
+
+    try:
+        wait_until(lambda: shard_subscribers(source) == 1, 10, message="the SSUBSCRIBE on the source")
+        for node in cluster.masters:
+            node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", cluster.node_id(target))
+        wait_until(lambda: shard_subscribers(target) == 1, 10, message="the SSUBSCRIBE on the slot's new master")
+        target.client().execute_command("SPUBLISH", channel, "after the move")
+        assert stream.next_message()["data"] == "after the move"
+        assert "Redis ended the sharded subscription of" in daemon.log()
+    finally:
+        stream.close()
+        for node in cluster.masters:  # the shared cluster as it was
+            node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", cluster.node_id(source))
+
+
 CLIENTS = ("go", "node", "php", "ruby", "shell")
 
 
