@@ -42,8 +42,8 @@ const (
 	DefaultRedisURL = "redis://127.0.0.1:6379/0"
 	PollTimeout     = time.Second // a BLPOP blocks this long, so that a stop is seen
 	ReconnectMin    = 100 * time.Millisecond
-	ReconnectMax    = 5 * time.Second // reconnection backoff: 0.1 s doubling up to this
-	TransientMax    = 2 * time.Second // the backoff's limit for TRYAGAIN, CLUSTERDOWN, LOADING (a cluster failing over)
+	ReconnectMax    = 2 * time.Second // reconnection backoff: 0.1 s doubling up to this (the other clients' too)
+	TransientMax    = ReconnectMax    // the backoff's limit for TRYAGAIN, CLUSTERDOWN, LOADING (kept for callers: the same now)
 	GatherTTL       = 300             // seconds a fan-out's stream lives at most
 	HTTPAction      = "url"
 	ExpiredLogEvery = 10 * time.Second // between two log lines about jobs dropped past their deadline
@@ -395,24 +395,19 @@ func (w *Worker) loop() {
 		if err != nil {
 			var refused redis.Error
 			if errors.As(err, &refused) && !transient(refused) {
-				w.Log.Printf("Redis refused to give jobs: %v; retrying in %v", err, ReconnectMax)
+				w.Log.Printf("Redis refused to give jobs: %v; retrying in %.1fs", err, ReconnectMax.Seconds())
 				w.sleep(ReconnectMax)
 				continue
 			}
-			limit := ReconnectMax
-			if refused != "" { // a cluster failing over or migrating a slot: soon over
-				limit = TransientMax
-				w.Log.Printf("Redis cannot give jobs now (%v); retrying in %v", err, shorter(delay, limit))
-			} else {
-				w.Log.Printf("Redis unreachable (%v); retrying in %v", err, shorter(delay, limit))
-			}
+			// a lost connection, or a cluster failing over or migrating a slot (soon over)
+			w.Log.Printf("Redis unreachable (%v); retrying in %.1fs", err, delay.Seconds())
 			if w.queue != nil {
 				w.queue.Close()
 				w.queue = nil
 			}
-			w.sleep(shorter(delay, limit))
-			if delay *= 2; delay > limit {
-				delay = limit
+			w.sleep(delay)
+			if delay *= 2; delay > ReconnectMax {
+				delay = ReconnectMax
 			}
 			continue
 		}
@@ -511,13 +506,6 @@ func transient(e redis.Error) bool {
 func isRefusal(err error, prefix string) bool {
 	var refused redis.Error
 	return errors.As(err, &refused) && strings.HasPrefix(refused.Error(), prefix+" ")
-}
-
-func shorter(a, b time.Duration) time.Duration {
-	if a < b {
-		return a
-	}
-	return b
 }
 
 func sameSlot(keys []any) bool {
