@@ -475,10 +475,7 @@ class Daemon:
         patterns = [[pattern, config.pubsub.history] for pattern in config.pubsub.durable]
         try:
             client.set(keys.DURABLE_CONFIG, json.dumps(patterns))
-            if config.pubsub.sharded:
-                client.set(keys.SHARDED_CONFIG, "1")
-            else:
-                client.delete(keys.SHARDED_CONFIG)
+            client.set(keys.SHARDED_CONFIG, "1" if config.pubsub.sharded else "0")
         except redis.RedisError as exc:
             log.warning("cannot store the durable channel patterns in Redis: %s", exc)
 

@@ -9,7 +9,7 @@ Sessions keep the 2012 protocol's ``session:<id>`` hashes.
 # pub/sub: tempestd writes its [pubsub] durable patterns here so that every publisher (worker
 # library, `tempest publish`) knows which channels keep a history
 DURABLE_CONFIG = "tempest:pubsub:durable"
-# ... and here "1" when [pubsub] sharded: publishers then SPUBLISH (sharded pub/sub), not PUBLISH
+# ... and here "1" when [pubsub] sharded ("0" otherwise): publishers then SPUBLISH, not PUBLISH
 SHARDED_CONFIG = "tempest:pubsub:sharded"
 
 

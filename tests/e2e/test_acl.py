@@ -51,7 +51,7 @@ FRONT = [
     # pub/sub relay: any channel a browser asks for (narrow &* to your channels' patterns)
     "+subscribe", "+unsubscribe", "&*",
     # durable channels: the patterns for publishers, the history for Last-Event-ID
-    "+set", "~tempest:pubsub:durable", "+xrange", "+xrevrange", "~tempest:stream:{*}",
+    "+set", "~tempest:pubsub:durable", "~tempest:pubsub:sharded", "+xrange", "+xrevrange", "~tempest:stream:{*}",
     # the answers of a fan-out's parts, added to their gatherer's stream
     "+xadd", "~tempest:gather:{*}",
     # reliable delivery: the dead workers' jobs given back (a Lua script: RPOP, LPUSH, RPUSH,
@@ -89,7 +89,7 @@ WORKER = [
     "+hget", "+hset", "+hdel", "+hexists", "+hgetall", "+rename", "+multi", "+exec", "~session:*",
     "+smembers", "~tempest:grants:*",
     # publishing: the durable patterns, PUBLISH, the durable script (XADD and PUBLISH inside)
-    "+get", "~tempest:pubsub:durable", "+publish", "+evalsha", "+script|load", "~tempest:stream:{news.*}",
+    "+get", "~tempest:pubsub:durable", "~tempest:pubsub:sharded", "+publish", "+evalsha", "+script|load", "~tempest:stream:{news.*}",
     "&news.*",
 ]
 
