@@ -29,7 +29,8 @@ const (
 	ClusterPoll     = 250 * time.Millisecond // a plain worker on queues in several slots blocks this long on the first
 )
 
-// keyless commands go to any master (PUBLISH too: the cluster forwards it to every node)
+// keyless commands go to any master (PUBLISH too: the cluster forwards it to every node; SPUBLISH
+// is routed by its channel, the default: argument 1)
 var keyless = map[string]bool{"": true, "PING": true, "ECHO": true, "INFO": true, "TIME": true, "ROLE": true,
 	"CLIENT": true, "CLUSTER": true, "COMMAND": true, "CONFIG": true, "AUTH": true, "HELLO": true, "SELECT": true,
 	"READONLY": true, "READWRITE": true, "ASKING": true, "DBSIZE": true, "PUBLISH": true, "PUBSUB": true,

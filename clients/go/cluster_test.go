@@ -66,6 +66,7 @@ func TestCommandKey(t *testing.T) {
 		{"EVAL", []any{"return 1", 0}, "", false},
 		{"XREAD", []any{"BLOCK", 100, "STREAMS", "tempest:gather:{g}", "0-0"}, "tempest:gather:{g}", true},
 		{"PUBLISH", []any{"news", "x"}, "", false},
+		{"spublish", []any{"news", "x"}, "news", true}, // sharded pub/sub: the channel's master
 		{"PING", nil, "", false},
 		{"MULTI", nil, "", false},
 		{"SUBSCRIBE", []any{"news"}, "", false},

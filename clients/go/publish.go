@@ -11,25 +11,39 @@ import (
 	"github.com/gomodule/redigo/redis"
 )
 
-// DurableConfig is the Redis key where tempestd keeps [pubsub] durable: [[pattern, history], ...].
-const DurableConfig = "tempest:pubsub:durable"
+const (
+	// DurableConfig is the Redis key where tempestd keeps [pubsub] durable: [[pattern, history], ...].
+	DurableConfig = "tempest:pubsub:durable"
+	// ShardedConfig is "1" when tempestd relays sharded pub/sub ([pubsub] sharded): then SPUBLISH.
+	ShardedConfig = "tempest:pubsub:sharded"
+	// ConfigCache is how long a publisher trusts what it read of those two keys.
+	ConfigCache = 5 * time.Second
+)
 
 // XADD and PUBLISH in one step (tempest/publish.py): no subscriber sees a message the stream lacks
-var publishDurable = redis.NewScript(1, `
+const publishDurableSource = `
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'm', ARGV[1])
 redis.call('PUBLISH', ARGV[3], cjson.encode({'$durable', id, ARGV[1]}))
 return id
-`)
+`
+
+var (
+	publishDurable = redis.NewScript(1, publishDurableSource)
+	// the same with sharded pub/sub: the channel is in its stream's slot, tempest:stream:{<channel>}
+	spublishDurable = redis.NewScript(1, strings.Replace(publishDurableSource, "'PUBLISH'", "'SPUBLISH'", 1))
+)
 
 type durablePattern struct {
 	match   *regexp.Regexp
 	history int
 }
 
+// publisher is what tempestd stored for publishers, read at most every ConfigCache.
 type publisher struct {
 	sync.Mutex
 	read     time.Time
 	patterns []durablePattern
+	sharded  bool
 }
 
 // Publish sends data (any JSON value; a string as is) to the subscribers of channel (SSE and
@@ -54,21 +68,35 @@ func (w *Worker) publish(channel string, message []any) (any, error) {
 	}
 	conn := w.Redis()
 	defer conn.Close()
-	history, durable := w.durableHistory(conn, channel)
+	history, durable, sharded := w.publishConfig(conn, channel)
 	if !durable {
-		return redis.Int64(conn.Do("PUBLISH", channel, raw))
+		return publishPlain(conn, channel, raw, sharded)
 	}
-	return redis.String(publishDurable.Do(conn, "tempest:stream:{"+channel+"}", raw, history, channel))
+	script := publishDurable
+	if sharded {
+		script = spublishDurable
+	}
+	return redis.String(script.Do(conn, "tempest:stream:{"+channel+"}", raw, history, channel))
 }
 
-// durableHistory is the history length of channel when it is durable (the patterns read from
-// Redis, trusted for 5 s).
-func (w *Worker) durableHistory(conn redis.Conn, channel string) (int, bool) {
+// publishPlain is PUBLISH, or SPUBLISH (routed to the channel's master on a cluster) when sharded.
+func publishPlain(conn redis.Conn, channel string, raw any, sharded bool) (int64, error) {
+	if sharded {
+		return redis.Int64(conn.Do("SPUBLISH", channel, raw))
+	}
+	return redis.Int64(conn.Do("PUBLISH", channel, raw))
+}
+
+// publishConfig is the history length of channel when it is durable, and whether pub/sub is
+// sharded (both read from Redis, trusted for ConfigCache).
+func (w *Worker) publishConfig(conn redis.Conn, channel string) (int, bool, bool) {
 	p := &w.publisher
 	p.Lock()
 	defer p.Unlock()
-	if time.Since(p.read) > 5*time.Second {
+	if time.Since(p.read) > ConfigCache {
 		p.patterns = nil
+		flag, _ := redis.String(conn.Do("GET", ShardedConfig))
+		p.sharded = flag == "1"
 		if raw, err := redis.Bytes(conn.Do("GET", DurableConfig)); err == nil {
 			var config [][2]any
 			if json.Unmarshal(raw, &config) == nil {
@@ -83,10 +111,10 @@ func (w *Worker) durableHistory(conn redis.Conn, channel string) (int, bool) {
 	}
 	for _, pattern := range p.patterns {
 		if pattern.match.MatchString(channel) {
-			return pattern.history, true
+			return pattern.history, true, p.sharded
 		}
 	}
-	return 0, false
+	return 0, false, p.sharded
 }
 
 // fnmatch compiles a shell pattern as Python's fnmatch.fnmatchcase reads it (* and ? match
