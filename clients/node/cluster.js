@@ -37,7 +37,8 @@ function keySlot(key) {
 }
 
 /** The key a command is routed by: undefined for a command without keys (any node). PUBLISH
- * is routed by its channel: any node relays it to every node. */
+ * is routed by its channel (any node relays it to every node); SPUBLISH must be: only the
+ * master of the channel's slot takes it. */
 function commandKey(args) {
   const name = String(args[0]).toUpperCase();
   if (SCRIPTS.has(name)) return Number(args[2]) > 0 ? args[3] : undefined;

@@ -38,7 +38,8 @@ const SESSION_TTL = 14 * 24 * 3600; // [front] session_ttl's default
 const REGENERATED_HEADER = 'X-Tempest-Session';
 const SESSION_ID = /^[A-Za-z0-9_-]{22}$/;
 const DURABLE_CONFIG = 'tempest:pubsub:durable';
-const DURABLE_CACHE = 5000; // ms a publisher trusts its copy of the durable patterns
+const SHARDED_CONFIG = 'tempest:pubsub:sharded'; // "1": tempestd relays sharded pub/sub, publish with SPUBLISH
+const DURABLE_CACHE = 5000; // ms a publisher trusts its copy of the durable patterns and of the sharded flag
 const WORKERS = 'tempest:workers';
 const EXPIRED_LOG_EVERY = 10000; // ms between two info lines about jobs dropped past their deadline
 const BODY_BLOCK = 256 * 1024; // bytes read from a spooled file at a time (a Redis chunk's size)
@@ -64,6 +65,8 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'm', ARGV[1])
 redis.call('PUBLISH', ARGV[3], cjson.encode({'$durable', id, ARGV[1]}))
 return id
 `;
+// the same with sharded pub/sub ([pubsub] sharded): the channel is in its stream's slot
+const SPUBLISH_DURABLE = PUBLISH_DURABLE.replace("'PUBLISH'", "'SPUBLISH'");
 
 const keys = {
   session: (id) => 'session:' + id,
@@ -587,7 +590,7 @@ class Worker {
     this._endpoints = new Map(); // respond_to -> Promise of a connected client
     this._registered = false;
     this._holding = null;
-    this._durable = { stamp: -Infinity, patterns: [] };
+    this._durable = { stamp: -Infinity, patterns: [], sharded: false }; // what tempestd stored for publishers
   }
 
   /** Register handler(context, ...args) for `action`; its value, unless null/undefined, is the answer. */
@@ -1003,20 +1006,25 @@ class Worker {
       throw new Error(`bad event name ${JSON.stringify(event)}`);
     }
     const message = JSON.stringify(event !== null && event !== undefined ? [event, data] : [data]);
+    const { patterns, sharded } = await this._publishConfig();
     let history = null;
-    for (const [pattern, kept] of await this._durablePatterns()) {
+    for (const [pattern, kept] of patterns) {
       if (fnmatch(pattern).test(channel)) { history = kept; break; }
     }
-    if (history === null) return this.redis.sendCommand(['PUBLISH', channel, message]);
-    return this.redis.sendCommand(['EVAL', PUBLISH_DURABLE, '1', keys.stream(channel), message, String(history), channel]);
+    if (history === null) return this.redis.sendCommand([sharded ? 'SPUBLISH' : 'PUBLISH', channel, message]);
+    const script = sharded ? SPUBLISH_DURABLE : PUBLISH_DURABLE;
+    return this.redis.sendCommand(['EVAL', script, '1', keys.stream(channel), message, String(history), channel]);
   }
 
-  async _durablePatterns() {
+  /** The durable patterns and the sharded flag, read from Redis at most every DURABLE_CACHE ms. */
+  async _publishConfig() {
     if (Date.now() - this._durable.stamp > DURABLE_CACHE) {
+      // two GETs, not one MGET: on a cluster the keys are in two slots
       const raw = await this.redis.sendCommand(['GET', DURABLE_CONFIG]);
-      this._durable = { stamp: Date.now(), patterns: raw ? JSON.parse(raw) : [] };
+      const sharded = String(await this.redis.sendCommand(['GET', SHARDED_CONFIG])) === '1';
+      this._durable = { stamp: Date.now(), patterns: raw ? JSON.parse(raw) : [], sharded };
     }
-    return this._durable.patterns;
+    return this._durable;
   }
 
   /** Close every connection (run() does it when it returns). */
