@@ -5,6 +5,7 @@ module Tempest
   # queue, sessions the 2012 `session:<id>` hashes, the rest lives under `tempest:`.
   module Keys
     DURABLE_CONFIG = "tempest:pubsub:durable"
+    SHARDED_CONFIG = "tempest:pubsub:sharded" # "1": [pubsub] sharded, publish with SPUBLISH
     WORKERS = "tempest:workers"
 
     module_function
