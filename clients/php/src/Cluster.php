@@ -87,7 +87,7 @@ final class Cluster
             case 'XREAD':
                 $streams = array_search('STREAMS', array_map('strtoupper', array_map('strval', $args)), true);
                 return $streams === false ? null : (string) $args[$streams + 1];
-            case 'PUBLISH':  // the cluster passes every message to every node
+            case 'PUBLISH':  // the cluster passes every message to every node (SPUBLISH: by its channel, below)
             case 'PING':
                 return null;
             default:

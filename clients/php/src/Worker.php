@@ -35,6 +35,8 @@ final class Worker
     public const ANSWER_ACTIONS = ['url', 'ws'];  // the actions every answer endpoint knows
     public const WORKERS_KEY = 'tempest:workers';
     public const DURABLE_KEY = 'tempest:pubsub:durable';
+    public const SHARDED_KEY = 'tempest:pubsub:sharded';  // "1": [pubsub] sharded, publish with SPUBLISH
+    public const PUBLISH_CACHE = 5.0;      // seconds a publisher trusts what it read of those two keys
     public const EXPIRED_LOG_EVERY = 10.0; // seconds between two info lines about jobs dropped past their deadline
     private const JSON_FLAGS = JSON_UNESCAPED_UNICODE | JSON_UNESCAPED_SLASHES | JSON_PRESERVE_ZERO_FRACTION
         | JSON_THROW_ON_ERROR;
@@ -58,6 +60,12 @@ return n
     private const PUBLISH_DURABLE = "
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'm', ARGV[1])
 redis.call('PUBLISH', ARGV[3], cjson.encode({'\$durable', id, ARGV[1]}))
+return id
+";
+    // the same with sharded pub/sub: the channel is in its stream's slot
+    private const SPUBLISH_DURABLE = "
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'm', ARGV[1])
+redis.call('SPUBLISH', ARGV[3], cjson.encode({'\$durable', id, ARGV[1]}))
 return id
 ";
 
@@ -87,6 +95,7 @@ return id
     private float $durableStamp = -INF;
     /** @var list<array{0: string, 1: int}> */
     private array $durable = [];
+    private bool $sharded = false;   // read with $durable
     /** @var callable */
     private $logger;
 
@@ -586,24 +595,29 @@ return id
         }
         $message = self::json($event !== null ? [$event, $data] : [$data]);
         $history = $this->durableHistory($channel);
-        if ($history === null) {  // on a cluster: any node, which passes it to every node
-            return (int) $this->command('PUBLISH', $channel, $message);
+        if ($history === null) {
+            // on a cluster: PUBLISH to any node, which passes it to every node; SPUBLISH to the
+            // master of the channel's slot (Cluster::keyOf: its argument 1)
+            return (int) $this->command($this->sharded ? 'SPUBLISH' : 'PUBLISH', $channel, $message);
         }
         // on a cluster: the master of the stream's slot (the script's one key)
-        $id = $this->command('EVAL', self::PUBLISH_DURABLE, 1, 'tempest:stream:{' . $channel . '}', $message,
-            $history, $channel);
+        $script = $this->sharded ? self::SPUBLISH_DURABLE : self::PUBLISH_DURABLE;
+        $id = $this->command('EVAL', $script, 1, 'tempest:stream:{' . $channel . '}', $message, $history, $channel);
         if (!is_string($id)) {
             throw new RedisError('durable publish failed: ' . json_encode($id));
         }
         return $id;
     }
 
+    /** The history length of a durable channel, null for a plain one; the durable patterns and
+     * the sharded flag read again when older than PUBLISH_CACHE (two GETs: two slots). */
     private function durableHistory(string $channel): ?int
     {
-        if (microtime(true) - $this->durableStamp > 5.0) {
+        if (microtime(true) - $this->durableStamp > self::PUBLISH_CACHE) {
             $raw = $this->command('GET', self::DURABLE_KEY);
             $patterns = is_string($raw) ? json_decode($raw, true) : [];
             $this->durable = is_array($patterns) ? $patterns : [];
+            $this->sharded = $this->command('GET', self::SHARDED_KEY) === '1';
             $this->durableStamp = microtime(true);
         }
         foreach ($this->durable as [$pattern, $history]) {
