@@ -31,8 +31,9 @@ _tempest_processed=0
 _tempest_expired=0                 # url jobs taken past their deadline, dropped unrun
 _tempest_expired_at=0              # when one was last logged (Unix seconds)
 _tempest_reliable=1
-_tempest_durable=""                # the cached [pubsub] durable patterns: "pattern history" lines
-_tempest_durable_at=0
+_tempest_durable=""                # the cached [pubsub] durable patterns: "history pattern" lines
+_tempest_sharded=0                 # the cached tempest:pubsub:sharded: 1 for SPUBLISH
+_tempest_durable_at=0              # when both were read (Unix seconds)
 
 # ---------------------------------------------------------------- logging and plumbing
 
@@ -806,22 +807,31 @@ _tempest_session_copy() {
 _TEMPEST_PUBLISH_DURABLE="local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'm', ARGV[3])
 redis.call('PUBLISH', ARGV[2], cjson.encode({'\$durable', id, ARGV[3]}))
 return id"
+# the same with sharded pub/sub ([pubsub] sharded): the channel is in its stream's slot
+_TEMPEST_SPUBLISH_DURABLE=${_TEMPEST_PUBLISH_DURABLE/\'PUBLISH\'/\'SPUBLISH\'}
 
-_tempest_durable_history() {  # the history length of a durable channel; 1 for a plain one
-    local channel=$1 now pattern history raw item line
+# What tempestd stored for publishers, tempest:pubsub:durable and tempest:pubsub:sharded, read
+# again when older than 5 s; in this shell (not in a $(...)), so that the cache persists.
+_tempest_publish_config() {
+    local now pattern history raw sharded item durable=""
     now=${EPOCHSECONDS:-$(date +%s)}
-    if ((now - _tempest_durable_at >= 5)); then  # tempest:pubsub:durable, cached 5 s
-        _tempest_durable=""
-        raw=$(_tempest_redis GET tempest:pubsub:durable </dev/null) || return 1
-        if [[ -n $raw ]]; then
-            while IFS= read -r item; do
-                [[ -n $item ]] || continue
-                pattern=$(tempest_json_text "$item" 0) && history=$(tempest_json_text "$item" 1) &&
-                    _tempest_durable+="$history $pattern"$'\n'
-            done < <(tempest_json_items "$raw")
-        fi
-        _tempest_durable_at=$now
+    ((now - _tempest_durable_at >= 5)) || return 0
+    raw=$(_tempest_redis GET tempest:pubsub:durable </dev/null) || return 1
+    sharded=$(_tempest_redis GET tempest:pubsub:sharded </dev/null) || return 1
+    if [[ -n $raw ]]; then
+        while IFS= read -r item; do
+            [[ -n $item ]] || continue
+            pattern=$(tempest_json_text "$item" 0) && history=$(tempest_json_text "$item" 1) &&
+                durable+="$history $pattern"$'\n'
+        done < <(tempest_json_items "$raw")
     fi
+    _tempest_durable=$durable
+    [[ $sharded == 1 ]] && _tempest_sharded=1 || _tempest_sharded=0
+    _tempest_durable_at=$now
+}
+
+_tempest_durable_history() {  # the history length of a durable channel (the cached patterns); 1 for a plain one
+    local channel=$1 pattern line
     while IFS= read -r line; do
         [[ -n $line ]] || continue
         pattern=${line#* }
@@ -835,19 +845,23 @@ _tempest_durable_history() {  # the history length of a durable channel; 1 for a
 }
 
 tempest_publish_json() {  # tempest_publish_json CHANNEL JSON [EVENT]; TEMPEST_PUBLISHED: id or count
-    local channel=$1 data=$2 message history reply
+    local channel=$1 data=$2 message history reply script=$_TEMPEST_PUBLISH_DURABLE command=PUBLISH
     if (($# > 2)); then
         if [[ $3 == *[$'\r\n']* ]]; then tempest_log error "bad event name"; return 1; fi
         message="[$(tempest_json_quote "$3"),$data]"
     else
         message="[$data]"
     fi
+    _tempest_publish_config || { tempest_log error "publish to $channel failed: Redis unreachable"; return 1; }
+    if ((_tempest_sharded)); then  # on a cluster, redis-cli -c follows the MOVED to the channel's master
+        script=$_TEMPEST_SPUBLISH_DURABLE command=SPUBLISH
+    fi
     if history=$(_tempest_durable_history "$channel"); then
-        reply=$(printf '%s' "$message" | _tempest_redis -x EVAL "$_TEMPEST_PUBLISH_DURABLE" 1 \
+        reply=$(printf '%s' "$message" | _tempest_redis -x EVAL "$script" 1 \
             "tempest:stream:{$channel}" "$history" "$channel" 2>&1)
         [[ $reply =~ ^[0-9]+-[0-9]+$ ]] || { tempest_log error "publish to $channel failed: $reply"; return 1; }
     else
-        reply=$(printf '%s' "$message" | _tempest_redis -x PUBLISH "$channel" 2>&1)
+        reply=$(printf '%s' "$message" | _tempest_redis -x "$command" "$channel" 2>&1)
         [[ $reply =~ ^[0-9]+$ ]] || { tempest_log error "publish to $channel failed: $reply"; return 1; }
     fi
     TEMPEST_PUBLISHED=$reply
