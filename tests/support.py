@@ -294,6 +294,8 @@ def client_hello(language, queue):
     runtime checked (support.missing_runtime), the Go one built."""
     import shutil
 
+    if language == "python":  # the library's own hello (tempest/examples/hello.py)
+        return f"{sys.executable} -m tempest.examples.hello {queue}"
     clients = os.path.join(REPO, "clients")
     if language == "node":
         if shutil.which("node") is None or not os.path.isdir(os.path.join(clients, "node", "node_modules", "redis")):

@@ -1,8 +1,8 @@
-"""The Ruby, PHP, Node and shell hello workers on a real Redis Cluster whose every node answers
+"""The Python, Go, Ruby, PHP, Node and shell hello workers on a real Redis Cluster whose every node answers
 CLUSTERDOWN for a while (a slot unassigned on every node, cluster-require-full-coverage being
 yes): each logs it as a passing outage ("Redis unreachable (CLUSTERDOWN ...); retrying in Xs",
 not "Redis refused to give jobs"), backs off 0.1 s doubling to 2 s at most, and serves a job
-pushed once the slot is back within 3 s (as tempest/worker.py and clients/go do)."""
+pushed once the slot is back within 3 s."""
 
 import os
 import re
@@ -18,7 +18,7 @@ from redis.crc import key_slot
 
 from support import REPO, LocalCluster, client_hello, hand_job, stop_groups, wait_until
 
-LANGUAGES = ("ruby", "php", "node", "shell")
+LANGUAGES = ("python", "go", "ruby", "php", "node", "shell")
 RETRYING = re.compile(r"retrying in ([0-9.]+)s")
 
 
