@@ -15,6 +15,7 @@ batches sent to it fail). As RawConnection, it never retries a batch whose outco
 from __future__ import annotations
 
 import logging
+import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ from tempest.redisconn import ConnectionFailed, RawConnection
 from tempest.redisurl import cluster_parts, query, redacted, with_query
 
 MAX_REDIRECTIONS = 5
+DOWN_FOR = 0.5  # seconds a node whose connection failed is not tried again
 Address = tuple[str, int]
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class ClusterConnection:
         self._slots: list[Address | None] = [None] * slots.SLOTS
         self._masters: list[Address] = []
         self._stale = True  # read the map before the next batch
+        self._down: dict[Address, float] = {}  # node -> when it may be tried again (it failed)
         self._closed_connects = 0  # connections made by node connections since closed
 
     @property
@@ -101,6 +104,11 @@ class ClusterConnection:
                     batch.append(["ASKING"])
                 batch.append(commands[index])
             node = self._node(address)
+            if (resting := self._down.get(address, 0.0) - time.monotonic()) > 0:  # failed just now: not again yet
+                failed.append((indexes, ConnectionFailed(f"{address[0]}:{address[1]}: failed {DOWN_FOR - resting:.1f}s ago, "
+                                                         f"tried again in {resting:.1f}s")))
+                self._stale = True
+                continue
             try:
                 node.send(batch)
             except ConnectionFailed as exc:
@@ -154,7 +162,11 @@ class ClusterConnection:
         return next((r for r in replies if isinstance(r, hiredis.ReplyError)), replies[0])
 
     def _failed(self, address: Address, exc: ConnectionFailed) -> ConnectionFailed:
+        """A node's connection failed: the map is read again before the next batch, and the
+        node is not tried again for DOWN_FOR seconds (on a network where a dead host does not
+        refuse, each try would cost the connect timeout to every batch, the other masters' too)."""
         self._stale = True
+        self._down[address] = time.monotonic() + DOWN_FOR
         return ConnectionFailed(f"{address[0]}:{address[1]}: {exc}")
 
     def _route(self, command: resp.Command) -> Address:
@@ -202,17 +214,22 @@ class ClusterConnection:
     def _refresh(self) -> None:
         """Read the map of slots (CLUSTER SLOTS) from the first known master or seed that gives it."""
         problems = []
-        for address in dict.fromkeys([*self._masters, *self.seeds]):
+        now = time.monotonic()
+        candidates = list(dict.fromkeys([*self._masters, *self.seeds]))
+        candidates.sort(key=lambda a: self._down.get(a, 0.0) > now)  # the nodes that failed just now last
+        for address in candidates:
             node = self._node(address)
             try:
                 [reply] = node.execute([["CLUSTER", "SLOTS"]])
             except ConnectionFailed as exc:
+                self._down[address] = time.monotonic() + DOWN_FOR
                 problems.append(f"{address[0]}:{address[1]}: {exc}")
                 continue
             if isinstance(reply, hiredis.ReplyError) or not reply:
                 problems.append(f"{address[0]}:{address[1]}: {reply or 'no slots served'}")
                 continue
             self._apply(reply, address)
+            self._down.pop(address, None)
             return
         raise ConnectionFailed("no Redis Cluster node gave its slots (" + "; ".join(problems) + ")")
 
