@@ -1,10 +1,11 @@
 """tempestd and the Python worker library on a real Redis Cluster (redis+cluster://, three
 masters): requests on queues whose slots live on different masters, a plain worker on queues
-in several slots, sessions (a regenerated id copied across slots), a durable channel resumed
-from its stream, the CLI (status --all, queues, publish); a reliable worker killed in the
+in several slots, sessions (a regenerated id copied across slots), a body spooled to Redis, a
+durable channel resumed from its stream, the CLI (status --all, queues, publish); a reliable worker killed in the
 middle of a job; a master killed under load, its replica taking over (counts printed); the lean
 connection's MOVED and ASK while a slot migrates."""
 
+import hashlib
 import json
 import os
 import re
@@ -26,6 +27,7 @@ PY = sys.executable
 ECHO = os.path.join(REPO, "tests", "workers", "echo.py")
 RELIABLE = os.path.join(REPO, "tests", "workers", "reliable.py")
 SESSIONS = os.path.join(REPO, "tests", "workers", "sessions_app.py")
+SPOOL = os.path.join(REPO, "tests", "workers", "spool_worker.py")
 SECRET = "cluster-test-secret-0123456789abcdef"
 
 
@@ -58,18 +60,20 @@ def test_requests_sessions_channels_and_the_cli_on_a_cluster(shared_cluster, tem
     cluster = shared_cluster
     first, second, third = spread(cluster, "clu-a")
     session_queue = spread(cluster, "clu-s", 1)[0]
-    routes = {"route:/b/": {"queue": second}, "route:/c/": {"queue": third}, "route:/count": {"queue": session_queue},
+    spool_queue = spread(cluster, "clu-u", 1)[0]
+    routes = {"route:/upload/": {"queue": spool_queue, "spool": "redis", "max_body": "8M"},"route:/b/": {"queue": second}, "route:/c/": {"queue": third}, "route:/count": {"queue": session_queue},
               "route:/login/": {"queue": session_queue}, "route:/whoami": {"queue": session_queue}}
     workers = {
         "worker:reliable": {"command": f"{PY} {ECHO} {first} {second}"},  # reliable, the default
         "worker:plain": {"command": f"{PY} {ECHO} {third} {second}", "environment": "TEMPEST_RELIABLE=0"},
         "worker:sessions": {"command": f"{PY} {SESSIONS} {session_queue}"},
+        "worker:spool": {"command": f"{PY} {SPOOL} {spool_queue}"},
     }
     daemon = tempestd_factory(redis_url=cluster.url, front={"queue": first, "timeout": "10", "session_cookie": "sid",
                                                             "max_queue_length": "1000",  # EVALSHA, loaded on each master
                                                             "session_secret": SECRET},
                               pubsub={"durable": "clu.*", "history": "100"}, **routes, **workers)
-    wait_until(lambda: daemon.log().count("worker on ") == 3, 20, message="three workers")
+    wait_until(lambda: daemon.log().count("worker on ") == 4, 20, message="four workers")
     client = cluster.client()
     assert len({slots.key_slot(q) for q in (first, second, third)}) == 3
     for path in ("/one", "/b/two", "/c/three", "/b/four"):
@@ -90,6 +94,15 @@ def test_requests_sessions_channels_and_the_cli_on_a_cluster(shared_cluster, tem
     assert client.ttl(keys.session(new_id)) > 0
     assert http("GET", daemon.base + "/whoami", headers={"Cookie": f"sid={renewed}"})[2] == b"ada"
     assert http("GET", daemon.base + "/count", headers={"Cookie": f"sid={renewed}"})[2] == b"2"  # kept
+
+    # a body spooled to Redis in chunks (tempest:body:{<token>}, its own slot), read by the worker
+    upload = os.urandom(3 * 1024 * 1024 + 17)
+    status, _, body = http("POST", daemon.base + "/upload/x", body=upload)
+    assert status == 200, body
+    seen = json.loads(body)
+    assert (seen["sha256"], seen["size"]) == (hashlib.sha256(upload).hexdigest(), len(upload)), seen
+    assert seen["body_key"]["key"].startswith("tempest:body:{") and seen["ttl"] > 0
+    wait_until(lambda: not client.exists(seen["body_key"]["key"]), 5, message="the body deleted once answered")
 
     # a durable channel: live, then resumed from its stream on the stream's master
     stream = SSE(daemon.port, "/sub/clu.news")
