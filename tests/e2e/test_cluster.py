@@ -1,7 +1,8 @@
 """tempestd and the Python worker library on a real Redis Cluster (redis+cluster://, three
 masters): requests on queues whose slots live on different masters, a plain worker on queues
-in several slots, sessions (a regenerated id copied across slots), a body spooled to Redis, a
-durable channel resumed from its stream, the CLI (status --all, queues, publish); a reliable worker killed in the
+in several slots, a job forwarded and a fan-out gathered, sessions (a regenerated id copied
+across slots), a body spooled to Redis, a durable channel resumed from its stream, the CLI
+(status --all, queues, publish); a reliable worker killed in the
 middle of a job; a master killed under load, its replica taking over (counts printed); the lean
 connection's MOVED and ASK while a slot migrates."""
 
@@ -28,6 +29,7 @@ ECHO = os.path.join(REPO, "tests", "workers", "echo.py")
 RELIABLE = os.path.join(REPO, "tests", "workers", "reliable.py")
 SESSIONS = os.path.join(REPO, "tests", "workers", "sessions_app.py")
 SPOOL = os.path.join(REPO, "tests", "workers", "spool_worker.py")
+ROUTING = os.path.join(REPO, "tests", "workers", "routing.py")
 SECRET = "cluster-test-secret-0123456789abcdef"
 
 
@@ -61,19 +63,24 @@ def test_requests_sessions_channels_and_the_cli_on_a_cluster(shared_cluster, tem
     first, second, third = spread(cluster, "clu-a")
     session_queue = spread(cluster, "clu-s", 1)[0]
     spool_queue = spread(cluster, "clu-u", 1)[0]
-    routes = {"route:/upload/": {"queue": spool_queue, "spool": "redis", "max_body": "8M"},"route:/b/": {"queue": second}, "route:/c/": {"queue": third}, "route:/count": {"queue": session_queue},
+    (fan, greet), squares = spread(cluster, "clu-g", 2), spread(cluster, "clu-q", 2)  # on other masters
+    routes = {"route:/upload/": {"queue": spool_queue, "spool": "redis", "max_body": "8M"},
+              "route:/gather": {"queue": fan}, "route:/hello": {"queue": fan},"route:/b/": {"queue": second}, "route:/c/": {"queue": third}, "route:/count": {"queue": session_queue},
               "route:/login/": {"queue": session_queue}, "route:/whoami": {"queue": session_queue}}
     workers = {
         "worker:reliable": {"command": f"{PY} {ECHO} {first} {second}"},  # reliable, the default
         "worker:plain": {"command": f"{PY} {ECHO} {third} {second}", "environment": "TEMPEST_RELIABLE=0"},
         "worker:sessions": {"command": f"{PY} {SESSIONS} {session_queue}"},
         "worker:spool": {"command": f"{PY} {SPOOL} {spool_queue}"},
+        "worker:fan": {"command": f"{PY} {ROUTING} front {fan} {greet}"},
+        "worker:greet": {"command": f"{PY} {ROUTING} greeter {greet}"},
+        **{f"worker:sq{i}": {"command": f"{PY} {ROUTING} squarer {queue}"} for i, queue in enumerate(squares)},
     }
     daemon = tempestd_factory(redis_url=cluster.url, front={"queue": first, "timeout": "10", "session_cookie": "sid",
                                                             "max_queue_length": "1000",  # EVALSHA, loaded on each master
                                                             "session_secret": SECRET},
                               pubsub={"durable": "clu.*", "history": "100"}, **routes, **workers)
-    wait_until(lambda: daemon.log().count("worker on ") == 4, 20, message="four workers")
+    wait_until(lambda: daemon.log().count("worker on ") == 8, 20, message="eight workers")
     client = cluster.client()
     assert len({slots.key_slot(q) for q in (first, second, third)}) == 3
     for path in ("/one", "/b/two", "/c/three", "/b/four"):
@@ -94,6 +101,12 @@ def test_requests_sessions_channels_and_the_cli_on_a_cluster(shared_cluster, tem
     assert client.ttl(keys.session(new_id)) > 0
     assert http("GET", daemon.base + "/whoami", headers={"Cookie": f"sid={renewed}"})[2] == b"ada"
     assert http("GET", daemon.base + "/count", headers={"Cookie": f"sid={renewed}"})[2] == b"2"  # kept
+
+    # a job forwarded to another queue, and a fan-out gathered through tempest:gather:{<gid>}
+    status, _, body = http("GET", daemon.base + "/hello")
+    assert status == 200, body
+    status, headers, body = http("GET", daemon.base + "/gather?q=" + ",".join(squares))
+    assert (status, body, headers["x-missing"]) == (200, b"5", "")  # 1 + 4
 
     # a body spooled to Redis in chunks (tempest:body:{<token>}, its own slot), read by the worker
     upload = os.urandom(3 * 1024 * 1024 + 17)
