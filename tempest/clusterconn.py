@@ -228,19 +228,28 @@ class ClusterConnection:
             if isinstance(reply, hiredis.ReplyError) or not reply:
                 problems.append(f"{address[0]}:{address[1]}: {reply or 'no slots served'}")
                 continue
-            self._apply(reply, address)
+            try:
+                self._apply(reply, address)
+            except (TypeError, ValueError, IndexError, AttributeError, UnicodeDecodeError):
+                problems.append(f"{address[0]}:{address[1]}: CLUSTER SLOTS gave what is not a map of slots")
+                continue
             self._down.pop(address, None)
             return
         raise ConnectionFailed("no Redis Cluster node gave its slots (" + "; ".join(problems) + ")")
 
     def _apply(self, reply: list[Any], asked: Address) -> None:
+        """Take CLUSTER SLOTS' reply as the map (checked whole first: a reply that is not one
+        raises, and the map stays as it was)."""
         table: list[Address | None] = [None] * slots.SLOTS
         masters: dict[Address, None] = {}
         for start, end, master, *_ in reply:
             host = master[0].decode() if master[0] else ""
             address = (host if host and host != "?" else asked[0], int(master[1]))
+            first, last = int(start), int(end)
+            if not 0 <= first <= last < slots.SLOTS or not 0 < address[1] < 65536:
+                raise ValueError("a slot range or port out of bounds")
             masters[address] = None
-            table[int(start):int(end) + 1] = [address] * (int(end) - int(start) + 1)
+            table[first:last + 1] = [address] * (last - first + 1)
         self._slots, self._masters, self._stale = table, list(masters), False
         for address in [a for a in self._nodes if a not in masters and a not in self.seeds]:
             gone = self._nodes.pop(address)
