@@ -97,8 +97,9 @@ func ParseClusterURL(rawURL string) (*ClusterURL, error) {
 	return parsed, nil
 }
 
+// yes tells whether a yes/no query parameter says yes, as tempestd reads them (yes, true, 1, on).
 func yes(value string) bool {
-	return strings.EqualFold(value, "yes") || strings.EqualFold(value, "true") || value == "1"
+	return strings.EqualFold(value, "yes") || strings.EqualFold(value, "true") || value == "1" || strings.EqualFold(value, "on")
 }
 
 // DialOptions are the options of a connection to any node: credentials, TLS, timeouts.

@@ -240,7 +240,7 @@ func SentinelMaster(rawURL string) (string, error) {
 			options = append(options, redis.DialUsername(user))
 		}
 	}
-	if strings.EqualFold(q.Get("sentinel_ssl"), "yes") || strings.EqualFold(q.Get("sentinel_ssl"), "true") {
+	if yes(q.Get("sentinel_ssl")) {
 		tlsOptions, err := TLSOptions("rediss://x/?" + u.RawQuery)
 		if err != nil {
 			return "", err
@@ -265,7 +265,7 @@ func SentinelMaster(rawURL string) (string, error) {
 			continue
 		}
 		scheme, query := "redis", ""
-		if strings.EqualFold(q.Get("ssl"), "yes") || strings.EqualFold(q.Get("ssl"), "true") {
+		if yes(q.Get("ssl")) {
 			scheme, query = "rediss", "?"+u.RawQuery
 		}
 		userinfo := ""
@@ -283,8 +283,9 @@ func SentinelMaster(rawURL string) (string, error) {
 
 // TLSOptions are the dial options of a rediss:// URL's query parameters, named as tempestd
 // (redis-py) takes them: ssl_ca_certs (a CA file instead of the system's), ssl_certfile and
-// ssl_keyfile (a client certificate), ssl_cert_reqs=none (no verification), ssl_check_hostname.
-// redigo's DialURL reads no query parameter itself.
+// ssl_keyfile (a client certificate), ssl_cert_reqs=none (no verification),
+// ssl_check_hostname=no (the chain verified, not the host name). redigo's DialURL reads no
+// query parameter itself.
 func TLSOptions(rawURL string) ([]redis.DialOption, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Scheme != "rediss" {
@@ -312,11 +313,36 @@ func TLSOptions(rawURL string) ([]redis.DialOption, error) {
 		}
 		config.Certificates = []tls.Certificate{pair}
 	}
-	options := []redis.DialOption{redis.DialTLSConfig(config)}
-	if q.Get("ssl_cert_reqs") == "none" {
-		options = append(options, redis.DialTLSSkipVerify(true))
+	// redigo ignores DialTLSSkipVerify once it is given a tls.Config: the config says it
+	switch {
+	case strings.EqualFold(q.Get("ssl_cert_reqs"), "none"):
+		config.InsecureSkipVerify = true
+	case q.Has("ssl_check_hostname") && !yes(q.Get("ssl_check_hostname")):
+		// Go verifies the chain and the name together, or neither: skip both, verify the chain here
+		config.InsecureSkipVerify = true
+		config.VerifyConnection = verifyChain(config.RootCAs)
 	}
-	return options, nil
+	return []redis.DialOption{redis.DialTLSConfig(config)}, nil
+}
+
+// verifyChain checks the server's certificate chain against roots (the system's when nil),
+// as the handshake does, without comparing the certificate's names with the host.
+func verifyChain(roots *x509.CertPool) func(tls.ConnectionState) error {
+	return func(state tls.ConnectionState) error {
+		if len(state.PeerCertificates) == 0 {
+			return errors.New("tls: the server sent no certificate")
+		}
+		intermediates := x509.NewCertPool()
+		for _, cert := range state.PeerCertificates[1:] {
+			intermediates.AddCert(cert)
+		}
+		_, err := state.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: intermediates,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		return nil
+	}
 }
 
 // sleep waits d, or less when the worker is stopped.
