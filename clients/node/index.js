@@ -462,7 +462,7 @@ function tlsSocket(params) {
   const file = (key) => (params.get(key) ? fs.readFileSync(params.get(key)) : undefined);
   const socket = { tls: true, ca: file('ssl_ca_certs'), cert: file('ssl_certfile'), key: file('ssl_keyfile') };
   if (params.get('ssl_cert_reqs') === 'none') socket.rejectUnauthorized = false;
-  if (/^(false|no|0)$/i.test(params.get('ssl_check_hostname') || '')) socket.checkServerIdentity = () => undefined;
+  if (/^(false|no|0|off)$/i.test(params.get('ssl_check_hostname') || '')) socket.checkServerIdentity = () => undefined;
   for (const key of Object.keys(socket)) if (socket[key] === undefined) delete socket[key];
   return socket;
 }
@@ -479,7 +479,9 @@ function redisTarget(url) {
 }
 
 /** The parts of redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db], its
- * query's sentinel_password and sentinel_username being the Sentinels' credentials. */
+ * query's sentinel_password and sentinel_username being the Sentinels' credentials, ssl=yes and
+ * sentinel_ssl=yes TLS to the master and to the Sentinels (the socket options of the ssl_*
+ * parameters, the same for both). */
 function sentinelTarget(url) {
   const match = /^redis\+sentinel:\/\/(?:([^@/]*)@)?([^/?]+)\/([^/?]+)(?:\/(\d+))?\/?(?:\?(.*))?$/.exec(url);
   if (!match) throw new Error('expected redis+sentinel://host:port[,host:port...]/service[/db]');
@@ -491,9 +493,11 @@ function sentinelTarget(url) {
     return colon > 0 ? { host: address.slice(0, colon), port: Number(address.slice(colon + 1)) }
       : { host: address, port: 26379 };
   });
+  const yes = (key) => /^(yes|true|1|on)$/i.test(params.get(key) || '');
   return { sentinels, service: decodeURIComponent(service), database: Number(db), username: username || undefined,
     password: password || undefined, sentinelUsername: params.get('sentinel_username') || undefined,
-    sentinelPassword: params.get('sentinel_password') || undefined };
+    sentinelPassword: params.get('sentinel_password') || undefined,
+    masterSocket: yes('ssl') ? tlsSocket(params) : {}, sentinelSocket: yes('sentinel_ssl') ? tlsSocket(params) : {} };
 }
 
 /** The seeds, credentials and TLS socket options of
@@ -524,7 +528,7 @@ function clusterTarget(url) {
 async function askSentinels(target) {
   const problems = [];
   for (const sentinel of target.sentinels) {
-    const client = createClient({ socket: { ...sentinel, connectTimeout: 2000, reconnectStrategy: false },
+    const client = createClient({ socket: { ...target.sentinelSocket, ...sentinel, connectTimeout: 2000, reconnectStrategy: false },
       username: target.sentinelUsername, password: target.sentinelPassword });
     client.on('error', () => {});
     try {
@@ -629,7 +633,7 @@ class Worker {
       this._sentinel.ready = this._askSentinels();
     }
     const sentinel = this._sentinel;
-    const socket = { host: '127.0.0.1', port: 0, ...sentinel.master, connectTimeout: 5000,
+    const socket = { ...sentinel.target.masterSocket, host: '127.0.0.1', port: 0, ...sentinel.master, connectTimeout: 5000,
       reconnectStrategy: (retries) => { this._askSentinels(); return backoff(retries); } };
     sentinel.sockets.add(socket);
     const client = createClient({ socket, disableOfflineQueue: true, database: sentinel.target.database,
