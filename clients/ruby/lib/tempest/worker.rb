@@ -28,7 +28,8 @@ module Tempest
 
   # redis-rb's options for a rediss:// URL's query parameters, named as tempestd (redis-py)
   # takes them: ssl_ca_certs (a CA file instead of the system's), ssl_certfile and ssl_keyfile
-  # (a client certificate), ssl_cert_reqs=none (no verification).
+  # (a client certificate), ssl_cert_reqs=none (no verification), ssl_check_hostname=no (the
+  # chain verified, not the host name).
   def self.tls_options(url)
     uri = URI.parse(url)
     return {} unless uri.scheme == "rediss"
@@ -36,7 +37,8 @@ module Tempest
     { ssl: true, ssl_params: ssl_params(URI.decode_www_form(uri.query || "").to_h) }
   end
 
-  # redis-rb's ssl_params for those query parameters (rediss://, redis+cluster://...?ssl=yes)
+  # redis-rb's ssl_params for those query parameters (rediss://, redis+cluster://...?ssl=yes,
+  # redis+sentinel://...?ssl=yes or sentinel_ssl=yes)
   def self.ssl_params(query)
     params = {}
     params[:ca_file] = query["ssl_ca_certs"] if query["ssl_ca_certs"]
@@ -45,11 +47,16 @@ module Tempest
       params[:key] = OpenSSL::PKey.read(File.read(query["ssl_keyfile"] || query["ssl_certfile"]))
     end
     params[:verify_mode] = OpenSSL::SSL::VERIFY_NONE if query["ssl_cert_reqs"] == "none"
+    params[:verify_hostname] = false if query.key?("ssl_check_hostname") && !yes?(query["ssl_check_hostname"])
     params
   end
 
+  # A yes/no query parameter, as tempestd reads them (yes, true, 1, on).
+  def self.yes?(value) = value.to_s.match?(/\A(yes|true|1|on)\z/i)
+
   # redis-rb's options for redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]
-  # (sentinel_password and sentinel_username in the query are the Sentinels' credentials): it
+  # (sentinel_password and sentinel_username in the query are the Sentinels' credentials, ssl=yes
+  # TLS to the master, sentinel_ssl=yes to the Sentinels, with the same ssl_* parameters): it
   # asks them for the master at each connection and checks its ROLE, so a failover is followed.
   def self.sentinel_options(url)
     match = %r{\Aredis\+sentinel://(?:([^@/]*)@)?([^/?]+)/([^/?]+)(?:/(\d+))?/?(?:\?(.*))?\z}.match(url)
@@ -62,12 +69,34 @@ module Tempest
       { host: host, port: Integer(port || 26_379, 10), username: params["sentinel_username"],
         password: params["sentinel_password"] }.compact
     end
-    options = { host: URI.decode_www_form_component(service), sentinels: sentinels, role: :master,
-                db: Integer(db || 0, 10) }
+    options = { host: URI.decode_www_form_component(service), tempest_sentinels: sentinels, role: :master,
+                db: Integer(db || 0, 10), connector: SentinelConnector,
+                sentinel_tls: yes?(params["sentinel_ssl"]) ? { ssl: true, ssl_params: ssl_params(params) } : { ssl: false } }
+    options.merge!(ssl: true, ssl_params: ssl_params(params)) if yes?(params["ssl"])
     user, password = (userinfo || "").split(":", 2).map { |part| URI.decode_www_form_component(part) }
     options[:username] = user unless user.nil? || user.empty?
     options[:password] = password unless password.nil? || password.empty?
     options
+  end
+
+  # redis-rb 4's Sentinel connector, whose clients of the Sentinels take the master's options
+  # (its TLS with them): here the Sentinels' own TLS (sentinel_ssl) instead. Given as :connector,
+  # as redis-rb makes its own when :sentinels is set: the Sentinels are in :tempest_sentinels.
+  class SentinelConnector < Redis::Client::Connector::Sentinel
+    def initialize(options)
+      @sentinel_tls = options.fetch(:sentinel_tls)
+      # the Sentinels' clients are made of these options: plain clients
+      plain = options.reject { |key, _| %i[connector sentinel_tls tempest_sentinels].include?(key) }
+      super(plain.merge(sentinels: options.fetch(:tempest_sentinels)))
+    end
+
+    def sentinel_detect(&block)
+      master = @options
+      @options = master.merge(@sentinel_tls)
+      super(&block)
+    ensure
+      @options = master
+    end
   end
 
   # The URL without those parameters (redis-rb does not know them).
