@@ -2,7 +2,9 @@
 not), a CA and certificates made here with openssl, then tempestd, a Python worker and
 ``tempest publish`` on a ``rediss://`` URL whose query names the CA, the client certificate and
 key (redis-py's from_url parameters); a password from a file and never in a log; a wrong CA
-refused at start with one line."""
+refused at start with one line. A Sentinel in TLS with its own password, watching the TLS master,
+for tempestd and for each client that takes redis+sentinel://; the clients' hello workers on the
+TLS Redis; the Go client's ssl_check_hostname=no on a certificate that names another host."""
 
 import os
 import shutil
@@ -40,11 +42,12 @@ def make_ca(directory, name):
             "-keyout", f"{name}.key", "-out", f"{name}.crt", cwd=directory)
 
 
-def make_cert(directory, ca, name, client=False):
-    """A certificate for 127.0.0.1 (name.crt, name.key) signed by ``ca``."""
+def make_cert(directory, ca, name, client=False, names="IP:127.0.0.1,DNS:localhost"):
+    """A certificate (name.crt, name.key) signed by ``ca`` for ``names``, its subjectAltName
+    (127.0.0.1 and localhost unless told)."""
     ext = os.path.join(directory, f"{name}.ext")
     with open(ext, "w") as handle:
-        handle.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        handle.write(f"subjectAltName={names}\n"
                      f"extendedKeyUsage={'clientAuth' if client else 'serverAuth'}\n")
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
             "-out", f"{name}.csr", cwd=directory)
@@ -65,26 +68,38 @@ def tls(tmp_path_factory):
     make_ca(directory, "otherca")
     make_cert(directory, "ca", "server")
     make_cert(directory, "ca", "client", client=True)
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--dir", directory,
-         "--save", "", "--appendonly", "no", "--requirepass", PASSWORD,
-         "--tls-cert-file", "server.crt", "--tls-key-file", "server.key", "--tls-ca-cert-file", "ca.crt",
-         "--tls-auth-clients", "yes", "--logfile", os.path.join(directory, "redis.log")],
-        cwd=directory, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc, port = start_tls_redis(directory, "server")
     try:
-        wait_until(lambda: _ping(port, directory), 10, message="the TLS redis-server")
         yield port, directory
     finally:
         stop_group(proc)
 
 
-def _ping(port, directory):
+def start_tls_redis(directory, cert, ca="ca"):
+    """A TLS-only redis-server (PASSWORD, client certificates required) serving the certificate
+    ``cert`` (cert.crt, cert.key, signed by ``ca``) of ``directory``: (its process, its port) once it
+    answers (the name in the certificate not checked: it may name another host)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [tls_redis_server(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--dir", directory,
+         "--save", "", "--appendonly", "no", "--requirepass", PASSWORD,
+         "--tls-cert-file", f"{cert}.crt", "--tls-key-file", f"{cert}.key", "--tls-ca-cert-file", "ca.crt",
+         "--tls-auth-clients", "yes", "--logfile", os.path.join(directory, f"redis-{cert}.log")],
+        cwd=directory, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: _ping(port, directory, ca), 10, message="the TLS redis-server")
+    except BaseException:
+        stop_group(proc)
+        raise
+    return proc, port
+
+
+def _ping(port, directory, ca="ca"):
     import redis
 
     try:
-        return redis.Redis(port=port, password=PASSWORD, ssl=True, ssl_ca_certs=os.path.join(directory, "ca.crt"),
-                           ssl_certfile=os.path.join(directory, "client.crt"),
+        return redis.Redis(port=port, password=PASSWORD, ssl=True, ssl_ca_certs=os.path.join(directory, f"{ca}.crt"),
+                           ssl_certfile=os.path.join(directory, "client.crt"), ssl_check_hostname=False,
                            ssl_keyfile=os.path.join(directory, "client.key"), socket_timeout=2).ping()
     except (redis.RedisError, OSError):
         return False
@@ -161,11 +176,10 @@ def test_a_tls_file_that_cannot_be_read_is_a_config_error(tls, tmp_path):
 SENTINEL_PASSWORD = "s3cret-sentinel-pw"
 
 
-def test_sentinel_over_tls_with_its_own_password(tls, tempestd_factory, tmp_path):
-    """A Sentinel that speaks TLS only and requires its own password, watching the TLS master:
-    tempestd, a worker and tempest publish find the master through it (sentinel_ssl=yes,
-    sentinel_password=, ssl=yes), and neither password reaches a log."""
-    port, directory = tls
+def start_tls_sentinel(port, directory, tmp_path):
+    """A Sentinel that speaks TLS only and requires SENTINEL_PASSWORD, watching the TLS master of
+    ``port`` as tlsmaster: (its process, once it knows the master; the redis+sentinel:// URL with
+    ssl=yes, sentinel_ssl=yes, the ssl_* files and sentinel_password)."""
     sentinel_port = free_port()
     conf = os.path.join(str(tmp_path), "sentinel.conf")
     with open(conf, "w") as handle:
@@ -180,22 +194,36 @@ def test_sentinel_over_tls_with_its_own_password(tls, tempestd_factory, tmp_path
     url = (f"redis+sentinel://:{PASSWORD}@127.0.0.1:{sentinel_port}/tlsmaster/0?ssl=yes&sentinel_ssl=yes"
            f"&ssl_ca_certs={directory}/ca.crt&ssl_certfile={directory}/client.crt&ssl_keyfile={directory}/client.key"
            f"&sentinel_password={SENTINEL_PASSWORD}")
+
+    def sentinel_knows_the_master():
+        import redis
+
+        try:
+            client = redis.Redis(port=sentinel_port, password=SENTINEL_PASSWORD, ssl=True, socket_timeout=2,
+                                 ssl_ca_certs=f"{directory}/ca.crt", ssl_certfile=f"{directory}/client.crt",
+                                 ssl_keyfile=f"{directory}/client.key")
+            flags = client.execute_command("SENTINEL", "master", "tlsmaster")
+        except (redis.RedisError, OSError):
+            return False
+        fields = dict(zip(flags[::2], flags[1::2])) if isinstance(flags, list) else flags
+        return fields.get(b"flags", fields.get("flags")) in (b"master", "master")
+
+    try:
+        wait_until(sentinel_knows_the_master, 20, message="the TLS Sentinel watching the TLS master")
+    except BaseException:
+        stop_group(sentinel)
+        raise
+    return sentinel, url
+
+
+def test_sentinel_over_tls_with_its_own_password(tls, tempestd_factory, tmp_path):
+    """A Sentinel that speaks TLS only and requires its own password, watching the TLS master:
+    tempestd, a worker and tempest publish find the master through it (sentinel_ssl=yes,
+    sentinel_password=, ssl=yes), and neither password reaches a log."""
+    port, directory = tls
+    sentinel, url = start_tls_sentinel(port, directory, tmp_path)
     worker = stream = None
     try:
-        def sentinel_knows_the_master():
-            import redis
-
-            try:
-                client = redis.Redis(port=sentinel_port, password=SENTINEL_PASSWORD, ssl=True, socket_timeout=2,
-                                     ssl_ca_certs=f"{directory}/ca.crt", ssl_certfile=f"{directory}/client.crt",
-                                     ssl_keyfile=f"{directory}/client.key")
-                flags = client.execute_command("SENTINEL", "master", "tlsmaster")
-            except (redis.RedisError, OSError):
-                return False
-            fields = dict(zip(flags[::2], flags[1::2])) if isinstance(flags, list) else flags
-            return fields.get(b"flags", fields.get("flags")) in (b"master", "master")
-
-        wait_until(sentinel_knows_the_master, 20, message="the TLS Sentinel watching the TLS master")
         daemon = tempestd_factory(redis_url=url, front={"queue": "tlssentinelq", "timeout": "10"})
         worker = start_worker(ECHO + ["tlssentinelq"], url, tmp_path, name="sentinelworker", ready="worker on ")
         status, _, body = http("GET", daemon.base + "/through-the-tls-sentinel")
@@ -236,3 +264,72 @@ def test_every_client_reaches_a_tls_redis_with_a_private_ca(tls, tempestd_factor
         assert status == 200 and body.startswith(b"Hello"), (language, status, body, daemon.log()[-3000:])
     daemon.stop()
     assert PASSWORD not in daemon.log()
+
+
+def test_every_sentinel_client_finds_the_tls_master_through_the_tls_sentinel(tls, tempestd_factory, tmp_path):
+    """The clients that take redis+sentinel:// (Node, Ruby, Go, PHP; the shell client does not)
+    under one tempestd on the TLS Sentinel's URL: each asks the Sentinel in TLS with its password
+    (sentinel_ssl=yes, sentinel_password=) and reaches the master it names in TLS (ssl=yes), both
+    with the URL's CA and client certificate, and answers; no password reaches the log."""
+    port, directory = tls
+    sentinel, url = start_tls_sentinel(port, directory, tmp_path)
+    languages = ("node", "ruby", "go", "php")
+    sections = {}
+    for language in languages:
+        sections[f"route:/{language}/"] = {"queue": f"tlssentinel-{language}"}
+        sections[f"worker:{language}"] = {"command": client_hello(language, f"tlssentinel-{language}")}
+    try:
+        daemon = tempestd_factory(redis_url=url, front={"queue": "tlssentinel-none", "timeout": "10"}, **sections)
+        wait_until(lambda: daemon.log().count("worker on tlssentinel-") == len(languages), 30,
+                   message="the hello workers")
+        for language in languages:
+            status, _, body = http("GET", f"{daemon.base}/{language}/")
+            assert status == 200 and body.startswith(b"Hello"), (language, status, body, daemon.log()[-3000:])
+        daemon.stop()
+        assert PASSWORD not in daemon.log() and SENTINEL_PASSWORD not in daemon.log()
+    finally:
+        stop_group(sentinel)
+
+
+def test_the_go_client_skips_the_host_name_check_only_when_told(tls, tempestd_factory, tmp_path):
+    """A TLS Redis whose certificate, signed by the test CA, names another host: with
+    ssl_check_hostname=no the Go hello worker (and tempestd) verify the chain against ssl_ca_certs
+    but not the name, and the worker answers; with the default (yes) the same worker does not
+    connect and says why in its log. A certificate of another CA stays refused with =no."""
+    port, directory = tls
+    make_cert(directory, "ca", "elsewhere", names="DNS:elsewhere.invalid,IP:192.0.2.1")
+    make_cert(directory, "otherca", "stranger", names="IP:127.0.0.1")
+    command = client_hello("go", "tls-elsewhere")
+    redis_proc, elsewhere = start_tls_redis(directory, "elsewhere")
+    stranger_proc, stranger = start_tls_redis(directory, "stranger", ca="otherca")
+    workers = []
+    try:
+        unchecked = tls_url(elsewhere, directory) + "&ssl_check_hostname=no"
+        daemon = tempestd_factory(redis_url=unchecked, front={"queue": "tls-elsewhere", "timeout": "10"},
+                                  **{"worker:go": {"command": command}})
+        wait_until(lambda: "worker on tls-elsewhere" in daemon.log(), 30, message="the Go hello worker")
+        status, _, body = http("GET", daemon.base + "/")
+        assert status == 200 and body.startswith(b"Hello from go"), (status, body, daemon.log()[-3000:])
+
+        def go_worker(name, url):
+            log = open(os.path.join(str(tmp_path), f"{name}.log"), "wb")
+            workers.append(subprocess.Popen(command.split(), env=dict(os.environ, TEMPEST_REDIS_URL=url),
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True))
+            log.close()
+            return lambda: open(os.path.join(str(tmp_path), f"{name}.log"), errors="replace").read()
+
+        for name, url in (("checked", tls_url(elsewhere, directory)),
+                          ("stranger", tls_url(stranger, directory) + "&ssl_check_hostname=no")):
+            log = go_worker(name, url)
+            wait_until(lambda: "Redis unreachable" in log(), 30, message=f"the {name} Go worker's failure")
+            line = next(line for line in log().splitlines() if "Redis unreachable" in line)
+            expected = "127.0.0.1" if name == "checked" else "unknown authority"
+            assert "x509: certificate" in line and expected in line, line
+            assert PASSWORD not in log()
+        daemon.stop()
+        assert PASSWORD not in daemon.log()
+    finally:
+        kill_groups(workers)
+        stop_group(redis_proc)
+        stop_group(stranger_proc)
