@@ -311,9 +311,9 @@ def test_the_go_client_skips_the_host_name_check_only_when_told(tls, tempestd_fa
         status, _, body = http("GET", daemon.base + "/")
         assert status == 200 and body.startswith(b"Hello from go"), (status, body, daemon.log()[-3000:])
 
-        def go_worker(name, url):
+        def go_worker(name, url, argv=command):
             log = open(os.path.join(str(tmp_path), f"{name}.log"), "wb")
-            workers.append(subprocess.Popen(command.split(), env=dict(os.environ, TEMPEST_REDIS_URL=url),
+            workers.append(subprocess.Popen(argv.split(), env=dict(os.environ, TEMPEST_REDIS_URL=url),
                                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True))
             log.close()
@@ -327,6 +327,10 @@ def test_the_go_client_skips_the_host_name_check_only_when_told(tls, tempestd_fa
             expected = "127.0.0.1" if name == "checked" else "unknown authority"
             assert "x509: certificate" in line and expected in line, line
             assert PASSWORD not in log()
+        # a refused handshake is a lost connection for the Ruby worker too (redis-rb raises it unwrapped)
+        log = go_worker("ruby-stranger", tls_url(stranger, directory), client_hello("ruby", "tls-elsewhere"))
+        wait_until(lambda: log().count("Redis unreachable") >= 2, 30, message="the Ruby worker retrying")
+        assert workers[-1].poll() is None and "certificate verify failed" in log() and PASSWORD not in log()
         daemon.stop()
         assert PASSWORD not in daemon.log()
     finally:

@@ -131,8 +131,10 @@ module Tempest
     GATHER_TTL = 300
     SPREAD_TIMEOUT = 0.25 # seconds a plain worker on queues in several Cluster slots blocks on the first
     # InitialSetupError: no node of a cluster told its slots (the cluster is away)
+    # OpenSSL::SSL::SSLError: a TLS handshake that fails (a certificate refused), which redis-rb
+    # does not wrap: retried as a lost connection, not a crash
     CONNECTION_ERRORS = [Redis::BaseConnectionError, Redis::Cluster::InitialSetupError, SystemCallError,
-                         IOError].freeze
+                         IOError, OpenSSL::SSL::SSLError].freeze
     ERROR_ANSWER = { 500 => "Internal Server Error", 501 => "Not Implemented" }.freeze
     EXPIRED_LOG_EVERY = 10.0 # seconds between two info lines about jobs dropped past their deadline
 
