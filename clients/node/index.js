@@ -22,7 +22,7 @@ const crypto = require('crypto');
 const fs = require('fs');
 const os = require('os');
 const { Readable } = require('stream');
-const { createClient } = require('redis');
+const { createClient, MultiErrorReply } = require('redis');
 const { ClusterClient, keySlot } = require('./cluster');
 
 const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379/0';
@@ -70,6 +70,7 @@ const SPUBLISH_DURABLE = PUBLISH_DURABLE.replace("'PUBLISH'", "'SPUBLISH'");
 
 const keys = {
   session: (id) => 'session:' + id,
+  grants: (id) => 'tempest:grants:' + id,
   processing: (queue, workerId) => 'tempest:processing:{' + queue + '}:' + workerId,
   alive: (workerId) => 'tempest:alive:' + workerId,
   low: (queue) => 'tempest:low:{' + queue + '}',
@@ -174,11 +175,27 @@ const SESSION_WRITE = `
 for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return redis.call('EXPIRE', KEYS[1], ARGV[1])
 `;
+// SADD the patterns of ARGV[2...] and EXPIRE the set (ARGV[1] seconds), at once
+const GRANTS_WRITE = `
+for i = 2, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
+return redis.call('EXPIRE', KEYS[1], ARGV[1])
+`;
+const CONTROL = /[\x00-\x1f\x7f]/;
+
+/** A grant's pattern as given, or a TypeError: a non-empty string without control characters. */
+function checkedPattern(pattern) {
+  if (typeof pattern !== 'string' || pattern === '' || CONTROL.test(pattern)) {
+    throw new TypeError(`not a channel pattern (a non-empty string without control characters): ${JSON.stringify(pattern)}`);
+  }
+  return pattern;
+}
 
 /**
  * A session as a worker sees it: the Redis hash session:<id>, each value the JSON list [value].
  * Reads go to Redis every time; every write sets the hash's TTL again (HSET and EXPIRE in one
- * script, one key: the same on a Redis Cluster).
+ * script, one key: the same on a Redis Cluster). Its grants, the set tempest:grants:<id> of the
+ * private channels it may subscribe to (docs/protocol.md, section 5), follow the hash:
+ * regenerate() moves both, clear() deletes both.
  */
 class Session {
   constructor(redis, id, ttl) {
@@ -215,31 +232,85 @@ class Session {
     return fields;
   }
 
-  /** Forget every field (logout); the id stays: regenerate() it too. */
-  async clear() { await this.redis.sendCommand(['DEL', this.key]); }
+  /**
+   * Forget every field and every grant (logout); the id stays: regenerate() it too. One DEL of
+   * both keys; on a Redis Cluster, where they are in two slots, one DEL per key. Private streams
+   * of the session end within [pubsub] grant_check.
+   */
+  async clear() {
+    const grants = keys.grants(this.id);
+    if (this.redis.isCluster) {
+      await Promise.all([this.redis.sendCommand(['DEL', this.key]), this.redis.sendCommand(['DEL', grants])]);
+    } else {
+      await this.redis.sendCommand(['DEL', this.key, grants]);
+    }
+  }
 
   /**
-   * A new id for the same fields (call it at login); the answer carries X-Tempest-Session.
-   * RENAME on one Redis; on a Redis Cluster, where the new key's slot is not the old one's, a
-   * copy (HGETALL, then HSET and EXPIRE) and DEL of the old key: a write to the old id in
-   * between is lost (docs/protocol.md, section 7).
+   * A new id for the same fields and grants (call it at login); the answer carries
+   * X-Tempest-Session. On one Redis both keys are RENAMEd in one MULTI ("no such key", a key
+   * never written, is no failure); on a Redis Cluster, where the new keys' slots are not the old
+   * ones', each key is copied (HGETALL, then HSET and EXPIRE in one script; SMEMBERS, then SADD
+   * and EXPIRE) and the old ones deleted: a write to the old id in between is lost
+   * (docs/protocol.md, section 7).
    */
   async regenerate() {
-    const old = this.key;
+    const old = this.id;
     this.id = randomId(16);
     if (this.redis.isCluster) {
-      const flat = await this.redis.sendCommand(['HGETALL', old], { returnBuffers: true }); // the bytes as they are
-      if (flat.length) await this.redis.sendCommand(['EVAL', SESSION_WRITE, '1', this.key, String(this.ttl), ...flat]);
-      await this.redis.sendCommand(['DEL', old]);
+      await this._copy(old);
     } else {
       try {
-        await this.redis.sendCommand(['RENAME', old, this.key]);
+        await this.redis.multi()
+          .addCommand(['RENAME', keys.session(old), this.key])
+          .addCommand(['RENAME', keys.grants(old), keys.grants(this.id)])
+          .exec();
       } catch (error) {
-        if (!/no such key/i.test(String(error && error.message))) throw error; // nothing written yet
+        const failures = error instanceof MultiErrorReply ? error.errorIndexes.map((i) => error.replies[i]) : [error];
+        const other = failures.find((failure) => !/no such key/i.test(String(failure && failure.message)));
+        if (other) throw other; // "no such key": nothing written yet, nothing to move
       }
     }
     this.regenerated = true;
     return this.id;
+  }
+
+  /** Regenerate on a cluster: the old id's fields and grants written under the new id (the
+   * bytes as they are, each key with the session's TTL), then the old keys deleted. */
+  async _copy(old) {
+    const ttl = String(this.ttl);
+    const flat = await this.redis.sendCommand(['HGETALL', keys.session(old)], { returnBuffers: true });
+    if (flat.length) await this.redis.sendCommand(['EVAL', SESSION_WRITE, '1', this.key, ttl, ...flat]);
+    const patterns = await this.redis.sendCommand(['SMEMBERS', keys.grants(old)], { returnBuffers: true });
+    if (patterns.length) await this.redis.sendCommand(['EVAL', GRANTS_WRITE, '1', keys.grants(this.id), ttl, ...patterns]);
+    await Promise.all([this.redis.sendCommand(['DEL', keys.session(old)]), this.redis.sendCommand(['DEL', keys.grants(old)])]);
+  }
+
+  // grants: the private channels ([pubsub] private) this session may subscribe to
+
+  /**
+   * Let this session subscribe to the private channels matching `patterns` (fnmatch:
+   * 'user.42.*'), at once, for the session's lifetime: SADD and EXPIRE in one script (one key:
+   * the same on a Redis Cluster). A pattern is matched as it is: '*' grants every private
+   * channel; escape * ? [ in a pattern built from untrusted text (put each in brackets: '[*]').
+   * Throws a TypeError, before writing anything, for an empty pattern or one with control
+   * characters.
+   */
+  async grant(...patterns) {
+    const checked = patterns.map(checkedPattern);
+    if (checked.length === 0) return;
+    await this.redis.sendCommand(['EVAL', GRANTS_WRITE, '1', keys.grants(this.id), String(this.ttl), ...checked]);
+  }
+
+  /** Take grants back (SREM): a live stream they allowed ends within [pubsub] grant_check. A
+   * pattern never granted is ignored; revoke a pattern as it was granted. */
+  async revoke(...patterns) {
+    if (patterns.length) await this.redis.sendCommand(['SREM', keys.grants(this.id), ...patterns.map(String)]);
+  }
+
+  /** The patterns granted to this session (SMEMBERS), as a Set of strings. */
+  async grants() {
+    return new Set(await this.redis.sendCommand(['SMEMBERS', keys.grants(this.id)]));
   }
 
   static value(raw, fallback) {

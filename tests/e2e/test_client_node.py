@@ -200,6 +200,78 @@ def test_session_write_cookie_round_trip_and_regenerate(site, redis_client):
     redis_client.delete(f"session:{new}")
 
 
+GRANTS_APP = r"""
+'use strict';
+// A test worker of the grants: node grants-app.js QUEUE; url jobs with a session, by path:
+//   /grant?p=P&p=..., /revoke?p=P&p=..., /regenerate, /logout (clear), anything else: nothing;
+//   then the answer: the session's grants, a sorted JSON list
+const { Worker } = require(process.env.TEMPEST_NODE_CLIENT);
+const worker = new Worker(process.argv[2], { reliable: false });
+worker.on('url', async (context, env) => {
+  const url = new URL(env.url, 'http://localhost');
+  const patterns = url.searchParams.getAll('p');
+  const session = context.session;
+  if (url.pathname === '/grant') await session.grant(...patterns);
+  else if (url.pathname === '/revoke') await session.revoke(...patterns);
+  else if (url.pathname === '/regenerate') await session.regenerate();
+  else if (url.pathname === '/logout') await session.clear();
+  return [200, { 'Content-Type': 'application/json' }, JSON.stringify([...await session.grants()].sort())];
+});
+worker.run().then(() => process.exit(0), (error) => { console.error(error.message); process.exit(1); });
+"""
+
+
+def grants_worker(node, started, tmp_path, url, queue, name="grants"):
+    script = tmp_path / "grants-app.js"
+    script.write_text(GRANTS_APP)
+    env = dict(os.environ, TEMPEST_REDIS_URL=url, TEMPEST_NODE_CLIENT=CLIENT)
+    with open(tmp_path / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen([node, str(script), queue], env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    started.append(proc)
+    return proc
+
+
+def grants_job(client, queue, sid, path):
+    """(status, headers, body) of the grants app's answer to ``path`` for the session ``sid`` (ttl 600)."""
+    env = {"method": "GET", "url": path, "headers": {}, "session": {"id": sid, "ttl": 600}}
+    return client_cases.answer_of(client, queue, env)
+
+
+def test_session_grants_follow_a_regenerate_and_a_logout_removes_them(node, started, redis_client, redis_server,
+                                                                      tmp_path, prefix):
+    grants_worker(node, started, tmp_path, redis_server.url, prefix)
+    sid = "G" * 11 + uuid.uuid4().hex[:11]
+    grants = f"tempest:grants:{sid}"
+    status, _, body = grants_job(redis_client, prefix, sid, "/grant?p=user.42.*&p=team.7")
+    assert (status, json.loads(body)) == (200, ["team.7", "user.42.*"])
+    assert redis_client.smembers(grants) == {b"user.42.*", b"team.7"} and 0 < redis_client.ttl(grants) <= 600
+    status, _, _ = grants_job(redis_client, prefix, sid, "/grant?p=news.*&p=bad%01")  # all checked, then written
+    assert status == 500 and redis_client.smembers(grants) == {b"user.42.*", b"team.7"}
+    assert json.loads(grants_job(redis_client, prefix, sid, "/revoke?p=team.7")[2]) == ["user.42.*"]
+
+    # regenerated without a hash (never written: "no such key" ignored), then with one: the grants move, TTL kept
+    redis_client.expire(grants, 300)
+    status, headers, body = grants_job(redis_client, prefix, sid, "/regenerate")
+    new = headers["X-Tempest-Session"]
+    assert (status, json.loads(body)) == (200, ["user.42.*"]) and new != sid
+    assert not redis_client.exists(grants, f"session:{sid}") and 290 < redis_client.ttl(f"tempest:grants:{new}") <= 300
+    redis_client.hset(f"session:{new}", "user", '["bob"]')
+    redis_client.expire(f"session:{new}", 500)
+    status, headers, _ = grants_job(redis_client, prefix, new, "/regenerate")
+    newer = headers["X-Tempest-Session"]
+    assert status == 200 and not redis_client.exists(f"session:{new}", f"tempest:grants:{new}")
+    assert redis_client.hgetall(f"session:{newer}") == {b"user": b'["bob"]'}
+    assert 490 < redis_client.ttl(f"session:{newer}") <= 500
+    assert redis_client.smembers(f"tempest:grants:{newer}") == {b"user.42.*"}
+    assert 290 < redis_client.ttl(f"tempest:grants:{newer}") <= 300
+
+    # a logout: the hash and the grants gone
+    status, _, body = grants_job(redis_client, prefix, newer, "/logout")
+    assert (status, body) == (200, "[]")
+    assert not redis_client.exists(f"session:{newer}", f"tempest:grants:{newer}")
+
+
 # 4. publish
 
 
@@ -510,14 +582,24 @@ def test_cluster_session_regenerate_publish_and_the_password(node, started, shar
     try:
         subscriber.subscribe(plain, durable)
         # a session regenerated: copied to the new id, whose slot is another, and the old one deleted
+        # (and its grants, the bytes as they are)
         sid = "S" * 11 + tag + "s" * 5
         client.hset(f"session:{sid}", mapping={"user": '["bob"]', "n": '["2"]'})
+        client.sadd(f"tempest:grants:{sid}", "user.42.*", b"team.\xff7")
         env = {"method": "GET", "url": "/session/regenerate", "headers": {}, "session": {"id": sid, "ttl": 600}}
         status, headers, body = client_cases.answer_of(client, queue, env)
         new = headers["X-Tempest-Session"]
         assert (status, body) == (200, f"{sid} -> {new}") and re.fullmatch(r"[A-Za-z0-9_-]{22}", new)
         assert client.hgetall(f"session:{new}") == {b"user": b'["bob"]', b"n": b'["2"]'}
         assert 0 < client.ttl(f"session:{new}") <= 600 and not client.exists(f"session:{sid}")
+        assert client.smembers(f"tempest:grants:{new}") == {b"user.42.*", b"team.\xff7"}
+        assert 0 < client.ttl(f"tempest:grants:{new}") <= 600 and not client.exists(f"tempest:grants:{sid}")
+        # a grant and a logout on the cluster: one DEL per key (two slots)
+        grants_worker(node, started, tmp_path, url, queue + "-grants", "clgrants")
+        status, _, body = grants_job(client, queue + "-grants", new, "/grant?p=news.*")
+        assert status == 200 and client.smembers(f"tempest:grants:{new}") == {b"news.*", b"user.42.*", b"team.\xff7"}
+        assert grants_job(client, queue + "-grants", new, "/logout")[0] == 200
+        assert not client.exists(f"session:{new}") and not client.exists(f"tempest:grants:{new}")
         # publish: plain (to any node), then durable (the script on its stream's master)
         for channel, data in ((plain, "hello"), (durable, "kept")):
             env = {"method": "GET", "url": f"/publish?channel={channel}&data={data}", "headers": {}}
