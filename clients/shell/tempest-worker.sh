@@ -756,9 +756,20 @@ tempest_session_has() {  # tempest_session_has FIELD: status 0 when the field ex
     [[ $(_tempest_redis HEXISTS "session:$TEMPEST_SESSION_ID" "$1" </dev/null) == 1 ]]
 }
 
-tempest_session_clear() {  # forget every field (logout); regenerate the id too
+# forget every field and every grant (logout); regenerate the id too. One DEL of both keys; on a
+# Redis Cluster, where they are in two slots, one DEL per key
+tempest_session_clear() {
     _tempest_session || return 1
-    _tempest_redis DEL "session:$TEMPEST_SESSION_ID" </dev/null >/dev/null
+    local key reply
+    if ((${#_tempest_url_seeds[@]})); then
+        for key in "session:$TEMPEST_SESSION_ID" "tempest:grants:$TEMPEST_SESSION_ID"; do
+            reply=$(_tempest_redis DEL "$key" </dev/null 2>&1)
+            [[ $reply =~ ^[0-9]+$ ]] || { tempest_log error "session clear failed: $reply"; return 1; }
+        done
+    else
+        reply=$(_tempest_redis DEL "session:$TEMPEST_SESSION_ID" "tempest:grants:$TEMPEST_SESSION_ID" </dev/null 2>&1)
+        [[ $reply =~ ^[0-9]+$ ]] || { tempest_log error "session clear failed: $reply"; return 1; }
+    fi
 }
 
 # the fields of a hash as `redis-cli -2 --json HGETALL` prints them (ARGV[2], a JSON list:
@@ -768,38 +779,101 @@ for i = 1, #fields, 2 do redis.call('HSET', KEYS[1], fields[i], fields[i + 1]) e
 if #fields > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return #fields / 2"
 
-tempest_session_regenerate() {  # a new id for the session, its fields kept (call it at login)
-    _tempest_session || return 1  # (in the handler's own shell, not in $(...))
-    local new reply
+# a new id for the session, its fields and grants kept (call it at login; in the handler's own
+# shell, not in $(...)). On one Redis both keys are RENAMEd in one MULTI, sent through redis-cli's
+# stdin ("no such key", a key never written, is no failure); on a Redis Cluster, a copy: below
+tempest_session_regenerate() {
+    _tempest_session || return 1
+    local old=$TEMPEST_SESSION_ID new reply line
     new=$(_tempest_random_id)
     if ((${#_tempest_url_seeds[@]})); then
-        _tempest_session_copy "session:$TEMPEST_SESSION_ID" "session:$new" || return 1
+        _tempest_session_copy "$old" "$new" || return 1
     else
-        reply=$(_tempest_redis RENAME "session:$TEMPEST_SESSION_ID" "session:$new" </dev/null 2>&1)
-        if [[ $reply != OK && $reply != *"no such key"* ]]; then
-            tempest_log error "session regenerate failed: $reply"
-            return 1
-        fi
+        reply=$(printf 'MULTI\nRENAME session:%s session:%s\nRENAME tempest:grants:%s tempest:grants:%s\nEXEC\n' \
+            "$old" "$new" "$old" "$new" | _tempest_redis 2>&1)
+        while IFS= read -r line; do
+            if [[ -n $line && $line != OK && $line != QUEUED && $line != *"no such key"* ]]; then
+                tempest_log error "session regenerate failed: ${reply//$'\n'/ }"
+                return 1
+            fi
+        done <<<"$reply"
+        [[ $reply == *QUEUED*QUEUED* ]] || { tempest_log error "session regenerate failed: ${reply//$'\n'/ }"; return 1; }
     fi
     TEMPEST_SESSION_ID=$new
     _tempest_regenerated=1
 }
 
-# _tempest_session_copy OLD NEW: on a Redis Cluster, where RENAME cannot cross slots, the hash
-# OLD copied to NEW (HGETALL, then HSET and EXPIRE in one script: the values through stdin,
-# never in argv), then OLD deleted; a write to OLD in between is lost (docs/protocol.md, section 7)
+# the members of a set as `redis-cli -2 --json SMEMBERS` prints them (ARGV[2], a JSON list) into
+# KEYS[1], which expires in ARGV[1] seconds; the number of members
+_TEMPEST_GRANTS_COPY="local patterns = cjson.decode(ARGV[2])
+for i = 1, #patterns do redis.call('SADD', KEYS[1], patterns[i]) end
+if #patterns > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return #patterns"
+
+# _tempest_session_copy OLD_ID NEW_ID: on a Redis Cluster, where RENAME cannot cross slots, the
+# hash and the grants of OLD_ID copied to NEW_ID (HGETALL, then HSET and EXPIRE in one script;
+# SMEMBERS, then SADD and EXPIRE; the values through stdin, never in argv), then OLD_ID's keys
+# deleted, one DEL per key; a write to OLD_ID in between is lost (docs/protocol.md, section 7)
 _tempest_session_copy() {
-    local fields=$_tempest_tmp/session.json reply
-    if ! _tempest_redis -e -2 --json HGETALL "$1" </dev/null >"$fields" 2>"$_tempest_tmp/session.err"; then
+    _tempest_copy_key HGETALL "session:$1" "session:$2" "$_TEMPEST_SESSION_COPY" || return 1
+    _tempest_copy_key SMEMBERS "tempest:grants:$1" "tempest:grants:$2" "$_TEMPEST_GRANTS_COPY" || return 1
+    local key reply
+    for key in "session:$1" "tempest:grants:$1"; do
+        reply=$(_tempest_redis DEL "$key" </dev/null 2>&1)
+        [[ $reply =~ ^[0-9]+$ ]] || { tempest_log error "session regenerate: $key not deleted: $reply"; return 1; }
+    done
+}
+
+_tempest_copy_key() {  # _tempest_copy_key READ FROM TO SCRIPT: FROM's content (READ as --json) into TO by SCRIPT
+    local content=$_tempest_tmp/session.json reply
+    if ! _tempest_redis -e -2 --json "$1" "$2" </dev/null >"$content" 2>"$_tempest_tmp/session.err"; then
         tempest_log error "session regenerate failed: $(<"$_tempest_tmp/session.err")"
         return 1
     fi
-    if [[ $(<"$fields") != '[]' ]]; then
-        reply=$(_tempest_redis -x EVAL "$_TEMPEST_SESSION_COPY" 1 "$2" "$TEMPEST_SESSION_TTL" <"$fields" 2>&1)
-        [[ $reply =~ ^[0-9]+$ ]] || { tempest_log error "session regenerate failed: $reply"; return 1; }
-    fi
-    reply=$(_tempest_redis DEL "$1" </dev/null 2>&1)
-    [[ $reply =~ ^[0-9]+$ ]] || { tempest_log error "session regenerate: the old session not deleted: $reply"; return 1; }
+    [[ $(<"$content") != '[]' ]] || return 0
+    reply=$(_tempest_redis -x EVAL "$4" 1 "$3" "$TEMPEST_SESSION_TTL" <"$content" 2>&1)
+    [[ $reply =~ ^[0-9]+$ ]] || { tempest_log error "session regenerate failed: $reply"; return 1; }
+}
+
+# ---------------------------------------------------------------- grants (the set tempest:grants:<id>)
+
+# SADD the patterns of ARGV[2...] and EXPIRE the set (ARGV[1] seconds), at once
+_TEMPEST_GRANTS_WRITE="for i = 2, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
+return redis.call('EXPIRE', KEYS[1], ARGV[1])"
+
+# tempest_session_grant PATTERN...: let the session subscribe to the private channels matching
+# the patterns (fnmatch: 'user.42.*'), for its lifetime: SADD and EXPIRE in one script (one key:
+# the same on a Redis Cluster). A pattern is matched as it is ('*' grants every private channel):
+# escape * ? [ in one built from untrusted text. Status 1, nothing written, for an empty pattern
+# or one with control characters.
+tempest_session_grant() {
+    _tempest_session || return 1
+    local LC_ALL=C pattern reply  # bytes: [[:cntrl:]] is 0x01-0x1f and 0x7f (a shell string has no NUL)
+    for pattern in "$@"; do
+        if [[ -z $pattern || $pattern == *[[:cntrl:]]* ]]; then
+            tempest_log error "not a channel pattern (a non-empty string without control characters): $(tempest_json_quote "$pattern")"
+            return 1
+        fi
+    done
+    (($#)) || return 0
+    reply=$(_tempest_redis EVAL "$_TEMPEST_GRANTS_WRITE" 1 "tempest:grants:$TEMPEST_SESSION_ID" \
+        "$TEMPEST_SESSION_TTL" "$@" </dev/null 2>&1)
+    [[ $reply == 1 ]] || { tempest_log error "session grant failed: $reply"; return 1; }
+}
+
+# tempest_session_revoke PATTERN...: take grants back (SREM); a live stream they allowed ends
+# within [pubsub] grant_check. Revoke a pattern as it was granted.
+tempest_session_revoke() {
+    _tempest_session || return 1
+    (($#)) || return 0
+    local reply
+    reply=$(_tempest_redis SREM "tempest:grants:$TEMPEST_SESSION_ID" "$@" </dev/null 2>&1)
+    [[ $reply =~ ^[0-9]+$ ]] || { tempest_log error "session revoke failed: $reply"; return 1; }
+}
+
+tempest_session_grants() {  # the session's granted patterns (SMEMBERS), one per line
+    _tempest_session || return 1
+    _tempest_redis SMEMBERS "tempest:grants:$TEMPEST_SESSION_ID" </dev/null
 }
 
 # ---------------------------------------------------------------- publish

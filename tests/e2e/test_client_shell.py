@@ -145,6 +145,86 @@ def test_session_write_read_and_regenerate(site, redis_client):
     redis_client.delete(f"session:{new}")
 
 
+GRANTS_APP = r"""
+# A test worker of the grants: bash grants-app.sh QUEUE; url jobs with a session, by path:
+#   /grant?p=P&p=..., /revoke?p=P&p=... (P percent-encoded), /regenerate, /logout (clear),
+#   anything else: nothing; then the answer: the session's grants, sorted, comma-separated
+source "$TEMPEST_SHELL_CLIENT"
+site() {
+    local url path query pairs pair value patterns=()
+    url=$(tempest_env_get url)
+    path=${url%%\?*}
+    query=${url#"$path"}; query=${query#\?}
+    IFS='&' read -ra pairs <<<"$query"
+    for pair in "${pairs[@]}"; do
+        value=${pair#p=}
+        [[ $pair == p=* ]] && patterns+=("$(printf '%b' "${value//%/\\x}")")
+    done
+    case $path in
+    /grant) tempest_session_grant "${patterns[@]}" || return 1 ;;
+    /revoke) tempest_session_revoke "${patterns[@]}" || return 1 ;;
+    /regenerate) tempest_session_regenerate || return 1 ;;
+    /logout) tempest_session_clear || return 1 ;;
+    esac
+    tempest_http 200 "$(tempest_session_grants | LC_ALL=C sort | paste -sd, -)" Content-Type text/plain
+}
+tempest_on url site
+tempest_run --plain "$1"
+"""
+
+
+def grants_worker(tmp_path, url, queue, name="grants"):
+    script = tmp_path / "grants-app.sh"
+    script.write_text(GRANTS_APP)
+    env = {"TEMPEST_SHELL_CLIENT": os.path.join(REPO, "clients", "shell", "tempest-worker.sh")}
+    return shell_worker(str(script), [queue], url, tmp_path, name, env)
+
+
+def grants_job(client, queue, sid, path):
+    """(status, headers, body) of the grants app's answer to ``path`` for the session ``sid`` (ttl 600)."""
+    env = {"method": "GET", "url": path, "headers": {}, "session": {"id": sid, "ttl": 600}}
+    answer = client_cases.answer_commands(client, queue, "url", [env], connections=10, timeout=15)[-1][2]
+    return json.loads(answer.decode("utf-8", "replace"))  # a grant's bytes as they are (not always UTF-8)
+
+
+def test_session_grants_follow_a_regenerate_and_a_logout_removes_them(redis_server, redis_client, tmp_path):
+    queue = "shell-grants"
+    worker = grants_worker(tmp_path, redis_server.url, queue)
+    try:
+        sid = "G" * 11 + uuid.uuid4().hex[:11]
+        grants = f"tempest:grants:{sid}"
+        status, _, body = grants_job(redis_client, queue, sid, "/grant?p=user.42.*&p=team%207")
+        assert (status, body) == (200, "team 7,user.42.*")
+        assert redis_client.smembers(grants) == {b"user.42.*", b"team 7"} and 0 < redis_client.ttl(grants) <= 600
+        status, _, _ = grants_job(redis_client, queue, sid, "/grant?p=news.*&p=bad%01")  # all checked, then written
+        assert status == 500 and redis_client.smembers(grants) == {b"user.42.*", b"team 7"}
+        assert grants_job(redis_client, queue, sid, "/revoke?p=team%207")[2] == "user.42.*"
+
+        # regenerated without a hash (never written: "no such key" ignored), then with one: the grants move, TTL kept
+        redis_client.expire(grants, 300)
+        status, headers, body = grants_job(redis_client, queue, sid, "/regenerate")
+        new = headers["X-Tempest-Session"]
+        assert (status, body) == (200, "user.42.*") and new != sid
+        assert not redis_client.exists(grants, f"session:{sid}")
+        assert 290 < redis_client.ttl(f"tempest:grants:{new}") <= 300
+        redis_client.hset(f"session:{new}", "user", '["bob"]')
+        redis_client.expire(f"session:{new}", 500)
+        status, headers, _ = grants_job(redis_client, queue, new, "/regenerate")
+        newer = headers["X-Tempest-Session"]
+        assert status == 200 and not redis_client.exists(f"session:{new}", f"tempest:grants:{new}")
+        assert redis_client.hgetall(f"session:{newer}") == {b"user": b'["bob"]'}
+        assert 490 < redis_client.ttl(f"session:{newer}") <= 500
+        assert redis_client.smembers(f"tempest:grants:{newer}") == {b"user.42.*"}
+        assert 290 < redis_client.ttl(f"tempest:grants:{newer}") <= 300
+
+        # a logout: the hash and the grants gone
+        status, _, body = grants_job(redis_client, queue, newer, "/logout")
+        assert (status, body) == (200, "")
+        assert not redis_client.exists(f"session:{newer}", f"tempest:grants:{newer}")
+    finally:
+        kill_groups([worker])
+
+
 def test_publish_reaches_an_sse_client(site):
     channel = "shell-news"
     sse = SSE(site.port, f"/sub/{channel}")
@@ -458,12 +538,14 @@ def test_cluster_session_regenerate_publish_and_the_password(shared_cluster, tmp
     url = shared_cluster.url.replace("redis+cluster://", f"redis+cluster://{user}:{secret}@")
     subscriber = shared_cluster.masters[0].client().pubsub()  # any node hears every PUBLISH
     worker = shell_worker(APP, [queue], url, tmp_path, "clapp")
+    grants_workers = []
     try:
         subscriber.subscribe(plain, durable)
         # a session regenerated: copied to the new id, whose slot is another, and the old one deleted
         sid = "S" * 11 + tag + "s" * 5
         value = '["caf\\u00e9 \\"x\\""]'
         client.hset(f"session:{sid}", mapping={"user": value, "raw": b"\xff\x01a\nb"})
+        client.sadd(f"tempest:grants:{sid}", "user.42.*", 'team "7"', b"caf\xc3\xa9.\xff")  # and its grants
         env = {"method": "GET", "url": "/session/regenerate", "headers": {}, "session": {"id": sid, "ttl": 600}}
         answers = client_cases.answer_commands(client, queue, "url", [env], connections=10, timeout=15)
         status, headers, body = json.loads(answers[-1][2])
@@ -471,6 +553,14 @@ def test_cluster_session_regenerate_publish_and_the_password(shared_cluster, tmp
         assert (status, body) == (200, "regenerated") and new != sid and len(new) == 22
         assert client.hgetall(f"session:{new}") == {b"user": value.encode(), b"raw": b"\xff\x01a\nb"}  # byte for byte
         assert 0 < client.ttl(f"session:{new}") <= 600 and not client.exists(f"session:{sid}")
+        assert client.smembers(f"tempest:grants:{new}") == {b"user.42.*", b'team "7"', b"caf\xc3\xa9.\xff"}
+        assert 0 < client.ttl(f"tempest:grants:{new}") <= 600 and not client.exists(f"tempest:grants:{sid}")
+        # a grant and a logout on the cluster: one DEL per key (two slots)
+        grants_workers.append(grants_worker(tmp_path, url, queue + "-grants", "clgrants"))
+        assert grants_job(client, queue + "-grants", new, "/grant?p=news.*")[0] == 200
+        assert client.smembers(f"tempest:grants:{new}") == {b"news.*", b"user.42.*", b'team "7"', b"caf\xc3\xa9.\xff"}
+        assert grants_job(client, queue + "-grants", new, "/logout")[0] == 200
+        assert not client.exists(f"session:{new}") and not client.exists(f"tempest:grants:{new}")
         # publish: plain (to any node), then durable (the script on its stream's master)
         for channel in (plain, durable):
             env = {"method": "GET", "url": f"/publish?c={channel}", "headers": {}}
@@ -491,7 +581,7 @@ def test_cluster_session_regenerate_publish_and_the_password(shared_cluster, tmp
         os.killpg(worker.pid, signal.SIGTERM)
         assert worker.wait(10) == 0 and not registered(client, queue)
     finally:
-        kill_groups([worker])
+        kill_groups([worker, *grants_workers])
         subscriber.close()
         client.delete("tempest:pubsub:durable", f"tempest:stream:{{{durable}}}")
         for master in shared_cluster.masters:
