@@ -175,16 +175,27 @@ def cluster_port():
     raise AssertionError("no free port pair for a cluster node")
 
 
+def _answers(node):
+    """A node of a TLS cluster answers PING (or NOAUTH)."""
+    try:
+        return node.client(socket_timeout=1).ping()
+    except Exception as exc:  # redis.RedisError, OSError: still starting
+        return "NOAUTH" in str(exc)
+
+
 class LocalCluster:
     """A real Redis Cluster on 127.0.0.1: ``masters`` redis-server processes sharing the 16,384
     slots evenly, each with ``replicas`` replicas, a node timeout of ``node_timeout`` ms (a
     replica takes over a killed master about twice that later). Formed with CLUSTER ADDSLOTS,
     MEET and REPLICATE, as redis-cli --cluster create does."""
 
-    def __init__(self, directory, masters=3, replicas=1, node_timeout=1000, password=None):
+    def __init__(self, directory, masters=3, replicas=1, node_timeout=1000, password=None, tls=None):
         self.directory = str(directory)
         self.node_timeout = node_timeout
         self.password = password  # requirepass and masterauth of every node
+        # TLS only, the cluster bus and replication too: the directory of ca.crt, server.crt/key
+        # and client.crt/key (client certificates required)
+        self.tls = str(tls) if tls else None
         self.masters = [self._node(f"m{i}") for i in range(masters)]
         self.replicas = [self._node(f"r{i}.{j}") for i in range(masters) for j in range(replicas)]
         self.nodes = self.masters + self.replicas
@@ -193,19 +204,45 @@ class LocalCluster:
         port = cluster_port()
         path = os.path.join(self.directory, name)
         secret = ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
+        tls = []
+        if self.tls:
+            files = self.tls
+            tls = ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication", "yes",
+                   "--tls-cert-file", os.path.join(files, "server.crt"), "--tls-key-file", os.path.join(files, "server.key"),
+                   "--tls-ca-cert-file", os.path.join(files, "ca.crt"), "--tls-auth-clients", "yes",
+                   # the bus and replication connect as clients: with the client certificate
+                   "--tls-client-cert-file", os.path.join(files, "client.crt"),
+                   "--tls-client-key-file", os.path.join(files, "client.key")]
         node = RedisServer(path, port=port, extra=[
             "--cluster-enabled", "yes", "--cluster-config-file", os.path.join(path, "nodes.conf"),
-            "--cluster-node-timeout", str(self.node_timeout), "--cluster-replica-validity-factor", "0", *secret])
-        if self.password:
-            plain = node.client
-            node.client = lambda **options: plain(password=self.password, **options)
+            "--cluster-node-timeout", str(self.node_timeout), "--cluster-replica-validity-factor", "0", *secret, *tls])
+        plain = node.client
+        options = dict(self.tls_options(), **({"password": self.password} if self.password else {}))
+        node.client = lambda **more: plain(**options, **more)
+        if self.tls:
+            node.ping = lambda: _answers(node)
         return node
+
+    def tls_options(self):
+        """redis-py's options for this cluster's TLS (none without)."""
+        if not self.tls:
+            return {}
+        return {"ssl": True, "ssl_ca_certs": os.path.join(self.tls, "ca.crt"), "ssl_check_hostname": False,
+                "ssl_certfile": os.path.join(self.tls, "client.crt"), "ssl_keyfile": os.path.join(self.tls, "client.key")}
+
+    def tls_query(self):
+        """The URL query of this cluster's TLS, as tempest takes it (empty without)."""
+        if not self.tls:
+            return ""
+        return (f"?ssl=yes&ssl_ca_certs={self.tls}/ca.crt&ssl_certfile={self.tls}/client.crt"
+                f"&ssl_keyfile={self.tls}/client.key")
 
     @property
     def url(self):
         """The seeds tempest is given: every master (and the password, if any)."""
         secret = f":{self.password}@" if self.password else ""
-        return f"redis+cluster://{secret}" + ",".join(f"127.0.0.1:{node.port}" for node in self.masters)
+        return f"redis+cluster://{secret}" + ",".join(f"127.0.0.1:{node.port}" for node in self.masters) + \
+            self.tls_query()
 
     def start(self):
         try:
@@ -263,7 +300,7 @@ class LocalCluster:
         from redis.cluster import ClusterNode
 
         return redis.RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in self.masters],
-                                  password=self.password, **options)
+                                  password=self.password, **self.tls_options(), **options)
 
     def master_of(self, key):
         """The node that serves ``key``'s slot now."""

@@ -337,3 +337,40 @@ def test_the_go_client_skips_the_host_name_check_only_when_told(tls, tempestd_fa
         kill_groups(workers)
         stop_group(redis_proc)
         stop_group(stranger_proc)
+
+
+def test_a_redis_cluster_over_tls(tls, tempestd_factory, tmp_path):
+    """A TLS-only Redis Cluster (client certificates required; the cluster bus and replication in
+    TLS too), three masters: tempestd on redis+cluster://...?ssl=yes with the ssl_* files, its
+    Python echo worker on queues of two masters (the same URL from tempestd), a request on each,
+    and an SSE stream that a message published by `tempest publish` reaches."""
+    from support import LocalCluster
+
+    _, directory = tls
+    cluster = LocalCluster(tmp_path / "cluster", masters=3, replicas=0, tls=directory).start()
+    stream = None
+    try:
+        names = []
+        for n in range(10000):
+            owner = cluster.master_of(f"tls-clu-{n}").port
+            if owner not in [cluster.master_of(m).port for m in names]:
+                names.append(f"tls-clu-{n}")
+            if len(names) == 2:
+                break
+        daemon = tempestd_factory(redis_url=cluster.url, front={"queue": names[0], "timeout": "10"},
+                                  **{"route:/b/": {"queue": names[1]},
+                                     "worker:echo": {"command": f"{sys.executable} {ECHO[0]} {' '.join(names)}"}})
+        wait_until(lambda: "worker on " in daemon.log(), 20, message="the echo worker")
+        for path in ("/a", "/b/c"):
+            status, _, body = http("GET", daemon.base + path)
+            assert status == 200, body
+        stream = SSE(daemon.port, "/sub/tls-clu-news")
+        assert stream.status_line.startswith("HTTP/1.1 200")
+        done = subprocess.run(tempest_cli() + ["publish", "-c", daemon.ini, "tls-clu-news", "over a TLS cluster"],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert stream.next_message()["data"] == "over a TLS cluster"
+    finally:
+        if stream is not None:
+            stream.close()
+        cluster.stop()
