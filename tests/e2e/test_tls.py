@@ -343,10 +343,13 @@ def test_a_redis_cluster_over_tls(tls, tempestd_factory, tmp_path):
     """A TLS-only Redis Cluster (client certificates required; the cluster bus and replication in
     TLS too), three masters: tempestd on redis+cluster://...?ssl=yes with the ssl_* files, its
     Python echo worker on queues of two masters (the same URL from tempestd), a request on each,
-    and an SSE stream that a message published by `tempest publish` reaches."""
+    and an SSE stream that a message published by `tempest publish` reaches; the hello worker of
+    every other client answers on the same cluster."""
     from support import LocalCluster
 
     _, directory = tls
+    languages = ("go", "node", "php", "ruby", "shell")
+    hellos = {language: client_hello(language, f"tls-clu-{language}") for language in languages}
     cluster = LocalCluster(tmp_path / "cluster", masters=3, replicas=0, tls=directory).start()
     stream = None
     try:
@@ -357,13 +360,19 @@ def test_a_redis_cluster_over_tls(tls, tempestd_factory, tmp_path):
                 names.append(f"tls-clu-{n}")
             if len(names) == 2:
                 break
+        sections = {f"route:/{language}/": {"queue": f"tls-clu-{language}"} for language in languages}
+        sections.update({f"worker:{language}": {"command": command} for language, command in hellos.items()})
         daemon = tempestd_factory(redis_url=cluster.url, front={"queue": names[0], "timeout": "10"},
                                   **{"route:/b/": {"queue": names[1]},
-                                     "worker:echo": {"command": f"{sys.executable} {ECHO[0]} {' '.join(names)}"}})
-        wait_until(lambda: "worker on " in daemon.log(), 20, message="the echo worker")
+                                     "worker:echo": {"command": f"{sys.executable} {ECHO[0]} {' '.join(names)}"}},
+                                  **sections)
+        wait_until(lambda: daemon.log().count("worker on ") == 1 + len(languages), 30, message="the workers")
         for path in ("/a", "/b/c"):
             status, _, body = http("GET", daemon.base + path)
             assert status == 200, body
+        for language in languages:
+            status, _, body = http("GET", f"{daemon.base}/{language}/hello")
+            assert status == 200 and body.startswith(b"Hello"), (language, status, body)
         stream = SSE(daemon.port, "/sub/tls-clu-news")
         assert stream.status_line.startswith("HTTP/1.1 200")
         done = subprocess.run(tempest_cli() + ["publish", "-c", daemon.ini, "tls-clu-news", "over a TLS cluster"],
