@@ -337,3 +337,52 @@ def test_a_worker_does_not_log_its_password(stack):
     proc.send_signal(signal.SIGTERM)
     proc.wait(15)
     assert WORKER_PASSWORD not in open(log).read()
+
+
+# on a Redis Cluster (docs/security.md): the lean connections read the map of slots and follow
+# ASK; redis-py's cluster client reads the command table and the nodes when it starts
+CLUSTER_EXTRA = ["+cluster|slots", "+asking", "+command", "+cluster|shards", "+cluster|nodes"]
+
+
+def test_the_same_users_on_a_redis_cluster(shared_cluster, tmp_path):
+    """The front and worker users, with CLUSTER_EXTRA, on every master of a real cluster:
+    tempestd (redis+cluster://front:...) and a reliable worker (redis+cluster://worker:...)
+    serve a request and a session regenerated (copied across slots on a cluster) with no ACL
+    denial on any node. The users are removed afterwards (the cluster is the session's)."""
+    nodes = [node.client() for node in shared_cluster.masters]
+    for client in nodes:
+        acl(client, "front", FRONT + CLUSTER_EXTRA)
+        acl(client, "worker", WORKER + CLUSTER_EXTRA)
+        client.execute_command("ACL", "LOG", "RESET")
+    seeds = ",".join(f"127.0.0.1:{node.port}" for node in shared_cluster.masters)
+    app = tmp_path / "acl_worker.py"
+    app.write_text(WORKER_APP)
+    daemon = Tempestd(tmp_path / "tempestd", f"redis+cluster://front:{FRONT_PASSWORD}@{seeds}",
+                      front={"queue": "aclq", "session_cookie": "sid", "session_secret": "acl-test-secret-0123456789abcdef",
+                             "timeout": "15"}, pubsub={"durable": "news.*"})
+    worker = None
+    try:
+        daemon.start()
+        worker = start_worker([str(app), "aclq"], f"redis+cluster://worker:{WORKER_PASSWORD}@{seeds}", tmp_path, "w")
+
+        class Stack:
+            pass
+
+        stack = Stack()
+        stack.daemon = daemon
+        assert get(stack, "/hi")[0] == "hello /hi"
+        body, sid = get(stack, "/count")
+        assert body == "1" and sid
+        body, new = get(stack, "/login", sid)
+        assert body == "logged in" and new and new != sid
+        assert get(stack, "/whoami", new)[0] == "bob"
+        refused = [(e["username"], e["reason"], e["object"]) for client in nodes for e in client.acl_log()
+                   if e["username"] in ("front", "worker")]
+        assert refused == []
+        assert FRONT_PASSWORD not in daemon.log() and WORKER_PASSWORD not in daemon.log()
+    finally:
+        if worker is not None:
+            kill_groups([worker])
+        daemon.stop()
+        for client in nodes:
+            client.execute_command("ACL", "DELUSER", "front", "worker")
