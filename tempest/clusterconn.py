@@ -81,17 +81,19 @@ class ClusterConnection:
             else:
                 routes[index] = self._route(command)
         asking: set[int] = set()
-        for _ in range(MAX_REDIRECTIONS + 1):
-            redirected = self._round(commands, routes, asking, replies)
+        for attempt in range(MAX_REDIRECTIONS + 1):
+            redirected = self._round(commands, routes, asking, replies, first=attempt == 0)
             if not redirected:
                 return replies
             routes, asking = redirected
         return replies  # the last redirections stay as the replies: "MOVED ..." errors
 
     def _round(self, commands: Sequence[resp.Command], routes: dict[int, Address], asking: set[int],
-               replies: list[Any]) -> tuple[dict[int, Address], set[int]] | None:
+               replies: list[Any], first: bool = True) -> tuple[dict[int, Address], set[int]] | None:
         """Send the commands ``routes`` names to their nodes, put the replies in ``replies``;
-        the commands redirected, with their new routes and which of them ASK, if any."""
+        the commands redirected, with their new routes and which of them ASK, if any. Raises
+        ConnectionFailed when every node of the ``first`` round failed; in a later round (the
+        redirected commands alone) the others were done, and the failed get NodeFailed."""
         groups: dict[Address, list[int]] = {}
         for index, address in routes.items():
             groups.setdefault(address, []).append(index)
@@ -125,7 +127,7 @@ class ClusterConnection:
                 got = [reply for reply, command in zip(got, _flatten(indexes, asking)) if command]
             for index, reply in zip(indexes, got):
                 replies[index] = reply
-        if failed and len(failed) == len(groups):
+        if first and failed and len(failed) == len(groups):
             raise failed[0][1]
         for indexes, problem in failed:  # the other masters' parts were done: only these are unknown
             for index in indexes:
