@@ -22,7 +22,7 @@ const crypto = require('crypto');
 const fs = require('fs');
 const os = require('os');
 const { Readable } = require('stream');
-const { createClient, MultiErrorReply } = require('redis');
+const { createClient, ErrorReply, MultiErrorReply } = require('redis');
 const { ClusterClient, keySlot } = require('./cluster');
 
 const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379/0';
@@ -32,6 +32,9 @@ const COMMAND_GRACE = 10000; // ms a blocking command may take beyond its own ti
 const ANSWER_TIMEOUT = 10000; // ms an answer endpoint may take to reply
 const RECONNECT_MIN = 100; // ms
 const RECONNECT_MAX = 2000; // ms between reconnection attempts, at most (the take loop's and node-redis')
+// the error replies of a Redis that will answer again soon, retried as a lost connection is: a
+// cluster failing over (CLUSTERDOWN, TRYAGAIN), a replica's sync, a Redis loading its data
+const PASSING_ERRORS = /^(CLUSTERDOWN|TRYAGAIN|MASTERDOWN|LOADING)\b/;
 const ANSWER_ACTIONS = ['url', 'ws']; // the actions every answer endpoint knows
 const GATHER_TTL = 300; // seconds a fan-out's stream lives at most (the gatherer deletes it)
 const SESSION_TTL = 14 * 24 * 3600; // [front] session_ttl's default
@@ -818,7 +821,12 @@ class Worker {
         }
         jobs = this.reliable ? await this._takeReliable() : await this._take();
         delay = RECONNECT_MIN;
-      } catch (error) { // a lost connection, or an error reply (CLUSTERDOWN, LOADING...: node-redis' ErrorReply)
+      } catch (error) { // a lost connection (a plain Error), or an error reply (node-redis' ErrorReply)
+        if (error instanceof ErrorReply && !PASSING_ERRORS.test(error.message)) { // WRONGTYPE, NOPERM: an operator must act
+          log.error(`Redis refused to give jobs: ${error.message}; retrying in ${(RECONNECT_MAX / 1000).toFixed(1)}s`);
+          await this._sleep(RECONNECT_MAX);
+          continue;
+        }
         log.warn(`Redis unreachable (${error.message || error}); retrying in ${(delay / 1000).toFixed(1)}s`);
         await this._sleep(delay);
         delay = Math.min(delay * 2, RECONNECT_MAX);
