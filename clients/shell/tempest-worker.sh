@@ -1115,6 +1115,17 @@ _tempest_refused() {
 _TEMPEST_CLUSTER_POLL=0.25  # seconds the first queue blocks when the queues are in several slots of a Cluster
 _TEMPEST_RECONNECT_MAX=2000  # ms between two takes after Redis failed, at most (100 ms doubling)
 
+# _tempest_refusal TEXT: status 0 when TEXT, what a take failed with, is an error reply that will
+# not pass (WRONGTYPE, NOPERM...: an operator must act). redis-cli prints an error reply as it is,
+# an upper-case code first (on stdout with status 0, or with -e on stderr with status 1), its own
+# failures otherwise ("Could not connect to Redis at ...", "Error: Server closed the connection",
+# nothing when timeout killed it); the last line is the command's (after "AUTH failed: ...").
+# CLUSTERDOWN TRYAGAIN MASTERDOWN LOADING: a Redis that will answer again soon, as a lost connection.
+_tempest_refusal() {
+    local line=${1##*$'\n'}
+    [[ $line =~ ^[A-Z][A-Z0-9_]*(\ |$) && ! $line =~ ^(CLUSTERDOWN|TRYAGAIN|MASTERDOWN|LOADING|AUTH)(\ |$) ]]
+}
+
 # _tempest_slots_apart: 1 on a Redis Cluster when the queues and their low lists are not all in
 # one slot (one BLPOP cannot name them: each is popped in turn, then the first queue blocks)
 _tempest_slots_of_queues() {
@@ -1263,6 +1274,11 @@ _tempest_loop() {  # the worker: take, run, answer, until asked to stop (or its 
         if ((_tempest_reliable && !registered)) || ! _tempest_take; then
             err=$(<"$_tempest_tmp/err")
             _tempest_stop_asked && break
+            if _tempest_refusal "$err"; then  # e.g. WRONGTYPE: the queue's key holds a string
+                tempest_log error "Redis refused to give jobs: ${err//$'\n'/; }; retrying in 2.0s"
+                _tempest_sleep "$_TEMPEST_RECONNECT_MAX"
+                continue
+            fi
             registered=0
             printf -v secs '%d.%d' $((delay / 1000)) $((delay % 1000 / 100))
             tempest_log warning "Redis unreachable (${err:-no reply}); retrying in ${secs}s"

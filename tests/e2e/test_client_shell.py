@@ -6,6 +6,7 @@ to Redis written out by tempest_body."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -398,6 +399,30 @@ def test_the_worker_serves_again_after_redis_restarts(tempestd_factory, tmp_path
     finally:
         stop_group(worker)
         server.stop()
+
+
+@pytest.mark.parametrize("mode", ["plain", "reliable"])
+def test_an_error_reply_to_the_take_is_a_refusal_not_an_outage(app, redis_client, mode):
+    """The queue's key a string: BLPOP (plain: redis-cli prints the error on stdout, status 0)
+    or LMOVE (reliable: -e, on stderr, status 1) answers WRONGTYPE: logged at error as a
+    refusal, retried every 2 s, never "Redis unreachable"; the key deleted, a job pushed by hand
+    is run within a few seconds."""
+    queue, ran = f"shell-refused-{mode}", f"shell-refused-{mode}-ran"
+    redis_client.set(queue, "x")
+    try:
+        app.start(queue, "refused", mode)
+        wait_until(lambda: app.log("refused").count("Redis refused to give jobs") >= 2, 15,
+                   message="the refusal logged twice")
+        log = app.log("refused")
+        assert re.search(r" tempest-worker\[\d+\] error: Redis refused to give jobs: WRONGTYPE .*; retrying in 2\.0s$",
+                         log, re.M), log
+        assert "Redis unreachable" not in log
+        redis_client.delete(queue)
+        redis_client.rpush(queue, client_cases.record_job("fixed", ran))
+        wait_until(lambda: redis_client.llen(ran) == 1, 5, message="the job run once the key is a list again")
+        assert "Redis unreachable" not in app.log("refused")
+    finally:
+        redis_client.delete(queue, ran)
 
 
 # spooled request bodies (issue 11, item 3)
